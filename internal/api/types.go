@@ -1,0 +1,129 @@
+// Package api holds dockfleet's object model as the REST API serves it: nodes,
+// deployments, instances and enrollment tokens. The server, the store and the
+// Go client share these types, so the JSON a user sees is the JSON we store.
+package api
+
+import (
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/spec"
+)
+
+// DefaultProject is the project of objects that name none.
+const DefaultProject = "default"
+
+// NodeState is a node's liveness as the server sees it.
+type NodeState string
+
+// Node states.
+const (
+	NodeReady       NodeState = "ready"
+	NodeUnreachable NodeState = "unreachable"
+)
+
+// Node is one enrolled Docker host.
+type Node struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Labels   map[string]string `json:"labels"`
+	State    NodeState         `json:"state"`
+	LastSeen time.Time         `json:"lastSeen"`
+	// Error is the agent's last reported problem with its host (Docker
+	// unreachable, say); empty when all is well.
+	Error     string    `json:"error,omitempty"`
+	Facts     Facts     `json:"facts"`
+	Usage     Usage     `json:"usage"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Version is bumped by every store write, for optimistic concurrency.
+	Version int64 `json:"version"`
+}
+
+// Facts describe a node's host; the agent reports them.
+type Facts struct {
+	AgentVersion  string `json:"agentVersion"`
+	DockerVersion string `json:"dockerVersion"`
+	OS            string `json:"os"`
+	Arch          string `json:"arch"`
+	Hostname      string `json:"hostname"`
+	CPUs          int    `json:"cpus"`
+	MemoryBytes   int64  `json:"memoryBytes"`
+}
+
+// Usage is a node's load at its last heartbeat.
+type Usage struct {
+	CPUPercent  float64 `json:"cpuPercent"`
+	MemoryBytes int64   `json:"memoryBytes"`
+	Containers  int     `json:"containers"`
+}
+
+// EnrollToken lets agents enroll. Its secret is shown once, at creation; the
+// store keeps only a hash.
+type EnrollToken struct {
+	ID     string            `json:"id"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// ExpiresAt zero means the token never expires.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// MaxUses zero means unlimited.
+	MaxUses   int       `json:"maxUses"`
+	Uses      int       `json:"uses"`
+	Revoked   bool      `json:"revoked"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Token is the full token an agent passes with --token; set only in the
+	// answer to a create.
+	Token string `json:"token,omitempty"`
+}
+
+// Deployment is a named, applied spec.
+type Deployment struct {
+	Project string `json:"project"`
+	Name    string `json:"name"`
+	// Revision counts the applies that changed the spec; the first is 1.
+	Revision  int64           `json:"revision"`
+	Spec      spec.Deployment `json:"spec"`
+	CreatedAt time.Time       `json:"createdAt"`
+	UpdatedAt time.Time       `json:"updatedAt"`
+	Version   int64           `json:"version"`
+}
+
+// InstanceState is an instance's observed state, as its agent reports it.
+type InstanceState string
+
+// Instance states. Pending is the state of an instance the agent has not
+// reported on yet.
+const (
+	InstancePending   InstanceState = "pending"
+	InstancePulling   InstanceState = "pulling"
+	InstanceStarting  InstanceState = "starting"
+	InstanceRunning   InstanceState = "running"
+	InstanceHealthy   InstanceState = "healthy"
+	InstanceUnhealthy InstanceState = "unhealthy"
+	InstanceFailed    InstanceState = "failed"
+	InstanceStopped   InstanceState = "stopped"
+)
+
+// Instance is one placement of a deployment's revision on a node.
+type Instance struct {
+	ID         string `json:"id"`
+	Project    string `json:"project"`
+	Deployment string `json:"deployment"`
+	NodeID     string `json:"nodeId"`
+	// NodeName is filled in by the API for display.
+	NodeName string `json:"nodeName,omitempty"`
+	Revision int64  `json:"revision"`
+	// SpecHash identifies the container spec this instance must run; the
+	// agent replaces a container whose hash differs.
+	SpecHash    string        `json:"specHash"`
+	State       InstanceState `json:"state"`
+	Reason      string        `json:"reason,omitempty"`
+	ContainerID string        `json:"containerId,omitempty"`
+	CreatedAt   time.Time     `json:"createdAt"`
+	UpdatedAt   time.Time     `json:"updatedAt"`
+	Version     int64         `json:"version"`
+}
+
+// Error is the body of every non-2xx API answer.
+type Error struct {
+	Error string `json:"error"`
+	// Details lists every problem when there are several (spec validation).
+	Details []string `json:"details,omitempty"`
+}

@@ -1,0 +1,162 @@
+package spec
+
+import "time"
+
+// APIVersion is the only apiVersion spec v1 accepts.
+const APIVersion = "dockfleet.io/v1"
+
+// KindDeployment is the kind of a Deployment document.
+const KindDeployment = "Deployment"
+
+// Mode says how a deployment's instances are placed on nodes.
+type Mode string
+
+// Placement modes.
+const (
+	// ModeGlobal runs one instance on every ready node the selector matches.
+	ModeGlobal Mode = "global"
+	// ModeReplicated runs Replicas instances spread over matching ready nodes.
+	ModeReplicated Mode = "replicated"
+)
+
+// Deployment is one parsed, defaulted and validated Deployment document.
+// The JSON form is what the server stores and what the REST API returns.
+type Deployment struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   Metadata       `json:"metadata"`
+	Spec       DeploymentSpec `json:"spec"`
+}
+
+// Metadata names a deployment and the project it belongs to.
+type Metadata struct {
+	Name string `json:"name"`
+	// Project defaults to "default".
+	Project string            `json:"project"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// DeploymentSpec is what to run and where.
+type DeploymentSpec struct {
+	Mode Mode `json:"mode"`
+	// Replicas is the instance count in replicated mode; zero in global mode.
+	Replicas  int       `json:"replicas,omitempty"`
+	Selector  Selector  `json:"selector"`
+	Container Container `json:"container"`
+}
+
+// Selector picks nodes by their labels. The zero Selector matches every node.
+type Selector struct {
+	MatchLabels      map[string]string `json:"matchLabels,omitempty"`
+	MatchExpressions []Requirement     `json:"matchExpressions,omitempty"`
+}
+
+// Operator is a selector requirement's operator.
+type Operator string
+
+// Selector operators, as in Kubernetes label selectors.
+const (
+	OpIn           Operator = "In"
+	OpNotIn        Operator = "NotIn"
+	OpExists       Operator = "Exists"
+	OpDoesNotExist Operator = "DoesNotExist"
+)
+
+// Requirement is one matchExpressions entry.
+type Requirement struct {
+	Key      string   `json:"key"`
+	Operator Operator `json:"operator"`
+	Values   []string `json:"values,omitempty"`
+}
+
+// Container is the container every instance of a deployment runs.
+type Container struct {
+	Image         string            `json:"image"`
+	Command       []string          `json:"command,omitempty"`
+	Args          []string          `json:"args,omitempty"`
+	Env           map[string]string `json:"env,omitempty"`
+	Ports         []Port            `json:"ports,omitempty"`
+	Volumes       []Volume          `json:"volumes,omitempty"`
+	Resources     Resources         `json:"resources"`
+	RestartPolicy RestartPolicy     `json:"restartPolicy"`
+	HealthCheck   *HealthCheck      `json:"healthCheck,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+}
+
+// Port publishes a container port. HostPort zero means the port is not published on the host.
+type Port struct {
+	ContainerPort int    `json:"containerPort"`
+	HostPort      int    `json:"hostPort,omitempty"`
+	HostIP        string `json:"hostIP,omitempty"`
+	// Protocol is "tcp" (default) or "udp".
+	Protocol string `json:"protocol"`
+}
+
+// VolumeType says what a volume's source is.
+type VolumeType string
+
+// Volume types.
+const (
+	VolumeNamed VolumeType = "volume" // a Docker named volume
+	VolumeBind  VolumeType = "bind"   // a host path
+)
+
+// Volume mounts a named volume or a host path into the container.
+type Volume struct {
+	Type     VolumeType `json:"type"`
+	Source   string     `json:"source"`
+	Target   string     `json:"target"`
+	ReadOnly bool       `json:"readOnly,omitempty"`
+}
+
+// Resources limits a container. Zero values mean no limit.
+type Resources struct {
+	// CPUs is a fraction of CPUs, like docker run --cpus.
+	CPUs float64 `json:"cpus,omitempty"`
+	// Memory is written "128Mi" (also Ki, Gi, K, M, G or plain bytes).
+	Memory ByteSize `json:"memory,omitempty"`
+}
+
+// RestartPolicy says when the agent restarts an exited container.
+type RestartPolicy string
+
+// Restart policies.
+const (
+	RestartAlways    RestartPolicy = "always"
+	RestartOnFailure RestartPolicy = "on-failure"
+	RestartNever     RestartPolicy = "never"
+)
+
+// HealthCheck is a probe the agent runs against each instance. Exactly one of
+// HTTP, TCP and Exec is set.
+type HealthCheck struct {
+	HTTP        *HTTPCheck `json:"http,omitempty"`
+	TCP         *TCPCheck  `json:"tcp,omitempty"`
+	Exec        *ExecCheck `json:"exec,omitempty"`
+	Interval    Duration   `json:"interval"`
+	Timeout     Duration   `json:"timeout"`
+	Retries     int        `json:"retries"`
+	StartPeriod Duration   `json:"startPeriod"`
+}
+
+// HTTPCheck passes when GET Path on Port answers 2xx or 3xx.
+type HTTPCheck struct {
+	Path string `json:"path"`
+	Port int    `json:"port"`
+}
+
+// TCPCheck passes when a TCP connection to Port opens.
+type TCPCheck struct {
+	Port int `json:"port"`
+}
+
+// ExecCheck passes when Command, run inside the container, exits 0.
+type ExecCheck struct {
+	Command []string `json:"command"`
+}
+
+// Duration is a time.Duration written as "5s", "1m30s" in specs and JSON.
+type Duration time.Duration
+
+// ByteSize is a size in bytes written as "128Mi", "1G" or "1048576" in specs and JSON.
+type ByteSize int64
