@@ -1,0 +1,17 @@
+// Package agentproto holds the wire types of the agent protocol (generated from
+// agent.proto by `make proto`) and its version history.
+package agentproto
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative agent.proto
+
+// Version is the protocol version this build speaks. An agent sends it in
+// EnrollRequest and Hello; the server refuses versions outside
+// [MinVersion, Version] with a message that says which it serves.
+//
+// History:
+//   - 1 (2026-11-24): enrollment, one stream per agent with full desired state
+//     per node, acks, instance status, heartbeats with facts and usage.
+const Version = 1
+
+// MinVersion is the oldest agent protocol version the server still serves.
+const MinVersion = 1

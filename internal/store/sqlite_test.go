@@ -1,0 +1,39 @@
+package store_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/dockfleet/dockfleet/internal/store"
+	"github.com/dockfleet/dockfleet/internal/store/storetest"
+)
+
+func openSQLite(t *testing.T, path string) *store.SQLite {
+	t.Helper()
+	s, err := store.OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSQLite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return openSQLite(t, filepath.Join(t.TempDir(), "state.db"))
+	})
+}
+
+func TestSQLiteReopenKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openSQLite(t, path)
+	if err := s.CreateAPIToken(context.Background(), "a", "admin", "h"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := openSQLite(t, path) // migrations run again and must be a no-op
+	if h, err := s2.APITokenHash(context.Background(), "a"); err != nil || h != "h" {
+		t.Errorf("after reopen: %q, %v; want h", h, err)
+	}
+}

@@ -1,0 +1,78 @@
+// Package store persists dockfleet's objects. Store is the one contract; the
+// embedded SQLite backend implements it today and PostgreSQL will for several
+// server replicas, both checked by the same conformance suite in storetest.
+//
+// Every object carries a Version, bumped by each write: an update names the
+// version it read and fails with ErrConflict when another write came between.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+)
+
+// Errors every backend returns, matched with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	ErrConflict = errors.New("store: version conflict")
+)
+
+// Store is the persistence every server component goes through.
+type Store interface {
+	Close() error
+
+	// CreateAPIToken stores a REST API bearer token by the hash of its secret.
+	CreateAPIToken(ctx context.Context, id, name, secretHash string) error
+	// APITokenHash returns the secret hash of API token id.
+	APITokenHash(ctx context.Context, id string) (string, error)
+
+	CreateEnrollToken(ctx context.Context, t api.EnrollToken, secretHash string) error
+	ListEnrollTokens(ctx context.Context) ([]api.EnrollToken, error)
+	RevokeEnrollToken(ctx context.Context, id string) error
+	// Enroll runs check on enrollment token tokenID and, if it passes, counts
+	// one use of the token and creates node n, all in one transaction, so a
+	// token's use limit holds under concurrent enrollments.
+	Enroll(ctx context.Context, tokenID string, check func(t api.EnrollToken, secretHash string) error, n api.Node) (api.Node, error)
+
+	GetNode(ctx context.Context, id string) (api.Node, error)
+	ListNodes(ctx context.Context) ([]api.Node, error)
+	// UpdateNode writes n if n.Version is still current and returns it with its new version.
+	UpdateNode(ctx context.Context, n api.Node) (api.Node, error)
+	// SetLastSeen records heartbeat times in one batch; unknown IDs are ignored.
+	SetLastSeen(ctx context.Context, seen map[string]time.Time) error
+
+	GetDeployment(ctx context.Context, project, name string) (api.Deployment, error)
+	// ListDeployments lists a project's deployments, or every project's when project is "".
+	ListDeployments(ctx context.Context, project string) ([]api.Deployment, error)
+	// PutDeployment creates d when d.Version is 0 (ErrExists if it exists) and
+	// otherwise updates it if d.Version is current.
+	PutDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error)
+	// DeleteDeployment deletes a deployment and its instances.
+	DeleteDeployment(ctx context.Context, project, name string) error
+
+	ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error)
+	// ApplyPlacement creates add and deletes the instances remove in one transaction.
+	ApplyPlacement(ctx context.Context, add []api.Instance, remove []string) error
+	// UpdateInstanceStatus records what an agent observed of an instance.
+	UpdateInstanceStatus(ctx context.Context, s InstanceStatus) error
+}
+
+// InstanceFilter selects instances; empty fields match everything.
+type InstanceFilter struct {
+	Project    string
+	Deployment string
+	NodeID     string
+}
+
+// InstanceStatus is an agent's report on one instance.
+type InstanceStatus struct {
+	ID          string
+	State       api.InstanceState
+	Reason      string
+	ContainerID string
+	At          time.Time
+}

@@ -1,0 +1,283 @@
+// Package storetest is the conformance suite every store backend passes, so
+// SQLite and PostgreSQL cannot drift apart.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// Run runs the suite; open returns a new, empty store for each subtest.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		f    func(t *testing.T, s store.Store)
+	}{
+		{"APITokens", testAPITokens},
+		{"EnrollTokens", testEnrollTokens},
+		{"EnrollUseLimitUnderConcurrency", testEnrollConcurrent},
+		{"Nodes", testNodes},
+		{"Deployments", testDeployments},
+		{"Instances", testInstances},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
+	}
+}
+
+var ctx = context.Background()
+
+func testAPITokens(t *testing.T, s store.Store) {
+	if err := s.CreateAPIToken(ctx, "a1", "admin", "hash1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAPIToken(ctx, "a1", "admin", "hash2"); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second create: got %v; want ErrExists", err)
+	}
+	h, err := s.APITokenHash(ctx, "a1")
+	if err != nil || h != "hash1" {
+		t.Errorf("APITokenHash = %q, %v; want hash1", h, err)
+	}
+	if _, err := s.APITokenHash(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown token: got %v; want ErrNotFound", err)
+	}
+}
+
+func newNode(id, name string) api.Node {
+	return api.Node{ID: id, Name: name, Labels: map[string]string{"role": "web"}, State: api.NodeReady,
+		CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
+}
+
+func testEnrollTokens(t *testing.T, s store.Store) {
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+	tok := api.EnrollToken{ID: "t1", Labels: map[string]string{"zone": "a"}, ExpiresAt: exp, MaxUses: 2, CreatedAt: time.Now()}
+	if err := s.CreateEnrollToken(ctx, tok, "secret-hash"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListEnrollTokens(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListEnrollTokens = %v, %v; want one", list, err)
+	}
+	if got := list[0]; !got.ExpiresAt.Equal(exp) || got.MaxUses != 2 || got.Labels["zone"] != "a" || got.Token != "" {
+		t.Errorf("listed token = %+v; want expiry %v, 2 uses, zone=a, no secret", got, exp)
+	}
+
+	var seenHash string
+	check := func(t api.EnrollToken, hash string) error {
+		seenHash = hash
+		if t.MaxUses > 0 && t.Uses >= t.MaxUses {
+			return errors.New("used up")
+		}
+		return nil
+	}
+	n, err := s.Enroll(ctx, "t1", check, newNode("n1", "one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seenHash != "secret-hash" || n.Version != 1 {
+		t.Errorf("Enroll: check saw hash %q, node version %d; want secret-hash, 1", seenHash, n.Version)
+	}
+	if _, err := s.Enroll(ctx, "t1", check, newNode("n2", "one")); !errors.Is(err, store.ErrExists) {
+		t.Errorf("enrolling a second node named one: got %v; want ErrExists", err)
+	}
+	if _, err := s.Enroll(ctx, "t1", check, newNode("n2", "two")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enroll(ctx, "t1", check, newNode("n3", "three")); err == nil || err.Error() != "used up" {
+		t.Errorf("third enrollment on a 2-use token: got %v; want the check's error", err)
+	}
+	if _, err := s.GetNode(ctx, "n3"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("refused enrollment left node n3: %v", err)
+	}
+	if _, err := s.Enroll(ctx, "nope", check, newNode("n4", "four")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown token: got %v; want ErrNotFound", err)
+	}
+	if err := s.RevokeEnrollToken(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = s.ListEnrollTokens(ctx)
+	if !list[0].Revoked || list[0].Uses != 2 {
+		t.Errorf("after revoke: %+v; want revoked with 2 uses", list[0])
+	}
+	if err := s.RevokeEnrollToken(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking unknown token: got %v; want ErrNotFound", err)
+	}
+}
+
+func testEnrollConcurrent(t *testing.T, s store.Store) {
+	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t", MaxUses: 5, CreatedAt: time.Now()}, "h"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t api.EnrollToken, _ string) error {
+		if t.Uses >= t.MaxUses {
+			return errors.New("used up")
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Enroll(ctx, "t", check, newNode(fmt.Sprint("n", i), fmt.Sprint("node", i))); err == nil {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 5 {
+		t.Errorf("%d of 20 concurrent enrollments succeeded on a 5-use token; want 5", ok)
+	}
+}
+
+func testNodes(t *testing.T, s store.Store) {
+	tok := api.EnrollToken{ID: "t", CreatedAt: time.Now()}
+	if err := s.CreateEnrollToken(ctx, tok, "h"); err != nil {
+		t.Fatal(err)
+	}
+	pass := func(api.EnrollToken, string) error { return nil }
+	a, err := s.Enroll(ctx, "t", pass, newNode("a", "alpha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enroll(ctx, "t", pass, newNode("b", "beta")); err != nil {
+		t.Fatal(err)
+	}
+	a.Labels = map[string]string{"role": "db"}
+	a.Facts = api.Facts{DockerVersion: "20.10", CPUs: 2}
+	a2, err := s.UpdateNode(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a2.Version != a.Version+1 {
+		t.Errorf("version after update = %d; want %d", a2.Version, a.Version+1)
+	}
+	if _, err := s.UpdateNode(ctx, a); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("update with a stale version: got %v; want ErrConflict", err)
+	}
+	if _, err := s.UpdateNode(ctx, api.Node{ID: "zz", Version: 1}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("update of unknown node: got %v; want ErrNotFound", err)
+	}
+	got, err := s.GetNode(ctx, "a")
+	if err != nil || got.Labels["role"] != "db" || got.Facts.DockerVersion != "20.10" || got.Facts.CPUs != 2 {
+		t.Errorf("GetNode = %+v, %v; want role=db and facts stored", got, err)
+	}
+	seen := time.Now().UTC().Truncate(time.Millisecond)
+	if err := s.SetLastSeen(ctx, map[string]time.Time{"a": seen, "gone": seen}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetNode(ctx, "a")
+	if !got.LastSeen.Equal(seen) || got.Version != a2.Version {
+		t.Errorf("after SetLastSeen: last seen %v version %d; want %v and version unchanged %d", got.LastSeen, got.Version, seen, a2.Version)
+	}
+	nodes, err := s.ListNodes(ctx)
+	if err != nil || len(nodes) != 2 || nodes[0].Name != "alpha" || nodes[1].Name != "beta" {
+		t.Errorf("ListNodes = %v, %v; want alpha, beta", nodes, err)
+	}
+}
+
+func newDeployment(project, name string) api.Deployment {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	return api.Deployment{Project: project, Name: name, Revision: 1, CreatedAt: now, UpdatedAt: now,
+		Spec: spec.Deployment{APIVersion: spec.APIVersion, Kind: spec.KindDeployment,
+			Metadata: spec.Metadata{Name: name, Project: project},
+			Spec: spec.DeploymentSpec{Mode: spec.ModeReplicated, Replicas: 3,
+				Container: spec.Container{Image: "hello:v1", Env: map[string]string{"A": "b"}, Resources: spec.Resources{Memory: 64 << 20}}}}}
+}
+
+func testDeployments(t *testing.T, s store.Store) {
+	d, err := s.PutDeployment(ctx, newDeployment("default", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutDeployment(ctx, newDeployment("default", "web")); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second create: got %v; want ErrExists", err)
+	}
+	if _, err := s.PutDeployment(ctx, newDeployment("other", "web")); err != nil {
+		t.Errorf("same name in another project: %v", err)
+	}
+	d.Revision = 2
+	d.Spec.Spec.Replicas = 5
+	d2, err := s.PutDeployment(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutDeployment(ctx, d); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("update with stale version: got %v; want ErrConflict", err)
+	}
+	got, err := s.GetDeployment(ctx, "default", "web")
+	if err != nil || got.Revision != 2 || got.Spec.Spec.Replicas != 5 || got.Version != d2.Version ||
+		got.Spec.Spec.Container.Resources.Memory != 64<<20 || got.Spec.Spec.Container.Env["A"] != "b" {
+		t.Errorf("GetDeployment = %+v, %v; want revision 2, 5 replicas, spec intact", got, err)
+	}
+	if list, _ := s.ListDeployments(ctx, "default"); len(list) != 1 {
+		t.Errorf("ListDeployments(default) = %d; want 1", len(list))
+	}
+	if list, _ := s.ListDeployments(ctx, ""); len(list) != 2 {
+		t.Errorf("ListDeployments(all) = %d; want 2", len(list))
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{{ID: "i1", Project: "default", Deployment: "web", NodeID: "n", State: api.InstancePending}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteDeployment(ctx, "default", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetDeployment(ctx, "default", "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after delete: got %v; want ErrNotFound", err)
+	}
+	if is, _ := s.ListInstances(ctx, store.InstanceFilter{Deployment: "web", Project: "default"}); len(is) != 0 {
+		t.Errorf("delete left %d instances", len(is))
+	}
+	if err := s.DeleteDeployment(ctx, "default", "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: got %v; want ErrNotFound", err)
+	}
+}
+
+func testInstances(t *testing.T, s store.Store) {
+	mk := func(id, dep, node string) api.Instance {
+		return api.Instance{ID: id, Project: "default", Deployment: dep, NodeID: node, Revision: 1, SpecHash: "h", State: api.InstancePending, CreatedAt: time.Now()}
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{mk("i1", "web", "a"), mk("i2", "web", "b"), mk("i3", "db", "a")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{mk("i1", "web", "c")}, nil); !errors.Is(err, store.ErrExists) {
+		t.Errorf("duplicate instance ID: got %v; want ErrExists", err)
+	}
+	if is, _ := s.ListInstances(ctx, store.InstanceFilter{NodeID: "a"}); len(is) != 2 {
+		t.Errorf("instances on node a = %d; want 2", len(is))
+	}
+	if is, _ := s.ListInstances(ctx, store.InstanceFilter{Project: "default", Deployment: "web"}); len(is) != 2 {
+		t.Errorf("instances of web = %d; want 2", len(is))
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", State: api.InstanceFailed, Reason: "exit 1", ContainerID: "c1", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "nope", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("status of unknown instance: got %v; want ErrNotFound", err)
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{mk("i4", "web", "c")}, []string{"i2"}); err != nil {
+		t.Fatal(err)
+	}
+	is, _ := s.ListInstances(ctx, store.InstanceFilter{Deployment: "web"})
+	got := map[string]api.Instance{}
+	for _, i := range is {
+		got[i.ID] = i
+	}
+	if len(got) != 2 || got["i1"].State != api.InstanceFailed || got["i1"].Reason != "exit 1" || got["i1"].ContainerID != "c1" ||
+		!got["i1"].UpdatedAt.Equal(at) || got["i4"].NodeID != "c" {
+		t.Errorf("instances of web after status and placement = %+v; want i1 failed (exit 1, c1) and i4 on c", got)
+	}
+}
