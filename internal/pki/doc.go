@@ -1,0 +1,18 @@
+// Package pki is dockfleet's built-in certificate authority and everything
+// that rests on it: the CA the server creates in its data dir on first start,
+// the server certificate of its REST API and agent endpoint, the client
+// certificates that name enrolled nodes, the agent's stored identity, the
+// enrollment and API token formats, and the TLS configuration of every
+// listener and client.
+//
+// Trust is bootstrapped the way Docker Swarm does it: an enrollment token
+// carries the SHA-256 fingerprint of the CA certificate, so an agent that has
+// no file yet can still verify the server (EnrollClientTLS) and never trusts
+// it blindly. The agent sends a CSR with the token; the server names the node
+// in the certificate it signs (SignNode), and from then on every agent
+// connection is mutual TLS 1.3 and the node ID comes from the verified client
+// certificate (PeerNodeID), never from what the agent says.
+//
+// Only the standard library's crypto is used. Keys are ECDSA P-256, which
+// every TLS stack supports.
+package pki

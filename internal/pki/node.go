@@ -1,0 +1,139 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// A node certificate names its node in a URI SAN, dockfleet://node/<id>. The
+// URI is what NodeID reads; the CommonName repeats the ID for people reading
+// the certificate with openssl.
+const (
+	nodeURIScheme = "dockfleet"
+	nodeURIHost   = "node"
+	maxNodeIDLen  = 128
+)
+
+// NewNodeKey generates an agent's private key, ECDSA P-256.
+func NewNodeKey() (crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating node key: %w", err)
+	}
+	return key, nil
+}
+
+// NewCSR returns a DER certificate signing request for key. Its subject is
+// empty: the server decides what the certificate names.
+func NewCSR(key crypto.Signer) ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating certificate signing request: %w", err)
+	}
+	return der, nil
+}
+
+// SignNode issues the client certificate of node nodeID for the key in the
+// DER CSR csrDER, valid for ttl (capped at the CA's expiry), and returns it in
+// PEM form. The CSR must be signed by its own key; everything else it asks
+// for is ignored. The certificate names the node in its CommonName and in a
+// dockfleet://node/<id> URI, and is good for client authentication only, so
+// that a node's key can never pass for the server's.
+func (ca *CA) SignNode(csrDER []byte, nodeID string, ttl time.Duration) (certPEM []byte, err error) {
+	if err := checkNodeID(nodeID); err != nil {
+		return nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
+	}
+	if err := checkNodeKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: nodeID},
+		URIs:                  []*url.URL{{Scheme: nodeURIScheme, Host: nodeURIHost, Path: "/" + nodeID}},
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	cert, err := ca.issue(tmpl, csr.PublicKey, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("issuing certificate of node %s: %w", nodeID, err)
+	}
+	return encodePEM(pemCertificate, cert.Raw), nil
+}
+
+// checkNodeKey accepts the key types TLS 1.3 can authenticate a client
+// with, and refuses weak ones.
+func checkNodeKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+			return nil
+		}
+		return fmt.Errorf("%w: ECDSA curve %s; want P-256, P-384 or P-521", ErrBadCSR, k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return nil
+	default:
+		return fmt.Errorf("%w: key type %T; want ECDSA or Ed25519", ErrBadCSR, pub)
+	}
+}
+
+// checkNodeID accepts IDs that go into a URI path unescaped and cannot be
+// mistaken for a path step: a letter or digit, then letters, digits, '.',
+// '_' and '-'.
+func checkNodeID(id string) error {
+	if id == "" || len(id) > maxNodeIDLen {
+		return fmt.Errorf("%w: %q must be 1 to %d characters", ErrInvalidNodeID, id, maxNodeIDLen)
+	}
+	for i, r := range id {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("._-", r)) {
+			return fmt.Errorf("%w: %q: want a letter or digit, then letters, digits, '.', '_' or '-'", ErrInvalidNodeID, id)
+		}
+	}
+	return nil
+}
+
+// NodeID returns the ID of the node cert names. It does not verify cert:
+// callers pass a certificate TLS has verified (see PeerNodeID) or one they
+// just loaded and checked.
+func NodeID(cert *x509.Certificate) (string, error) {
+	for _, u := range cert.URIs {
+		if u.Scheme != nodeURIScheme || u.Host != nodeURIHost {
+			continue
+		}
+		id := strings.TrimPrefix(u.Path, "/")
+		if err := checkNodeID(id); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrNoNodeID, err)
+		}
+		return id, nil
+	}
+	return "", ErrNoNodeID
+}
+
+// PeerNodeID returns the node ID of the client on a connection the agent
+// endpoint accepted (AgentServerTLS). It reads the verified chain only, and
+// returns ErrNoClientCert when the client sent no certificate, as an
+// enrolling agent does: every handler but enrollment must refuse that.
+func PeerNodeID(cs tls.ConnectionState) (string, error) {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return "", ErrNoClientCert
+	}
+	return NodeID(cs.VerifiedChains[0][0])
+}

@@ -1,0 +1,141 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// AgentServerTLS is the configuration of the agents' endpoint: TLS 1.3 only,
+// cert as the server certificate, and client certificates verified against
+// ca when sent. A client certificate is optional at the handshake because
+// the enrollment call comes before the agent has one; every other call must
+// check PeerNodeID. A certificate from another CA, an expired one, or one not
+// meant for client authentication fails the handshake.
+func AgentServerTLS(ca *CA, cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+	}
+}
+
+// apiCipherSuites are the TLS 1.2 suites the REST API offers: forward secret
+// key exchange and AEAD ciphers only (Mozilla's "intermediate" profile).
+// TLS 1.3 suites are not configurable and all good.
+var apiCipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// APIServerTLS is the configuration of the REST API's listener. Unlike the
+// agent endpoint, whose only clients are our agents, the API serves scripts,
+// monitoring and tools we do not control, some of which still speak TLS 1.2
+// only (Java 8 before 8u261, OpenSSL 1.0.2 on older distributions), so it
+// accepts TLS 1.2 with forward-secret AEAD suites, which have no known
+// practical weakness; clients that can negotiate TLS 1.3, and Go's always
+// do. Used with http.Server.ServeTLS, HTTP/2 is offered as well.
+func APIServerTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: apiCipherSuites,
+		Certificates: []tls.Certificate{cert},
+	}
+}
+
+// EnrollClientTLS is the configuration of an agent that enrolls: it has no
+// CA file yet, only the CA fingerprint from its token. It trusts the server
+// when the chain the server presents holds, after the leaf, the CA
+// certificate with that fingerprint, and the leaf verifies against that CA
+// alone as a server certificate for serverName (the host of the server URL,
+// a DNS name or an IP address). Everything else fails the handshake; a
+// fingerprint that does not match fails with ErrFingerprintMismatch, naming
+// the fingerprints the server sent.
+func EnrollClientTLS(caFingerprint, serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ServerName: serverName,
+		// The standard verification needs the CA up front; VerifyConnection
+		// does it instead, once the CA is found in the chain.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection against the pinned CA
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			// serverName, not cs.ServerName: the latter is empty when the
+			// server is dialled by IP address, which would skip the check.
+			return verifyPinned(cs.PeerCertificates, caFingerprint, serverName, time.Now())
+		},
+	}
+}
+
+// verifyPinned verifies a server's chain against the CA in it whose
+// fingerprint is caFingerprint.
+func verifyPinned(chain []*x509.Certificate, caFingerprint, serverName string, now time.Time) error {
+	if serverName == "" {
+		return ErrNoServerName
+	}
+	if len(chain) == 0 {
+		return fmt.Errorf("%w: the server sent no certificate", ErrFingerprintMismatch)
+	}
+	// The CA is looked for after the leaf, where ServerCertificate puts it.
+	var got []string
+	for _, cert := range chain[1:] {
+		fp := fingerprint(cert.Raw)
+		if fp != caFingerprint {
+			got = append(got, fp)
+			continue
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(cert)
+		_, err := chain[0].Verify(x509.VerifyOptions{
+			Roots:       roots,
+			DNSName:     serverName,
+			CurrentTime: now,
+			KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			return fmt.Errorf("verifying server certificate against the CA of the enrollment token: %w", err)
+		}
+		return nil
+	}
+	if len(got) == 0 {
+		return fmt.Errorf("%w: the server sent no CA certificate, only its own; want CA %s", ErrFingerprintMismatch, caFingerprint)
+	}
+	return fmt.Errorf("%w: got %s; want %s", ErrFingerprintMismatch, strings.Join(got, ", "), caFingerprint)
+}
+
+// AgentClientTLS is the configuration of an enrolled agent: mutual TLS 1.3
+// with the node certificate, trusting the fleet's CA only. serverName is the
+// host of the server URL.
+func AgentClientTLS(id *Identity, serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{id.Certificate},
+		RootCAs:      id.CAPool,
+		ServerName:   serverName,
+	}
+}
+
+// CAFileClientTLS is the configuration of a REST API client (the CLI) that
+// trusts the CA certificates in caPEM, such as the server's ca.crt given
+// with --ca-cert, and nothing else. Like APIServerTLS it accepts TLS 1.2,
+// for a proxy that may stand in front of the server.
+func CAFileClientTLS(caPEM []byte) (*tls.Config, error) {
+	certs, err := parseCertsPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA certificates: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    pool,
+	}, nil
+}
