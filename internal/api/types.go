@@ -127,3 +127,44 @@ type Error struct {
 	// Details lists every problem when there are several (spec validation).
 	Details []string `json:"details,omitempty"`
 }
+
+// LabelPatch edits a node's labels: Set adds or replaces, Remove deletes.
+type LabelPatch struct {
+	Set    map[string]string `json:"set,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+// TokenRequest asks for a new enrollment token.
+type TokenRequest struct {
+	// TTL is a Go duration ("1h"); empty means the token never expires.
+	TTL string `json:"ttl,omitempty"`
+	// Uses is how many enrollments the token allows; 0 is unlimited.
+	Uses   int               `json:"uses,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Apply actions.
+const (
+	ActionCreated    = "created"
+	ActionConfigured = "configured"
+	ActionUnchanged  = "unchanged"
+)
+
+// ApplyResult says what an apply did to one deployment.
+type ApplyResult struct {
+	Project  string `json:"project"`
+	Name     string `json:"name"`
+	Action   string `json:"action"`
+	Revision int64  `json:"revision"`
+}
+
+// ApplyResponse is the answer to POST /v1/apply.
+type ApplyResponse struct {
+	Results []ApplyResult `json:"results"`
+}
+
+// DeploymentStatus is a deployment with its instances.
+type DeploymentStatus struct {
+	Deployment Deployment `json:"deployment"`
+	Instances  []Instance `json:"instances"`
+}

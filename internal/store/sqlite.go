@@ -444,8 +444,8 @@ func (s *SQLite) ApplyPlacement(ctx context.Context, add []api.Instance, remove 
 }
 
 func (s *SQLite) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, updated_at = ?, version = version + 1 WHERE id = ?`,
-		st.State, st.Reason, st.ContainerID, nanos(st.At), st.ID)
+	res, err := s.db.ExecContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, updated_at = ?, version = version + 1 WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`,
+		st.State, st.Reason, st.ContainerID, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
 	if err != nil {
 		return err
 	}
@@ -453,4 +453,21 @@ func (s *SQLite) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) er
 		return fmt.Errorf("instance %s: %w", st.ID, ErrNotFound)
 	}
 	return nil
+}
+
+func (s *SQLite) SetInstanceRevision(ctx context.Context, ids []string, revision int64, specHash string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	now := nanos(time.Now())
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			_, err := tx.ExecContext(ctx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', updated_at = ?, version = version + 1 WHERE id = ?`,
+				revision, specHash, api.InstancePending, now, id)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -57,7 +57,13 @@ type Store interface {
 	ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error)
 	// ApplyPlacement creates add and deletes the instances remove in one transaction.
 	ApplyPlacement(ctx context.Context, add []api.Instance, remove []string) error
-	// UpdateInstanceStatus records what an agent observed of an instance.
+	// SetInstanceRevision moves instances to another revision of their
+	// deployment; their observed state starts again at pending.
+	SetInstanceRevision(ctx context.Context, ids []string, revision int64, specHash string) error
+	// UpdateInstanceStatus records what an agent observed of one of its
+	// node's instances; ErrNotFound if the node has no such instance, or
+	// if s.SpecHash is set and the instance has since moved to another spec
+	// (a late report on a replaced container must not overwrite the new one's).
 	UpdateInstanceStatus(ctx context.Context, s InstanceStatus) error
 }
 
@@ -71,6 +77,8 @@ type InstanceFilter struct {
 // InstanceStatus is an agent's report on one instance.
 type InstanceStatus struct {
 	ID          string
+	NodeID      string
+	SpecHash    string
 	State       api.InstanceState
 	Reason      string
 	ContainerID string

@@ -262,11 +262,23 @@ func testInstances(t *testing.T, s store.Store) {
 		t.Errorf("instances of web = %d; want 2", len(is))
 	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
-	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", State: api.InstanceFailed, Reason: "exit 1", ContainerID: "c1", At: at}); err != nil {
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", NodeID: "a", State: api.InstanceFailed, Reason: "exit 1", ContainerID: "c1", At: at}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "nope", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "nope", NodeID: "a", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("status of unknown instance: got %v; want ErrNotFound", err)
+	}
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i2", NodeID: "a", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("status of another node's instance: got %v; want ErrNotFound", err)
+	}
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i3", NodeID: "a", SpecHash: "old", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("status for a spec the instance no longer has: got %v; want ErrNotFound", err)
+	}
+	if err := s.SetInstanceRevision(ctx, []string{"i3"}, 2, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if is, _ := s.ListInstances(ctx, store.InstanceFilter{Deployment: "db"}); len(is) != 1 || is[0].Revision != 2 || is[0].SpecHash != "h2" || is[0].State != api.InstancePending {
+		t.Errorf("after SetInstanceRevision: %+v; want revision 2, hash h2, pending", is)
 	}
 	if err := s.ApplyPlacement(ctx, []api.Instance{mk("i4", "web", "c")}, []string{"i2"}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,146 @@
+// Package agent is the dockfleet agent: it enrolls with a token, keeps one
+// mTLS stream to the server, and reconciles the containers on its host with the
+// desired state the server sends. It keeps its containers as they are while
+// the server is away (static stability, DESIGN §4).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/pki"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Server is the server's agent endpoint, "host:port" or "https://host:port".
+	Server string
+	// Token is the enrollment token; needed only for the first start.
+	Token string
+	// CACertFile, if set, is trusted instead of the CA fingerprint in the token.
+	CACertFile string
+	// DataDir holds the agent's key, certificate and cached desired state.
+	DataDir string
+	// Name is the node name asked for at enrollment; default the hostname.
+	Name   string
+	Labels map[string]string
+	// Runtime runs the containers.
+	Runtime Runtime
+	Logger  *slog.Logger
+	// ResyncInterval is how often the agent reconciles without a trigger; default 10s.
+	ResyncInterval time.Duration
+	// MaxBackoff caps the wait between reconnection attempts; default 30s.
+	MaxBackoff time.Duration
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	addr string // host:port of the agent endpoint
+	host string // the server name its certificate must carry
+}
+
+// New checks cfg and returns an Agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Server == "" {
+		return nil, errors.New("agent: the server's agent address is required (--server)")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: a data directory is required (--data-dir)")
+	}
+	if cfg.Runtime == nil {
+		return nil, errors.New("agent: no container runtime")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = 10 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("agent: no --name and no hostname: %w", err)
+		}
+		cfg.Name = h
+	}
+	addr, host, err := parseServer(cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger, addr: addr, host: host}, nil
+}
+
+// parseServer accepts "host:port", "https://host:port" or "grpcs://host:port".
+func parseServer(s string) (addr, host string, err error) {
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return "", "", fmt.Errorf("agent: --server %q is not a host:port or https://host:port address", s)
+		}
+		s = u.Host
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" {
+		return "", "", fmt.Errorf("agent: --server %q must name a host and port, e.g. 10.0.0.5:7401", s)
+	}
+	if host == "" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port), host, nil
+}
+
+// Run enrolls if needed, then connects and reconciles until ctx ends. An
+// enrollment refusal is returned; a lost server is retried for ever, with
+// exponential backoff and jitter, while the containers keep running.
+func (a *Agent) Run(ctx context.Context) error {
+	id, err := pki.LoadIdentity(a.cfg.DataDir)
+	if errors.Is(err, pki.ErrNoIdentity) {
+		id, err = a.enroll(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	log := a.log.With("node_id", id.NodeID)
+	log.Info("agent starting", "server", a.addr, "cert_expires", id.NotAfter)
+
+	rec := newReconciler(a.cfg.Runtime, id.NodeID, a.cfg.DataDir, a.cfg.ResyncInterval, log)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rec.run(ctx)
+	}()
+	defer func() { <-done }()
+
+	backoff := time.Second
+	for {
+		connected, err := a.session(ctx, id, rec, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if connected {
+			backoff = time.Second
+		}
+		// Full jitter spreads a fleet's reconnections after a server restart.
+		wait := time.Duration(rand.Int64N(int64(backoff))) + 100*time.Millisecond
+		log.Warn("server connection lost; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, a.cfg.MaxBackoff)
+	}
+}

@@ -1,0 +1,301 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/agent"
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/container"
+	"github.com/dockfleet/dockfleet/internal/fakert"
+	"github.com/dockfleet/dockfleet/internal/server"
+)
+
+// These tests run a real server (SQLite, TLS, gRPC) and real agents in this
+// process, with fakert in place of Docker: the protocol and the reconcile
+// loop, fast. The same flows run against real Docker in tests/e2e.
+
+type testServer struct {
+	srv    *server.Server
+	client *client.Client
+	cancel context.CancelFunc
+	done   chan error
+	dir    string
+}
+
+func startServer(t *testing.T, dir, apiAddr, agentAddr string) *testServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr,
+		HeartbeatInterval: 200 * time.Millisecond})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ts := &testServer{srv: srv, cancel: cancel, done: make(chan error, 1), dir: dir}
+	go func() { ts.done <- srv.Run(ctx) }()
+	tok, err := os.ReadFile(srv.AdminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.client, err = client.New(client.Config{Addr: srv.APIURL(), Token: strings.TrimSpace(string(tok)), CACertFile: srv.CAFile()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) stop() {
+	ts.cancel()
+	<-ts.done
+	ts.done <- nil // later stops return at once
+}
+
+type testAgent struct {
+	rt     *fakert.Runtime
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startAgent(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, token string, labels map[string]string) *testAgent {
+	t.Helper()
+	a, err := agent.New(agent.Config{Server: ts.srv.AgentAddr(), Token: token, DataDir: dir, Name: name, Labels: labels,
+		Runtime: rt, ResyncInterval: 200 * time.Millisecond, MaxBackoff: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ta := &testAgent{rt: rt, cancel: cancel, done: make(chan error, 1)}
+	go func() { ta.done <- a.Run(ctx) }()
+	var once sync.Once
+	t.Cleanup(func() { once.Do(ta.stop) })
+	return ta
+}
+
+func (ta *testAgent) stop() {
+	ta.cancel()
+	<-ta.done
+	ta.done <- nil
+}
+
+func token(t *testing.T, ts *testServer, uses int) string {
+	t.Helper()
+	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
+}
+
+func waitFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func running(rt *fakert.Runtime, nodeID string) []container.State {
+	cs, _ := rt.List(context.Background(), nodeID)
+	var out []container.State
+	for _, c := range cs {
+		if c.Running {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+const spec = `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: global
+  selector: {matchLabels: {role: web}}
+  container:
+    image: hello:v1
+    healthCheck:
+      exec: {command: [/hello, -check]}
+      interval: 100ms
+      timeout: 50ms
+`
+
+func nodeID(t *testing.T, ts *testServer, name string) string {
+	t.Helper()
+	var id string
+	waitFor(t, "node "+name+" to enroll", func() error {
+		n, err := ts.client.GetNode(context.Background(), name)
+		if err != nil {
+			return err
+		}
+		id = n.ID
+		return nil
+	})
+	return id
+}
+
+func TestAgentRunsAndHealsDeployment(t *testing.T) {
+	ts := startServer(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	rt := fakert.New()
+	tok := token(t, ts, 2)
+	startAgent(t, ts, rt, t.TempDir(), "a", tok, map[string]string{"role": "web"})
+	startAgent(t, ts, rt, t.TempDir(), "b", tok, map[string]string{"role": "db"})
+	a, b := nodeID(t, ts, "a"), nodeID(t, ts, "b")
+
+	if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "web healthy on a", func() error {
+		is, err := ts.client.ListInstances(context.Background(), "default", "web")
+		if err != nil {
+			return err
+		}
+		if len(is) != 1 || is[0].NodeID != a || is[0].State != api.InstanceHealthy {
+			return fmt.Errorf("instances %+v", is)
+		}
+		return nil
+	})
+	if cs := running(rt, b); len(cs) != 0 {
+		t.Errorf("node b (role=db) runs %d containers; want 0", len(cs))
+	}
+	cs := running(rt, a)
+	if len(cs) != 1 || cs[0].Labels[container.LabelDeployment] != "web" || cs[0].Labels[container.LabelNode] != a {
+		t.Fatalf("node a runs %+v; want one web container labelled for a", cs)
+	}
+
+	t.Run("a container deleted by hand is recreated", func(t *testing.T) {
+		old := running(rt, a)[0].ID
+		if err := rt.Delete(old); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a new container", func() error {
+			if cs := running(rt, a); len(cs) != 1 || cs[0].ID == old {
+				return fmt.Errorf("%d running", len(cs))
+			}
+			return nil
+		})
+	})
+
+	t.Run("a crashed container is restarted and reported", func(t *testing.T) {
+		c := running(rt, a)[0]
+		if err := rt.Kill(c.ID, 3); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the container to run again", func() error {
+			if cs := running(rt, a); len(cs) != 1 || cs[0].ID != c.ID {
+				return fmt.Errorf("%d running", len(cs))
+			}
+			return nil
+		})
+	})
+
+	t.Run("failing exec health check turns the instance unhealthy", func(t *testing.T) {
+		c := running(rt, a)[0]
+		rt.SetExecExitCode(c.ID, 1)
+		waitFor(t, "unhealthy", func() error {
+			is, _ := ts.client.ListInstances(context.Background(), "default", "web")
+			if len(is) != 1 || is[0].State != api.InstanceUnhealthy || !strings.Contains(is[0].Reason, "exit") {
+				return fmt.Errorf("instances %+v", is)
+			}
+			return nil
+		})
+		rt.SetExecExitCode(c.ID, 0)
+	})
+
+	t.Run("a foreign container is never touched", func(t *testing.T) {
+		rt.AddImage("nginx")
+		id, err := rt.CreateUnowned(container.Config{Name: "someone-elses", Image: "nginx"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // two resync passes
+		if _, ok := rt.Config(id); !ok {
+			t.Error("the agent removed a container it does not own")
+		}
+	})
+
+	t.Run("relabel moves the deployment; delete removes it", func(t *testing.T) {
+		if _, err := ts.client.PatchNodeLabels(context.Background(), "b", api.LabelPatch{Set: map[string]string{"role": "web"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "web on b", func() error {
+			if cs := running(rt, b); len(cs) != 1 {
+				return fmt.Errorf("%d running on b", len(cs))
+			}
+			return nil
+		})
+		if err := ts.client.DeleteDeployment(context.Background(), "default", "web"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "no containers", func() error {
+			if n := len(running(rt, a)) + len(running(rt, b)); n != 0 {
+				return fmt.Errorf("%d running", n)
+			}
+			return nil
+		})
+	})
+}
+
+func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, dir, "127.0.0.1:0", "127.0.0.1:0")
+	apiAddr, agentAddr := strings.TrimPrefix(ts.srv.APIURL(), "https://"), ts.srv.AgentAddr()
+	rt := fakert.New()
+	agentDir := t.TempDir()
+	ag := startAgent(t, ts, rt, agentDir, "a", token(t, ts, 1), map[string]string{"role": "web"})
+	id := nodeID(t, ts, "a")
+	if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a container", func() error {
+		if cs := running(rt, id); len(cs) != 1 {
+			return fmt.Errorf("%d running", len(cs))
+		}
+		return nil
+	})
+	before := running(rt, id)[0]
+
+	ts.stop()
+	// The agent restarts too while the server is away: it must rely on its cache.
+	ag.stop()
+	ag = startAgent(t, ts, rt, agentDir, "a", "", nil)
+	time.Sleep(600 * time.Millisecond)
+	if cs := running(rt, id); len(cs) != 1 || cs[0].ID != before.ID {
+		t.Fatalf("with the server away the node runs %+v; want the same container %s", cs, before.ID)
+	}
+	rt.Delete(before.ID)
+	waitFor(t, "healing without a server", func() error {
+		if cs := running(rt, id); len(cs) != 1 {
+			return fmt.Errorf("%d running", len(cs))
+		}
+		return nil
+	})
+	healed := running(rt, id)[0]
+
+	ts2 := startServer(t, dir, apiAddr, agentAddr)
+	waitFor(t, "node ready again", func() error {
+		n, err := ts2.client.GetNode(context.Background(), "a")
+		if err != nil || n.State != api.NodeReady {
+			return fmt.Errorf("%v %v", n.State, err)
+		}
+		return nil
+	})
+	time.Sleep(600 * time.Millisecond)
+	if cs := running(rt, id); len(cs) != 1 || cs[0].ID != healed.ID {
+		t.Errorf("after the server came back the node runs %+v; want the same container %s", cs, healed.ID)
+	}
+}

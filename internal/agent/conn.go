@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/version"
+)
+
+// session runs one stream to the server until it breaks or ctx ends. It
+// reports whether the server welcomed the agent, which resets the backoff.
+func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, log *slog.Logger) (bool, error) {
+	conn, err := grpc.NewClient(a.addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, a.host))),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := agentproto.NewAgentClient(conn).Connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	var sendMu sync.Mutex // a gRPC stream allows one sender at a time
+	send := func(m *agentproto.AgentMessage) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	gen, statuses := rec.snapshot()
+	if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: &agentproto.Hello{
+		ProtocolVersion: agentproto.Version, Facts: a.facts(ctx), Generation: gen, Instances: statuses}}}); err != nil {
+		return false, err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return false, err
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return false, errors.New("server did not answer hello with welcome")
+	}
+	interval := time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	log.Info("connected", "server", a.addr, "heartbeat_interval", interval)
+
+	errc := make(chan error, 3)
+	go func() { errc <- a.heartbeats(ctx, interval, rec, send) }()
+	go func() { errc <- forwardStatuses(ctx, rec, send) }()
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if d := msg.GetDesired(); d != nil {
+				rec.setDesired(d)
+				if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Ack{Ack: &agentproto.Ack{Generation: d.Generation}}}); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}
+	}()
+	err = <-errc
+	cancel()
+	return true, err
+}
+
+func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, rec *reconciler, send func(*agentproto.AgentMessage) error) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var cpu cpuSampler
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		u := hostUsage(&cpu)
+		u.Containers = int32(rec.running())
+		hb := &agentproto.Heartbeat{Usage: u, Error: rec.hostError()}
+		if rec.takeFactsChanged() {
+			hb.Facts = a.facts(ctx)
+		}
+		if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Heartbeat{Heartbeat: hb}}); err != nil {
+			return fmt.Errorf("sending heartbeat: %w", err)
+		}
+	}
+}
+
+func forwardStatuses(ctx context.Context, rec *reconciler, send func(*agentproto.AgentMessage) error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-rec.outboxReady:
+		}
+		for _, st := range rec.drainOutbox() {
+			if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Status{Status: st}}); err != nil {
+				// Keep it for the next connection's hello.
+				return fmt.Errorf("sending instance status: %w", err)
+			}
+		}
+	}
+}
+
+// facts describes the host; Docker's part is left empty while Docker is unreachable.
+func (a *Agent) facts(ctx context.Context) *agentproto.Facts {
+	f := &agentproto.Facts{AgentVersion: version.Version, Os: runtime.GOOS, Arch: runtime.GOARCH}
+	f.Hostname, _ = os.Hostname()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if info, err := a.cfg.Runtime.Info(ctx); err == nil {
+		f.DockerVersion, f.Cpus, f.MemoryBytes = info.RuntimeVersion, int32(info.CPUs), info.MemoryBytes
+		if info.OS != "" {
+			f.Os = info.OS
+		}
+		if info.Arch != "" {
+			f.Arch = info.Arch
+		}
+	}
+	return f
+}

@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/pki"
+)
+
+// ErrEnrollRefused wraps the server's reason for refusing an enrollment.
+var ErrEnrollRefused = errors.New("enrollment refused")
+
+// enroll makes a key, sends a CSR with the token and stores the identity the
+// server grants. A server that cannot be reached is retried; a refusal is final.
+func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
+	if a.cfg.Token == "" {
+		return nil, fmt.Errorf("%w: this agent has no identity in %s yet and no enrollment token was given (--token)", ErrEnrollRefused, a.cfg.DataDir)
+	}
+	fp, _, _, err := pki.ParseEnrollToken(a.cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnrollRefused, err)
+	}
+	tlsConf := pki.EnrollClientTLS(fp, a.host)
+	if a.cfg.CACertFile != "" {
+		pem, err := os.ReadFile(a.cfg.CACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --ca-cert: %w", err)
+		}
+		if tlsConf, err = pki.CAFileClientTLS(pem); err != nil {
+			return nil, fmt.Errorf("--ca-cert %s: %w", a.cfg.CACertFile, err)
+		}
+		tlsConf.ServerName = a.host
+	}
+	key, err := pki.NewNodeKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.NewCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	if err != nil {
+		return nil, fmt.Errorf("enrolling with %s: %w", a.addr, err)
+	}
+	defer conn.Close()
+	client := agentproto.NewAgentClient(conn)
+	facts := a.facts(ctx)
+	backoff := time.Second
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp, err := client.Enroll(callCtx, &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
+			Csr: csr, Name: a.cfg.Name, Labels: a.cfg.Labels, Facts: facts})
+		cancel()
+		if err == nil {
+			id, err := pki.SaveIdentity(a.cfg.DataDir, key, resp.Certificate, resp.CaCertificate)
+			if err != nil {
+				return nil, fmt.Errorf("saving identity: %w", err)
+			}
+			a.log.Info("enrolled", "node_id", id.NodeID, "name", a.cfg.Name)
+			return id, nil
+		}
+		st, _ := status.FromError(err)
+		if st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded {
+			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollRefused, a.addr, st.Message())
+		}
+		// A server we refuse to trust is not a server that is away.
+		if strings.Contains(st.Message(), "authentication handshake failed") {
+			return nil, fmt.Errorf("%w: not trusting %s: %s", ErrEnrollRefused, a.addr, st.Message())
+		}
+		a.log.Warn("enrollment: server unreachable; retrying", "server", a.addr, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, a.cfg.MaxBackoff)
+	}
+}

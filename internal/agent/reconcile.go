@@ -1,0 +1,529 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/container"
+	"github.com/dockfleet/dockfleet/internal/health"
+	"github.com/dockfleet/dockfleet/internal/spec"
+)
+
+// Restart backoff: the first restart of an exited container is immediate,
+// later ones wait twice as long each time, up to maxRestartDelay; a
+// container that stays up for restartResetAfter starts the count again.
+const (
+	firstRestartDelay = time.Second
+	maxRestartDelay   = time.Minute
+	restartResetAfter = 5 * time.Minute
+)
+
+// desiredFile caches the last desired state in the data dir, so an agent
+// restarted while the server is away keeps its containers and heals them.
+const desiredFile = "desired.json"
+
+// reconciler makes the node's containers match its desired state. It is
+// level-triggered: every pass compares the whole desired state with every
+// container the runtime lists; Docker events and new desired states only
+// make the next pass come sooner.
+type reconciler struct {
+	rt      Runtime
+	nodeID  string
+	dataDir string
+	resync  time.Duration
+	log     *slog.Logger
+	wake    chan struct{}
+	// outboxReady is signalled when statuses wait in the outbox.
+	outboxReady chan struct{}
+
+	mu           sync.Mutex
+	desired      *agentproto.DesiredState // nil until known: touch nothing
+	insts        map[string]*instance
+	outbox       map[string]bool // instances whose status the server has yet to hear
+	hostErr      string
+	factsChanged bool
+	runningCount int
+}
+
+// instance is what the agent tracks of one desired instance.
+type instance struct {
+	status      observed
+	restarts    int
+	nextAttempt time.Time
+	// watch is the running health watch, for watchedID's container.
+	watch     context.CancelFunc
+	watchedID string
+}
+
+// observed is an instance's observed state, kept as a plain value (protobuf
+// messages must not be copied) and turned into a message when sent.
+type observed struct {
+	state                     api.InstanceState
+	reason, containerID, hash string
+	at                        time.Time
+}
+
+func (s observed) proto(id string) *agentproto.InstanceStatus {
+	return &agentproto.InstanceStatus{InstanceId: id, State: string(s.state), Reason: s.reason, ContainerId: s.containerID,
+		SpecHash: s.hash, ObservedAt: s.at.UnixNano()}
+}
+
+func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, log *slog.Logger) *reconciler {
+	r := &reconciler{rt: rt, nodeID: nodeID, dataDir: dataDir, resync: resync, log: log,
+		wake: make(chan struct{}, 1), outboxReady: make(chan struct{}, 1),
+		insts: map[string]*instance{}, outbox: map[string]bool{}}
+	if b, err := os.ReadFile(filepath.Join(dataDir, desiredFile)); err == nil {
+		var d agentproto.DesiredState
+		if err := json.Unmarshal(b, &d); err == nil {
+			r.desired = &d
+		} else {
+			log.Warn("ignoring unreadable cached desired state", "err", err)
+		}
+	}
+	return r
+}
+
+func (r *reconciler) trigger() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// setDesired takes a new desired state from the server.
+func (r *reconciler) setDesired(d *agentproto.DesiredState) {
+	r.mu.Lock()
+	r.desired = d
+	r.mu.Unlock()
+	if b, err := json.Marshal(d); err == nil {
+		tmp := filepath.Join(r.dataDir, desiredFile+".tmp")
+		if err := os.WriteFile(tmp, b, 0o600); err == nil {
+			os.Rename(tmp, filepath.Join(r.dataDir, desiredFile))
+		}
+	}
+	r.trigger()
+}
+
+// snapshot returns the generation applied and every instance's status, for hello.
+func (r *reconciler) snapshot() (uint64, []*agentproto.InstanceStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gen uint64
+	if r.desired != nil {
+		gen = r.desired.Generation
+	}
+	out := make([]*agentproto.InstanceStatus, 0, len(r.insts))
+	for id, in := range r.insts {
+		out = append(out, in.status.proto(id))
+	}
+	clear(r.outbox) // hello carries them all
+	return gen, out
+}
+
+func (r *reconciler) drainOutbox() []*agentproto.InstanceStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*agentproto.InstanceStatus, 0, len(r.outbox))
+	for id := range r.outbox {
+		if in := r.insts[id]; in != nil {
+			out = append(out, in.status.proto(id))
+		}
+	}
+	clear(r.outbox)
+	return out
+}
+
+func (r *reconciler) hostError() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hostErr
+}
+
+func (r *reconciler) running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runningCount
+}
+
+// takeFactsChanged reports whether host facts may have changed (Docker came
+// back) since the last call.
+func (r *reconciler) takeFactsChanged() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.factsChanged
+	r.factsChanged = false
+	return c
+}
+
+func (r *reconciler) setHostErr(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if msg != r.hostErr {
+		if msg == "" {
+			r.log.Info("container runtime reachable again")
+			r.factsChanged = true
+		} else {
+			r.log.Error("container runtime unreachable; retrying", "err", msg)
+		}
+	}
+	r.hostErr = msg
+}
+
+// setStatus records an instance's state and queues it for the server when it changed.
+func (r *reconciler) setStatus(id, hash string, state api.InstanceState, reason, containerID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.insts[id]
+	if in == nil {
+		return
+	}
+	s := observed{state: state, reason: reason, containerID: containerID, hash: hash}
+	if s == (observed{in.status.state, in.status.reason, in.status.containerID, in.status.hash, time.Time{}}) {
+		return
+	}
+	s.at = time.Now()
+	in.status = s
+	r.log.Info("instance state", "instance_id", id, "state", state, "reason", reason)
+	r.outbox[id] = true
+	select {
+	case r.outboxReady <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reconciler) run(ctx context.Context) {
+	resync := time.NewTicker(r.resync)
+	defer resync.Stop()
+	var events <-chan struct{}
+	r.trigger()
+	for {
+		if events == nil {
+			if ch, err := r.rt.Events(ctx, r.nodeID); err == nil {
+				events = ch
+			}
+		}
+		select {
+		case <-ctx.Done():
+			r.stopWatches()
+			return
+		case <-r.wake:
+		case <-resync.C:
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+			}
+		}
+		r.reconcile(ctx)
+	}
+}
+
+func (r *reconciler) stopWatches() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, in := range r.insts {
+		if in.watch != nil {
+			in.watch()
+		}
+	}
+}
+
+// wanted is one desired instance with its decoded container spec.
+type wanted struct {
+	spec      *agentproto.InstanceSpec
+	container spec.Container
+}
+
+func (r *reconciler) reconcile(ctx context.Context) {
+	r.mu.Lock()
+	d := r.desired
+	r.mu.Unlock()
+	if d == nil {
+		return // until the server or the cache says what should run, change nothing
+	}
+	want := map[string]wanted{}
+	for _, is := range d.Instances {
+		var c spec.Container
+		if err := json.Unmarshal(is.Container, &c); err != nil {
+			r.ensureInstance(is.Id)
+			r.setStatus(is.Id, is.SpecHash, api.InstanceFailed, fmt.Sprintf("unreadable container spec: %v", err), "")
+			continue
+		}
+		want[is.Id] = wanted{is, c}
+	}
+
+	cs, err := r.rt.List(ctx, r.nodeID)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.setHostErr(err.Error())
+		}
+		return
+	}
+	r.setHostErr("")
+
+	byInst := map[string][]container.State{}
+	for _, c := range cs {
+		id := c.Labels[container.LabelInstance]
+		if _, ok := want[id]; !ok {
+			r.log.Info("removing container no longer desired", "container_id", short(c.ID), "instance_id", id)
+			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+			}
+			continue
+		}
+		byInst[id] = append(byInst[id], c)
+	}
+	r.forgetUndesired(want)
+
+	running := 0
+	for id, w := range want {
+		r.ensureInstance(id)
+		var cur *container.State
+		for i := range byInst[id] {
+			c := &byInst[id][i]
+			if cur == nil && c.Labels[container.LabelSpecHash] == w.spec.SpecHash && c.Image == w.container.Image {
+				cur = c
+				continue
+			}
+			r.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", id)
+			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+			}
+		}
+		switch {
+		case cur == nil:
+			r.create(ctx, w)
+		case !cur.Running:
+			r.exited(ctx, w, cur)
+		default:
+			running++
+			r.watchHealth(ctx, w, cur)
+		}
+	}
+	r.mu.Lock()
+	r.runningCount = running
+	r.mu.Unlock()
+}
+
+func (r *reconciler) ensureInstance(id string) *instance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.insts[id]
+	if in == nil {
+		in = &instance{status: observed{state: api.InstancePending}}
+		r.insts[id] = in
+	}
+	return in
+}
+
+func (r *reconciler) forgetUndesired(want map[string]wanted) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, in := range r.insts {
+		if _, ok := want[id]; !ok {
+			if in.watch != nil {
+				in.watch()
+			}
+			delete(r.insts, id)
+			delete(r.outbox, id)
+		}
+	}
+}
+
+// due reports whether an instance's backoff allows an attempt now, and
+// otherwise schedules a pass for when it does.
+func (r *reconciler) due(id string) bool {
+	r.mu.Lock()
+	next := r.insts[id].nextAttempt
+	r.mu.Unlock()
+	if wait := time.Until(next); wait > 0 {
+		time.AfterFunc(wait, r.trigger)
+		return false
+	}
+	return true
+}
+
+// backoff records a failed attempt or a restart and sets when the next may come.
+func (r *reconciler) backoff(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.insts[id]
+	delay := firstRestartDelay << min(in.restarts, 6)
+	in.restarts++
+	in.nextAttempt = time.Now().Add(min(delay, maxRestartDelay))
+}
+
+func (r *reconciler) create(ctx context.Context, w wanted) {
+	id, hash, c := w.spec.Id, w.spec.SpecHash, w.container
+	if !r.due(id) {
+		return
+	}
+	r.stopWatch(id)
+	r.setStatus(id, hash, api.InstancePulling, "", "")
+	if err := r.rt.EnsureImage(ctx, c.Image); err != nil {
+		r.backoff(id)
+		r.setStatus(id, hash, api.InstanceFailed, err.Error(), "")
+		return
+	}
+	r.setStatus(id, hash, api.InstanceStarting, "", "")
+	cid, err := r.rt.Create(ctx, containerConfig(r.nodeID, w))
+	if err != nil {
+		r.backoff(id)
+		r.setStatus(id, hash, api.InstanceFailed, err.Error(), "")
+		return
+	}
+	if err := r.rt.Start(ctx, r.nodeID, cid); err != nil {
+		r.backoff(id)
+		r.setStatus(id, hash, api.InstanceFailed, err.Error(), cid)
+		return
+	}
+	r.setStatus(id, hash, api.InstanceRunning, "", cid)
+	// The next pass finds it running, starts its health watch and counts it.
+	r.trigger()
+}
+
+// exited applies the restart policy to a container that stopped.
+func (r *reconciler) exited(ctx context.Context, w wanted, c *container.State) {
+	id, hash := w.spec.Id, w.spec.SpecHash
+	r.stopWatch(id)
+	reason := fmt.Sprintf("exited with code %d", c.ExitCode)
+	if c.Error != "" {
+		reason += ": " + c.Error
+	}
+	restart := false
+	switch w.container.RestartPolicy {
+	case spec.RestartNever:
+	case spec.RestartOnFailure:
+		restart = c.ExitCode != 0
+	default:
+		restart = true
+	}
+	if !restart {
+		state := api.InstanceStopped
+		if c.ExitCode != 0 {
+			state = api.InstanceFailed
+		}
+		r.setStatus(id, hash, state, reason, c.ID)
+		return
+	}
+	r.mu.Lock()
+	in := r.insts[id]
+	if !c.StartedAt.IsZero() && c.FinishedAt.Sub(c.StartedAt) > restartResetAfter {
+		in.restarts, in.nextAttempt = 0, time.Time{}
+	}
+	restarts := in.restarts
+	r.mu.Unlock()
+	if restarts > 0 {
+		r.setStatus(id, hash, api.InstanceFailed, fmt.Sprintf("%s; restarted %d times", reason, restarts), c.ID)
+	} else {
+		r.setStatus(id, hash, api.InstanceFailed, reason, c.ID)
+	}
+	if !r.due(id) {
+		return
+	}
+	r.backoff(id)
+	r.log.Info("restarting exited container", "instance_id", id, "container_id", short(c.ID), "reason", reason)
+	if err := r.rt.Start(ctx, r.nodeID, c.ID); err != nil {
+		r.setStatus(id, hash, api.InstanceFailed, fmt.Sprintf("restarting: %v", err), c.ID)
+		return
+	}
+	r.setStatus(id, hash, api.InstanceRunning, "", c.ID)
+	r.trigger()
+}
+
+// watchHealth makes sure a running container has its health watch; without a
+// health check, running is as good as it gets.
+func (r *reconciler) watchHealth(ctx context.Context, w wanted, c *container.State) {
+	id, hash := w.spec.Id, w.spec.SpecHash
+	hc := w.container.HealthCheck
+	r.mu.Lock()
+	in := r.insts[id]
+	watching := in.watch != nil && in.watchedID == c.ID
+	state := in.status.state
+	r.mu.Unlock()
+	if hc == nil {
+		if state != api.InstanceRunning {
+			r.setStatus(id, hash, api.InstanceRunning, "", c.ID)
+		}
+		return
+	}
+	if watching {
+		return
+	}
+	r.stopWatch(id)
+	if state != api.InstanceHealthy && state != api.InstanceUnhealthy {
+		r.setStatus(id, hash, api.InstanceRunning, "", c.ID)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	r.mu.Lock()
+	in.watch, in.watchedID = cancel, c.ID
+	r.mu.Unlock()
+	target := health.Target{IP: c.IP, ContainerID: c.ID, NodeID: r.nodeID, Exec: r.rt}
+	go health.Watch(wctx, *hc, target, func(s health.Status) {
+		if wctx.Err() != nil {
+			return
+		}
+		if s.Healthy {
+			r.setStatus(id, hash, api.InstanceHealthy, "", c.ID)
+		} else {
+			r.setStatus(id, hash, api.InstanceUnhealthy, s.Reason, c.ID)
+		}
+	})
+}
+
+func (r *reconciler) stopWatch(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if in := r.insts[id]; in != nil && in.watch != nil {
+		in.watch()
+		in.watch, in.watchedID = nil, ""
+	}
+}
+
+// containerConfig turns an instance's spec into the container to create.
+func containerConfig(nodeID string, w wanted) container.Config {
+	c := w.container
+	labels := map[string]string{}
+	for k, v := range c.Labels {
+		labels[k] = v
+	}
+	labels[container.LabelManaged] = "true"
+	labels[container.LabelNode] = nodeID
+	labels[container.LabelInstance] = w.spec.Id
+	labels[container.LabelDeployment] = w.spec.Deployment
+	labels[container.LabelProject] = w.spec.Project
+	labels[container.LabelSpecHash] = w.spec.SpecHash
+	cfg := container.Config{
+		// Names are unique per daemon: several agents may share one in tests,
+		// and a replacement may briefly run beside its predecessor.
+		Name:        fmt.Sprintf("dockfleet-%s-%s-%s", w.spec.Deployment, w.spec.Id, short(w.spec.SpecHash)),
+		Image:       c.Image,
+		Command:     c.Command,
+		Args:        c.Args,
+		Env:         c.Env,
+		Labels:      labels,
+		CPUs:        c.Resources.CPUs,
+		MemoryBytes: int64(c.Resources.Memory),
+	}
+	for _, p := range c.Ports {
+		cfg.Ports = append(cfg.Ports, container.Port{ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIP: p.HostIP, Protocol: p.Protocol})
+	}
+	for _, v := range c.Volumes {
+		cfg.Mounts = append(cfg.Mounts, container.Mount{Bind: v.Type == spec.VolumeBind, Source: v.Source, Target: v.Target, ReadOnly: v.ReadOnly})
+	}
+	return cfg
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

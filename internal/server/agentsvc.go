@@ -1,0 +1,267 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// agentService serves the agent protocol.
+type agentService struct {
+	agentproto.UnimplementedAgentServer
+	s *Server
+}
+
+func checkVersion(v uint32) error {
+	if v < agentproto.MinVersion || v > agentproto.Version {
+		return status.Errorf(codes.FailedPrecondition,
+			"agent protocol version %d is not served here: this server speaks versions %d to %d; upgrade the agent or the server",
+			v, agentproto.MinVersion, agentproto.Version)
+	}
+	return nil
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+
+// Enroll checks an enrollment token and signs the agent's CSR with a
+// certificate naming its new node ID.
+func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (*agentproto.EnrollResponse, error) {
+	s := a.s
+	if err := checkVersion(req.ProtocolVersion); err != nil {
+		return nil, err
+	}
+	if req.Token == "" {
+		return nil, status.Error(codes.Unauthenticated, "an enrollment token is required (dockfleet token create)")
+	}
+	fp, tokenID, secret, err := pki.ParseEnrollToken(req.Token)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	if fp != s.ca.Fingerprint() {
+		return nil, status.Error(codes.Unauthenticated, "the enrollment token was made by another server (its CA fingerprint differs)")
+	}
+	if !nodeNameRE.MatchString(req.Name) {
+		return nil, status.Errorf(codes.InvalidArgument, "node name %q is invalid: use 1-63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", req.Name)
+	}
+	for k, v := range req.Labels {
+		if err := spec.ValidateLabelKey(k); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "label %q: %v", k, err)
+		}
+		if err := spec.ValidateLabelValue(v); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "label %s=%q: %v", k, v, err)
+		}
+	}
+	csr, err := x509.ParseCertificateRequest(req.Csr)
+	if err == nil {
+		err = csr.CheckSignature()
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
+	}
+
+	now := time.Now().UTC()
+	node := api.Node{ID: newID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
+		LastSeen: now, CreatedAt: now, Facts: factsFromProto(req.Facts)}
+	for k, v := range req.Labels {
+		node.Labels[k] = v
+	}
+	check := func(t api.EnrollToken, hash string) error {
+		switch {
+		case !pki.SecretMatches(secret, hash):
+			return status.Errorf(codes.Unauthenticated, "enrollment token %s is not valid", tokenID)
+		case t.Revoked:
+			return status.Errorf(codes.Unauthenticated, "enrollment token %s was revoked", tokenID)
+		case !t.ExpiresAt.IsZero() && now.After(t.ExpiresAt):
+			return status.Errorf(codes.Unauthenticated, "enrollment token %s expired at %s", tokenID, t.ExpiresAt.Format(time.RFC3339))
+		case t.MaxUses > 0 && t.Uses >= t.MaxUses:
+			return status.Errorf(codes.Unauthenticated, "enrollment token %s is used up (%d of %d uses)", tokenID, t.Uses, t.MaxUses)
+		}
+		// The administrator's token labels win over what the agent asks for.
+		for k, v := range t.Labels {
+			node.Labels[k] = v
+		}
+		return nil
+	}
+	node, err = s.store.Enroll(ctx, tokenID, check, node)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, status.Errorf(codes.Unauthenticated, "enrollment token %s is not known to this server", tokenID)
+	case errors.Is(err, store.ErrExists):
+		return nil, status.Errorf(codes.AlreadyExists, "a node named %q is already enrolled; start this agent with another --name", req.Name)
+	case err != nil:
+		if _, ok := status.FromError(err); ok {
+			s.log.Warn("enrollment refused", "token_id", tokenID, "name", req.Name, "err", err)
+			return nil, err
+		}
+		s.log.Error("enrollment failed", "err", err)
+		return nil, status.Error(codes.Internal, "enrollment failed; see the server log")
+	}
+	cert, err := s.ca.SignNode(req.Csr, node.ID, s.cfg.NodeCertTTL)
+	if errors.Is(err, pki.ErrBadCSR) {
+		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
+	}
+	if err != nil {
+		s.log.Error("signing node certificate", "node_id", node.ID, "err", err)
+		return nil, status.Error(codes.Internal, "signing the node certificate failed; see the server log")
+	}
+	s.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
+	s.fleet.enrolled(node)
+	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: s.ca.CertPEM()}, nil
+}
+
+// peerNodeID reads the node ID from the verified client certificate.
+func peerNodeID(ctx context.Context) (string, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "the agent protocol needs TLS")
+	}
+	id, err := pki.PeerNodeID(info.State)
+	if err != nil {
+		return "", status.Errorf(codes.Unauthenticated, "a node client certificate is required; enroll first: %v", err)
+	}
+	return id, nil
+}
+
+// Connect serves one agent's stream for as long as it stays up.
+func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
+	s := a.s
+	ctx := stream.Context()
+	nodeID, err := peerNodeID(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.GetNode(ctx, nodeID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", nodeID)
+		}
+		return status.Error(codes.Internal, "reading node; see the server log")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message on the stream must be hello")
+	}
+	if err := checkVersion(hello.ProtocolVersion); err != nil {
+		return err
+	}
+	log := s.log.With("node_id", nodeID)
+	sess := s.fleet.connect(ctx, nodeID, hello)
+	defer s.fleet.disconnect(sess)
+	log.Info("agent connected", "generation", hello.Generation)
+	if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
+		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds()}}}); err != nil {
+		return err
+	}
+	for _, st := range hello.Instances {
+		s.fleet.status(ctx, nodeID, st)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- sess.sendLoop(ctx, stream) }()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			cancel()
+			<-sendErr
+			log.Info("agent disconnected", "reason", err)
+			return nil
+		}
+		switch m := msg.Msg.(type) {
+		case *agentproto.AgentMessage_Heartbeat:
+			s.fleet.heartbeat(ctx, nodeID, m.Heartbeat)
+		case *agentproto.AgentMessage_Ack:
+			s.fleet.ack(nodeID, m.Ack.Generation)
+		case *agentproto.AgentMessage_Status:
+			s.fleet.status(ctx, nodeID, m.Status)
+		case *agentproto.AgentMessage_Hello:
+			cancel()
+			<-sendErr
+			return status.Error(codes.InvalidArgument, "hello sent twice")
+		}
+		select {
+		case err := <-sendErr:
+			return err
+		default:
+		}
+	}
+}
+
+// session is one connected agent's stream. Desired states queue in a
+// one-slot mailbox where the newest replaces an unsent older one, so a slow
+// agent never blocks the controller and always gets the latest full state.
+type session struct {
+	nodeID string
+	notify chan struct{}
+	done   chan struct{} // closed when a newer stream of the same node replaces this one
+
+	mu      sync.Mutex
+	pending *agentproto.DesiredState
+}
+
+func newSession(nodeID string) *session {
+	return &session{nodeID: nodeID, notify: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (s *session) push(d *agentproto.DesiredState) {
+	s.mu.Lock()
+	s.pending = d
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (s *session) sendLoop(ctx context.Context, stream agentproto.Agent_ConnectServer) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.done:
+			return status.Error(codes.Aborted, "replaced by a newer connection of the same node")
+		case <-s.notify:
+			s.mu.Lock()
+			d := s.pending
+			s.pending = nil
+			s.mu.Unlock()
+			if d == nil {
+				continue
+			}
+			if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Desired{Desired: d}}); err != nil {
+				return fmt.Errorf("sending desired state: %w", err)
+			}
+		}
+	}
+}
+
+func factsFromProto(f *agentproto.Facts) api.Facts {
+	if f == nil {
+		return api.Facts{}
+	}
+	return api.Facts{AgentVersion: f.AgentVersion, DockerVersion: f.DockerVersion, OS: f.Os, Arch: f.Arch,
+		Hostname: f.Hostname, CPUs: int(f.Cpus), MemoryBytes: f.MemoryBytes}
+}

@@ -1,0 +1,273 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// maxSpecFile bounds an apply body; real specs are a few KiB.
+const maxSpecFile = 4 << 20
+
+// badRequest is a client error that changed nothing.
+type badRequest struct{ msg string }
+
+func (e badRequest) Error() string { return e.msg }
+
+func badRequestf(format string, a ...any) error { return badRequest{fmt.Sprintf(format, a...)} }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			err := s.authenticate(r)
+			if err == nil {
+				err = h(w, r)
+			}
+			if err != nil {
+				s.writeError(w, r, err)
+			}
+		})
+	}
+	handle("GET /v1/nodes", s.listNodes)
+	handle("GET /v1/nodes/{node}", s.getNode)
+	handle("PATCH /v1/nodes/{node}/labels", s.patchNodeLabels)
+	handle("POST /v1/tokens", s.createToken)
+	handle("GET /v1/tokens", s.listTokens)
+	handle("DELETE /v1/tokens/{id}", s.revokeToken)
+	handle("POST /v1/apply", s.apply)
+	handle("GET /v1/projects/{project}/deployments", s.listDeployments)
+	handle("GET /v1/projects/{project}/deployments/{name}", s.getDeployment)
+	handle("DELETE /v1/projects/{project}/deployments/{name}", s.deleteDeployment)
+	handle("GET /v1/projects/{project}/instances", s.listInstances)
+	handle("/", func(w http.ResponseWriter, r *http.Request) error {
+		return notFound{fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)}
+	})
+	return mux
+}
+
+type notFound struct{ msg string }
+
+func (e notFound) Error() string { return e.msg }
+
+// writeError maps an error to its status code; this is the one place that does.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		status = http.StatusInternalServerError
+		body   = api.Error{Error: err.Error()}
+		br     badRequest
+		nf     notFound
+		fields spec.ErrorList
+	)
+	switch {
+	case errors.Is(err, errUnauthorized):
+		status = http.StatusUnauthorized
+	case errors.As(err, &fields):
+		status = http.StatusBadRequest
+		body.Error = fmt.Sprintf("invalid spec: %d problem(s)", len(fields))
+		for _, f := range fields {
+			body.Details = append(body.Details, f.Error())
+		}
+	case errors.As(err, &br):
+		status = http.StatusBadRequest
+	case errors.As(err, &nf), errors.Is(err, store.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
+		status = http.StatusConflict
+	default:
+		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		body.Error = "internal server error; see the server log"
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequestf("invalid request body: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
+	nodes, err := s.store.ListNodes(r.Context())
+	if err != nil {
+		return err
+	}
+	for i := range nodes {
+		s.fleet.live(&nodes[i])
+	}
+	if nodes == nil {
+		nodes = []api.Node{}
+	}
+	writeJSON(w, http.StatusOK, nodes)
+	return nil
+}
+
+// findNode resolves a node by ID or by name.
+func (s *Server) findNode(r *http.Request, ref string) (api.Node, error) {
+	n, err := s.store.GetNode(r.Context(), ref)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return n, err
+	}
+	nodes, err := s.store.ListNodes(r.Context())
+	if err != nil {
+		return api.Node{}, err
+	}
+	for _, n := range nodes {
+		if n.Name == ref {
+			return n, nil
+		}
+	}
+	return api.Node{}, notFound{fmt.Sprintf("no node with ID or name %q", ref)}
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
+	n, err := s.findNode(r, r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	s.fleet.live(&n)
+	writeJSON(w, http.StatusOK, n)
+	return nil
+}
+
+func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
+	var p api.LabelPatch
+	if err := decodeJSON(r, &p); err != nil {
+		return err
+	}
+	for k, v := range p.Set {
+		if err := spec.ValidateLabelKey(k); err != nil {
+			return badRequestf("label %q: %v", k, err)
+		}
+		if err := spec.ValidateLabelValue(v); err != nil {
+			return badRequestf("label %s=%q: %v", k, v, err)
+		}
+	}
+	for _, k := range p.Remove {
+		if err := spec.ValidateLabelKey(k); err != nil {
+			return badRequestf("label %q: %v", k, err)
+		}
+	}
+	// Liveness writes the same row; retry a few times on a version race.
+	for attempt := 0; ; attempt++ {
+		n, err := s.findNode(r, r.PathValue("node"))
+		if err != nil {
+			return err
+		}
+		labels := map[string]string{}
+		for k, v := range n.Labels {
+			labels[k] = v
+		}
+		for k, v := range p.Set {
+			labels[k] = v
+		}
+		for _, k := range p.Remove {
+			delete(labels, k)
+		}
+		n.Labels = labels
+		n, err = s.store.UpdateNode(r.Context(), n)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("node labels changed", "node_id", n.ID, "labels", n.Labels)
+		s.fleet.trigger()
+		s.fleet.live(&n)
+		writeJSON(w, http.StatusOK, n)
+		return nil
+	}
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
+	var req api.TokenRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	t, err := s.CreateEnrollToken(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+// CreateEnrollToken makes an enrollment token, as POST /v1/tokens does. The
+// answer is the only place its secret appears.
+func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (api.EnrollToken, error) {
+	t := api.EnrollToken{ID: pki.NewTokenID(), Labels: req.Labels, MaxUses: req.Uses, CreatedAt: time.Now().UTC()}
+	if req.TTL != "" {
+		ttl, err := time.ParseDuration(req.TTL)
+		if err != nil || ttl <= 0 {
+			return t, badRequestf("ttl: %q is not a positive duration (e.g. 1h, 30m)", req.TTL)
+		}
+		t.ExpiresAt = t.CreatedAt.Add(ttl)
+	}
+	if req.Uses < 0 {
+		return t, badRequestf("uses: %d is negative; use 0 for unlimited", req.Uses)
+	}
+	for k, v := range req.Labels {
+		if err := spec.ValidateLabelKey(k); err != nil {
+			return t, badRequestf("labels: %q: %v", k, err)
+		}
+		if err := spec.ValidateLabelValue(v); err != nil {
+			return t, badRequestf("labels: %s=%q: %v", k, v, err)
+		}
+	}
+	secret := pki.NewSecret()
+	if err := s.store.CreateEnrollToken(ctx, t, pki.HashSecret(secret)); err != nil {
+		return t, err
+	}
+	t.Token = pki.FormatEnrollToken(s.ca.Fingerprint(), t.ID, secret)
+	s.log.Info("enrollment token created", "token_id", t.ID, "max_uses", t.MaxUses, "expires_at", t.ExpiresAt)
+	return t, nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.store.ListEnrollTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	if ts == nil {
+		ts = []api.EnrollToken{}
+	}
+	writeJSON(w, http.StatusOK, ts)
+	return nil
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := s.store.RevokeEnrollToken(r.Context(), id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return notFound{fmt.Sprintf("no enrollment token %q", id)}
+		}
+		return err
+	}
+	s.log.Info("enrollment token revoked", "token_id", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,451 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/placement"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// resyncInterval is how often placement runs with no trigger: it makes the
+// controller level-triggered, and it notices replicated instances whose node
+// has been unreachable past RescheduleAfter.
+const resyncInterval = 15 * time.Second
+
+// fleet is the server's in-memory view of its nodes: liveness, usage, the
+// streams of connected agents and each node's last desired state. Heartbeats
+// touch only this memory (DESIGN §8); the store gets state transitions and a
+// batched "last seen" flush.
+type fleet struct {
+	s    *Server
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu    sync.Mutex
+	nodes map[string]*liveNode
+	// gen numbers desired states. It starts from the clock so that numbers
+	// keep growing across server restarts.
+	gen uint64
+}
+
+type liveNode struct {
+	state    api.NodeState
+	lastSeen time.Time
+	flushed  time.Time // lastSeen as last written to the store
+	usage    api.Usage
+	session  *session
+	desired  *agentproto.DesiredState
+	key      string // digest of desired's instances, to skip unchanged pushes
+	acked    uint64
+}
+
+func newFleet(ctx context.Context, s *Server) (*fleet, error) {
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, gen: uint64(time.Now().UnixNano())}
+	now := time.Now()
+	for _, n := range nodes {
+		// A restarted server gives every ready node a full liveness window to
+		// reconnect before calling it unreachable.
+		f.nodes[n.ID] = &liveNode{state: n.State, lastSeen: now, flushed: n.LastSeen}
+	}
+	return f, nil
+}
+
+// trigger asks the controller to run placement soon; calls coalesce.
+func (f *fleet) trigger() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (f *fleet) run(ctx context.Context) {
+	interval := f.s.cfg.HeartbeatInterval
+	check := time.NewTicker(max(interval/4, 50*time.Millisecond))
+	defer check.Stop()
+	flush := time.NewTicker(5 * time.Second)
+	defer flush.Stop()
+	resync := time.NewTicker(resyncInterval)
+	defer resync.Stop()
+	f.trigger()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+			if err := f.schedule(ctx); err != nil && ctx.Err() == nil {
+				f.log.Error("placement failed; retrying", "err", err)
+				time.AfterFunc(time.Second, f.trigger)
+			}
+		case <-resync.C:
+			f.trigger()
+		case <-check.C:
+			f.checkLiveness(ctx)
+		case <-flush.C:
+			f.flush(ctx)
+		}
+	}
+}
+
+// checkLiveness marks ready nodes whose heartbeats stopped unreachable.
+func (f *fleet) checkLiveness(ctx context.Context) {
+	deadline := time.Duration(f.s.cfg.MissedHeartbeats) * f.s.cfg.HeartbeatInterval
+	now := time.Now()
+	var lost []string
+	f.mu.Lock()
+	for id, n := range f.nodes {
+		if n.state == api.NodeReady && now.Sub(n.lastSeen) > deadline {
+			n.state = api.NodeUnreachable
+			lost = append(lost, id)
+		}
+	}
+	f.mu.Unlock()
+	for _, id := range lost {
+		f.log.Warn("node unreachable", "node_id", id, "missed_heartbeats", f.s.cfg.MissedHeartbeats)
+		f.setState(ctx, id, api.NodeUnreachable)
+	}
+}
+
+// setState writes a node's state transition to the store and reschedules.
+func (f *fleet) setState(ctx context.Context, id string, state api.NodeState) {
+	f.updateNode(ctx, id, func(n *api.Node) { n.State = state })
+	f.trigger()
+}
+
+// updateNode applies edit to the stored node, retrying version races.
+func (f *fleet) updateNode(ctx context.Context, id string, edit func(*api.Node)) {
+	for attempt := 0; attempt < 5; attempt++ {
+		n, err := f.s.store.GetNode(ctx, id)
+		if err != nil {
+			f.log.Error("reading node", "node_id", id, "err", err)
+			return
+		}
+		f.mu.Lock()
+		if ln := f.nodes[id]; ln != nil {
+			n.LastSeen = ln.lastSeen
+		}
+		f.mu.Unlock()
+		edit(&n)
+		if _, err = f.s.store.UpdateNode(ctx, n); err == nil || !errors.Is(err, store.ErrConflict) {
+			if err != nil {
+				f.log.Error("updating node", "node_id", id, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// flush writes the heartbeat times that changed since the last flush.
+func (f *fleet) flush(ctx context.Context) {
+	seen := map[string]time.Time{}
+	f.mu.Lock()
+	for id, n := range f.nodes {
+		if n.lastSeen.After(n.flushed) {
+			seen[id] = n.lastSeen
+		}
+	}
+	f.mu.Unlock()
+	if err := f.s.store.SetLastSeen(ctx, seen); err != nil {
+		f.log.Error("flushing last seen times", "err", err)
+		return
+	}
+	f.mu.Lock()
+	for id, t := range seen {
+		if n := f.nodes[id]; n != nil {
+			n.flushed = t
+		}
+	}
+	f.mu.Unlock()
+}
+
+// live fills in what only memory knows of a node: its latest heartbeat and usage.
+func (f *fleet) live(n *api.Node) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ln := f.nodes[n.ID]; ln != nil {
+		if ln.lastSeen.After(n.LastSeen) {
+			n.LastSeen = ln.lastSeen
+		}
+		n.Usage = ln.usage
+		n.State = ln.state
+	}
+}
+
+// schedule runs placement for every deployment, then pushes each node whose
+// desired state changed.
+func (f *fleet) schedule(ctx context.Context) error {
+	st := f.s.store
+	nodes, err := st.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	deps, err := st.ListDeployments(ctx, "")
+	if err != nil {
+		return err
+	}
+	all, err := st.ListInstances(ctx, store.InstanceFilter{})
+	if err != nil {
+		return err
+	}
+	byDep := map[string][]api.Instance{}
+	for _, i := range all {
+		k := i.Project + "/" + i.Deployment
+		byDep[k] = append(byDep[k], i)
+	}
+
+	now := time.Now()
+	pnodes := make([]placement.Node, 0, len(nodes))
+	f.mu.Lock()
+	for _, n := range nodes {
+		ln := f.nodes[n.ID]
+		if ln == nil {
+			ln = &liveNode{state: n.State, lastSeen: now}
+			f.nodes[n.ID] = ln
+		}
+		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
+			Ready: ln.state == api.NodeReady,
+			Lost:  ln.state != api.NodeReady && now.Sub(ln.lastSeen) > f.s.cfg.RescheduleAfter})
+	}
+	f.mu.Unlock()
+
+	changed := false
+	for _, d := range deps {
+		k := d.Project + "/" + d.Name
+		existing := byDep[k]
+		delete(byDep, k)
+		hash := specHash(d.Spec.Spec.Container)
+		pex := make([]placement.Instance, len(existing))
+		for i, in := range existing {
+			pex[i] = placement.Instance{ID: in.ID, NodeID: in.NodeID}
+		}
+		plan := placement.Place(d.Spec.Spec, pnodes, pex)
+		var add []api.Instance
+		for _, nodeID := range plan.Add {
+			add = append(add, api.Instance{ID: newID(), Project: d.Project, Deployment: d.Name, NodeID: nodeID,
+				Revision: d.Revision, SpecHash: hash, State: api.InstancePending, CreatedAt: now, UpdatedAt: now})
+		}
+		var remove []string
+		for _, in := range plan.Remove {
+			remove = append(remove, in.ID)
+		}
+		if err := st.ApplyPlacement(ctx, add, remove); err != nil {
+			return err
+		}
+		// Until rollouts gate it, a changed spec moves every kept instance at once.
+		var stale []string
+		for _, in := range existing {
+			if in.SpecHash != hash && !contains(remove, in.ID) {
+				stale = append(stale, in.ID)
+			}
+		}
+		if err := st.SetInstanceRevision(ctx, stale, d.Revision, hash); err != nil {
+			return err
+		}
+		if len(add)+len(remove)+len(stale) > 0 {
+			changed = true
+			f.log.Info("placed", "project", d.Project, "deployment", d.Name, "added", len(add), "removed", len(remove), "updated", len(stale))
+		}
+	}
+	// Instances whose deployment is gone (deleted mid-placement).
+	var orphans []string
+	for _, is := range byDep {
+		for _, in := range is {
+			orphans = append(orphans, in.ID)
+		}
+	}
+	if len(orphans) > 0 {
+		if err := st.ApplyPlacement(ctx, nil, orphans); err != nil {
+			return err
+		}
+		changed = true
+	}
+	if changed {
+		if all, err = st.ListInstances(ctx, store.InstanceFilter{}); err != nil {
+			return err
+		}
+	}
+	return f.push(nodes, deps, all)
+}
+
+// push computes each node's desired state and sends the ones that changed.
+func (f *fleet) push(nodes []api.Node, deps []api.Deployment, all []api.Instance) error {
+	containers := map[string][]byte{}
+	for _, d := range deps {
+		b, err := json.Marshal(d.Spec.Spec.Container)
+		if err != nil {
+			return err
+		}
+		containers[d.Project+"/"+d.Name] = b
+	}
+	byNode := map[string][]*agentproto.InstanceSpec{}
+	for _, in := range all {
+		c, ok := containers[in.Project+"/"+in.Deployment]
+		if !ok {
+			continue
+		}
+		byNode[in.NodeID] = append(byNode[in.NodeID], &agentproto.InstanceSpec{
+			Id: in.ID, Project: in.Project, Deployment: in.Deployment, Revision: in.Revision, SpecHash: in.SpecHash, Container: c})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range nodes {
+		ln := f.nodes[n.ID]
+		specs := byNode[n.ID]
+		sort.Slice(specs, func(i, j int) bool { return specs[i].Id < specs[j].Id })
+		h := sha256.New()
+		for _, s := range specs {
+			h.Write([]byte(s.Id + "\x00" + s.SpecHash + "\x00"))
+		}
+		key := hex.EncodeToString(h.Sum(nil))
+		if ln.desired != nil && key == ln.key {
+			continue
+		}
+		f.gen++
+		ln.desired, ln.key = &agentproto.DesiredState{Generation: f.gen, Instances: specs}, key
+		if ln.session != nil {
+			ln.session.push(ln.desired)
+		}
+	}
+	return nil
+}
+
+func contains(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// newID returns a random 16-hex-digit identifier for nodes and instances.
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// enrolled registers a newly enrolled node; it has a liveness window to connect.
+func (f *fleet) enrolled(n api.Node) {
+	f.mu.Lock()
+	f.nodes[n.ID] = &liveNode{state: n.State, lastSeen: time.Now()}
+	f.mu.Unlock()
+	f.trigger()
+}
+
+// connect registers an agent's stream, replacing an older one of the same
+// node, and queues the node's current desired state on it.
+func (f *fleet) connect(ctx context.Context, nodeID string, hello *agentproto.Hello) *session {
+	sess := newSession(nodeID)
+	f.mu.Lock()
+	ln := f.nodes[nodeID]
+	if ln == nil {
+		ln = &liveNode{state: api.NodeUnreachable}
+		f.nodes[nodeID] = ln
+	}
+	if ln.session != nil {
+		close(ln.session.done)
+	}
+	ln.session = sess
+	ln.lastSeen = time.Now()
+	wasReady := ln.state == api.NodeReady
+	ln.state = api.NodeReady
+	if ln.desired != nil {
+		sess.push(ln.desired)
+	}
+	f.mu.Unlock()
+	facts := factsFromProto(hello.Facts)
+	f.updateNode(ctx, nodeID, func(n *api.Node) { n.State = api.NodeReady; n.Facts = facts })
+	if !wasReady {
+		f.log.Info("node ready", "node_id", nodeID)
+	}
+	f.trigger()
+	return sess
+}
+
+func (f *fleet) disconnect(sess *session) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ln := f.nodes[sess.nodeID]; ln != nil && ln.session == sess {
+		ln.session = nil
+	}
+}
+
+// heartbeat records a node's liveness and usage in memory; only a change of
+// state, facts or error reaches the store.
+func (f *fleet) heartbeat(ctx context.Context, nodeID string, hb *agentproto.Heartbeat) {
+	f.mu.Lock()
+	ln := f.nodes[nodeID]
+	if ln == nil {
+		f.mu.Unlock()
+		return
+	}
+	ln.lastSeen = time.Now()
+	if u := hb.Usage; u != nil {
+		ln.usage = api.Usage{CPUPercent: u.CpuPercent, MemoryBytes: u.MemoryBytes, Containers: int(u.Containers)}
+	}
+	revived := ln.state != api.NodeReady
+	ln.state = api.NodeReady
+	f.mu.Unlock()
+	n, err := f.s.store.GetNode(ctx, nodeID)
+	if err != nil {
+		return
+	}
+	facts := n.Facts
+	if hb.Facts != nil {
+		facts = factsFromProto(hb.Facts)
+	}
+	if revived || n.Error != hb.Error || facts != n.Facts {
+		if revived {
+			f.log.Info("node ready", "node_id", nodeID)
+		}
+		f.updateNode(ctx, nodeID, func(n *api.Node) { n.State = api.NodeReady; n.Error = hb.Error; n.Facts = facts })
+		if revived {
+			f.trigger()
+		}
+	}
+}
+
+func (f *fleet) ack(nodeID string, gen uint64) {
+	f.mu.Lock()
+	if ln := f.nodes[nodeID]; ln != nil && gen > ln.acked {
+		ln.acked = gen
+	}
+	f.mu.Unlock()
+}
+
+// status records an agent's report on one of its instances.
+func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.InstanceStatus) {
+	if !validStates[api.InstanceState(st.State)] {
+		f.log.Warn("ignoring instance status with an unknown state", "node_id", nodeID, "instance_id", st.InstanceId, "state", st.State)
+		return
+	}
+	at := time.Unix(0, st.ObservedAt).UTC()
+	if st.ObservedAt == 0 {
+		at = time.Now().UTC()
+	}
+	err := f.s.store.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
+		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, At: at})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		f.log.Error("recording instance status", "node_id", nodeID, "instance_id", st.InstanceId, "err", err)
+	}
+}
+
+var validStates = map[api.InstanceState]bool{
+	api.InstancePending: true, api.InstancePulling: true, api.InstanceStarting: true, api.InstanceRunning: true,
+	api.InstanceHealthy: true, api.InstanceUnhealthy: true, api.InstanceFailed: true, api.InstanceStopped: true,
+}

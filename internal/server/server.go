@@ -1,0 +1,228 @@
+// Package server is dockfleet's control plane: the REST API for the CLI, the
+// gRPC endpoint agents stream to, the built-in CA, and the controllers that
+// place instances and track node liveness.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// Config configures a Server. Zero durations and addresses take the defaults.
+type Config struct {
+	// DataDir holds the store, the CA, the server certificate and admin.token.
+	DataDir string
+	// APIAddr is the HTTPS REST API listener; default 127.0.0.1:7400.
+	APIAddr string
+	// AgentAddr is the agents' gRPC (mTLS) listener; default :7401.
+	AgentAddr string
+	// Hosts are extra DNS names or IPs for the server certificate.
+	Hosts []string
+	// HeartbeatInterval is how often agents send heartbeats; default 5s.
+	HeartbeatInterval time.Duration
+	// MissedHeartbeats is how many missed heartbeats make a node unreachable; default 3.
+	MissedHeartbeats int
+	// RescheduleAfter is how long a replicated instance stays on an
+	// unreachable node before it is placed elsewhere; default 1m.
+	RescheduleAfter time.Duration
+	// NodeCertTTL is the lifetime of the client certificates agents get; default 30 days.
+	NodeCertTTL time.Duration
+	Logger      *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:7400"
+	}
+	if c.AgentAddr == "" {
+		c.AgentAddr = ":7401"
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.MissedHeartbeats <= 0 {
+		c.MissedHeartbeats = 3
+	}
+	if c.RescheduleAfter <= 0 {
+		c.RescheduleAfter = time.Minute
+	}
+	if c.NodeCertTTL <= 0 {
+		c.NodeCertTTL = 30 * 24 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// maxAgentMessage bounds what one agent message may weigh, so a broken or
+// hostile agent cannot make the server allocate without limit.
+const maxAgentMessage = 1 << 20
+
+// Server is a running control plane.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	ca       *pki.CA
+	apiLn    net.Listener
+	agentLn  net.Listener
+	http     *http.Server
+	grpc     *grpc.Server
+	fleet    *fleet
+	adminTok string // path
+}
+
+// New opens the store, loads or creates the CA and certificates, makes the
+// bootstrap admin token on first start, and binds both listeners.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data directory is required (--data-dir)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	ca, created, err := pki.LoadOrCreateCA(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	if created {
+		cfg.Logger.Info("created certificate authority", "ca_file", filepath.Join(cfg.DataDir, "ca.crt"), "fingerprint", ca.Fingerprint())
+	}
+	hosts := append(serverHosts(), cfg.Hosts...)
+	cert, err := pki.LoadOrCreateServerCertificate(cfg.DataDir, ca, hosts)
+	if err != nil {
+		return nil, fmt.Errorf("loading server certificate: %w", err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "dockfleet.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	if err := s.ensureAdminToken(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.fleet, err = newFleet(ctx, s)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.listen(cert); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// serverHosts are the names a local server is always reachable by.
+func serverHosts() []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+func (s *Server) listen(cert tls.Certificate) error {
+	var err error
+	s.apiLn, err = net.Listen("tcp", s.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listening for the API on %s: %w", s.cfg.APIAddr, err)
+	}
+	s.agentLn, err = net.Listen("tcp", s.cfg.AgentAddr)
+	if err != nil {
+		s.apiLn.Close()
+		return fmt.Errorf("listening for agents on %s: %w", s.cfg.AgentAddr, err)
+	}
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		TLSConfig:         pki.APIServerTLS(cert),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(pki.AgentServerTLS(s.ca, cert))),
+		grpc.MaxRecvMsgSize(maxAgentMessage),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s})
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down cleanly: listeners close,
+// agent streams end, the last heartbeat times are flushed, the store closes.
+func (s *Server) Run(ctx context.Context) error {
+	s.log.Info("serving", "api", s.APIURL(), "agents", s.AgentAddr())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := s.http.ServeTLS(s.apiLn, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving API: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.grpc.Serve(s.agentLn); err != nil {
+			errc <- fmt.Errorf("serving agents: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		s.fleet.run(ctx)
+	}()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	s.http.Shutdown(shutCtx)
+	// Agent streams never end by themselves, so a graceful stop would wait
+	// forever; agents reconnect with backoff and their containers keep running.
+	s.grpc.Stop()
+	wg.Wait()
+	s.fleet.flush(context.Background())
+	if cerr := s.store.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	s.log.Info("stopped")
+	return err
+}
+
+// APIURL is the REST API's base URL, e.g. https://127.0.0.1:7400.
+func (s *Server) APIURL() string { return "https://" + s.apiLn.Addr().String() }
+
+// AgentAddr is the host:port agents connect to.
+func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
+
+// CAFile is the path of the CA certificate clients trust.
+func (s *Server) CAFile() string { return filepath.Join(s.cfg.DataDir, "ca.crt") }
+
+// AdminTokenFile is the path of the bootstrap admin API token.
+func (s *Server) AdminTokenFile() string { return s.adminTok }

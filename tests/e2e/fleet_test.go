@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	mcontainer "github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/testenv"
+)
+
+const globalWeb = `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  mode: global
+  selector:
+    matchLabels:
+      role: web
+  container:
+    image: hello:v1
+    ports:
+      - containerPort: 8080
+    healthCheck:
+      http:
+        path: /healthz
+        port: 8080
+      interval: 1s
+`
+
+const replicatedApi = `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  mode: replicated
+  replicas: 5
+  container:
+    image: hello:v2
+    healthCheck:
+      tcp:
+        port: 8080
+      interval: 1s
+`
+
+// TestWalkingFleet drives one server and three agents through what a new
+// user does first: enroll, deploy globally and replicated, heal, relabel,
+// lose and regain a node, restart the server, delete.
+func TestWalkingFleet(t *testing.T) {
+	testenv.HelloImages(t)
+	f := newFleet(t)
+	f.addAgents([2]string{"n1", "role=web"}, [2]string{"n2", "role=web"}, [2]string{"n3", "role=db"})
+
+	t.Run("nodes report facts", func(t *testing.T) {
+		out, code := f.cli("", "nodes")
+		if code != 0 {
+			t.Fatalf("nodes: exit %d: %s", code, out)
+		}
+		for _, name := range []string{"n1", "n2", "n3"} {
+			if !strings.Contains(out, name) {
+				t.Errorf("nodes output lacks %s:\n%s", name, out)
+			}
+			n := f.node(name)
+			if n.Facts.DockerVersion == "" || n.Facts.CPUs == 0 || n.Facts.MemoryBytes == 0 {
+				t.Errorf("node %s facts = %+v; want Docker version, CPUs and memory", name, n.Facts)
+			}
+		}
+	})
+
+	t.Run("global deployment lands on the 2 matching nodes", func(t *testing.T) {
+		out := f.apply(globalWeb)
+		if !strings.Contains(out, "deployment/web created") {
+			t.Errorf("apply said %q; want deployment/web created", out)
+		}
+		is := f.waitHealthy("web", 2, 30*time.Second)
+		nodes := map[string]bool{}
+		for _, i := range is {
+			nodes[i.NodeName] = true
+		}
+		if !nodes["n1"] || !nodes["n2"] {
+			t.Errorf("instances on %v; want n1 and n2", nodes)
+		}
+		for name, want := range map[string]int{"n1": 1, "n2": 1, "n3": 0} {
+			if got := len(f.containers(name)); got != want {
+				t.Errorf("%s runs %d containers; want %d", name, got, want)
+			}
+		}
+		out, _ = f.cli(globalWeb, "apply", "-f", "-")
+		if !strings.Contains(out, "unchanged") {
+			t.Errorf("second apply said %q; want unchanged", out)
+		}
+	})
+
+	t.Run("a container removed by hand is healed within 10s", func(t *testing.T) {
+		cs := f.containers("n1")
+		if len(cs) != 1 {
+			t.Fatalf("n1 runs %d containers; want 1", len(cs))
+		}
+		sdk := testenv.SDK(t)
+		removeForce(t, sdk, cs[0].ID)
+		begin := time.Now()
+		waitFor(t, 10*time.Second, "n1's container to be recreated", func() error {
+			cs := f.containers("n1")
+			if len(cs) != 1 || cs[0].ID == "" || cs[0].State != "running" {
+				return fmt.Errorf("%d containers", len(cs))
+			}
+			return nil
+		})
+		t.Logf("healed in %v", time.Since(begin).Round(time.Millisecond))
+		f.waitHealthy("web", 2, 15*time.Second)
+	})
+
+	t.Run("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
+		f.apply(replicatedApi)
+		is := f.waitHealthy("api", 5, 40*time.Second)
+		per := map[string]int{}
+		for _, i := range is {
+			per[i.NodeName]++
+		}
+		counts := []int{per["n1"], per["n2"], per["n3"]}
+		two, one := 0, 0
+		for _, c := range counts {
+			switch c {
+			case 2:
+				two++
+			case 1:
+				one++
+			}
+		}
+		if two != 2 || one != 1 {
+			t.Errorf("instances per node = %v; want 2/2/1 in some order", per)
+		}
+	})
+
+	t.Run("relabelling a node moves the global deployment", func(t *testing.T) {
+		if out, code := f.cli("", "node", "label", "n3", "role=web"); code != 0 {
+			t.Fatalf("node label: exit %d: %s", code, out)
+		}
+		f.waitHealthy("web", 3, 30*time.Second)
+		if out, code := f.cli("", "node", "label", "n3", "role-"); code != 0 {
+			t.Fatalf("node label: exit %d: %s", code, out)
+		}
+		f.waitHealthy("web", 2, 30*time.Second)
+		waitFor(t, 15*time.Second, "n3 to run only its api instance", func() error {
+			for _, c := range f.containers("n3") {
+				if c.Labels["dockfleet.deployment"] == "web" {
+					return fmt.Errorf("web container %s still there", c.ID[:12])
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("a killed agent's node turns unreachable, its containers keep running", func(t *testing.T) {
+		before := f.containers("n1")
+		started := startTimes(t, before)
+		f.agents["n1"].kill()
+		took := f.waitNodeState("n1", api.NodeUnreachable, 3*f.heartbeat+2*time.Second+time.Second)
+		t.Logf("unreachable after %v", took.Round(time.Millisecond))
+		if got := startTimes(t, f.containers("n1")); !sameStarts(started, got) {
+			t.Errorf("containers of n1 changed while its agent was down: before %v, after %v", started, got)
+		}
+		f.startAgent("n1", "", "")
+		f.waitNodeState("n1", api.NodeReady, 20*time.Second)
+		f.waitHealthy("web", 2, 20*time.Second)
+		time.Sleep(3 * time.Second) // a full resync pass of the restarted agent
+		if got := startTimes(t, f.containers("n1")); !sameStarts(started, got) {
+			t.Errorf("restarting the agent restarted containers: before %v, after %v", started, got)
+		}
+	})
+
+	t.Run("a server restart restarts no container", func(t *testing.T) {
+		var started []map[string]time.Time
+		for _, n := range []string{"n1", "n2", "n3"} {
+			started = append(started, startTimes(t, f.containers(n)))
+		}
+		f.server.stop()
+		f.startServer()
+		for _, n := range []string{"n1", "n2", "n3"} {
+			f.waitNodeState(n, api.NodeReady, 30*time.Second)
+		}
+		f.waitHealthy("web", 2, 20*time.Second)
+		f.waitHealthy("api", 5, 20*time.Second)
+		time.Sleep(3 * time.Second)
+		for i, n := range []string{"n1", "n2", "n3"} {
+			if got := startTimes(t, f.containers(n)); !sameStarts(started[i], got) {
+				t.Errorf("server restart changed containers on %s: before %v, after %v", n, started[i], got)
+			}
+		}
+	})
+
+	t.Run("delete removes every container", func(t *testing.T) {
+		for _, d := range []string{"web", "api"} {
+			if out, code := f.cli("", "delete", "deployment", d); code != 0 || !strings.Contains(out, "deleted") {
+				t.Fatalf("delete %s: exit %d: %s", d, code, out)
+			}
+		}
+		waitFor(t, 20*time.Second, "all containers to go", func() error {
+			for _, n := range []string{"n1", "n2", "n3"} {
+				if cs := f.containers(n); len(cs) != 0 {
+					return fmt.Errorf("%s still runs %d", n, len(cs))
+				}
+			}
+			return nil
+		})
+		if is := f.instances(""); len(is) != 0 {
+			t.Errorf("%d instances left after delete", len(is))
+		}
+	})
+}
+
+// startTimes maps container IDs to their start times, from Docker.
+func startTimes(t *testing.T, cs []mcontainer.Summary) map[string]time.Time {
+	t.Helper()
+	sdk := testenv.SDK(t)
+	out := map[string]time.Time{}
+	for _, c := range cs {
+		res, err := sdk.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatalf("inspecting %s: %v", c.ID, err)
+		}
+		started, _ := time.Parse(time.RFC3339Nano, res.Container.State.StartedAt)
+		out[c.ID] = started
+	}
+	return out
+}
+
+func sameStarts(a, b map[string]time.Time) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for id, t := range a {
+		if u, ok := b[id]; !ok || !u.Equal(t) {
+			return false
+		}
+	}
+	return true
+}
+
+func removeForce(t *testing.T, sdk *client.Client, id string) {
+	t.Helper()
+	if _, err := sdk.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatalf("docker rm -f %s: %v", id, err)
+	}
+}
