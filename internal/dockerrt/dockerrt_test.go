@@ -441,7 +441,7 @@ func TestEnsureImageStreamError(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	rt, err := dockerrt.New("tcp://"+srv.Listener.Addr().String())
+	rt, err := dockerrt.New("tcp://" + srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
