@@ -41,14 +41,6 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	seen := map[string]bool{}
-	for _, d := range docs {
-		key := d.Metadata.Project + "/" + d.Metadata.Name
-		if seen[key] {
-			return badRequestf("%s: deployment %s appears twice", filename, key)
-		}
-		seen[key] = true
-	}
 	var resp api.ApplyResponse
 	for _, d := range docs {
 		res, err := s.applyDeployment(r, d)
