@@ -130,6 +130,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errRenewed) {
+			if id, err = pki.LoadIdentity(a.cfg.DataDir); err != nil {
+				return fmt.Errorf("loading renewed identity: %w", err)
+			}
+			continue
+		}
 		if connected {
 			backoff = time.Second
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/container"
 	"github.com/dockfleet/dockfleet/internal/fakert"
+	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/server"
 )
 
@@ -30,10 +31,15 @@ type testServer struct {
 }
 
 func startServer(t *testing.T, dir, apiAddr, agentAddr string) *testServer {
+	return startServerConfig(t, server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr})
+}
+
+func startServerConfig(t *testing.T, cfg server.Config) *testServer {
 	t.Helper()
+	dir := cfg.DataDir
+	cfg.HeartbeatInterval = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr,
-		HeartbeatInterval: 200 * time.Millisecond})
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -298,4 +304,39 @@ func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
 	if cs := running(rt, id); len(cs) != 1 || cs[0].ID != healed.ID {
 		t.Errorf("after the server came back the node runs %+v; want the same container %s", cs, healed.ID)
 	}
+}
+
+func TestAgentRenewsItsCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServerConfig(t, server.Config{DataDir: dir, APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", NodeCertTTL: 3 * time.Second})
+	apiAddr, agentAddr := strings.TrimPrefix(ts.srv.APIURL(), "https://"), ts.srv.AgentAddr()
+	agentDir := t.TempDir()
+	startAgent(t, ts, fakert.New(), agentDir, "a", token(t, ts, 1), nil)
+	nodeID(t, ts, "a")
+	first, err := pki.LoadIdentity(agentDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the first certificate's expiry, a fresh connection works only
+	// with a renewed certificate.
+	time.Sleep(time.Until(first.NotAfter) + 500*time.Millisecond)
+	renewed, err := pki.LoadIdentity(agentDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !renewed.NotAfter.After(first.NotAfter) || renewed.NodeID != first.NodeID {
+		t.Fatalf("certificate not renewed: first expires %v, now %v (node %s → %s)", first.NotAfter, renewed.NotAfter, first.NodeID, renewed.NodeID)
+	}
+	ts.stop()
+	ts2 := startServerConfig(t, server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr, NodeCertTTL: 3 * time.Second})
+	waitFor(t, "the node to reconnect with its renewed certificate", func() error {
+		n, err := ts2.client.GetNode(context.Background(), "a")
+		if err != nil {
+			return err
+		}
+		if n.State != api.NodeReady || time.Since(n.LastSeen) > time.Second {
+			return fmt.Errorf("state %s, last seen %v", n.State, n.LastSeen)
+		}
+		return nil
+	})
 }

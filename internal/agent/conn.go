@@ -60,7 +60,8 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 	}
 	log.Info("connected", "server", a.addr, "heartbeat_interval", interval)
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	go func() { errc <- a.renewWhenDue(ctx, conn, id) }()
 	go func() { errc <- a.heartbeats(ctx, interval, rec, send) }()
 	go func() { errc <- forwardStatuses(ctx, rec, send) }()
 	go func() {

@@ -24,6 +24,95 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RenewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DER-encoded PKCS#10 request; the node keeps its key.
+	Csr           []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RenewRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenewResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type EnrollRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
@@ -40,7 +129,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +141,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +154,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EnrollRequest) GetProtocolVersion() uint32 {
@@ -122,7 +211,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -134,7 +223,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -147,7 +236,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollResponse) GetNodeId() string {
@@ -186,7 +275,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +287,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +300,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -299,7 +388,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +400,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +413,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Hello) GetProtocolVersion() uint32 {
@@ -369,7 +458,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +470,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +483,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Heartbeat) GetUsage() *Usage {
@@ -427,7 +516,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +528,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +541,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Ack) GetGeneration() uint64 {
@@ -478,7 +567,7 @@ type InstanceStatus struct {
 
 func (x *InstanceStatus) Reset() {
 	*x = InstanceStatus{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +579,7 @@ func (x *InstanceStatus) String() string {
 func (*InstanceStatus) ProtoMessage() {}
 
 func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +592,7 @@ func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStatus.ProtoReflect.Descriptor instead.
 func (*InstanceStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InstanceStatus) GetInstanceId() string {
@@ -561,7 +650,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +662,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +675,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -642,7 +731,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +743,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +756,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -702,7 +791,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +803,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +816,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DesiredState) GetGeneration() uint64 {
@@ -762,7 +851,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +863,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +876,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InstanceSpec) GetId() string {
@@ -847,7 +936,7 @@ type Facts struct {
 
 func (x *Facts) Reset() {
 	*x = Facts{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +948,7 @@ func (x *Facts) String() string {
 func (*Facts) ProtoMessage() {}
 
 func (x *Facts) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +961,7 @@ func (x *Facts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Facts.ProtoReflect.Descriptor instead.
 func (*Facts) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Facts) GetAgentVersion() string {
@@ -935,7 +1024,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1036,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1049,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Usage) GetCpuPercent() float64 {
@@ -988,7 +1077,11 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x12dockfleet.agent.v1\"\xa9\x02\n" +
+	"\vagent.proto\x12\x12dockfleet.agent.v1\" \n" +
+	"\fRenewRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"1\n" +
+	"\rRenewResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"\xa9\x02\n" +
 	"\rEnrollRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x10\n" +
@@ -1069,10 +1162,11 @@ const file_agent_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1e\n" +
 	"\n" +
 	"containers\x18\x03 \x01(\x05R\n" +
-	"containers2\xac\x01\n" +
+	"containers2\xfa\x01\n" +
 	"\x05Agent\x12O\n" +
 	"\x06Enroll\x12!.dockfleet.agent.v1.EnrollRequest\x1a\".dockfleet.agent.v1.EnrollResponse\x12R\n" +
-	"\aConnect\x12 .dockfleet.agent.v1.AgentMessage\x1a!.dockfleet.agent.v1.ServerMessage(\x010\x01B4Z2github.com/dockfleet/dockfleet/internal/agentprotob\x06proto3"
+	"\aConnect\x12 .dockfleet.agent.v1.AgentMessage\x1a!.dockfleet.agent.v1.ServerMessage(\x010\x01\x12L\n" +
+	"\x05Renew\x12 .dockfleet.agent.v1.RenewRequest\x1a!.dockfleet.agent.v1.RenewResponseB4Z2github.com/dockfleet/dockfleet/internal/agentprotob\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1086,43 +1180,47 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_agent_proto_goTypes = []any{
-	(*EnrollRequest)(nil),  // 0: dockfleet.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil), // 1: dockfleet.agent.v1.EnrollResponse
-	(*AgentMessage)(nil),   // 2: dockfleet.agent.v1.AgentMessage
-	(*Hello)(nil),          // 3: dockfleet.agent.v1.Hello
-	(*Heartbeat)(nil),      // 4: dockfleet.agent.v1.Heartbeat
-	(*Ack)(nil),            // 5: dockfleet.agent.v1.Ack
-	(*InstanceStatus)(nil), // 6: dockfleet.agent.v1.InstanceStatus
-	(*ServerMessage)(nil),  // 7: dockfleet.agent.v1.ServerMessage
-	(*Welcome)(nil),        // 8: dockfleet.agent.v1.Welcome
-	(*DesiredState)(nil),   // 9: dockfleet.agent.v1.DesiredState
-	(*InstanceSpec)(nil),   // 10: dockfleet.agent.v1.InstanceSpec
-	(*Facts)(nil),          // 11: dockfleet.agent.v1.Facts
-	(*Usage)(nil),          // 12: dockfleet.agent.v1.Usage
-	nil,                    // 13: dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	(*RenewRequest)(nil),   // 0: dockfleet.agent.v1.RenewRequest
+	(*RenewResponse)(nil),  // 1: dockfleet.agent.v1.RenewResponse
+	(*EnrollRequest)(nil),  // 2: dockfleet.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil), // 3: dockfleet.agent.v1.EnrollResponse
+	(*AgentMessage)(nil),   // 4: dockfleet.agent.v1.AgentMessage
+	(*Hello)(nil),          // 5: dockfleet.agent.v1.Hello
+	(*Heartbeat)(nil),      // 6: dockfleet.agent.v1.Heartbeat
+	(*Ack)(nil),            // 7: dockfleet.agent.v1.Ack
+	(*InstanceStatus)(nil), // 8: dockfleet.agent.v1.InstanceStatus
+	(*ServerMessage)(nil),  // 9: dockfleet.agent.v1.ServerMessage
+	(*Welcome)(nil),        // 10: dockfleet.agent.v1.Welcome
+	(*DesiredState)(nil),   // 11: dockfleet.agent.v1.DesiredState
+	(*InstanceSpec)(nil),   // 12: dockfleet.agent.v1.InstanceSpec
+	(*Facts)(nil),          // 13: dockfleet.agent.v1.Facts
+	(*Usage)(nil),          // 14: dockfleet.agent.v1.Usage
+	nil,                    // 15: dockfleet.agent.v1.EnrollRequest.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	13, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
-	11, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
-	3,  // 2: dockfleet.agent.v1.AgentMessage.hello:type_name -> dockfleet.agent.v1.Hello
-	4,  // 3: dockfleet.agent.v1.AgentMessage.heartbeat:type_name -> dockfleet.agent.v1.Heartbeat
-	5,  // 4: dockfleet.agent.v1.AgentMessage.ack:type_name -> dockfleet.agent.v1.Ack
-	6,  // 5: dockfleet.agent.v1.AgentMessage.status:type_name -> dockfleet.agent.v1.InstanceStatus
-	11, // 6: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
-	6,  // 7: dockfleet.agent.v1.Hello.instances:type_name -> dockfleet.agent.v1.InstanceStatus
-	12, // 8: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
-	11, // 9: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
-	8,  // 10: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
-	9,  // 11: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
-	10, // 12: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
-	0,  // 13: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
-	2,  // 14: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
-	1,  // 15: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
-	7,  // 16: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
+	15, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	13, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
+	5,  // 2: dockfleet.agent.v1.AgentMessage.hello:type_name -> dockfleet.agent.v1.Hello
+	6,  // 3: dockfleet.agent.v1.AgentMessage.heartbeat:type_name -> dockfleet.agent.v1.Heartbeat
+	7,  // 4: dockfleet.agent.v1.AgentMessage.ack:type_name -> dockfleet.agent.v1.Ack
+	8,  // 5: dockfleet.agent.v1.AgentMessage.status:type_name -> dockfleet.agent.v1.InstanceStatus
+	13, // 6: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
+	8,  // 7: dockfleet.agent.v1.Hello.instances:type_name -> dockfleet.agent.v1.InstanceStatus
+	14, // 8: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
+	13, // 9: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
+	10, // 10: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
+	11, // 11: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
+	12, // 12: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
+	2,  // 13: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
+	4,  // 14: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
+	0,  // 15: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
+	3,  // 16: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
+	9,  // 17: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
+	1,  // 18: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1133,13 +1231,13 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Status)(nil),
 	}
-	file_agent_proto_msgTypes[7].OneofWrappers = []any{
+	file_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Desired)(nil),
 	}
@@ -1149,7 +1247,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,12 +29,21 @@ type Identity struct {
 	NotAfter    time.Time
 }
 
-// NeedsRenewal reports whether two thirds of the certificate's lifetime have
-// passed at now, leaving the last third to renew in while the server may be
-// away for a while.
+// RenewAt is when two thirds of the certificate's lifetime have passed,
+// leaving the last third to renew in while the server may be away for a
+// while. The lifetime counts from issue, not from the backdated NotBefore,
+// so that short-lived certificates renew in time too.
+func (id *Identity) RenewAt() time.Time {
+	issued := id.Leaf.NotBefore
+	if id.Leaf.NotAfter.Sub(issued) > backdate {
+		issued = issued.Add(backdate)
+	}
+	return issued.Add(id.Leaf.NotAfter.Sub(issued) / 3 * 2)
+}
+
+// NeedsRenewal reports whether now is at or past RenewAt.
 func (id *Identity) NeedsRenewal(now time.Time) bool {
-	lifetime := id.Leaf.NotAfter.Sub(id.Leaf.NotBefore)
-	return !now.Before(id.Leaf.NotBefore.Add(lifetime / 3 * 2))
+	return !now.Before(id.RenewAt())
 }
 
 // SaveIdentity checks that key, certPEM (the node certificate) and caPEM

@@ -210,7 +210,8 @@ func TestSaveIdentityRefuses(t *testing.T) {
 
 func TestNeedsRenewal(t *testing.T) {
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	id := &Identity{Leaf: &x509.Certificate{NotBefore: start, NotAfter: start.Add(30 * time.Hour)}}
+	// As the CA issues it: NotBefore backdated against clock skew.
+	id := &Identity{Leaf: &x509.Certificate{NotBefore: start.Add(-backdate), NotAfter: start.Add(30 * time.Hour)}}
 	tests := []struct {
 		at   time.Duration
 		want bool

@@ -265,3 +265,28 @@ func factsFromProto(f *agentproto.Facts) api.Facts {
 	return api.Facts{AgentVersion: f.AgentVersion, DockerVersion: f.DockerVersion, OS: f.Os, Arch: f.Arch,
 		Hostname: f.Hostname, CPUs: int(f.Cpus), MemoryBytes: f.MemoryBytes}
 }
+
+// Renew signs a fresh certificate for the node its current one names.
+func (a *agentService) Renew(ctx context.Context, req *agentproto.RenewRequest) (*agentproto.RenewResponse, error) {
+	s := a.s
+	nodeID, err := peerNodeID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.store.GetNode(ctx, nodeID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", nodeID)
+		}
+		return nil, status.Error(codes.Internal, "reading node; see the server log")
+	}
+	cert, err := s.ca.SignNode(req.Csr, nodeID, s.cfg.NodeCertTTL)
+	if errors.Is(err, pki.ErrBadCSR) {
+		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
+	}
+	if err != nil {
+		s.log.Error("signing node certificate", "node_id", nodeID, "err", err)
+		return nil, status.Error(codes.Internal, "signing the node certificate failed; see the server log")
+	}
+	s.log.Info("node certificate renewed", "node_id", nodeID)
+	return &agentproto.RenewResponse{Certificate: cert}, nil
+}
