@@ -2,9 +2,14 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,13 +127,18 @@ func TestEnrollmentRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := t.TempDir()
-		// The impostor trusts the real server's CA, so only its own certificate is wrong.
-		id, err := pki.SaveIdentity(dir, key, certPEM, readFile(t, filepath.Join(f.dir, "server", "ca.crt")))
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tlsConf := pki.AgentClientTLS(id, "127.0.0.1")
+		cert, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The impostor trusts the real server's CA, so only its own certificate is wrong.
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(readFile(t, filepath.Join(f.dir, "server", "ca.crt")))
+		tlsConf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"}
 		conn, err := grpc.NewClient(f.agentAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 		if err != nil {
 			t.Fatal(err)
@@ -146,6 +156,81 @@ func TestEnrollmentRefusals(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "certificate") && !strings.Contains(err.Error(), "tls") {
 			t.Errorf("refusal = %v; want a TLS certificate error", err)
+		}
+	})
+}
+
+// TestBadInput checks what a user sees when they get something wrong: every
+// spec problem with its file and line, nothing stored; a server that cannot
+// be reached named with the reason; a Docker daemon that cannot be reached
+// reported on the node by an agent that keeps running.
+func TestBadInput(t *testing.T) {
+	testenv.RequireDocker(t)
+	f := newFleet(t)
+
+	t.Run("invalid spec", func(t *testing.T) {
+		bad := `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata:
+  name: Bad_Name
+spec:
+  mode: global
+  replicas: 3
+  colour: blue
+  container:
+    image: hello:v1
+    ports:
+      - containerPort: 70000
+`
+		path := filepath.Join(t.TempDir(), "bad.yaml")
+		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, code := f.cli("", "apply", "-f", path)
+		if code != 1 {
+			t.Errorf("apply of an invalid spec: exit %d; want 1", code)
+		}
+		for _, want := range []string{"bad.yaml:4: metadata.name", "bad.yaml:7: spec.replicas", "bad.yaml:8: spec.colour", "bad.yaml:12: spec.container.ports[0].containerPort"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("apply output lacks %q:\n%s", want, out)
+			}
+		}
+		if ds, err := f.client.ListDeployments(context.Background(), api.DefaultProject); err != nil || len(ds) != 0 {
+			t.Errorf("after a refused apply: %d deployments, %v; want none", len(ds), err)
+		}
+	})
+
+	t.Run("unreachable server", func(t *testing.T) {
+		addr := freeAddr(t)
+		out, code := f.cli("", "nodes", "--addr", "https://"+addr)
+		if code != 1 || !strings.Contains(out, addr) || !strings.Contains(out, "refused") {
+			t.Errorf("nodes against a closed port: exit %d, %q; want exit 1 naming %s and why", code, out, addr)
+		}
+	})
+
+	t.Run("usage errors exit 2", func(t *testing.T) {
+		for _, args := range [][]string{{"apply"}, {"nodes", "--no-such-flag"}, {"get", "deployments", "-o", "xml"}, {"no-such-command"}} {
+			if out, code := f.cli("", args...); code != 2 {
+				t.Errorf("dockfleet %v: exit %d; want 2. Output:\n%s", args, code, out)
+			}
+		}
+	})
+
+	t.Run("docker unreachable is reported on the node", func(t *testing.T) {
+		p := f.startAgent("nodocker", f.token("--uses", "1"), "", "--docker-host", "unix://"+t.TempDir()+"/no.sock")
+		f.waitNodeState("nodocker", api.NodeReady, 20*time.Second)
+		waitFor(t, 20*time.Second, "the node to report Docker unreachable", func() error {
+			if n := f.node("nodocker"); !strings.Contains(n.Error, "no.sock") {
+				return fmt.Errorf("node error %q", n.Error)
+			}
+			return nil
+		})
+		if done, err := p.exited(0); done {
+			t.Errorf("agent exited without Docker: %v", err)
+		}
+		out, _ := f.cli("", "nodes")
+		if !strings.Contains(out, "no.sock") {
+			t.Errorf("nodes does not show the Docker error:\n%s", out)
 		}
 	})
 }

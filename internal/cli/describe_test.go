@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"testing"
+)
+
+func TestDescribeDeployment(t *testing.T) {
+	f := newCannedAPI(t)
+	r := runCLI(t, nil, "", f.args("describe", "deployment", "hello")...)
+	checkOutput(t, r, exitOK, lines(
+		"Name:          hello",
+		"Project:       default",
+		"Revision:      2",
+		"Mode:          global",
+		"Replicas:      1/2 running",
+		"Selector:      role=web",
+		"Image:         hello:v1",
+		"Health check:  http GET :8080/healthz every 2s",
+		"Created:       2026-03-01T11:50:00Z (10m ago)",
+		"Updated:       2026-03-01T11:59:00Z (1m ago)",
+		"",
+		"Instances:",
+		"  ID          NODE    STATE     HEALTH      CONTAINER      LAST ERROR",
+		"  i-hello-1   web-1   healthy   healthy     0123456789ab   -",
+		"  i-hello-2   web-2   failed    unhealthy   -              exited with code 1",
+	))
+}
+
+func TestDescribeNode(t *testing.T) {
+	f := newCannedAPI(t)
+	r := runCLI(t, nil, "", f.args("describe", "node", "web-1")...)
+	checkOutput(t, r, exitOK, lines(
+		"Name:        web-1",
+		"ID:          n-1a2b",
+		"State:       ready",
+		"Labels:      role=web,zone=eu-1",
+		"Last seen:   2026-03-01T11:59:57Z (3s ago)",
+		"Enrolled:    2026-02-27T12:00:00Z (2d ago)",
+		"Hostname:    web-1.example",
+		"Platform:    linux/amd64",
+		"Agent:       0.1.0",
+		"Docker:      20.10.24",
+		"CPU:         12.5% of 4",
+		"Memory:      512Mi/8Gi",
+		"Containers:  3",
+		"",
+		"Instances in project default:",
+		"  ID          DEPLOYMENT   STATE     HEALTH    CONTAINER      LAST ERROR",
+		"  i-hello-1   hello        healthy   healthy   0123456789ab   -",
+		"  i-api-1     api          running   -         fedcba987654   -",
+		"  i-api-2     api          pending   -         -              -",
+	))
+}

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/spec"
+)
+
+func newNodesCommand(e *env) *cobra.Command {
+	var out outputFormat
+	cmd := &cobra.Command{
+		Use:   "nodes",
+		Short: "List the enrolled nodes",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			nodes, err := c.ListNodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return render(e.stdout, out, nodes, func() error {
+				return writeNodeTable(e.stdout, nodes, e.now())
+			})
+		},
+	}
+	e.addConnFlags(cmd.Flags(), false) // nodes are shared by projects
+	addOutputFlag(cmd.Flags(), &out)
+	return cmd
+}
+
+// writeNodeTable writes nodes as a table, with an ERROR column when any node
+// reports a problem.
+func writeNodeTable(w io.Writer, nodes []api.Node, now time.Time) error {
+	withErr := slices.ContainsFunc(nodes, func(n api.Node) bool { return n.Error != "" })
+	headers := []string{"NAME", "ID", "STATE", "LABELS", "LAST SEEN", "CPU", "MEMORY", "CONTAINERS"}
+	if withErr {
+		headers = append(headers, "ERROR")
+	}
+	t := newTable(w, headers...)
+	for _, n := range nodes {
+		row := []string{n.Name, n.ID, string(n.State), formatLabels(n.Labels), ago(n.LastSeen, now),
+			nodeCPU(n), nodeMemory(n), strconv.Itoa(n.Usage.Containers)}
+		if withErr {
+			row = append(row, orDash(n.Error))
+		}
+		t.row(row...)
+	}
+	return t.flush()
+}
+
+// nodeCPU writes a node's CPU use and count, "12.5% of 4", or "-" before
+// its agent reported any.
+func nodeCPU(n api.Node) string {
+	if n.Facts.CPUs == 0 && n.Usage.CPUPercent == 0 {
+		return "-"
+	}
+	s := strconv.FormatFloat(n.Usage.CPUPercent, 'f', 1, 64) + "%"
+	if n.Facts.CPUs > 0 {
+		s += " of " + strconv.Itoa(n.Facts.CPUs)
+	}
+	return s
+}
+
+// nodeMemory writes a node's memory use and size, "512Mi/7.7Gi", or "-"
+// before its agent reported any.
+func nodeMemory(n api.Node) string {
+	if n.Facts.MemoryBytes == 0 && n.Usage.MemoryBytes == 0 {
+		return "-"
+	}
+	s := formatBytes(n.Usage.MemoryBytes)
+	if n.Facts.MemoryBytes > 0 {
+		s += "/" + formatBytes(n.Facts.MemoryBytes)
+	}
+	return s
+}
+
+func newNodeCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Change a node",
+	}
+	makeGroup(cmd)
+	e.addConnFlags(cmd.PersistentFlags(), false)
+	cmd.AddCommand(newNodeLabelCommand(e))
+	return cmd
+}
+
+func newNodeLabelCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "label NODE KEY=VALUE... KEY-...",
+		Short: "Set and remove a node's labels",
+		Long: `Set and remove a node's labels: KEY=VALUE sets a label, KEY- removes one.
+NODE is the node's name or ID.`,
+		Example: "  dockfleet node label web-1 role=web zone=eu-1 canary-",
+		Args:    usageArgs(cobra.MinimumNArgs(2)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			patch, err := parseLabelPatch(args[1:])
+			if err != nil {
+				return err
+			}
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := c.PatchNodeLabels(cmd.Context(), args[0], patch)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node/%s labeled: %s\n", n.Name, formatLabels(n.Labels))
+			return nil
+		},
+	}
+}
+
+// parseLabelPatch reads kubectl-style label edits: "k=v" sets, "k-" removes.
+// Every mistake is a usage error.
+func parseLabelPatch(args []string) (api.LabelPatch, error) {
+	var p api.LabelPatch
+	for _, arg := range args {
+		if k, v, ok := strings.Cut(arg, "="); ok {
+			if err := spec.ValidateLabelKey(k); err != nil {
+				return api.LabelPatch{}, usageErrorf("label %q: key %q %v", arg, k, err)
+			}
+			if err := spec.ValidateLabelValue(v); err != nil {
+				return api.LabelPatch{}, usageErrorf("label %q: value %q %v", arg, v, err)
+			}
+			if p.Set == nil {
+				p.Set = map[string]string{}
+			}
+			if _, dup := p.Set[k]; dup {
+				return api.LabelPatch{}, usageErrorf("label %q is given twice", k)
+			}
+			p.Set[k] = v
+			continue
+		}
+		k, ok := strings.CutSuffix(arg, "-")
+		if !ok {
+			return api.LabelPatch{}, usageErrorf("label %q: want KEY=VALUE to set or KEY- to remove", arg)
+		}
+		if err := spec.ValidateLabelKey(k); err != nil {
+			return api.LabelPatch{}, usageErrorf("label %q: key %q %v", arg, k, err)
+		}
+		if slices.Contains(p.Remove, k) {
+			return api.LabelPatch{}, usageErrorf("label %q is given twice", k)
+		}
+		p.Remove = append(p.Remove, k)
+	}
+	for _, k := range p.Remove {
+		if _, ok := p.Set[k]; ok {
+			return api.LabelPatch{}, usageErrorf("label %q is both set and removed", k)
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+)
+
+func TestNodesTable(t *testing.T) {
+	f := newCannedAPI(t)
+	r := runCLI(t, nil, "", f.args("nodes")...)
+	checkOutput(t, r, exitOK, lines(
+		"NAME    ID       STATE         LABELS               LAST SEEN   CPU          MEMORY      CONTAINERS   ERROR",
+		"web-1   n-1a2b   ready         role=web,zone=eu-1   3s ago      12.5% of 4   512Mi/8Gi   3            -",
+		"web-2   n-3c4d   unreachable   -                    5m ago      -            -           0            docker: connection refused",
+	))
+}
+
+func TestNodeLabel(t *testing.T) {
+	f := newFakeAPI(t)
+	after := nodeWeb1
+	after.Labels = map[string]string{"role": "web", "tier": "edge"}
+	f.on("PATCH /v1/nodes/web-1/labels", http.StatusOK, after)
+	r := runCLI(t, nil, "", f.args("node", "label", "web-1", "tier=edge", "zone-", "example.com/empty=")...)
+	checkOutput(t, r, exitOK, "node/web-1 labeled: role=web,tier=edge\n")
+	reqs := f.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("got %d requests; want 1", len(reqs))
+	}
+	want := `{"set":{"example.com/empty":"","tier":"edge"},"remove":["zone"]}`
+	if reqs[0].Body != want {
+		t.Errorf("body %s; want %s", reqs[0].Body, want)
+	}
+}
+
+func TestParseLabelPatch(t *testing.T) {
+	tests := []struct {
+		args    []string
+		want    api.LabelPatch
+		wantErr bool
+	}{
+		{args: []string{"a=1"}, want: api.LabelPatch{Set: map[string]string{"a": "1"}}},
+		{args: []string{"a-"}, want: api.LabelPatch{Remove: []string{"a"}}},
+		{args: []string{"a=", "b-", "c-"}, want: api.LabelPatch{Set: map[string]string{"a": ""}, Remove: []string{"b", "c"}}},
+		{args: []string{"a=b=c"}, wantErr: true},
+		{args: []string{"a"}, wantErr: true},
+		{args: []string{"=v"}, wantErr: true},
+		{args: []string{"a--"}, wantErr: true},
+		{args: []string{"a-", "a-"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseLabelPatch(tt.args)
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("%q: got %+v; want an error", tt.args, got)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%q: got %+v, %v; want %+v", tt.args, got, err, tt.want)
+		}
+	}
+}

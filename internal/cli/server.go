@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dockfleet/dockfleet/internal/server"
+)
+
+func newServerCommand(e *env) *cobra.Command {
+	var (
+		cfg  server.Config
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "server --data-dir DIR [flags]",
+		Short: "Run the control plane: the REST API, the agents' endpoint and the controllers",
+		Long: `Run the dockfleet server until interrupted.
+
+On first start it creates its certificate authority (DATA_DIR/ca.crt), which
+CLI users and agents trust, and a bootstrap admin API token
+(DATA_DIR/admin.token).`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.DataDir == "" {
+				return usageErrorf("--data-dir is required")
+			}
+			if err := checkPositive(
+				durationFlag{"--heartbeat-interval", cfg.HeartbeatInterval},
+				durationFlag{"--reschedule-after", cfg.RescheduleAfter},
+				durationFlag{"--node-cert-ttl", cfg.NodeCertTTL},
+			); err != nil {
+				return err
+			}
+			if cfg.MissedHeartbeats < 1 {
+				return usageErrorf("--missed-heartbeats must be at least 1")
+			}
+			cfg.Logger = logs.logger(e.stderr)
+			return runServer(cmd.Context(), e, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the store, the CA and the admin token (required)")
+	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:7400", "HOST:PORT of the HTTPS REST API")
+	f.StringVar(&cfg.AgentAddr, "agent-addr", ":7401", "HOST:PORT agents connect to (mTLS)")
+	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS name or IP for the server certificate (repeatable)")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often agents send heartbeats")
+	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a node is unreachable")
+	f.DurationVar(&cfg.RescheduleAfter, "reschedule-after", time.Minute, "how long replicated instances wait on an unreachable node before they move")
+	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents get")
+	logs.add(f)
+	return cmd
+}
+
+func runServer(ctx context.Context, e *env, cfg server.Config) error {
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("starting server: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "dockfleet server is running\n\n")
+	fmt.Fprintf(e.stdout, "  API:          %s\n", srv.APIURL())
+	fmt.Fprintf(e.stdout, "  agents:       %s\n", srv.AgentAddr())
+	fmt.Fprintf(e.stdout, "  CA:           %s\n", srv.CAFile())
+	fmt.Fprintf(e.stdout, "  admin token:  %s\n\n", srv.AdminTokenFile())
+	fmt.Fprintf(e.stdout, "Create an enrollment token for agents with 'dockfleet token create'.\n")
+	return serve(ctx, "server", srv.Run)
+}
+
+// serve runs a daemon until ctx ends; the end of ctx is a clean stop, not an
+// error.
+func serve(ctx context.Context, what string, run func(context.Context) error) error {
+	err := run(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("running %s: %w", what, err)
+	}
+	return nil
+}
+
+type durationFlag struct {
+	name  string
+	value time.Duration
+}
+
+// checkPositive is a usage error for the first duration flag that is not
+// above zero.
+func checkPositive(flags ...durationFlag) error {
+	for _, f := range flags {
+		if f.value <= 0 {
+			return usageErrorf("%s must be above zero", f.name)
+		}
+	}
+	return nil
+}
