@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
@@ -154,8 +156,23 @@ func TestEnrollmentRefusals(t *testing.T) {
 		if err == nil {
 			t.Fatal("the server accepted a stream from a certificate of another CA")
 		}
-		if !strings.Contains(err.Error(), "certificate") && !strings.Contains(err.Error(), "tls") {
-			t.Errorf("refusal = %v; want a TLS certificate error", err)
+		if code := status.Code(err); code != codes.Unavailable {
+			t.Errorf("gRPC refusal = %v; want the connection refused (Unavailable), not an answer from the service", err)
+		}
+		// In TLS 1.3 the server's verdict on a client certificate arrives
+		// as an alert after the client's side of the handshake: read it.
+		raw, err := tls.Dial("tcp", f.agentAddr, tlsConf)
+		if err != nil {
+			if !strings.Contains(err.Error(), "certificate") {
+				t.Errorf("handshake error = %v; want a certificate error", err)
+			}
+			return
+		}
+		defer raw.Close()
+		raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = raw.Read(make([]byte, 1))
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("after the handshake the server said %v; want a certificate alert", err)
 		}
 	})
 }
