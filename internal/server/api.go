@@ -101,6 +101,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
+// writeList answers a list; an empty one is [] rather than null.
+func writeList[T any](w http.ResponseWriter, items []T) {
+	if items == nil {
+		items = []T{}
+	}
+	writeJSON(w, http.StatusOK, items)
+}
+
 func decodeJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
@@ -118,10 +126,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 	for i := range nodes {
 		s.fleet.live(&nodes[i])
 	}
-	if nodes == nil {
-		nodes = []api.Node{}
-	}
-	writeJSON(w, http.StatusOK, nodes)
+	writeList(w, nodes)
 	return nil
 }
 
@@ -252,10 +257,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ts == nil {
-		ts = []api.EnrollToken{}
-	}
-	writeJSON(w, http.StatusOK, ts)
+	writeList(w, ts)
 	return nil
 }
 

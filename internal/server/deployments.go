@@ -91,10 +91,7 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ds == nil {
-		ds = []api.Deployment{}
-	}
-	writeJSON(w, http.StatusOK, ds)
+	writeList(w, ds)
 	return nil
 }
 
@@ -135,7 +132,7 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, is)
+	writeList(w, is)
 	return nil
 }
 
@@ -155,9 +152,6 @@ func (s *Server) instances(r *http.Request, f store.InstanceFilter) ([]api.Insta
 	}
 	for i := range is {
 		is[i].NodeName = names[is[i].NodeID]
-	}
-	if is == nil {
-		is = []api.Instance{}
 	}
 	return is, nil
 }

@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+)
+
+// newTestServer makes a server in a temporary data dir (listeners bound on
+// loopback, not served) and returns it with its admin token.
+func newTestServer(t testing.TB) (*Server, string) {
+	t.Helper()
+	s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.apiLn.Close()
+		s.agentLn.Close()
+		s.store.Close()
+	})
+	tok, err := os.ReadFile(s.AdminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(s.AdminTokenFile()); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("admin.token mode = %v, %v; want 0600", info.Mode().Perm(), err)
+	}
+	return s, strings.TrimSpace(string(tok))
+}
+
+func call(t testing.TB, h http.Handler, token, method, path, body string) (int, api.Error) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var e api.Error
+	if rec.Code >= 400 {
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+			t.Errorf("%s %s: error body is not JSON: %q", method, path, rec.Body)
+		}
+	}
+	return rec.Code, e
+}
+
+const goodSpec = `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: hello:v1}
+`
+
+func TestAPIErrors(t *testing.T) {
+	s, tok := newTestServer(t)
+	h := s.routes()
+	tests := []struct {
+		name, token, method, path, body string
+		status                          int
+		want                            string
+	}{
+		{"no token", "", "GET", "/v1/nodes", "", 401, "missing or invalid API token"},
+		{"wrong token", "dfa1-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbb", "GET", "/v1/nodes", "", 401, "missing or invalid API token"},
+		{"health needs no token", "", "GET", "/v1/health", "", 200, ""},
+		{"unknown endpoint", tok, "GET", "/v1/nope", "", 404, "no API endpoint GET /v1/nope"},
+		{"unknown node", tok, "GET", "/v1/nodes/ghost", "", 404, `no node with ID or name "ghost"`},
+		{"label unknown node", tok, "PATCH", "/v1/nodes/ghost/labels", `{"set":{"a":"b"}}`, 404, "ghost"},
+		{"bad label key", tok, "PATCH", "/v1/nodes/ghost/labels", `{"set":{"-a":"b"}}`, 400, `label "-a"`},
+		{"unknown body field", tok, "POST", "/v1/tokens", `{"ttl":"1h","colour":"red"}`, 400, `unknown field "colour"`},
+		{"bad ttl", tok, "POST", "/v1/tokens", `{"ttl":"soon"}`, 400, `ttl: "soon" is not a positive duration`},
+		{"negative uses", tok, "POST", "/v1/tokens", `{"uses":-1}`, 400, "uses: -1 is negative"},
+		{"bad token label", tok, "POST", "/v1/tokens", `{"labels":{"a b":"c"}}`, 400, `labels: "a b"`},
+		{"revoke unknown token", tok, "DELETE", "/v1/tokens/nope", "", 404, `no enrollment token "nope"`},
+		{"unknown deployment", tok, "GET", "/v1/projects/default/deployments/nope", "", 404, `no deployment "nope" in project "default"`},
+		{"delete unknown deployment", tok, "DELETE", "/v1/projects/default/deployments/nope", "", 404, `no deployment "nope"`},
+		{"invalid spec", tok, "POST", "/v1/apply?filename=x.yaml", "kind: Deployment\n", 400, "invalid spec"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, e := call(t, h, tc.token, tc.method, tc.path, tc.body)
+			if code != tc.status || !strings.Contains(e.Error, tc.want) {
+				t.Errorf("%s %s = %d %q; want %d containing %q", tc.method, tc.path, code, e.Error, tc.status, tc.want)
+			}
+		})
+	}
+}
+
+func TestApplyReportsEveryProblemAndStoresNothing(t *testing.T) {
+	s, tok := newTestServer(t)
+	h := s.routes()
+	bad := goodSpec + "---\napiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: Two}\nspec:\n  mode: sideways\n  container: {}\n"
+	code, e := call(t, h, tok, "POST", "/v1/apply?filename=app.yaml", bad)
+	want := []string{
+		"app.yaml:9: metadata.name: ",
+		"app.yaml:11: spec.mode: ",
+		"app.yaml:12: spec.container.image: ",
+	}
+	if code != 400 || len(e.Details) != len(want) {
+		t.Fatalf("apply = %d %+v; want 400 with %d details", code, e, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(e.Details[i], w) {
+			t.Errorf("detail %d = %q; want it to start %q", i, e.Details[i], w)
+		}
+	}
+	if ds, _ := s.store.ListDeployments(context.Background(), ""); len(ds) != 0 {
+		t.Errorf("a refused apply stored %d deployments; want none (the valid document too must wait)", len(ds))
+	}
+}
+
+func TestApplyRevisions(t *testing.T) {
+	s, tok := newTestServer(t)
+	h := s.routes()
+	apply := func(body string) api.ApplyResult {
+		t.Helper()
+		req := httptest.NewRequest("POST", "/v1/apply?filename=web.yaml", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var resp api.ApplyResponse
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &resp) != nil || len(resp.Results) != 1 {
+			t.Fatalf("apply = %d %s", rec.Code, rec.Body)
+		}
+		return resp.Results[0]
+	}
+	steps := []struct {
+		body     string
+		action   string
+		revision int64
+	}{
+		{goodSpec, api.ActionCreated, 1},
+		{goodSpec, api.ActionUnchanged, 1},
+		{strings.Replace(goodSpec, "hello:v1", "hello:v2", 1), api.ActionConfigured, 2},
+		{strings.Replace(goodSpec, "hello:v1", "hello:v2", 1), api.ActionUnchanged, 2},
+	}
+	for i, st := range steps {
+		if got := apply(st.body); got.Action != st.action || got.Revision != st.revision {
+			t.Errorf("apply %d = %s revision %d; want %s revision %d", i, got.Action, got.Revision, st.action, st.revision)
+		}
+	}
+}
+
+// FuzzAPI sends arbitrary requests through every route: none may panic or
+// make the server answer 500, and every error body is JSON.
+func FuzzAPI(f *testing.F) {
+	s, tok := newTestServer(f)
+	h := s.routes()
+	f.Add("POST", "/v1/apply?filename=a.yaml", goodSpec)
+	f.Add("POST", "/v1/tokens", `{"ttl":"1h","uses":2,"labels":{"a":"b"}}`)
+	f.Add("PATCH", "/v1/nodes/x/labels", `{"set":{"a":"b"},"remove":["c"]}`)
+	f.Add("GET", "/v1/projects/default/instances?deployment=web", "")
+	f.Add("DELETE", "/v1/projects/default/deployments/web", "")
+	f.Fuzz(func(t *testing.T, method, path, body string) {
+		switch method {
+		case "GET", "POST", "PATCH", "DELETE", "PUT":
+		default:
+			method = "POST"
+		}
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#") {
+			path = "/v1/apply"
+		}
+		req, err := http.NewRequest(method, "https://localhost"+path, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s with %q: %d %s", method, path, body, rec.Code, rec.Body)
+		}
+		if rec.Code >= 400 && !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("%s %s: error body is not JSON: %q", method, path, rec.Body)
+		}
+	})
+}
