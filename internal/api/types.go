@@ -77,12 +77,16 @@ type EnrollToken struct {
 type Deployment struct {
 	Project string `json:"project"`
 	Name    string `json:"name"`
-	// Revision counts the applies that changed the spec; the first is 1.
-	Revision  int64           `json:"revision"`
-	Spec      spec.Deployment `json:"spec"`
-	CreatedAt time.Time       `json:"createdAt"`
-	UpdatedAt time.Time       `json:"updatedAt"`
-	Version   int64           `json:"version"`
+	// Revision is the newest revision: it counts the applies (and undos)
+	// that changed the spec; the first is 1. Spec is that revision's spec.
+	Revision int64 `json:"revision"`
+	// StableRevision is the revision instances return to outside a rollout:
+	// the last one a rollout completed, 0 before the first did.
+	StableRevision int64           `json:"stableRevision"`
+	Spec           spec.Deployment `json:"spec"`
+	CreatedAt      time.Time       `json:"createdAt"`
+	UpdatedAt      time.Time       `json:"updatedAt"`
+	Version        int64           `json:"version"`
 }
 
 // InstanceState is an instance's observed state, as its agent reports it.
@@ -143,6 +147,106 @@ type TokenRequest struct {
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
+// Revision is an immutable snapshot of a deployment's spec.
+type Revision struct {
+	Project    string          `json:"project"`
+	Deployment string          `json:"deployment"`
+	Number     int64           `json:"number"`
+	Spec       spec.Deployment `json:"spec"`
+	// ImageDigest is the image reference pinned by digest
+	// (name@sha256:...) every instance of the revision runs; empty until
+	// resolved at apply or reported by the first agent that pulled it.
+	ImageDigest string `json:"imageDigest,omitempty"`
+	// Cause says what made it: "apply", "undo to revision 2".
+	Cause     string    `json:"cause"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// RolloutState is where a rollout stands.
+type RolloutState string
+
+// Rollout states. Running and Paused are active; the others are final.
+const (
+	RolloutRunning    RolloutState = "running"
+	RolloutPaused     RolloutState = "paused"
+	RolloutSucceeded  RolloutState = "succeeded"
+	RolloutFailed     RolloutState = "failed"
+	RolloutRolledBack RolloutState = "rolled_back"
+	RolloutAborted    RolloutState = "aborted"
+	RolloutSuperseded RolloutState = "superseded"
+)
+
+// Final reports whether the state is an end state.
+func (s RolloutState) Final() bool { return s != RolloutRunning && s != RolloutPaused }
+
+// Rollout phases.
+const (
+	PhasePrePull           = "pre-pull"
+	PhaseCanary            = "canary"
+	PhaseAwaitingPromotion = "awaiting-promotion"
+	PhaseBatches           = "batches"
+	PhaseRollingBack       = "rolling-back"
+	PhaseDone              = "done"
+)
+
+// Rollout moves a deployment's instances from one revision to another, in
+// health-gated batches; the server persists it at every step.
+type Rollout struct {
+	ID         string       `json:"id"`
+	Project    string       `json:"project"`
+	Deployment string       `json:"deployment"`
+	From       int64        `json:"fromRevision"`
+	To         int64        `json:"toRevision"`
+	State      RolloutState `json:"state"`
+	Phase      string       `json:"phase"`
+	// Batch is the number of the current (or last) batch, from 1;
+	// Batches how many the rollout plans in all.
+	Batch   int `json:"batch"`
+	Batches int `json:"batches"`
+	// Progress over the deployment's instances at the last step.
+	Total   int `json:"total"`
+	Updated int `json:"updated"`
+	Healthy int `json:"healthy"`
+	Failed  int `json:"failed"`
+	// Message says what the rollout waits for, or why it ended as it did.
+	Message string `json:"message,omitempty"`
+	// BatchInstances are the instances of the batch in flight.
+	BatchInstances []string  `json:"batchInstances,omitempty"`
+	BatchStarted   time.Time `json:"batchStarted,omitzero"`
+	// NextBatchAt holds the next batch back until then (batchDelay).
+	NextBatchAt time.Time `json:"nextBatchAt,omitzero"`
+	// LastProgress is when an instance last became healthy or was moved;
+	// progressDeadline counts from it.
+	LastProgress time.Time `json:"lastProgress,omitzero"`
+	// Promoted is set once the canary was promoted.
+	Promoted bool `json:"promoted,omitempty"`
+	// FailedInstances are the instances this rollout saw fail, each reported once.
+	FailedInstances []string  `json:"failedInstances,omitempty"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
+	Version         int64     `json:"version"`
+}
+
+// Event is one step of what happened to a deployment. Seq orders events
+// server-wide; a follower asks for those after the last it saw.
+type Event struct {
+	Seq        int64     `json:"seq"`
+	Time       time.Time `json:"time"`
+	Project    string    `json:"project"`
+	Deployment string    `json:"deployment"`
+	Rollout    string    `json:"rollout,omitempty"`
+	// Type is a short dotted name: rollout.started, batch.started,
+	// batch.healthy, instance.failed, rollout.succeeded, ...
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+// UndoRequest asks to roll a deployment back.
+type UndoRequest struct {
+	// ToRevision 0 means the revision before the current stable one.
+	ToRevision int64 `json:"toRevision,omitempty"`
+}
+
 // Apply actions.
 const (
 	ActionCreated    = "created"
@@ -156,6 +260,8 @@ type ApplyResult struct {
 	Name     string `json:"name"`
 	Action   string `json:"action"`
 	Revision int64  `json:"revision"`
+	// Rollout is the ID of the rollout the apply started, if any.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // ApplyResponse is the answer to POST /v1/apply.

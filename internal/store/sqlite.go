@@ -306,7 +306,7 @@ func (s *SQLite) SetLastSeen(ctx context.Context, seen map[string]time.Time) err
 	})
 }
 
-const deploymentCols = `project, name, revision, spec, created_at, updated_at, version`
+const deploymentCols = `project, name, revision, stable_revision, spec, created_at, updated_at, version`
 
 func scanDeployment(row interface{ Scan(...any) error }) (api.Deployment, error) {
 	var (
@@ -314,7 +314,7 @@ func scanDeployment(row interface{ Scan(...any) error }) (api.Deployment, error)
 		spec             string
 		created, updated int64
 	)
-	if err := row.Scan(&d.Project, &d.Name, &d.Revision, &spec, &created, &updated, &d.Version); err != nil {
+	if err := row.Scan(&d.Project, &d.Name, &d.Revision, &d.StableRevision, &spec, &created, &updated, &d.Version); err != nil {
 		return d, err
 	}
 	if err := json.Unmarshal([]byte(spec), &d.Spec); err != nil {
@@ -350,9 +350,19 @@ func (s *SQLite) ListDeployments(ctx context.Context, project string) ([]api.Dep
 }
 
 func (s *SQLite) PutDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error) {
+	var out api.Deployment
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = putDeployment(ctx, tx, d)
+		return err
+	})
+	return out, err
+}
+
+func putDeployment(ctx context.Context, tx *sql.Tx, d api.Deployment) (api.Deployment, error) {
 	if d.Version == 0 {
-		_, err := s.db.ExecContext(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?, 1)`,
-			d.Project, d.Name, d.Revision, toJSON(d.Spec), nanos(d.CreatedAt), nanos(d.UpdatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`,
+			d.Project, d.Name, d.Revision, d.StableRevision, toJSON(d.Spec), nanos(d.CreatedAt), nanos(d.UpdatedAt))
 		if isUnique(err) || (err != nil && strings.Contains(err.Error(), "PRIMARY KEY")) {
 			return d, fmt.Errorf("deployment %s/%s: %w", d.Project, d.Name, ErrExists)
 		}
@@ -362,15 +372,16 @@ func (s *SQLite) PutDeployment(ctx context.Context, d api.Deployment) (api.Deplo
 		d.Version = 1
 		return d, nil
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE deployments SET revision = ?, spec = ?, updated_at = ?, version = version + 1
+	res, err := tx.ExecContext(ctx, `UPDATE deployments SET revision = ?, stable_revision = ?, spec = ?, updated_at = ?, version = version + 1
 		WHERE project = ? AND name = ? AND version = ?`,
-		d.Revision, toJSON(d.Spec), nanos(d.UpdatedAt), d.Project, d.Name, d.Version)
+		d.Revision, d.StableRevision, toJSON(d.Spec), nanos(d.UpdatedAt), d.Project, d.Name, d.Version)
 	if err != nil {
 		return d, err
 	}
 	if k, _ := res.RowsAffected(); k == 0 {
-		if _, err := s.GetDeployment(ctx, d.Project, d.Name); err != nil {
-			return d, err
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM deployments WHERE project = ? AND name = ?`, d.Project, d.Name).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return d, fmt.Errorf("deployment %s/%s: %w", d.Project, d.Name, ErrNotFound)
 		}
 		return d, fmt.Errorf("deployment %s/%s: %w", d.Project, d.Name, ErrConflict)
 	}
@@ -387,8 +398,12 @@ func (s *SQLite) DeleteDeployment(ctx context.Context, project, name string) err
 		if k, _ := res.RowsAffected(); k == 0 {
 			return fmt.Errorf("deployment %s/%s: %w", project, name, ErrNotFound)
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM instances WHERE project = ? AND deployment = ?`, project, name)
-		return err
+		for _, table := range []string{"instances", "revisions", "rollouts"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE project = ? AND deployment = ?`, project, name); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

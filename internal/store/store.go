@@ -51,8 +51,34 @@ type Store interface {
 	// PutDeployment creates d when d.Version is 0 (ErrExists if it exists) and
 	// otherwise updates it if d.Version is current.
 	PutDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error)
-	// DeleteDeployment deletes a deployment and its instances.
+	// DeleteDeployment deletes a deployment with its instances, revisions
+	// and rollouts; its events stay, as history.
 	DeleteDeployment(ctx context.Context, project, name string) error
+	// ApplyRevision writes deployment d (created when d.Version is 0, else
+	// updated if current), adds revision rev, marks the deployment's active
+	// rollout superseded, and creates rollout ro, all in one transaction.
+	ApplyRevision(ctx context.Context, d api.Deployment, rev api.Revision, ro api.Rollout, events []api.Event) (api.Deployment, error)
+	GetRevision(ctx context.Context, project, deployment string, number int64) (api.Revision, error)
+	// ListRevisions lists a deployment's revisions, oldest first.
+	ListRevisions(ctx context.Context, project, deployment string) ([]api.Revision, error)
+	// PinRevisionDigest records the image digest of a revision unless one is
+	// recorded already, and returns the one that holds.
+	PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest string) (string, error)
+
+	// LatestRollout returns a deployment's newest rollout.
+	LatestRollout(ctx context.Context, project, deployment string) (api.Rollout, error)
+	// ActiveRollouts lists every running or paused rollout.
+	ActiveRollouts(ctx context.Context) ([]api.Rollout, error)
+	// StepRollout persists one step of a rollout in one transaction: the
+	// rollout itself (if r.Version is current), the instances it moves to
+	// other revisions, the deployment's new stable revision (when stable is
+	// not nil), and its events.
+	StepRollout(ctx context.Context, r api.Rollout, moves []InstanceMove, stable *int64, events []api.Event) (api.Rollout, error)
+
+	// AppendEvents records events, giving them their sequence numbers.
+	AppendEvents(ctx context.Context, events []api.Event) error
+	// ListEvents lists events in sequence order.
+	ListEvents(ctx context.Context, f EventFilter) ([]api.Event, error)
 
 	ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error)
 	// ApplyPlacement creates add and deletes the instances remove in one transaction.
@@ -65,6 +91,23 @@ type Store interface {
 	// if s.SpecHash is set and the instance has since moved to another spec
 	// (a late report on a replaced container must not overwrite the new one's).
 	UpdateInstanceStatus(ctx context.Context, s InstanceStatus) error
+}
+
+// InstanceMove moves an instance to another revision of its deployment.
+type InstanceMove struct {
+	ID       string
+	Revision int64
+	SpecHash string
+}
+
+// EventFilter selects events; empty fields match everything.
+type EventFilter struct {
+	Project    string
+	Deployment string
+	// After selects events with a greater sequence number.
+	After int64
+	// Limit caps the answer; 0 means 1000.
+	Limit int
 }
 
 // InstanceFilter selects instances; empty fields match everything.

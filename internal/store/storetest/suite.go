@@ -27,6 +27,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Nodes", testNodes},
 		{"Deployments", testDeployments},
 		{"Instances", testInstances},
+		{"RevisionsAndRollouts", testRevisionsAndRollouts},
+		{"Events", testEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
@@ -291,5 +293,119 @@ func testInstances(t *testing.T, s store.Store) {
 	if len(got) != 2 || got["i1"].State != api.InstanceFailed || got["i1"].Reason != "exit 1" || got["i1"].ContainerID != "c1" ||
 		!got["i1"].UpdatedAt.Equal(at) || got["i4"].NodeID != "c" {
 		t.Errorf("instances of web after status and placement = %+v; want i1 failed (exit 1, c1) and i4 on c", got)
+	}
+}
+
+func testRevisionsAndRollouts(t *testing.T, s store.Store) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	d := newDeployment("default", "web")
+	rev := api.Revision{Project: "default", Deployment: "web", Number: 1, Spec: d.Spec, Cause: "apply", CreatedAt: now}
+	ro1 := api.Rollout{ID: "r1", Project: "default", Deployment: "web", From: 0, To: 1, State: api.RolloutRunning, CreatedAt: now}
+	d, err := s.ApplyRevision(ctx, d, rev, ro1, []api.Event{{Time: now, Project: "default", Deployment: "web", Rollout: "r1", Type: "rollout.started"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyRevision(ctx, newDeployment("default", "web"), rev, ro1, nil); !errors.Is(err, store.ErrExists) {
+		t.Errorf("applying over an existing deployment with version 0: got %v; want ErrExists", err)
+	}
+	got, err := s.LatestRollout(ctx, "default", "web")
+	if err != nil || got.ID != "r1" || got.Version != 1 || got.To != 1 {
+		t.Fatalf("LatestRollout = %+v, %v; want r1 version 1", got, err)
+	}
+
+	// A second apply supersedes the running rollout.
+	d.Revision = 2
+	rev2 := rev
+	rev2.Number, rev2.Cause = 2, "apply"
+	ro2 := api.Rollout{ID: "r2", Project: "default", Deployment: "web", From: 0, To: 2, State: api.RolloutRunning, CreatedAt: now.Add(time.Second)}
+	if _, err := s.ApplyRevision(ctx, d, rev2, ro2, nil); err != nil {
+		t.Fatal(err)
+	}
+	active, err := s.ActiveRollouts(ctx)
+	if err != nil || len(active) != 1 || active[0].ID != "r2" {
+		t.Fatalf("ActiveRollouts = %+v, %v; want only r2", active, err)
+	}
+	evs, _ := s.ListEvents(ctx, store.EventFilter{Deployment: "web"})
+	if len(evs) != 2 || evs[1].Type != "rollout.superseded" || evs[1].Rollout != "r1" {
+		t.Errorf("events = %+v; want rollout.started then r1's rollout.superseded", evs)
+	}
+	revs, err := s.ListRevisions(ctx, "default", "web")
+	if err != nil || len(revs) != 2 || revs[0].Number != 1 || revs[1].Number != 2 || revs[0].Spec.Metadata.Name != "web" {
+		t.Errorf("ListRevisions = %+v, %v; want 1 and 2 with their specs", revs, err)
+	}
+	if _, err := s.GetRevision(ctx, "default", "web", 9); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetRevision(9): got %v; want ErrNotFound", err)
+	}
+
+	// The first digest pinned holds.
+	for _, try := range []string{"hello@sha256:aaa", "hello@sha256:bbb"} {
+		pinned, err := s.PinRevisionDigest(ctx, "default", "web", 2, try)
+		if err != nil || pinned != "hello@sha256:aaa" {
+			t.Errorf("PinRevisionDigest(%s) = %q, %v; want the first, hello@sha256:aaa", try, pinned, err)
+		}
+	}
+
+	// A step moves instances, bumps the stable revision and records events, at once.
+	if err := s.ApplyPlacement(ctx, []api.Instance{{ID: "i1", Project: "default", Deployment: "web", NodeID: "n", State: api.InstanceHealthy}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := active[0]
+	r.State, r.Batch = api.RolloutSucceeded, 1
+	stable := int64(2)
+	r, err = s.StepRollout(ctx, r, []store.InstanceMove{{ID: "i1", Revision: 2, SpecHash: "h2"}}, &stable,
+		[]api.Event{{Time: now, Project: "default", Deployment: "web", Rollout: "r2", Type: "rollout.succeeded"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StepRollout(ctx, active[0], nil, nil, nil); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("step with a stale version: got %v; want ErrConflict", err)
+	}
+	is, _ := s.ListInstances(ctx, store.InstanceFilter{Deployment: "web"})
+	dep, _ := s.GetDeployment(ctx, "default", "web")
+	if len(is) != 1 || is[0].Revision != 2 || is[0].SpecHash != "h2" || is[0].State != api.InstancePending || dep.StableRevision != 2 {
+		t.Errorf("after the step: instances %+v, stable %d; want i1 pending at revision 2, stable 2", is, dep.StableRevision)
+	}
+	if active, _ := s.ActiveRollouts(ctx); len(active) != 0 {
+		t.Errorf("%d active rollouts after success; want 0", len(active))
+	}
+	if err := s.DeleteDeployment(ctx, "default", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if revs, _ := s.ListRevisions(ctx, "default", "web"); len(revs) != 0 {
+		t.Errorf("delete left %d revisions", len(revs))
+	}
+	if _, err := s.LatestRollout(ctx, "default", "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("delete left rollouts: %v", err)
+	}
+}
+
+func testEvents(t *testing.T, s store.Store) {
+	var evs []api.Event
+	for i := range 5 {
+		dep := "a"
+		if i%2 == 1 {
+			dep = "b"
+		}
+		evs = append(evs, api.Event{Time: time.Now(), Project: "default", Deployment: dep, Type: "t", Message: fmt.Sprint(i)})
+	}
+	if err := s.AppendEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.ListEvents(ctx, store.EventFilter{})
+	if err != nil || len(all) != 5 {
+		t.Fatalf("ListEvents = %d, %v; want 5", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].Seq <= all[i-1].Seq || all[i].Message != fmt.Sprint(i) {
+			t.Errorf("events out of order: %+v", all)
+		}
+	}
+	b, _ := s.ListEvents(ctx, store.EventFilter{Deployment: "b"})
+	if len(b) != 2 {
+		t.Errorf("events of b = %d; want 2", len(b))
+	}
+	after, _ := s.ListEvents(ctx, store.EventFilter{After: all[2].Seq, Limit: 1})
+	if len(after) != 1 || after[0].Seq != all[3].Seq {
+		t.Errorf("after %d limit 1 = %+v; want event %d", all[2].Seq, after, all[3].Seq)
 	}
 }

@@ -1,0 +1,403 @@
+// Package rollout decides each step of a rollout: which instances move to
+// the new revision now, whether the batch in flight is healthy, when the
+// rollout has succeeded, failed or must roll back. It is pure: the server's
+// controller gathers the instances, calls Step, and persists the Result in
+// one transaction. Because Step reads the instances as they are (an
+// instance already at the target revision is never moved again), a server
+// killed between steps resumes where it was, updating nothing twice.
+package rollout
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/spec"
+)
+
+// Instance is what a step needs to know of one instance of the deployment.
+type Instance struct {
+	ID       string
+	NodeName string
+	Revision int64
+	State    api.InstanceState
+	Reason   string
+	// Since is when the instance entered State.
+	Since time.Time
+	// Reachable is false while the instance's node is unreachable: what it
+	// last reported may be stale, and it cannot be updated now.
+	Reachable bool
+	// Checked is true when the instance's revision has a health check;
+	// without one, running is as healthy as it gets.
+	Checked bool
+}
+
+// up reports whether the instance serves: healthy, or running unchecked.
+func (i Instance) up() bool {
+	return i.State == api.InstanceHealthy || (!i.Checked && i.State == api.InstanceRunning)
+}
+
+// Move sends an instance to a revision.
+type Move struct {
+	ID       string
+	Revision int64
+}
+
+// Event is a step's record of what it did.
+type Event struct {
+	Type    string
+	Message string
+}
+
+// Result is one step's decision.
+type Result struct {
+	Rollout api.Rollout
+	Moves   []Move
+	Events  []Event
+	// Stable, when set, is the deployment's new stable revision.
+	Stable *int64
+	// Wake is when the rollout needs another step even if nothing changes
+	// (a minimum healthy time or a deadline runs out); zero if never.
+	Wake time.Time
+	// Changed is false when the step changed nothing worth persisting.
+	Changed bool
+}
+
+type stepper struct {
+	r     api.Rollout
+	u     spec.Update
+	now   time.Time
+	insts []Instance
+	res   Result
+}
+
+func (s *stepper) event(typ, format string, a ...any) {
+	s.res.Events = append(s.res.Events, Event{Type: typ, Message: fmt.Sprintf(format, a...)})
+}
+
+func (s *stepper) wakeAt(t time.Time) {
+	if !t.After(s.now) {
+		return
+	}
+	if s.res.Wake.IsZero() || t.Before(s.res.Wake) {
+		s.res.Wake = t
+	}
+}
+
+// healthyEnough reports whether i has been up for MinHealthyTime, and if
+// not yet, asks for a step when it will have been.
+func (s *stepper) healthyEnough(i Instance) bool {
+	if !i.up() {
+		return false
+	}
+	at := i.Since.Add(time.Duration(s.u.MinHealthyTime))
+	if s.now.Before(at) {
+		s.wakeAt(at)
+		return false
+	}
+	return true
+}
+
+// failed reports whether an instance moved by this rollout has failed: it
+// reported failed or unhealthy, or was not healthy by the healthy deadline.
+// An instance on an unreachable node has not failed; the rollout waits.
+func (s *stepper) failed(i Instance) bool {
+	if i.Revision != s.r.To || !i.Reachable {
+		return false
+	}
+	if i.State == api.InstanceFailed || i.State == api.InstanceUnhealthy {
+		return true
+	}
+	if slices.Contains(s.r.BatchInstances, i.ID) && !i.up() {
+		deadline := s.r.BatchStarted.Add(time.Duration(s.u.HealthyDeadline))
+		if !s.now.Before(deadline) {
+			return true
+		}
+		s.wakeAt(deadline)
+	}
+	return false
+}
+
+// Step decides what rollout r does next, given the deployment's instances
+// and its update strategy u.
+func Step(r api.Rollout, u spec.Update, insts []Instance, now time.Time) Result {
+	s := &stepper{r: r, u: u, now: now, insts: insts}
+	s.step()
+	s.res.Rollout = s.r
+	if s.res.Changed || len(s.res.Moves) > 0 || len(s.res.Events) > 0 {
+		s.res.Changed = true
+		s.res.Rollout.UpdatedAt = now
+	}
+	return s.res
+}
+
+func (s *stepper) setMessage(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if msg != s.r.Message {
+		s.r.Message = msg
+		s.res.Changed = true
+	}
+}
+
+func (s *stepper) count() {
+	total, updated, healthy, failed := len(s.insts), 0, 0, 0
+	for _, i := range s.insts {
+		if i.Revision != s.r.To {
+			continue
+		}
+		updated++
+		if i.up() {
+			healthy++
+		}
+		if s.failed(i) {
+			failed++
+		}
+	}
+	if total != s.r.Total || updated != s.r.Updated || healthy != s.r.Healthy || failed != s.r.Failed {
+		s.r.Total, s.r.Updated, s.r.Healthy, s.r.Failed = total, updated, healthy, failed
+		s.res.Changed = true
+	}
+}
+
+func (s *stepper) step() {
+	if s.r.State.Final() {
+		return
+	}
+	s.count()
+	if s.r.State == api.RolloutPaused {
+		return
+	}
+	if s.r.Phase == "" {
+		s.r.Phase = api.PhaseBatches
+		if s.u.Canary.Value > 0 {
+			s.r.Phase = api.PhaseCanary
+		}
+		s.r.LastProgress = s.now
+		s.res.Changed = true
+	}
+	if s.checkFailures() {
+		return
+	}
+	if len(s.r.BatchInstances) > 0 && !s.batchDone() {
+		return
+	}
+	s.nextBatch()
+}
+
+// checkFailures ends the rollout when more instances failed than the
+// strategy allows, or when it made no progress for ProgressDeadline.
+func (s *stepper) checkFailures() bool {
+	var failed []Instance
+	for _, i := range s.insts {
+		if s.failed(i) {
+			failed = append(failed, i)
+			if !slices.Contains(s.r.FailedInstances, i.ID) {
+				s.r.FailedInstances = append(s.r.FailedInstances, i.ID)
+				s.event("instance.failed", "instance %s on %s failed: %s", i.ID, i.NodeName, s.why(i))
+			}
+		}
+	}
+	allowed := int(s.u.MaxFailureRatio * float64(len(s.insts)))
+	if len(failed) > allowed {
+		s.end(fmt.Sprintf("%d of %d instances failed (maxFailureRatio %g allows %d); first: %s on %s: %s",
+			len(failed), len(s.insts), s.u.MaxFailureRatio, allowed, failed[0].ID, failed[0].NodeName, s.why(failed[0])))
+		return true
+	}
+	deadline := s.r.LastProgress.Add(time.Duration(s.u.ProgressDeadline))
+	if !s.now.Before(deadline) {
+		s.end(fmt.Sprintf("no progress for %s: %s", time.Duration(s.u.ProgressDeadline), s.r.Message))
+		return true
+	}
+	s.wakeAt(deadline)
+	return false
+}
+
+// why says why a failed instance failed.
+func (s *stepper) why(i Instance) string {
+	switch {
+	case i.State != api.InstanceFailed && i.State != api.InstanceUnhealthy:
+		return fmt.Sprintf("%s, not healthy within healthyDeadline %s", i.State, time.Duration(s.u.HealthyDeadline))
+	case i.Reason != "":
+		return i.Reason
+	}
+	return string(i.State)
+}
+
+// end fails the rollout: with autoRollback every instance it moved returns
+// to the revision it came from.
+func (s *stepper) end(why string) {
+	s.r.Phase, s.r.BatchInstances = api.PhaseDone, nil
+	if !s.u.AutoRollback {
+		s.r.State, s.r.Message = api.RolloutFailed, why
+		s.event("rollout.failed", "rollout to revision %d failed: %s", s.r.To, why)
+		return
+	}
+	n := s.moveBack()
+	s.r.State = api.RolloutRolledBack
+	s.r.Message = fmt.Sprintf("%s; rolled %d instances back to revision %d", why, n, s.r.From)
+	s.event("rollout.rolled_back", "rollout to revision %d failed: %s", s.r.To, s.r.Message)
+}
+
+func (s *stepper) moveBack() int {
+	n := 0
+	for _, i := range s.insts {
+		if i.Revision == s.r.To {
+			s.res.Moves = append(s.res.Moves, Move{ID: i.ID, Revision: s.r.From})
+			n++
+		}
+	}
+	return n
+}
+
+// Abort stops an active rollout and returns the instances it moved to the
+// revision they came from.
+func Abort(r api.Rollout, insts []Instance, now time.Time) Result {
+	s := &stepper{r: r, now: now, insts: insts}
+	n := s.moveBack()
+	s.r.State, s.r.Phase, s.r.BatchInstances = api.RolloutAborted, api.PhaseDone, nil
+	s.r.Message = fmt.Sprintf("aborted; returned %d instances to revision %d", n, r.From)
+	s.event("rollout.aborted", "rollout to revision %d %s", r.To, s.r.Message)
+	s.res.Rollout, s.res.Changed = s.r, true
+	s.res.Rollout.UpdatedAt = now
+	return s.res
+}
+
+// batchDone reports whether the batch in flight is healthy for long enough,
+// and records it if so; otherwise it says what the batch waits for.
+func (s *stepper) batchDone() bool {
+	var waiting, unreachable []string
+	for _, i := range s.insts {
+		if !slices.Contains(s.r.BatchInstances, i.ID) || i.Revision != s.r.To || s.failed(i) {
+			continue // gone, moved back by hand, or failed within what maxFailureRatio allows
+		}
+		if !i.Reachable {
+			unreachable = append(unreachable, i.NodeName)
+		} else if !s.healthyEnough(i) {
+			waiting = append(waiting, i.NodeName)
+		}
+	}
+	switch {
+	case len(unreachable) > 0:
+		s.setMessage("batch %d of %d: waiting for %d instances on unreachable nodes (%s)", s.r.Batch, s.r.Batches, len(unreachable), names(unreachable))
+		return false
+	case len(waiting) > 0:
+		s.setMessage("batch %d of %d: waiting for %d instances to be healthy for %s (%s)", s.r.Batch, s.r.Batches, len(waiting),
+			time.Duration(s.u.MinHealthyTime), names(waiting))
+		return false
+	}
+	s.event("batch.healthy", "batch %d of %d healthy: %d instances", s.r.Batch, s.r.Batches, len(s.r.BatchInstances))
+	s.r.BatchInstances, s.r.LastProgress = nil, s.now
+	s.r.NextBatchAt = s.now.Add(time.Duration(s.u.BatchDelay))
+	s.res.Changed = true
+	if s.r.Phase == api.PhaseCanary {
+		if s.u.AutoPromote {
+			s.r.Phase, s.r.Promoted = api.PhaseBatches, true
+			s.event("rollout.promoted", "canary healthy; promoted automatically")
+		} else {
+			s.r.State, s.r.Phase = api.RolloutPaused, api.PhaseAwaitingPromotion
+			s.r.Message = fmt.Sprintf("canary healthy; run `dockfleet rollout promote %s` to continue or `dockfleet rollout abort %[1]s`", s.r.Deployment)
+			s.event("canary.healthy", "%s", s.r.Message)
+			return false
+		}
+	}
+	return true
+}
+
+func names(ns []string) string {
+	slices.Sort(ns)
+	if len(ns) > 5 {
+		return strings.Join(ns[:5], ", ") + fmt.Sprintf(" and %d more", len(ns)-5)
+	}
+	return strings.Join(ns, ", ")
+}
+
+// nextBatch starts the next batch, or ends the rollout when no instance is
+// left to move.
+func (s *stepper) nextBatch() {
+	if s.now.Before(s.r.NextBatchAt) {
+		s.setMessage("waiting %s between batches", s.r.NextBatchAt.Sub(s.now).Round(time.Second))
+		s.wakeAt(s.r.NextBatchAt)
+		return
+	}
+	var remaining []Instance
+	unavailable := 0
+	for _, i := range s.insts {
+		if i.Revision != s.r.To {
+			remaining = append(remaining, i)
+		}
+		// An instance with nothing to run yet (revision 0, the first
+		// rollout of a deployment) serves no one, so moving it costs nothing.
+		if i.Revision != 0 && !i.up() {
+			unavailable++
+		}
+	}
+	if len(remaining) == 0 {
+		s.r.State, s.r.Phase, s.r.Message = api.RolloutSucceeded, api.PhaseDone, ""
+		to := s.r.To
+		s.res.Stable = &to
+		s.event("rollout.succeeded", "all %d instances on revision %d", len(s.insts), s.r.To)
+		return
+	}
+	// Reachable instances first, then by node name for a predictable order.
+	slices.SortFunc(remaining, func(a, b Instance) int {
+		if a.Reachable != b.Reachable {
+			if a.Reachable {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(a.NodeName, b.NodeName), cmp.Compare(a.ID, b.ID))
+	})
+	total := len(s.insts)
+	size := s.u.BatchSize.Of(total)
+	if s.r.Phase == api.PhaseCanary {
+		size = s.u.Canary.Of(total)
+	}
+	budget := s.u.MaxUnavailable.Of(total) - unavailable
+	var batch []Instance
+	var unreachable []string
+	for _, i := range remaining {
+		if len(batch) == size {
+			break
+		}
+		if !i.Reachable {
+			unreachable = append(unreachable, i.NodeName)
+			continue
+		}
+		if i.Revision != 0 && i.up() {
+			if budget <= 0 {
+				continue
+			}
+			budget--
+		}
+		batch = append(batch, i)
+	}
+	if len(batch) == 0 {
+		if len(unreachable) > 0 {
+			s.setMessage("waiting for %d instances on unreachable nodes (%s)", len(unreachable), names(unreachable))
+		} else {
+			s.setMessage("waiting: %d instances unavailable, maxUnavailable is %s", unavailable, s.u.MaxUnavailable)
+		}
+		return
+	}
+	after := len(remaining) - len(batch)
+	s.r.Batch++
+	s.r.Batches = s.r.Batch + (after+s.u.BatchSize.Of(total)-1)/s.u.BatchSize.Of(total)
+	s.r.BatchInstances, s.r.BatchStarted, s.r.LastProgress = nil, s.now, s.now
+	var nodes []string
+	for _, i := range batch {
+		s.r.BatchInstances = append(s.r.BatchInstances, i.ID)
+		s.res.Moves = append(s.res.Moves, Move{ID: i.ID, Revision: s.r.To})
+		nodes = append(nodes, i.NodeName)
+	}
+	kind := "batch"
+	if s.r.Phase == api.PhaseCanary {
+		kind = "canary batch"
+	}
+	s.setMessage("batch %d of %d: updating %d instances (%s)", s.r.Batch, s.r.Batches, len(batch), names(nodes))
+	s.event("batch.started", "%s %d of %d: updating %d instances to revision %d (%s)", kind, s.r.Batch, s.r.Batches, len(batch), s.r.To, names(nodes))
+	s.wakeAt(s.now.Add(time.Duration(s.u.HealthyDeadline)))
+}

@@ -1,0 +1,342 @@
+package rollout
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/spec"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func update(batch, unavailable, canary spec.IntOrPercent) spec.Update {
+	return spec.Update{BatchSize: batch, MaxUnavailable: unavailable, Canary: canary,
+		MinHealthyTime: spec.Duration(10 * time.Second), HealthyDeadline: spec.Duration(time.Minute),
+		ProgressDeadline: spec.Duration(10 * time.Minute), AutoRollback: true, Order: spec.OrderStopFirst}
+}
+
+func n(v int) spec.IntOrPercent   { return spec.IntOrPercent{Value: v} }
+func pct(v int) spec.IntOrPercent { return spec.IntOrPercent{Value: v, Percent: true} }
+
+// world simulates a deployment's instances: a moved instance becomes
+// healthy after startup, unless its revision is bad.
+type world struct {
+	insts   []Instance
+	startup time.Duration
+	bad     map[int64]bool
+	moved   map[string]int // how often each instance was moved forward
+	changed map[string]time.Time
+}
+
+func newWorld(nodes int, rev int64) *world {
+	w := &world{startup: 3 * time.Second, bad: map[int64]bool{}, moved: map[string]int{}, changed: map[string]time.Time{}}
+	for i := range nodes {
+		state := api.InstanceHealthy
+		if rev == 0 {
+			state = api.InstancePending
+		}
+		w.insts = append(w.insts, Instance{ID: fmt.Sprintf("i%02d", i), NodeName: fmt.Sprintf("n%02d", i), Revision: rev,
+			State: state, Since: t0.Add(-time.Hour), Reachable: true, Checked: true})
+	}
+	return w
+}
+
+func (w *world) apply(res Result, to int64, now time.Time) {
+	for _, m := range res.Moves {
+		for k := range w.insts {
+			if w.insts[k].ID == m.ID {
+				if m.Revision == to {
+					w.moved[m.ID]++
+				}
+				w.insts[k].Revision, w.insts[k].State, w.insts[k].Since = m.Revision, api.InstancePending, now
+				w.changed[m.ID] = now
+			}
+		}
+	}
+}
+
+// tick advances instances that were moved: pending → healthy (or unhealthy
+// for a bad revision) after startup.
+func (w *world) tick(now time.Time) {
+	for k, i := range w.insts {
+		if i.State == api.InstancePending && i.Revision != 0 && now.Sub(i.Since) >= w.startup {
+			w.insts[k].State, w.insts[k].Since = api.InstanceHealthy, now
+			if w.bad[i.Revision] {
+				w.insts[k].State, w.insts[k].Reason = api.InstanceUnhealthy, "http://x:8080/healthz: status 500"
+			}
+		}
+	}
+}
+
+func (w *world) unavailable() int {
+	n := 0
+	for _, i := range w.insts {
+		if i.Revision != 0 && !i.up() {
+			n++
+		}
+	}
+	return n
+}
+
+// run steps r every second of simulated time until it is final or limit passes.
+func run(t *testing.T, w *world, r api.Rollout, u spec.Update, limit time.Duration, check func(now time.Time, res Result)) (api.Rollout, []Event) {
+	t.Helper()
+	var events []Event
+	for now := t0; now.Before(t0.Add(limit)); now = now.Add(time.Second) {
+		w.tick(now)
+		res := Step(r, u, w.insts, now)
+		r = res.Rollout
+		events = append(events, res.Events...)
+		w.apply(res, r.To, now)
+		if check != nil {
+			check(now, res)
+		}
+		if r.State.Final() || r.State == api.RolloutPaused {
+			return r, events
+		}
+	}
+	return r, events
+}
+
+func newRollout(from, to int64) api.Rollout {
+	return api.Rollout{ID: "r", Deployment: "web", From: from, To: to, State: api.RolloutRunning, CreatedAt: t0}
+}
+
+func TestRolloutBatches(t *testing.T) {
+	tests := []struct {
+		name                 string
+		nodes                int
+		from                 int64
+		u                    spec.Update
+		wantBatches          int
+		wantMaxUnavailableLE int
+	}{
+		{"6 nodes in batches of 2", 6, 1, update(n(2), n(2), n(0)), 3, 2},
+		{"10 nodes in 10% batches", 10, 1, update(pct(10), pct(10), n(0)), 10, 1},
+		{"7 nodes in 25% batches round up to 2", 7, 1, update(pct(25), pct(25), n(0)), 4, 2},
+		{"maxUnavailable 1 limits batches of 3", 6, 1, update(n(3), n(1), n(0)), 6, 1},
+		{"first deployment goes in batches too", 6, 0, update(n(2), n(2), n(0)), 3, 6},
+		{"canary then batches", 6, 1, update(n(2), n(2), n(1)), 4, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(tc.nodes, tc.from)
+			u := tc.u
+			u.AutoPromote = true
+			batchStarted := map[int]time.Time{}
+			r, events := run(t, w, newRollout(tc.from, tc.from+1), u, time.Hour, func(now time.Time, res Result) {
+				if got := w.unavailable(); tc.from != 0 && got > tc.wantMaxUnavailableLE {
+					t.Fatalf("%v: %d instances unavailable; want at most %d", now.Sub(t0), got, tc.wantMaxUnavailableLE)
+				}
+				for _, e := range res.Events {
+					if e.Type == "batch.started" {
+						batchStarted[res.Rollout.Batch] = now
+					}
+					if e.Type == "batch.healthy" {
+						if took := now.Sub(batchStarted[res.Rollout.Batch]); took < w.startup+10*time.Second {
+							t.Errorf("batch %d healthy after %v; want at least startup plus minHealthyTime", res.Rollout.Batch, took)
+						}
+					}
+				}
+			})
+			if r.State != api.RolloutSucceeded || r.Batch != tc.wantBatches {
+				t.Fatalf("rollout = %s after batch %d (%s); want succeeded after %d batches", r.State, r.Batch, r.Message, tc.wantBatches)
+			}
+			for id, k := range w.moved {
+				if k != 1 {
+					t.Errorf("instance %s moved %d times; want once", id, k)
+				}
+			}
+			if len(w.moved) != tc.nodes {
+				t.Errorf("%d instances moved; want %d", len(w.moved), tc.nodes)
+			}
+			if last := events[len(events)-1]; last.Type != "rollout.succeeded" {
+				t.Errorf("last event %+v; want rollout.succeeded", last)
+			}
+		})
+	}
+}
+
+func TestRolloutSucceedsSetsStable(t *testing.T) {
+	w := newWorld(2, 1)
+	var stable *int64
+	run(t, w, newRollout(1, 2), update(n(1), n(1), n(0)), time.Hour, func(_ time.Time, res Result) {
+		if res.Stable != nil {
+			stable = res.Stable
+		}
+	})
+	if stable == nil || *stable != 2 {
+		t.Errorf("stable = %v; want 2", stable)
+	}
+}
+
+func TestBadRevisionRollsBackTheCanary(t *testing.T) {
+	w := newWorld(6, 2)
+	w.bad[3] = true
+	u := update(n(2), n(2), n(1))
+	u.AutoPromote = true
+	r, events := run(t, w, newRollout(2, 3), u, time.Hour, nil)
+	if r.State != api.RolloutRolledBack {
+		t.Fatalf("state %s (%s); want rolled_back", r.State, r.Message)
+	}
+	if !strings.Contains(r.Message, "1 of 6 instances failed") || !strings.Contains(r.Message, "status 500") {
+		t.Errorf("message %q; want the failure count and reason", r.Message)
+	}
+	for _, i := range w.insts {
+		if i.Revision != 2 {
+			t.Errorf("instance %s on revision %d after rollback; want 2", i.ID, i.Revision)
+		}
+	}
+	if len(w.moved) != 1 {
+		t.Errorf("%d instances touched; want only the canary", len(w.moved))
+	}
+	var types []string
+	for _, e := range events {
+		types = append(types, e.Type)
+	}
+	if got := strings.Join(types, " "); got != "batch.started instance.failed rollout.rolled_back" {
+		t.Errorf("events %q", got)
+	}
+}
+
+func TestWithoutAutoRollbackTheRolloutFailsInPlace(t *testing.T) {
+	w := newWorld(4, 1)
+	w.bad[2] = true
+	u := update(n(2), n(2), n(0))
+	u.AutoRollback = false
+	r, _ := run(t, w, newRollout(1, 2), u, time.Hour, nil)
+	if r.State != api.RolloutFailed {
+		t.Fatalf("state %s; want failed", r.State)
+	}
+	if len(w.moved) != 2 {
+		t.Errorf("%d instances moved; want the first batch of 2, left where they are", len(w.moved))
+	}
+}
+
+func TestMaxFailureRatioToleratesFailures(t *testing.T) {
+	w := newWorld(10, 1)
+	u := update(n(2), n(2), n(0))
+	u.MaxFailureRatio = 0.2
+	// One node's instance fails whatever it runs.
+	w.insts[0].NodeName = "a-flaky"
+	r, _ := run(t, w, newRollout(1, 2), u, time.Hour, func(now time.Time, res Result) {
+		for k, i := range w.insts {
+			if i.NodeName == "a-flaky" && i.Revision == 2 && i.State == api.InstanceHealthy {
+				w.insts[k].State = api.InstanceFailed
+			}
+		}
+	})
+	if r.State != api.RolloutSucceeded || r.Failed != 1 {
+		t.Errorf("state %s with %d failed (%s); want succeeded with 1 failure tolerated", r.State, r.Failed, r.Message)
+	}
+}
+
+func TestCanaryWaitsForPromotion(t *testing.T) {
+	w := newWorld(4, 1)
+	r, events := run(t, w, newRollout(1, 2), update(n(2), n(2), n(1)), time.Hour, nil)
+	if r.State != api.RolloutPaused || r.Phase != api.PhaseAwaitingPromotion || !strings.Contains(r.Message, "rollout promote web") {
+		t.Fatalf("rollout %s/%s %q; want paused awaiting promotion", r.State, r.Phase, r.Message)
+	}
+	if len(w.moved) != 1 || events[len(events)-1].Type != "canary.healthy" {
+		t.Errorf("moved %d, last event %+v; want the canary only and canary.healthy", len(w.moved), events[len(events)-1])
+	}
+	// Promotion is the API's: it resumes the rollout in the batches phase.
+	r.State, r.Phase, r.Promoted = api.RolloutRunning, api.PhaseBatches, true
+	r, _ = run(t, w, r, update(n(2), n(2), n(1)), time.Hour, nil)
+	if r.State != api.RolloutSucceeded || len(w.moved) != 4 {
+		t.Errorf("after promotion: %s with %d moved; want succeeded with 4", r.State, len(w.moved))
+	}
+}
+
+func TestPausedRolloutMovesNothing(t *testing.T) {
+	w := newWorld(4, 1)
+	r := newRollout(1, 2)
+	r.State = api.RolloutPaused
+	res := Step(r, update(n(2), n(2), n(0)), w.insts, t0)
+	if len(res.Moves) != 0 || res.Rollout.State != api.RolloutPaused {
+		t.Errorf("paused step moved %d and left state %s", len(res.Moves), res.Rollout.State)
+	}
+}
+
+func TestUnreachableNodesWaitThenHitTheProgressDeadline(t *testing.T) {
+	w := newWorld(3, 1)
+	w.insts[2].Reachable = false
+	u := update(n(1), n(1), n(0))
+	u.ProgressDeadline = spec.Duration(2 * time.Minute)
+	var waitMsg string
+	r, _ := run(t, w, newRollout(1, 2), u, time.Hour, func(_ time.Time, res Result) {
+		if strings.Contains(res.Rollout.Message, "unreachable") {
+			waitMsg = res.Rollout.Message
+		}
+	})
+	if !strings.Contains(waitMsg, "waiting for 1 instances on unreachable nodes (n02)") {
+		t.Errorf("while waiting the rollout said %q; want it to name the unreachable node", waitMsg)
+	}
+	if r.State != api.RolloutRolledBack || !strings.Contains(r.Message, "no progress for 2m0s") || r.Failed != 0 {
+		t.Errorf("rollout %s %q with %d failed; want rolled back for no progress, with no failures counted", r.State, r.Message, r.Failed)
+	}
+}
+
+func TestUnreachableNodeThatReturnsIsUpdated(t *testing.T) {
+	w := newWorld(3, 1)
+	w.insts[2].Reachable = false
+	u := update(n(1), n(1), n(0))
+	r, _ := run(t, w, newRollout(1, 2), u, time.Hour, func(now time.Time, _ Result) {
+		if now.Sub(t0) == 90*time.Second {
+			w.insts[2].Reachable = true
+		}
+	})
+	if r.State != api.RolloutSucceeded || len(w.moved) != 3 {
+		t.Errorf("rollout %s (%s) with %d moved; want succeeded with all 3", r.State, r.Message, len(w.moved))
+	}
+}
+
+func TestHealthyDeadline(t *testing.T) {
+	w := newWorld(2, 1)
+	w.startup = 2 * time.Minute // longer than the healthy deadline
+	r, _ := run(t, w, newRollout(1, 2), update(n(1), n(1), n(0)), time.Hour, nil)
+	if r.State != api.RolloutRolledBack || !strings.Contains(r.Message, "not healthy within healthyDeadline 1m0s") {
+		t.Errorf("rollout %s %q; want rolled back for the healthy deadline", r.State, r.Message)
+	}
+}
+
+func TestResumeAfterRestartMovesNothingTwice(t *testing.T) {
+	// A step whose result was persisted, then a "restart": the next step
+	// starts from the stored rollout and the instances as they are.
+	w := newWorld(6, 1)
+	u := update(n(2), n(2), n(0))
+	r := newRollout(1, 2)
+	now := t0
+	for range 20 {
+		w.tick(now)
+		res := Step(r, u, w.insts, now)
+		w.apply(res, 2, now)
+		r = res.Rollout
+		now = now.Add(time.Second)
+	}
+	if r.Batch != 2 {
+		t.Fatalf("after 20s at batch %d; want 2 (test setup)", r.Batch)
+	}
+	stored := r // what the store holds
+	r, _ = run(t, w, stored, u, time.Hour, nil)
+	if r.State != api.RolloutSucceeded {
+		t.Fatalf("resumed rollout %s", r.State)
+	}
+	for id, k := range w.moved {
+		if k != 1 {
+			t.Errorf("instance %s moved %d times", id, k)
+		}
+	}
+}
+
+func TestAbort(t *testing.T) {
+	w := newWorld(4, 1)
+	w.insts[0].Revision, w.insts[1].Revision = 2, 2
+	res := Abort(newRollout(1, 2), w.insts, t0)
+	if res.Rollout.State != api.RolloutAborted || len(res.Moves) != 2 || res.Moves[0].Revision != 1 {
+		t.Errorf("abort = %s with moves %+v; want aborted, 2 instances back to 1", res.Rollout.State, res.Moves)
+	}
+}
