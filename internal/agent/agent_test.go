@@ -138,6 +138,7 @@ spec:
       exec: {command: [/hello, -check]}
       interval: 100ms
       timeout: 50ms
+  update: {batchSize: 100%, minHealthyTime: 0s}
 `
 
 func nodeID(t *testing.T, ts *testServer, name string) string {

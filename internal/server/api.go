@@ -52,6 +52,11 @@ func (s *Server) routes() http.Handler {
 	handle("GET /v1/projects/{project}/deployments/{name}", s.getDeployment)
 	handle("DELETE /v1/projects/{project}/deployments/{name}", s.deleteDeployment)
 	handle("GET /v1/projects/{project}/instances", s.listInstances)
+	handle("GET /v1/projects/{project}/deployments/{name}/revisions", s.listRevisions)
+	handle("GET /v1/projects/{project}/deployments/{name}/rollout", s.getRollout)
+	handle("POST /v1/projects/{project}/deployments/{name}/rollout/undo", s.undo)
+	handle("POST /v1/projects/{project}/deployments/{name}/rollout/{action}", s.rolloutAction)
+	handle("GET /v1/projects/{project}/events", s.listEvents)
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return notFound{fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)}
 	})
@@ -69,6 +74,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		body   = api.Error{Error: err.Error()}
 		br     badRequest
 		nf     notFound
+		cf     conflict
 		fields spec.ErrorList
 	)
 	switch {
@@ -84,7 +90,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	case errors.As(err, &nf), errors.Is(err, store.ErrNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
+	case errors.As(err, &cf), errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
 		status = http.StatusConflict
 	default:
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)

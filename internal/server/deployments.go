@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -61,11 +62,7 @@ func (s *Server) applyDeployment(r *http.Request, d spec.Deployment) (api.ApplyR
 	cur, err := s.store.GetDeployment(ctx, res.Project, res.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		created, err := s.store.PutDeployment(ctx, api.Deployment{Project: res.Project, Name: res.Name, Revision: 1, Spec: d, CreatedAt: now, UpdatedAt: now})
-		if err != nil {
-			return res, err
-		}
-		res.Action, res.Revision = api.ActionCreated, created.Revision
+		cur = api.Deployment{Project: res.Project, Name: res.Name, CreatedAt: now}
 	case err != nil:
 		return res, err
 	default:
@@ -75,15 +72,102 @@ func (s *Server) applyDeployment(r *http.Request, d spec.Deployment) (api.ApplyR
 			res.Action, res.Revision = api.ActionUnchanged, cur.Revision
 			return res, nil
 		}
-		cur.Spec, cur.Revision, cur.UpdatedAt = d, cur.Revision+1, now
-		updated, err := s.store.PutDeployment(ctx, cur)
-		if err != nil {
-			return res, err
-		}
-		res.Action, res.Revision = api.ActionConfigured, updated.Revision
 	}
-	s.log.Info("deployment applied", "project", res.Project, "deployment", res.Name, "action", res.Action, "revision", res.Revision)
+	if err := s.checkTargets(ctx, r.URL.Query().Get("filename"), d); err != nil {
+		return res, err
+	}
+	res.Action = api.ActionConfigured
+	if cur.Version == 0 {
+		res.Action = api.ActionCreated
+	}
+	rev, ro, err := s.newRevision(ctx, cur, d, "apply", "")
+	if err != nil {
+		return res, err
+	}
+	res.Revision, res.Rollout = rev.Number, ro.ID
+	s.log.Info("deployment applied", "project", res.Project, "deployment", res.Name, "action", res.Action, "revision", res.Revision, "rollout_id", ro.ID)
 	return res, nil
+}
+
+// newRevision makes revision N+1 of deployment cur with spec d and starts the
+// rollout to it from the stable revision, in one store transaction.
+func (s *Server) newRevision(ctx context.Context, cur api.Deployment, d spec.Deployment, cause, digest string) (api.Revision, api.Rollout, error) {
+	now := time.Now().UTC()
+	cur.Spec, cur.Revision, cur.UpdatedAt = d, cur.Revision+1, now
+	rev := api.Revision{Project: cur.Project, Deployment: cur.Name, Number: cur.Revision, Spec: d, ImageDigest: digest, Cause: cause, CreatedAt: now}
+	ro := api.Rollout{ID: newID(), Project: cur.Project, Deployment: cur.Name, From: cur.StableRevision, To: rev.Number,
+		State: api.RolloutRunning, CreatedAt: now, UpdatedAt: now}
+	ev := api.Event{Time: now, Project: cur.Project, Deployment: cur.Name, Rollout: ro.ID, Type: "rollout.started",
+		Message: fmt.Sprintf("revision %d (%s, image %s): rolling out from revision %d", rev.Number, cause, d.Spec.Container.Image, ro.From)}
+	if _, err := s.store.ApplyRevision(ctx, cur, rev, ro, []api.Event{ev}); err != nil {
+		return rev, ro, err
+	}
+	s.events.notify()
+	return rev, ro, nil
+}
+
+// checkTargets refuses an update strategy that cannot work on the nodes a
+// global deployment targets now: a canary larger than all of them.
+func (s *Server) checkTargets(ctx context.Context, filename string, d spec.Deployment) error {
+	c := d.Spec.Update.Canary
+	if d.Spec.Mode != spec.ModeGlobal || c.Value == 0 || c.Percent {
+		return nil
+	}
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	targets := 0
+	for _, n := range nodes {
+		if d.Spec.Selector.Matches(n.Labels) {
+			targets++
+		}
+	}
+	if c.Value > targets {
+		if filename == "" {
+			filename = "<request>"
+		}
+		return badRequestf("%s: deployment %s: spec.update.canary: %d is more than the %d nodes it targets", filename, d.Metadata.Name, c.Value, targets)
+	}
+	return nil
+}
+
+func (s *Server) undo(w http.ResponseWriter, r *http.Request) error {
+	project, name := r.PathValue("project"), r.PathValue("name")
+	var req api.UndoRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &req); err != nil {
+			return err
+		}
+	}
+	if req.ToRevision < 0 {
+		return badRequestf("toRevision: %d is negative", req.ToRevision)
+	}
+	cur, err := s.deployment(r, project, name)
+	if err != nil {
+		return err
+	}
+	to := req.ToRevision
+	if to == 0 {
+		if to = cur.StableRevision - 1; to < 1 {
+			return conflict{fmt.Sprintf("deployment %q has no revision before its stable revision %d to go back to; name one with --to-revision", name, cur.StableRevision)}
+		}
+	}
+	target, err := s.store.GetRevision(r.Context(), project, name, to)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound{fmt.Sprintf("deployment %q has no revision %d (it has 1 to %d)", name, to, cur.Revision)}
+	}
+	if err != nil {
+		return err
+	}
+	rev, ro, err := s.newRevision(r.Context(), cur, target.Spec, fmt.Sprintf("undo to revision %d", to), target.ImageDigest)
+	if err != nil {
+		return err
+	}
+	s.log.Info("deployment rolled back", "project", project, "deployment", name, "to_revision", to, "revision", rev.Number, "rollout_id", ro.ID)
+	s.fleet.trigger()
+	writeJSON(w, http.StatusOK, api.ApplyResult{Project: project, Name: name, Action: api.ActionConfigured, Revision: rev.Number, Rollout: ro.ID})
+	return nil
 }
 
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) error {
@@ -97,10 +181,7 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) error {
 	project, name := r.PathValue("project"), r.PathValue("name")
-	d, err := s.store.GetDeployment(r.Context(), project, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound{fmt.Sprintf("no deployment %q in project %q", name, project)}
-	}
+	d, err := s.deployment(r, project, name)
 	if err != nil {
 		return err
 	}

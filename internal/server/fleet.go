@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -185,8 +186,8 @@ func (f *fleet) live(n *api.Node) {
 	}
 }
 
-// schedule runs placement for every deployment, then pushes each node whose
-// desired state changed.
+// schedule runs placement for every deployment, steps the active rollouts,
+// then pushes each node whose desired state changed.
 func (f *fleet) schedule(ctx context.Context) error {
 	st := f.s.store
 	nodes, err := st.ListNodes(ctx)
@@ -198,6 +199,10 @@ func (f *fleet) schedule(ctx context.Context) error {
 		return err
 	}
 	all, err := st.ListInstances(ctx, store.InstanceFilter{})
+	if err != nil {
+		return err
+	}
+	revs, err := f.revisions(ctx, deps)
 	if err != nil {
 		return err
 	}
@@ -227,16 +232,18 @@ func (f *fleet) schedule(ctx context.Context) error {
 		k := d.Project + "/" + d.Name
 		existing := byDep[k]
 		delete(byDep, k)
-		hash := specHash(d.Spec.Spec.Container)
 		pex := make([]placement.Instance, len(existing))
 		for i, in := range existing {
 			pex[i] = placement.Instance{ID: in.ID, NodeID: in.NodeID}
 		}
 		plan := placement.Place(d.Spec.Spec, pnodes, pex)
+		// New instances start on the stable revision (nothing, before the
+		// first rollout completed); rollouts alone move instances forward.
 		var add []api.Instance
 		for _, nodeID := range plan.Add {
 			add = append(add, api.Instance{ID: newID(), Project: d.Project, Deployment: d.Name, NodeID: nodeID,
-				Revision: d.Revision, SpecHash: hash, State: api.InstancePending, CreatedAt: now, UpdatedAt: now})
+				Revision: d.StableRevision, SpecHash: revs.hash(d.Project, d.Name, d.StableRevision),
+				State: api.InstancePending, CreatedAt: now, UpdatedAt: now})
 		}
 		var remove []string
 		for _, in := range plan.Remove {
@@ -245,19 +252,9 @@ func (f *fleet) schedule(ctx context.Context) error {
 		if err := st.ApplyPlacement(ctx, add, remove); err != nil {
 			return err
 		}
-		// Until rollouts gate it, a changed spec moves every kept instance at once.
-		var stale []string
-		for _, in := range existing {
-			if in.SpecHash != hash && !contains(remove, in.ID) {
-				stale = append(stale, in.ID)
-			}
-		}
-		if err := st.SetInstanceRevision(ctx, stale, d.Revision, hash); err != nil {
-			return err
-		}
-		if len(add)+len(remove)+len(stale) > 0 {
+		if len(add)+len(remove) > 0 {
 			changed = true
-			f.log.Info("placed", "project", d.Project, "deployment", d.Name, "added", len(add), "removed", len(remove), "updated", len(stale))
+			f.log.Info("placed", "project", d.Project, "deployment", d.Name, "added", len(add), "removed", len(remove))
 		}
 	}
 	// Instances whose deployment is gone (deleted mid-placement).
@@ -278,27 +275,68 @@ func (f *fleet) schedule(ctx context.Context) error {
 			return err
 		}
 	}
-	return f.push(nodes, deps, all)
+	moved, err := f.progress(ctx, nodes, deps, revs, all)
+	if err != nil {
+		return err
+	}
+	if moved {
+		if all, err = st.ListInstances(ctx, store.InstanceFilter{}); err != nil {
+			return err
+		}
+	}
+	f.push(nodes, revs, all)
+	return nil
+}
+
+// revisionSet holds the revisions of the deployments being scheduled.
+type revisionSet map[string]revisionInfo
+
+type revisionInfo struct {
+	rev       api.Revision
+	container []byte // JSON of the container spec the agent runs
+	hash      string
+}
+
+func revKey(project, name string, n int64) string { return fmt.Sprintf("%s/%s/%d", project, name, n) }
+
+func (rs revisionSet) get(project, name string, n int64) (revisionInfo, bool) {
+	ri, ok := rs[revKey(project, name, n)]
+	return ri, ok
+}
+
+// hash is the spec hash of a revision; revision 0 (nothing) has none.
+func (rs revisionSet) hash(project, name string, n int64) string {
+	return rs[revKey(project, name, n)].hash
+}
+
+func (f *fleet) revisions(ctx context.Context, deps []api.Deployment) (revisionSet, error) {
+	rs := revisionSet{}
+	for _, d := range deps {
+		revs, err := f.s.store.ListRevisions(ctx, d.Project, d.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range revs {
+			b, err := json.Marshal(r.Spec.Spec.Container)
+			if err != nil {
+				return nil, err
+			}
+			rs[revKey(d.Project, d.Name, r.Number)] = revisionInfo{rev: r, container: b, hash: specHash(r.Spec.Spec.Container)}
+		}
+	}
+	return rs, nil
 }
 
 // push computes each node's desired state and sends the ones that changed.
-func (f *fleet) push(nodes []api.Node, deps []api.Deployment, all []api.Instance) error {
-	containers := map[string][]byte{}
-	for _, d := range deps {
-		b, err := json.Marshal(d.Spec.Spec.Container)
-		if err != nil {
-			return err
-		}
-		containers[d.Project+"/"+d.Name] = b
-	}
+func (f *fleet) push(nodes []api.Node, revs revisionSet, all []api.Instance) {
 	byNode := map[string][]*agentproto.InstanceSpec{}
 	for _, in := range all {
-		c, ok := containers[in.Project+"/"+in.Deployment]
+		ri, ok := revs.get(in.Project, in.Deployment, in.Revision)
 		if !ok {
-			continue
+			continue // revision 0: nothing to run yet
 		}
 		byNode[in.NodeID] = append(byNode[in.NodeID], &agentproto.InstanceSpec{
-			Id: in.ID, Project: in.Project, Deployment: in.Deployment, Revision: in.Revision, SpecHash: in.SpecHash, Container: c})
+			Id: in.ID, Project: in.Project, Deployment: in.Deployment, Revision: in.Revision, SpecHash: ri.hash, Container: ri.container})
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -320,16 +358,6 @@ func (f *fleet) push(nodes []api.Node, deps []api.Deployment, all []api.Instance
 			ln.session.push(ln.desired)
 		}
 	}
-	return nil
-}
-
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // newID returns a random 16-hex-digit identifier for nodes and instances.
@@ -440,7 +468,10 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 	}
 	err := f.s.store.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
 		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, At: at})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	switch {
+	case err == nil:
+		f.trigger() // a rollout may wait on this instance
+	case !errors.Is(err, store.ErrNotFound):
 		f.log.Error("recording instance status", "node_id", nodeID, "instance_id", st.InstanceId, "err", err)
 	}
 }

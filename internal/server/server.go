@@ -86,6 +86,7 @@ type Server struct {
 	http     *http.Server
 	grpc     *grpc.Server
 	fleet    *fleet
+	events   *eventBell
 	adminTok string // path
 }
 
@@ -115,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token")}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err

@@ -32,6 +32,9 @@ spec:
         path: /healthz
         port: 8080
       interval: 1s
+  update:
+    batchSize: 100%
+    minHealthyTime: 0s
 `
 
 const replicatedApi = `apiVersion: dockfleet.io/v1
@@ -47,6 +50,9 @@ spec:
       tcp:
         port: 8080
       interval: 1s
+  update:
+    batchSize: 100%
+    minHealthyTime: 0s
 `
 
 // TestWalkingFleet drives one server and three agents through what a new

@@ -1,0 +1,296 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/rollout"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// progress steps every active rollout once and persists what each step
+// decided. It reports whether any instance moved.
+func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deployment, revs revisionSet, all []api.Instance) (bool, error) {
+	active, err := f.s.store.ActiveRollouts(ctx)
+	if err != nil || len(active) == 0 {
+		return false, err
+	}
+	depByKey := map[string]api.Deployment{}
+	for _, d := range deps {
+		depByKey[d.Project+"/"+d.Name] = d
+	}
+	ready := f.readyNodes(nodes)
+	moved := false
+	now := time.Now()
+	for _, r := range active {
+		d, ok := depByKey[r.Project+"/"+r.Deployment]
+		if !ok {
+			continue
+		}
+		insts := rolloutInstances(r, all, ready, revs)
+		res := rollout.Step(r, d.Spec.Spec.Update, insts, now)
+		if !res.Wake.IsZero() {
+			time.AfterFunc(time.Until(res.Wake), f.trigger)
+		}
+		if !res.Changed {
+			continue
+		}
+		if err := f.persist(ctx, res, revs); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				f.trigger() // a user's action came between; step again
+				continue
+			}
+			return moved, err
+		}
+		moved = moved || len(res.Moves) > 0
+	}
+	return moved, nil
+}
+
+// persist writes one step's result and wakes event followers.
+func (f *fleet) persist(ctx context.Context, res rollout.Result, revs revisionSet) error {
+	r := res.Rollout
+	moves := make([]store.InstanceMove, len(res.Moves))
+	for i, m := range res.Moves {
+		moves[i] = store.InstanceMove{ID: m.ID, Revision: m.Revision, SpecHash: revs.hash(r.Project, r.Deployment, m.Revision)}
+	}
+	events := make([]api.Event, len(res.Events))
+	for i, e := range res.Events {
+		events[i] = api.Event{Time: r.UpdatedAt, Project: r.Project, Deployment: r.Deployment, Rollout: r.ID, Type: e.Type, Message: e.Message}
+		f.log.Info("rollout", "project", r.Project, "deployment", r.Deployment, "rollout_id", r.ID, "event", e.Type, "message", e.Message)
+	}
+	if _, err := f.s.store.StepRollout(ctx, r, moves, res.Stable, events); err != nil {
+		return err
+	}
+	f.s.events.notify()
+	return nil
+}
+
+func (f *fleet) readyNodes(nodes []api.Node) map[string]api.Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ready := map[string]api.Node{}
+	for _, n := range nodes {
+		if ln := f.nodes[n.ID]; ln != nil && ln.state == api.NodeReady {
+			ready[n.ID] = n
+		}
+	}
+	return ready
+}
+
+// rolloutInstances describes a deployment's instances for rollout.Step.
+func rolloutInstances(r api.Rollout, all []api.Instance, ready map[string]api.Node, revs revisionSet) []rollout.Instance {
+	var out []rollout.Instance
+	for _, in := range all {
+		if in.Project != r.Project || in.Deployment != r.Deployment {
+			continue
+		}
+		n, reachable := ready[in.NodeID]
+		ri, _ := revs.get(in.Project, in.Deployment, in.Revision)
+		out = append(out, rollout.Instance{ID: in.ID, NodeName: n.Name, Revision: in.Revision, State: in.State, Reason: in.Reason,
+			Since: in.UpdatedAt, Reachable: reachable, Checked: ri.rev.Spec.Spec.Container.HealthCheck != nil})
+		if !reachable {
+			out[len(out)-1].NodeName = in.NodeID
+		}
+	}
+	return out
+}
+
+// events lets API followers wait for new events.
+type eventBell struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newEventBell() *eventBell { return &eventBell{ch: make(chan struct{})} }
+
+// notify wakes every waiter.
+func (b *eventBell) notify() {
+	b.mu.Lock()
+	close(b.ch)
+	b.ch = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// wait returns a channel closed at the next notify.
+func (b *eventBell) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+// maxEventWait bounds a long poll, below common proxy timeouts.
+const maxEventWait = 60 * time.Second
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.EventFilter{Project: r.PathValue("project"), Deployment: q.Get("deployment")}
+	if a := q.Get("after"); a != "" {
+		if _, err := fmt.Sscan(a, &f.After); err != nil || f.After < 0 {
+			return badRequestf("after: %q is not a sequence number", a)
+		}
+	}
+	var wait time.Duration
+	if ws := q.Get("wait"); ws != "" {
+		var err error
+		if wait, err = time.ParseDuration(ws); err != nil || wait < 0 {
+			return badRequestf("wait: %q is not a duration (e.g. 30s)", ws)
+		}
+		wait = min(wait, maxEventWait)
+	}
+	deadline := time.After(wait)
+	for {
+		bell := s.events.wait()
+		evs, err := s.store.ListEvents(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		if len(evs) > 0 || wait == 0 {
+			writeList(w, evs)
+			return nil
+		}
+		select {
+		case <-bell:
+		case <-deadline:
+			writeList(w, evs)
+			return nil
+		case <-r.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) error {
+	project, name := r.PathValue("project"), r.PathValue("name")
+	if _, err := s.deployment(r, project, name); err != nil {
+		return err
+	}
+	revs, err := s.store.ListRevisions(r.Context(), project, name)
+	if err != nil {
+		return err
+	}
+	writeList(w, revs)
+	return nil
+}
+
+// deployment reads a deployment, with a 404 that names it.
+func (s *Server) deployment(r *http.Request, project, name string) (api.Deployment, error) {
+	d, err := s.store.GetDeployment(r.Context(), project, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return d, notFound{fmt.Sprintf("no deployment %q in project %q", name, project)}
+	}
+	return d, err
+}
+
+func (s *Server) getRollout(w http.ResponseWriter, r *http.Request) error {
+	project, name := r.PathValue("project"), r.PathValue("name")
+	ro, err := s.store.LatestRollout(r.Context(), project, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound{fmt.Sprintf("deployment %q in project %q has no rollout", name, project)}
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ro)
+	return nil
+}
+
+// conflict is a request that the object's state does not allow.
+type conflict struct{ msg string }
+
+func (e conflict) Error() string { return e.msg }
+
+func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) error {
+	project, name, action := r.PathValue("project"), r.PathValue("name"), r.PathValue("action")
+	ctx := r.Context()
+	for attempt := 0; ; attempt++ {
+		ro, err := s.store.LatestRollout(ctx, project, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return conflict{fmt.Sprintf("deployment %q in project %q has no rollout to %s", name, project, action)}
+		}
+		if err != nil {
+			return err
+		}
+		res, err := s.act(ctx, ro, action)
+		if err != nil {
+			return err
+		}
+		err = s.fleet.persistAction(ctx, res)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.fleet.trigger()
+		writeJSON(w, http.StatusOK, res.Rollout)
+		return nil
+	}
+}
+
+// act decides what a user's action does to rollout ro.
+func (s *Server) act(ctx context.Context, ro api.Rollout, action string) (rollout.Result, error) {
+	now := time.Now().UTC()
+	res := rollout.Result{Rollout: ro, Changed: true}
+	r := &res.Rollout
+	r.UpdatedAt = now
+	event := func(typ, msg string) { res.Events = append(res.Events, rollout.Event{Type: typ, Message: msg}) }
+	switch action {
+	case "pause":
+		if ro.State != api.RolloutRunning {
+			return res, conflict{fmt.Sprintf("rollout %s is %s, not running: nothing to pause", ro.ID, ro.State)}
+		}
+		r.State, r.Message = api.RolloutPaused, "paused by a user; `dockfleet rollout resume` continues"
+		event("rollout.paused", "rollout to revision "+fmt.Sprint(ro.To)+" paused")
+	case "resume":
+		switch {
+		case ro.State != api.RolloutPaused:
+			return res, conflict{fmt.Sprintf("rollout %s is %s, not paused: nothing to resume", ro.ID, ro.State)}
+		case ro.Phase == api.PhaseAwaitingPromotion:
+			return res, conflict{fmt.Sprintf("rollout %s waits for its canary to be promoted: use `dockfleet rollout promote`", ro.ID)}
+		}
+		r.State, r.Message = api.RolloutRunning, ""
+		r.LastProgress = now // time spent paused is not lack of progress
+		event("rollout.resumed", "rollout to revision "+fmt.Sprint(ro.To)+" resumed")
+	case "promote":
+		if ro.Phase != api.PhaseAwaitingPromotion {
+			return res, conflict{fmt.Sprintf("rollout %s has no canary awaiting promotion (state %s, phase %s)", ro.ID, ro.State, ro.Phase)}
+		}
+		r.State, r.Phase, r.Promoted, r.Message, r.LastProgress = api.RolloutRunning, api.PhaseBatches, true, "", now
+		event("rollout.promoted", "canary promoted; continuing with the remaining batches")
+	case "abort":
+		if ro.State.Final() {
+			return res, conflict{fmt.Sprintf("rollout %s already ended (%s): nothing to abort", ro.ID, ro.State)}
+		}
+		all, err := s.store.ListInstances(ctx, store.InstanceFilter{Project: ro.Project, Deployment: ro.Deployment})
+		if err != nil {
+			return res, err
+		}
+		insts := make([]rollout.Instance, len(all))
+		for i, in := range all {
+			insts[i] = rollout.Instance{ID: in.ID, Revision: in.Revision}
+		}
+		return rollout.Abort(ro, insts, now), nil
+	default:
+		return res, notFound{fmt.Sprintf("no rollout action %q: use pause, resume, promote, abort or undo", action)}
+	}
+	return res, nil
+}
+
+// persistAction writes a user's action, with the spec hashes its moves need.
+func (f *fleet) persistAction(ctx context.Context, res rollout.Result) error {
+	d, err := f.s.store.GetDeployment(ctx, res.Rollout.Project, res.Rollout.Deployment)
+	if err != nil {
+		return err
+	}
+	revs, err := f.revisions(ctx, []api.Deployment{d})
+	if err != nil {
+		return err
+	}
+	return f.persist(ctx, res, revs)
+}

@@ -1,0 +1,368 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/testenv"
+)
+
+// rolloutSpec is a global deployment of image over every node labelled
+// role=web, with the given update block.
+func rolloutSpec(image, update string) string {
+	return fmt.Sprintf(`apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  mode: global
+  selector:
+    matchLabels:
+      role: web
+  container:
+    image: %s
+    healthCheck:
+      http:
+        path: /healthz
+        port: 8080
+      interval: 500ms
+      retries: 2
+  update:
+%s`, image, update)
+}
+
+func sixNodes(t *testing.T) *fleet {
+	t.Helper()
+	testenv.HelloImages(t)
+	f := newFleet(t)
+	var specs [][2]string
+	for i := 1; i <= 6; i++ {
+		specs = append(specs, [2]string{fmt.Sprintf("w%d", i), "role=web"})
+	}
+	f.addAgents(specs...)
+	return f
+}
+
+// waitRollout waits until the deployment's newest rollout is final.
+func (f *fleet) waitRollout(within time.Duration) api.Rollout {
+	f.t.Helper()
+	var ro api.Rollout
+	waitFor(f.t, within, "the rollout to end", func() error {
+		var err error
+		ro, err = f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+		if err != nil {
+			return err
+		}
+		if !ro.State.Final() {
+			return fmt.Errorf("%s %s: %s", ro.State, ro.Phase, ro.Message)
+		}
+		return nil
+	})
+	return ro
+}
+
+// images maps each node to the images of its running containers.
+func (f *fleet) images(nodes ...string) map[string][]string {
+	out := map[string][]string{}
+	for _, n := range nodes {
+		for _, c := range f.containers(n) {
+			if c.State == "running" {
+				out[n] = append(out[n], c.Image)
+			}
+		}
+	}
+	return out
+}
+
+func nodeNames(k int) []string {
+	var out []string
+	for i := 1; i <= k; i++ {
+		out = append(out, fmt.Sprintf("w%d", i))
+	}
+	return out
+}
+
+func (f *fleet) events(types ...string) []api.Event {
+	f.t.Helper()
+	evs, err := f.client.ListEvents(context.Background(), api.DefaultProject, "web", 0, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(types) == 0 {
+		return evs
+	}
+	var out []api.Event
+	for _, e := range evs {
+		for _, t := range types {
+			if e.Type == t {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// TestRolloutInBatches rolls v1 out over 6 nodes and then v2, in batches of
+// 2: never more than 2 instances unavailable, each batch healthy for
+// minHealthyTime before the next, every node on v2 at the end.
+func TestRolloutInBatches(t *testing.T) {
+	f := sixNodes(t)
+	nodes := nodeNames(6)
+	update := "    batchSize: 2\n    minHealthyTime: 2s\n"
+	out := f.apply(rolloutSpec("hello:v1", update))
+	if !strings.Contains(out, "created (revision 1)") {
+		t.Errorf("apply said %q", out)
+	}
+	if ro := f.waitRollout(60 * time.Second); ro.State != api.RolloutSucceeded || ro.Batch != 3 {
+		t.Fatalf("first rollout: %s after %d batches (%s); want succeeded in 3 batches of 2 — the first deployment follows the batches too", ro.State, ro.Batch, ro.Message)
+	}
+
+	// Watch availability while v2 rolls out.
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	maxDown := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			is, err := f.client.ListInstances(ctx, api.DefaultProject, "web")
+			if err == nil {
+				down := 0
+				for _, i := range is {
+					if i.State != api.InstanceHealthy {
+						down++
+					}
+				}
+				maxDown = max(maxDown, down)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	f.apply(rolloutSpec("hello:v2", update))
+	ro := f.waitRollout(90 * time.Second)
+	stop()
+	wg.Wait()
+	if ro.State != api.RolloutSucceeded || ro.From != 1 || ro.To != 2 {
+		t.Fatalf("rollout %d→%d: %s (%s); want 1→2 succeeded", ro.From, ro.To, ro.State, ro.Message)
+	}
+	if maxDown > 2 {
+		t.Errorf("up to %d instances were unavailable at once; want at most 2 (maxUnavailable defaults to batchSize)", maxDown)
+	}
+	for n, imgs := range f.images(nodes...) {
+		if len(imgs) != 1 || imgs[0] != "hello:v2" {
+			t.Errorf("node %s runs %v; want hello:v2", n, imgs)
+		}
+	}
+	// The timeline: each batch healthy at least minHealthyTime after it started.
+	var started map[int]time.Time = map[int]time.Time{}
+	batches := 0
+	for _, e := range f.events("batch.started", "batch.healthy") {
+		if e.Rollout != ro.ID {
+			continue
+		}
+		var k, n int
+		fmt.Sscanf(e.Message[strings.Index(e.Message, "batch "):], "batch %d of %d", &k, &n)
+		switch e.Type {
+		case "batch.started":
+			started[k] = e.Time
+			batches++
+		case "batch.healthy":
+			if took := e.Time.Sub(started[k]); took < 2*time.Second {
+				t.Errorf("batch %d healthy %v after it started; want at least minHealthyTime 2s", k, took)
+			}
+		}
+	}
+	if batches != 3 {
+		t.Errorf("%d batches in the event timeline; want 3", batches)
+	}
+	out, code := f.cli("", "rollout", "status", "web")
+	if code != 0 || !strings.Contains(out, "succeeded") {
+		t.Errorf("rollout status: exit %d: %s", code, out)
+	}
+}
+
+// TestBrokenCanaryRollsBack applies hello:broken over v2 with a canary of 1:
+// the canary fails, the rollout stops and rolls it back, the CLI says so and
+// exits non-zero, and the other nodes are never touched.
+func TestBrokenCanaryRollsBack(t *testing.T) {
+	f := sixNodes(t)
+	nodes := nodeNames(6)
+	quick := "    batchSize: 100%\n    minHealthyTime: 0s\n"
+	f.apply(rolloutSpec("hello:v2", quick))
+	f.waitRollout(60 * time.Second)
+	before := map[string]string{}
+	for _, n := range nodes {
+		cs := f.containers(n)
+		if len(cs) != 1 {
+			t.Fatalf("node %s runs %d containers; want 1", n, len(cs))
+		}
+		before[n] = cs[0].ID
+	}
+
+	out, code := f.cli(rolloutSpec("hello:broken", "    batchSize: 2\n    canary: 1\n    autoPromote: true\n    minHealthyTime: 1s\n    healthyDeadline: 30s\n"),
+		"apply", "-f", "-", "--wait", "--timeout", "90s")
+	if code == 0 {
+		t.Errorf("apply --wait of a broken image exited 0; want non-zero. Output:\n%s", out)
+	}
+	if !strings.Contains(out, "rolled_back") && !strings.Contains(out, "rolled back") {
+		t.Errorf("apply --wait output does not say it rolled back:\n%s", out)
+	}
+	ro := f.waitRollout(10 * time.Second)
+	if ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "status 500") {
+		t.Fatalf("rollout %s (%s); want rolled_back naming the failed health check", ro.State, ro.Message)
+	}
+	waitFor(t, 30*time.Second, "every node back on hello:v2", func() error {
+		for n, imgs := range f.images(nodes...) {
+			if len(imgs) != 1 || imgs[0] != "hello:v2" {
+				return fmt.Errorf("%s runs %v", n, imgs)
+			}
+		}
+		return nil
+	})
+	touched := 0
+	for _, n := range nodes {
+		if cs := f.containers(n); len(cs) != 1 || cs[0].ID != before[n] {
+			touched++
+		}
+	}
+	if touched != 1 {
+		t.Errorf("%d nodes had their container replaced; want only the canary's", touched)
+	}
+	if evs := f.events("instance.failed"); len(evs) != 1 {
+		t.Errorf("instance.failed events: %+v; want one, for the canary", evs)
+	}
+}
+
+// TestCanaryPromotePauseResumeUndo walks the manual controls.
+func TestCanaryPromotePauseResumeUndo(t *testing.T) {
+	f := sixNodes(t)
+	nodes := nodeNames(6)
+	f.apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.waitRollout(60 * time.Second)
+
+	f.apply(rolloutSpec("hello:v2", "    batchSize: 1\n    canary: 1\n    minHealthyTime: 1s\n"))
+	waitFor(t, 60*time.Second, "the canary to await promotion", func() error {
+		ro, err := f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+		if err != nil || ro.Phase != api.PhaseAwaitingPromotion {
+			return fmt.Errorf("%s %s %v", ro.State, ro.Phase, err)
+		}
+		return nil
+	})
+	v2 := 0
+	for _, imgs := range f.images(nodes...) {
+		if imgs[0] == "hello:v2" {
+			v2++
+		}
+	}
+	if v2 != 1 {
+		t.Errorf("%d nodes on v2 while the canary waits; want 1", v2)
+	}
+	if out, code := f.cli("", "rollout", "promote", "web"); code != 0 {
+		t.Fatalf("promote: exit %d: %s", code, out)
+	}
+	if out, code := f.cli("", "rollout", "promote", "web"); code == 0 {
+		t.Errorf("a second promote succeeded; want it refused. Output: %s", out)
+	}
+	if out, code := f.cli("", "rollout", "pause", "web"); code != 0 {
+		t.Fatalf("pause: exit %d: %s", code, out)
+	}
+	ro, _ := f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+	paused := ro.Updated
+	time.Sleep(4 * time.Second)
+	if ro, _ = f.client.GetRollout(context.Background(), api.DefaultProject, "web"); ro.State != api.RolloutPaused || ro.Updated > paused+1 {
+		t.Errorf("while paused: state %s, updated %d (was %d); want paused with no new batch", ro.State, ro.Updated, paused)
+	}
+	if out, code := f.cli("", "rollout", "resume", "web"); code != 0 {
+		t.Fatalf("resume: exit %d: %s", code, out)
+	}
+	if ro := f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+		t.Fatalf("after resume: %s (%s)", ro.State, ro.Message)
+	}
+
+	out, code := f.cli("", "rollout", "undo", "web", "--to-revision", "1")
+	if code != 0 {
+		t.Fatalf("undo: exit %d: %s", code, out)
+	}
+	ro = f.waitRollout(90 * time.Second)
+	if ro.State != api.RolloutSucceeded || ro.To != 3 {
+		t.Fatalf("undo rollout: %s to %d (%s); want succeeded to revision 3", ro.State, ro.To, ro.Message)
+	}
+	for n, imgs := range f.images(nodes...) {
+		if len(imgs) != 1 || imgs[0] != "hello:v1" {
+			t.Errorf("after undo to revision 1, %s runs %v; want hello:v1", n, imgs)
+		}
+	}
+	out, _ = f.cli("", "rollout", "history", "web")
+	if !strings.Contains(out, "undo to revision 1") {
+		t.Errorf("history does not show the undo:\n%s", out)
+	}
+	if out, code := f.cli("", "rollout", "undo", "web", "--to-revision", "9"); code != 1 || !strings.Contains(out, "no revision 9") {
+		t.Errorf("undo to a missing revision: exit %d: %s", code, out)
+	}
+}
+
+// TestServerKilledMidRollout SIGKILLs the server during batch 2 of a 6-node
+// rollout; after a restart it completes, and no node was updated twice.
+func TestServerKilledMidRollout(t *testing.T) {
+	f := sixNodes(t)
+	nodes := nodeNames(6)
+	f.apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.waitRollout(60 * time.Second)
+
+	// Record every container each node ever runs on v2.
+	ctx, stop := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	seen := map[string]map[string]bool{}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			for _, n := range nodes {
+				for _, c := range f.containers(n) {
+					if c.Image == "hello:v2" {
+						mu.Lock()
+						if seen[n] == nil {
+							seen[n] = map[string]bool{}
+						}
+						seen[n][c.ID] = true
+						mu.Unlock()
+					}
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	f.apply(rolloutSpec("hello:v2", "    batchSize: 2\n    minHealthyTime: 3s\n"))
+	waitFor(t, 60*time.Second, "batch 2", func() error {
+		ro, err := f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+		if err != nil || ro.Batch < 2 {
+			return fmt.Errorf("batch %d %v", ro.Batch, err)
+		}
+		return nil
+	})
+	f.server.kill()
+	time.Sleep(time.Second)
+	f.startServer()
+	ro := f.waitRollout(120 * time.Second)
+	stop()
+	wg.Wait()
+	if ro.State != api.RolloutSucceeded || ro.Batch != 3 {
+		t.Fatalf("after the restart the rollout is %s at batch %d (%s); want succeeded after 3 batches", ro.State, ro.Batch, ro.Message)
+	}
+	for _, n := range nodes {
+		cs := f.containers(n)
+		if len(cs) != 1 || cs[0].Image != "hello:v2" {
+			t.Errorf("%s ends with %d containers (%v); want one on hello:v2", n, len(cs), cs)
+		}
+		if k := len(seen[n]); k != 1 {
+			t.Errorf("%s ran %d different v2 containers; want 1 (updated once)", n, k)
+		}
+	}
+}
