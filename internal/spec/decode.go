@@ -197,6 +197,24 @@ func (d *document) spec(n *yaml.Node, path string, s *DeploymentSpec) {
 			})
 		},
 		"container": func(n *yaml.Node, p string) { d.container(n, p, &s.Container) },
+		"update":    func(n *yaml.Node, p string) { d.update(n, p, &s.Update) },
+	})
+}
+
+func (d *document) update(n *yaml.Node, path string, u *Update) {
+	d.mapping(n, path, fields{
+		"batchSize":        func(n *yaml.Node, p string) { u.BatchSize = d.intOrPercent(n, p) },
+		"maxUnavailable":   func(n *yaml.Node, p string) { u.MaxUnavailable = d.intOrPercent(n, p) },
+		"canary":           func(n *yaml.Node, p string) { u.Canary = d.intOrPercent(n, p) },
+		"autoPromote":      func(n *yaml.Node, p string) { u.AutoPromote = d.boolean(n, p) },
+		"minHealthyTime":   func(n *yaml.Node, p string) { u.MinHealthyTime = d.duration(n, p) },
+		"healthyDeadline":  func(n *yaml.Node, p string) { u.HealthyDeadline = d.duration(n, p) },
+		"progressDeadline": func(n *yaml.Node, p string) { u.ProgressDeadline = d.duration(n, p) },
+		"batchDelay":       func(n *yaml.Node, p string) { u.BatchDelay = d.duration(n, p) },
+		"maxFailureRatio":  func(n *yaml.Node, p string) { u.MaxFailureRatio = d.float(n, p) },
+		"autoRollback":     func(n *yaml.Node, p string) { u.AutoRollback = d.boolean(n, p) },
+		"order":            func(n *yaml.Node, p string) { u.Order = Order(d.str(n, p)) },
+		"prePull":          func(n *yaml.Node, p string) { u.PrePull = d.boolean(n, p) },
 	})
 }
 
@@ -499,6 +517,30 @@ func (d *document) duration(n *yaml.Node, path string) Duration {
 		return 0
 	}
 	return Duration(v)
+}
+
+// intOrPercent decodes a count, written as an integer or a string of digits,
+// or a percentage written as a string like "25%". Whether the value is in
+// range is for validation to say, which knows the field's bounds.
+func (d *document) intOrPercent(n *yaml.Node, path string) IntOrPercent {
+	switch n.ShortTag() {
+	case "!!int":
+		return IntOrPercent{Value: d.integer(n, path)}
+	case "!!str":
+	default:
+		d.typeError(n, path, "a count like 2 or a percentage like \"25%\"")
+		return IntOrPercent{}
+	}
+	s := d.str(n, path)
+	if d.bad[path] {
+		return IntOrPercent{}
+	}
+	v, err := ParseIntOrPercent(s)
+	if err != nil {
+		d.fail(path, "%v", err)
+		return IntOrPercent{}
+	}
+	return v
 }
 
 func (d *document) byteSize(n *yaml.Node, path string) ByteSize {

@@ -28,7 +28,30 @@ const (
 	defaultRetries = 3
 	// defaultHTTPPath is the root, the one path every HTTP server answers.
 	defaultHTTPPath = "/"
+
+	// defaultMinHealthyTime is Nomad's: long enough for a process that
+	// crashes soon after its first good probe to be caught in its batch.
+	defaultMinHealthyTime = Duration(10 * time.Second)
+	// defaultHealthyDeadline leaves room for a slow pull and start-up, and
+	// is still short enough that a broken batch is noticed within minutes.
+	defaultHealthyDeadline = Duration(5 * time.Minute)
+	// defaultProgressDeadline is twice the healthy deadline: a rollout
+	// waiting that long without one more healthy instance, e.g. for
+	// unreachable nodes, needs someone to look.
+	defaultProgressDeadline = Duration(10 * time.Minute)
+	// defaultOrder is stop-first: it works with fixed host ports and never
+	// runs two versions' containers on one host at once, as Docker users
+	// expect of a replaced container.
+	defaultOrder = OrderStopFirst
+	// defaultAutoRollback is true, unlike Nomad's false: a fleet must not be
+	// left half on a bad version because nobody was watching the rollout.
+	defaultAutoRollback = true
 )
+
+// defaultBatchSize changes a quarter of the instances at a time: a rollout of
+// any size takes four batches, and a bad version stops with three quarters
+// of the fleet still on the old one.
+var defaultBatchSize = IntOrPercent{Value: 25, Percent: true}
 
 // applyDefaults fills in what the document left out. Fields given explicitly
 // keep their value, even a zero one, so that validation can reject it rather
@@ -53,6 +76,7 @@ func (d *document) applyDefaults(dep *Deployment) {
 			c.Ports[i].Protocol = defaultProtocol
 		}
 	}
+	d.defaultUpdate(&s.Update)
 	hc := c.HealthCheck
 	if hc == nil {
 		return
@@ -76,5 +100,37 @@ func (d *document) applyDefaults(dep *Deployment) {
 	// from the first probe unless the spec asks for a grace period.
 	if hc.HTTP != nil && hc.HTTP.Path == "" {
 		hc.HTTP.Path = defaultHTTPPath
+	}
+}
+
+// defaultUpdate fills in the rollout strategy. Zero values that are the
+// defaults need nothing: canary 0 (none), autoPromote false (a canary is
+// there to be looked at), maxFailureRatio 0 (any failure stops the rollout),
+// prePull false and batchDelay 0s.
+func (d *document) defaultUpdate(u *Update) {
+	const p = "spec.update."
+	if !d.set[p+"batchSize"] {
+		u.BatchSize = defaultBatchSize
+	}
+	if !d.set[p+"maxUnavailable"] {
+		// The batch size as given, so that "25%" stays a percentage of
+		// however many instances there are: a whole batch may be down at
+		// once, which stop-first order needs.
+		u.MaxUnavailable = u.BatchSize
+	}
+	if !d.set[p+"minHealthyTime"] {
+		u.MinHealthyTime = defaultMinHealthyTime
+	}
+	if !d.set[p+"healthyDeadline"] {
+		u.HealthyDeadline = defaultHealthyDeadline
+	}
+	if !d.set[p+"progressDeadline"] {
+		u.ProgressDeadline = defaultProgressDeadline
+	}
+	if !d.set[p+"autoRollback"] {
+		u.AutoRollback = defaultAutoRollback
+	}
+	if !d.set[p+"order"] {
+		u.Order = defaultOrder
 	}
 }

@@ -27,6 +27,10 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: &m {name: web, <<: *m}\n"))
 	f.Add([]byte("a: &a [*a, *a]\nb: {<<: [*a]}\n"))
 	f.Add([]byte(`{"apiVersion": "dockfleet.io/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"container": {"image": "a"}}}`))
+	f.Add([]byte(`{"apiVersion": "dockfleet.io/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"mode": "replicated", "replicas": 3,
+ "container": {"image": "a"}, "update": {"batchSize": "34%", "maxUnavailable": 1, "canary": "3", "maxFailureRatio": 0.5, "order": "start-first"}}}`))
+	f.Add([]byte("apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  container: {image: a}\n" +
+		"  update: {batchSize: 100%, canary: 0%, minHealthyTime: 0s, healthyDeadline: 1ns, progressDeadline: 1h, batchDelay: 0s, autoRollback: false}\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		deps, err := Parse("fuzz.yaml", data)

@@ -10,6 +10,17 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// defaultUpdate is the update block of a spec without one.
+var defaultUpdate = Update{
+	BatchSize:        IntOrPercent{Value: 25, Percent: true},
+	MaxUnavailable:   IntOrPercent{Value: 25, Percent: true},
+	MinHealthyTime:   Duration(10 * time.Second),
+	HealthyDeadline:  Duration(5 * time.Minute),
+	ProgressDeadline: Duration(10 * time.Minute),
+	AutoRollback:     true,
+	Order:            OrderStopFirst,
+}
+
 // defaulted is the container of a minimal spec after defaults.
 func defaulted(image string) Container {
 	return Container{Image: image, RestartPolicy: RestartAlways}
@@ -40,7 +51,8 @@ spec:
 				APIVersion: APIVersion, Kind: KindDeployment,
 				Metadata: Metadata{Name: "node-exporter", Project: "default"},
 				Spec: DeploymentSpec{
-					Mode: ModeGlobal,
+					Mode:   ModeGlobal,
+					Update: defaultUpdate,
 					Container: Container{
 						Image:         "prom/node-exporter:v1.8.0",
 						Ports:         []Port{{ContainerPort: 9100, Protocol: "tcp"}},
@@ -69,7 +81,8 @@ spec:
 				APIVersion: APIVersion, Kind: KindDeployment,
 				Metadata: Metadata{Name: "web", Project: "default"},
 				Spec: DeploymentSpec{
-					Mode: ModeGlobal,
+					Mode:   ModeGlobal,
+					Update: defaultUpdate,
 					Container: Container{
 						Image:         "hello:v1",
 						RestartPolicy: RestartAlways,
@@ -93,7 +106,7 @@ spec:
 			want: []Deployment{{
 				APIVersion: APIVersion, Kind: KindDeployment,
 				Metadata: Metadata{Name: "web", Project: "default"},
-				Spec:     DeploymentSpec{Mode: ModeReplicated, Replicas: 1, Container: defaulted("nginx")},
+				Spec:     DeploymentSpec{Mode: ModeReplicated, Replicas: 1, Container: defaulted("nginx"), Update: defaultUpdate},
 			}},
 		},
 		{
@@ -109,7 +122,7 @@ spec:
 			want: []Deployment{{
 				APIVersion: APIVersion, Kind: KindDeployment,
 				Metadata: Metadata{Name: "web", Project: "default"},
-				Spec:     DeploymentSpec{Mode: ModeReplicated, Container: defaulted("nginx")},
+				Spec:     DeploymentSpec{Mode: ModeReplicated, Container: defaulted("nginx"), Update: defaultUpdate},
 			}},
 		},
 		{
@@ -133,12 +146,12 @@ spec: {mode: replicated, replicas: 2, container: {image: "nginx:1.27"}}
 				{
 					APIVersion: APIVersion, Kind: KindDeployment,
 					Metadata: Metadata{Name: "web", Project: "default"},
-					Spec:     DeploymentSpec{Mode: ModeGlobal, Container: defaulted("nginx")},
+					Spec:     DeploymentSpec{Mode: ModeGlobal, Container: defaulted("nginx"), Update: defaultUpdate},
 				},
 				{
 					APIVersion: APIVersion, Kind: KindDeployment,
 					Metadata: Metadata{Name: "web", Project: "staging"},
-					Spec:     DeploymentSpec{Mode: ModeReplicated, Replicas: 2, Container: defaulted("nginx:1.27")},
+					Spec:     DeploymentSpec{Mode: ModeReplicated, Replicas: 2, Container: defaulted("nginx:1.27"), Update: defaultUpdate},
 				},
 			},
 		},
@@ -170,6 +183,7 @@ spec:
 				Metadata: Metadata{Name: "web", Project: "default", Labels: map[string]string{"version": "1.10", "canary": "true", "empty": ""}},
 				Spec: DeploymentSpec{
 					Mode:     ModeGlobal,
+					Update:   defaultUpdate,
 					Selector: Selector{MatchLabels: map[string]string{"version": "1.10", "canary": "true", "empty": ""}},
 					Container: Container{
 						Image:         "nginx",
@@ -186,8 +200,181 @@ spec:
 			want: []Deployment{{
 				APIVersion: APIVersion, Kind: KindDeployment,
 				Metadata: Metadata{Name: "web", Project: "default"},
-				Spec: DeploymentSpec{Mode: ModeGlobal, Container: Container{
+				Spec: DeploymentSpec{Mode: ModeGlobal, Update: defaultUpdate, Container: Container{
 					Image: "nginx", Resources: Resources{CPUs: 1, Memory: 8 << 20}, RestartPolicy: RestartAlways,
+				}},
+			}},
+		},
+		{
+			name: "update: maxUnavailable follows batchSize as given",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: replicated
+  replicas: 6
+  container: {image: nginx}
+  update:
+    batchSize: 2
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 50%
+    maxUnavailable: ~
+`,
+			want: []Deployment{
+				{
+					APIVersion: APIVersion, Kind: KindDeployment,
+					Metadata: Metadata{Name: "web", Project: "default"},
+					Spec: DeploymentSpec{Mode: ModeReplicated, Replicas: 6, Container: defaulted("nginx"), Update: Update{
+						BatchSize:        IntOrPercent{Value: 2},
+						MaxUnavailable:   IntOrPercent{Value: 2},
+						MinHealthyTime:   Duration(10 * time.Second),
+						HealthyDeadline:  Duration(5 * time.Minute),
+						ProgressDeadline: Duration(10 * time.Minute),
+						AutoRollback:     true,
+						Order:            OrderStopFirst,
+					}},
+				},
+				{
+					APIVersion: APIVersion, Kind: KindDeployment,
+					Metadata: Metadata{Name: "api", Project: "default"},
+					Spec: DeploymentSpec{Mode: ModeGlobal, Container: defaulted("nginx"), Update: Update{
+						BatchSize:        IntOrPercent{Value: 50, Percent: true},
+						MaxUnavailable:   IntOrPercent{Value: 50, Percent: true},
+						MinHealthyTime:   Duration(10 * time.Second),
+						HealthyDeadline:  Duration(5 * time.Minute),
+						ProgressDeadline: Duration(10 * time.Minute),
+						AutoRollback:     true,
+						Order:            OrderStopFirst,
+					}},
+				},
+			},
+		},
+		{
+			name: "update: every field given, none overwritten by a default",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: replicated
+  replicas: 4
+  container:
+    image: nginx
+    ports:
+      - containerPort: 80
+  update:
+    batchSize: "3"
+    maxUnavailable: 100%
+    canary: 4
+    autoPromote: true
+    minHealthyTime: 0s
+    healthyDeadline: 1m
+    progressDeadline: 1m
+    maxFailureRatio: 1
+    autoRollback: false
+    order: start-first
+    prePull: true
+    batchDelay: 1m30s
+`,
+			want: []Deployment{{
+				APIVersion: APIVersion, Kind: KindDeployment,
+				Metadata: Metadata{Name: "web", Project: "default"},
+				Spec: DeploymentSpec{
+					Mode: ModeReplicated, Replicas: 4,
+					Container: Container{
+						Image:         "nginx",
+						Ports:         []Port{{ContainerPort: 80, Protocol: "tcp"}},
+						RestartPolicy: RestartAlways,
+					},
+					Update: Update{
+						BatchSize:        IntOrPercent{Value: 3},
+						MaxUnavailable:   IntOrPercent{Value: 100, Percent: true},
+						Canary:           IntOrPercent{Value: 4},
+						AutoPromote:      true,
+						HealthyDeadline:  Duration(time.Minute),
+						ProgressDeadline: Duration(time.Minute),
+						MaxFailureRatio:  1,
+						Order:            OrderStartFirst,
+						PrePull:          true,
+						BatchDelay:       Duration(90 * time.Second),
+					},
+				},
+			}},
+		},
+		{
+			name: "update: empty or null is all defaults; a canary of a deployment scaled to zero",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update: {}
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  mode: replicated
+  replicas: 0
+  container: {image: nginx}
+  update: {canary: 2, maxFailureRatio: 0.25, healthyDeadline: 10m, progressDeadline: 10m}
+`,
+			want: []Deployment{
+				{
+					APIVersion: APIVersion, Kind: KindDeployment,
+					Metadata: Metadata{Name: "web", Project: "default"},
+					Spec:     DeploymentSpec{Mode: ModeGlobal, Container: defaulted("nginx"), Update: defaultUpdate},
+				},
+				{
+					APIVersion: APIVersion, Kind: KindDeployment,
+					Metadata: Metadata{Name: "api", Project: "default"},
+					Spec:     DeploymentSpec{Mode: ModeGlobal, Container: defaulted("nginx"), Update: defaultUpdate},
+				},
+				{
+					APIVersion: APIVersion, Kind: KindDeployment,
+					Metadata: Metadata{Name: "db", Project: "default"},
+					Spec: DeploymentSpec{Mode: ModeReplicated, Container: defaulted("nginx"), Update: Update{
+						BatchSize:        IntOrPercent{Value: 25, Percent: true},
+						MaxUnavailable:   IntOrPercent{Value: 25, Percent: true},
+						Canary:           IntOrPercent{Value: 2},
+						MinHealthyTime:   Duration(10 * time.Second),
+						HealthyDeadline:  Duration(10 * time.Minute),
+						ProgressDeadline: Duration(10 * time.Minute),
+						MaxFailureRatio:  0.25,
+						AutoRollback:     true,
+						Order:            OrderStopFirst,
+					}},
+				},
+			},
+		},
+		{
+			name: "update in JSON",
+			yaml: `{"apiVersion": "dockfleet.io/v1", "kind": "Deployment", "metadata": {"name": "web"},
+ "spec": {"container": {"image": "nginx"}, "update": {"batchSize": "10%", "canary": "1", "maxUnavailable": 1}}}`,
+			want: []Deployment{{
+				APIVersion: APIVersion, Kind: KindDeployment,
+				Metadata: Metadata{Name: "web", Project: "default"},
+				Spec: DeploymentSpec{Mode: ModeGlobal, Container: defaulted("nginx"), Update: Update{
+					BatchSize:        IntOrPercent{Value: 10, Percent: true},
+					MaxUnavailable:   IntOrPercent{Value: 1},
+					Canary:           IntOrPercent{Value: 1},
+					MinHealthyTime:   Duration(10 * time.Second),
+					HealthyDeadline:  Duration(5 * time.Minute),
+					ProgressDeadline: Duration(10 * time.Minute),
+					AutoRollback:     true,
+					Order:            OrderStopFirst,
 				}},
 			}},
 		},
@@ -248,6 +435,20 @@ var fullSpec = Deployment{
 			},
 			Labels: map[string]string{"com.example.owner": "payments"},
 		},
+		Update: Update{
+			BatchSize:        IntOrPercent{Value: 1},
+			MaxUnavailable:   IntOrPercent{Value: 50, Percent: true},
+			Canary:           IntOrPercent{Value: 1},
+			AutoPromote:      true,
+			MinHealthyTime:   Duration(30 * time.Second),
+			HealthyDeadline:  Duration(3 * time.Minute),
+			ProgressDeadline: Duration(15 * time.Minute),
+			MaxFailureRatio:  0.34,
+			AutoRollback:     false,
+			Order:            OrderStopFirst,
+			PrePull:          true,
+			BatchDelay:       Duration(20 * time.Second),
+		},
 	},
 }
 
@@ -274,6 +475,7 @@ func TestRoundTrip(t *testing.T) {
 		"full":    "testdata/full.yaml",
 		"example": "testdata/minimal.yaml",
 		"tcp":     "testdata/tcp.yaml",
+		"update":  "testdata/update.yaml",
 	}
 	for name, file := range inputs {
 		t.Run(name, func(t *testing.T) {

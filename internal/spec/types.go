@@ -43,6 +43,61 @@ type DeploymentSpec struct {
 	Replicas  int       `json:"replicas,omitempty"`
 	Selector  Selector  `json:"selector"`
 	Container Container `json:"container"`
+	// Update says how a change of the container rolls out over the instances.
+	Update Update `json:"update"`
+}
+
+// Update is a deployment's rollout strategy (DESIGN §6). Every field has a
+// default; docs/spec.md says which and why.
+type Update struct {
+	// BatchSize is how many instances change at once: a count or a
+	// percentage of the deployment's instances (rounded up, at least 1).
+	BatchSize IntOrPercent `json:"batchSize"`
+	// MaxUnavailable caps the instances that may be not healthy at once
+	// during a rollout, counting those not healthy before it touched them.
+	MaxUnavailable IntOrPercent `json:"maxUnavailable"`
+	// Canary is the size of a first batch that must be healthy before the
+	// rest; zero means no canary.
+	Canary IntOrPercent `json:"canary"`
+	// AutoPromote continues after a healthy canary without
+	// `dockfleet rollout promote`.
+	AutoPromote bool `json:"autoPromote"`
+	// MinHealthyTime is how long an instance must stay healthy to count.
+	MinHealthyTime Duration `json:"minHealthyTime"`
+	// HealthyDeadline is how long an updated instance has to become healthy
+	// before it counts as failed.
+	HealthyDeadline Duration `json:"healthyDeadline"`
+	// ProgressDeadline fails a rollout that makes no progress for this long,
+	// e.g. while waiting for unreachable nodes.
+	ProgressDeadline Duration `json:"progressDeadline"`
+	// MaxFailureRatio is the fraction of instances (0 to 1) that may fail
+	// before the rollout stops.
+	MaxFailureRatio float64 `json:"maxFailureRatio"`
+	// AutoRollback returns the changed instances to the previous revision
+	// when the rollout fails.
+	AutoRollback bool `json:"autoRollback"`
+	// Order is stop-first (default) or start-first.
+	Order Order `json:"order"`
+	// PrePull pulls the new image on every target before the first batch.
+	PrePull bool `json:"prePull"`
+	// BatchDelay is a pause between batches.
+	BatchDelay Duration `json:"batchDelay"`
+}
+
+// Order says whether a replaced instance stops before or after its
+// replacement starts.
+type Order string
+
+// Update orders.
+const (
+	OrderStopFirst  Order = "stop-first"
+	OrderStartFirst Order = "start-first"
+)
+
+// IntOrPercent is a count ("2", 2) or a percentage ("25%") of a total.
+type IntOrPercent struct {
+	Value   int
+	Percent bool
 }
 
 // Selector picks nodes by their labels. The zero Selector matches every node.

@@ -131,3 +131,79 @@ func (s DeploymentSpec) MarshalJSON() ([]byte, error) {
 		Replicas int `json:"replicas"`
 	}{plain(s), s.Replicas})
 }
+
+// ParseIntOrPercent reads a count written as a whole number, like "2", or a
+// percentage written as a whole number and '%', like "25%". It does not check
+// a range: "0" and "150%" are read, "-1", "10.5%" and "25 %" are not.
+func ParseIntOrPercent(s string) (IntOrPercent, error) {
+	digits, percent := strings.CutSuffix(s, "%")
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return IntOrPercent{}, fmt.Errorf("%s is not a whole number or percentage; write a count like 2 or a percentage like \"25%%\"", quote(s))
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil {
+		return IntOrPercent{}, fmt.Errorf("%s is too large", quote(s))
+	}
+	return IntOrPercent{Value: n, Percent: percent}, nil
+}
+
+// String writes v as a spec does: "25%" for a percentage, "2" for a count.
+func (v IntOrPercent) String() string {
+	s := strconv.Itoa(v.Value)
+	if v.Percent {
+		s += "%"
+	}
+	return s
+}
+
+// Of is the number of instances v stands for out of total: a count as it
+// is, whatever total is, and a percentage of total rounded up, so that any
+// percentage above 0% of a non-empty deployment is at least one instance.
+// 10% of 6 is 1, 25% of 6 is 2, 100% of 6 is 6, and any percentage of 0 is 0.
+// A count larger than total is returned unchanged; callers cap it where a
+// count above the total means "all of them".
+func (v IntOrPercent) Of(total int) int {
+	if !v.Percent {
+		return v.Value
+	}
+	// Division truncates towards zero, which rounds a positive quotient
+	// down; one more when there is a remainder rounds it up.
+	n := v.Value * total
+	q := n / 100
+	if n%100 > 0 {
+		q++
+	}
+	return q
+}
+
+// MarshalJSON writes a count as a JSON number and a percentage as a string
+// like "25%", the forms a spec uses.
+func (v IntOrPercent) MarshalJSON() ([]byte, error) {
+	if v.Percent {
+		return json.Marshal(v.String())
+	}
+	return json.Marshal(v.Value)
+}
+
+// UnmarshalJSON reads a whole JSON number as a count, or a string that
+// ParseIntOrPercent accepts. A null leaves v unchanged.
+func (v *IntOrPercent) UnmarshalJSON(data []byte) error {
+	if bytes.Equal(data, []byte("null")) {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err == nil {
+		p, err := ParseIntOrPercent(s)
+		if err != nil {
+			return fmt.Errorf("count or percentage: %w", err)
+		}
+		*v = p
+		return nil
+	}
+	var n int
+	if err := json.Unmarshal(data, &n); err != nil {
+		return fmt.Errorf("count or percentage %s: want a whole number like 2 or a string like \"25%%\"", data)
+	}
+	*v = IntOrPercent{Value: n}
+	return nil
+}

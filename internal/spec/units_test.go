@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -142,6 +143,11 @@ func TestDurationJSON(t *testing.T) {
 	}
 }
 
+// zeroUpdate is the JSON of the zero Update.
+const zeroUpdate = `"update":{"batchSize":0,"maxUnavailable":0,"canary":0,"autoPromote":false,` +
+	`"minHealthyTime":"0s","healthyDeadline":"0s","progressDeadline":"0s","maxFailureRatio":0,` +
+	`"autoRollback":false,"order":"","prePull":false,"batchDelay":"0s"}`
+
 // TestDeploymentSpecJSON checks that replicas is written in replicated mode
 // even when zero, and never in global mode.
 func TestDeploymentSpecJSON(t *testing.T) {
@@ -151,15 +157,15 @@ func TestDeploymentSpecJSON(t *testing.T) {
 	}{
 		{
 			DeploymentSpec{Mode: ModeGlobal},
-			`{"mode":"global","selector":{},"container":{"image":"","resources":{},"restartPolicy":""}}`,
+			`{"mode":"global","selector":{},"container":{"image":"","resources":{},"restartPolicy":""},` + zeroUpdate + `}`,
 		},
 		{
 			DeploymentSpec{Mode: ModeReplicated},
-			`{"mode":"replicated","selector":{},"container":{"image":"","resources":{},"restartPolicy":""},"replicas":0}`,
+			`{"mode":"replicated","selector":{},"container":{"image":"","resources":{},"restartPolicy":""},` + zeroUpdate + `,"replicas":0}`,
 		},
 		{
 			DeploymentSpec{Mode: ModeReplicated, Replicas: 4},
-			`{"mode":"replicated","selector":{},"container":{"image":"","resources":{},"restartPolicy":""},"replicas":4}`,
+			`{"mode":"replicated","selector":{},"container":{"image":"","resources":{},"restartPolicy":""},` + zeroUpdate + `,"replicas":4}`,
 		},
 	}
 	for _, tt := range tests {
@@ -173,6 +179,119 @@ func TestDeploymentSpecJSON(t *testing.T) {
 		var back DeploymentSpec
 		if err := json.Unmarshal(b, &back); err != nil || back.Replicas != tt.spec.Replicas || back.Mode != tt.spec.Mode {
 			t.Errorf("json.Unmarshal(%s) = %+v, %v; want %+v", b, back, err, tt.spec)
+		}
+	}
+}
+
+func TestParseIntOrPercent(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    IntOrPercent
+		wantErr string
+	}{
+		{in: "0", want: IntOrPercent{}},
+		{in: "2", want: IntOrPercent{Value: 2}},
+		{in: "007", want: IntOrPercent{Value: 7}},
+		{in: "25%", want: IntOrPercent{Value: 25, Percent: true}},
+		{in: "0%", want: IntOrPercent{Percent: true}},
+		{in: "150%", want: IntOrPercent{Value: 150, Percent: true}},
+		{in: "", wantErr: `"" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "%", wantErr: `"%" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "abc", wantErr: `"abc" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "10.5%", wantErr: `"10.5%" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "-1", wantErr: `"-1" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "+1", wantErr: `"+1" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "25 %", wantErr: `"25 %" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "25%%", wantErr: `"25%%" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+		{in: "99999999999999999999%", wantErr: `"99999999999999999999%" is too large`},
+	}
+	for _, tt := range tests {
+		got, err := ParseIntOrPercent(tt.in)
+		if errString(err) != tt.wantErr {
+			t.Errorf("ParseIntOrPercent(%q) error = %q; want %q", tt.in, errString(err), tt.wantErr)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("ParseIntOrPercent(%q) = %+v; want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestIntOrPercentOf(t *testing.T) {
+	tests := []struct {
+		v     IntOrPercent
+		total int
+		want  int
+	}{
+		{IntOrPercent{Value: 2}, 10, 2},
+		{IntOrPercent{Value: 2}, 0, 2},
+		{IntOrPercent{Value: 5}, 3, 5}, // a count is not capped
+		{IntOrPercent{Value: 10, Percent: true}, 6, 1},
+		{IntOrPercent{Value: 25, Percent: true}, 6, 2},
+		{IntOrPercent{Value: 25, Percent: true}, 4, 1},
+		{IntOrPercent{Value: 25, Percent: true}, 5, 2},
+		{IntOrPercent{Value: 25, Percent: true}, 100, 25},
+		{IntOrPercent{Value: 33, Percent: true}, 3, 1},
+		{IntOrPercent{Value: 34, Percent: true}, 3, 2},
+		{IntOrPercent{Value: 50, Percent: true}, 1, 1},
+		{IntOrPercent{Value: 1, Percent: true}, 1, 1},
+		{IntOrPercent{Value: 1, Percent: true}, 1000, 10},
+		{IntOrPercent{Value: 1, Percent: true}, 1001, 11},
+		{IntOrPercent{Value: 100, Percent: true}, 7, 7},
+		{IntOrPercent{Value: 25, Percent: true}, 0, 0},
+		{IntOrPercent{Value: 0, Percent: true}, 10, 0},
+	}
+	for _, tt := range tests {
+		if got := tt.v.Of(tt.total); got != tt.want {
+			t.Errorf("%v.Of(%d) = %d; want %d", tt.v, tt.total, got, tt.want)
+		}
+	}
+}
+
+func TestIntOrPercentJSON(t *testing.T) {
+	for _, tt := range []struct {
+		v    IntOrPercent
+		want string
+	}{
+		{IntOrPercent{}, `0`},
+		{IntOrPercent{Value: 3}, `3`},
+		{IntOrPercent{Value: 25, Percent: true}, `"25%"`},
+	} {
+		b, err := json.Marshal(tt.v)
+		if err != nil || string(b) != tt.want {
+			t.Errorf("json.Marshal(%+v) = %s, %v; want %s", tt.v, b, err, tt.want)
+		}
+		var back IntOrPercent
+		if err := json.Unmarshal(b, &back); err != nil || back != tt.v {
+			t.Errorf("json.Unmarshal(%s) = %+v, %v; want %+v", b, back, err, tt.v)
+		}
+		if got := tt.v.String(); got != strings.Trim(tt.want, `"`) {
+			t.Errorf("%+v.String() = %q; want %q", tt.v, got, strings.Trim(tt.want, `"`))
+		}
+	}
+	tests := []struct {
+		in      string
+		want    IntOrPercent
+		wantErr string
+	}{
+		{in: `2`, want: IntOrPercent{Value: 2}},
+		{in: `"2"`, want: IntOrPercent{Value: 2}},
+		{in: `"10%"`, want: IntOrPercent{Value: 10, Percent: true}},
+		{in: `-1`, want: IntOrPercent{Value: -1}}, // read; Parse's validation rejects it
+		{in: `null`, want: IntOrPercent{Value: 7}},
+		{in: `2.5`, wantErr: `count or percentage 2.5: want a whole number like 2 or a string like "25%"`},
+		{in: `true`, wantErr: `count or percentage true: want a whole number like 2 or a string like "25%"`},
+		{in: `"abc"`, wantErr: `count or percentage: "abc" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`},
+	}
+	for _, tt := range tests {
+		got := IntOrPercent{Value: 7}
+		err := json.Unmarshal([]byte(tt.in), &got)
+		if errString(err) != tt.wantErr {
+			t.Errorf("json.Unmarshal(%s) error = %q; want %q", tt.in, errString(err), tt.wantErr)
+			continue
+		}
+		if err == nil && got != tt.want {
+			t.Errorf("json.Unmarshal(%s) = %+v; want %+v", tt.in, got, tt.want)
 		}
 	}
 }

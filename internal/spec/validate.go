@@ -47,6 +47,7 @@ func (d *document) validate(dep *Deployment) {
 	}
 	d.checkSelector("spec.selector", s.Selector)
 	d.checkContainer("spec.container", &s.Container)
+	d.checkUpdate("spec.update", s)
 }
 
 // checkName checks a DNS-label style name: it becomes part of container
@@ -315,4 +316,118 @@ func (d *document) checkHealthCheck(p string, hc *HealthCheck) {
 	if hc.Retries < 1 {
 		d.errorf(join(p, "retries"), "%d must be at least 1", hc.Retries)
 	}
+}
+
+// checkUpdate checks the rollout strategy of s, which it needs whole: the
+// canary against the replicas, the order against the ports.
+func (d *document) checkUpdate(p string, s *DeploymentSpec) {
+	u := &s.Update
+	d.checkBatch(join(p, "batchSize"), u.BatchSize, "")
+	// An absent maxUnavailable is the batch size; any problem with that is
+	// the batch size's, and said there.
+	if mp := join(p, "maxUnavailable"); d.set[mp] {
+		d.checkBatch(mp, u.MaxUnavailable, "; stop-first order takes an instance down to replace it, and 0 would never allow that")
+	}
+
+	cp := join(p, "canary")
+	c := u.Canary
+	switch {
+	case c.Value < 0:
+		d.errorf(cp, "%s is negative; write 0 for no canary, a count like 1 or a percentage like \"10%%\"", written(c))
+	case c.Percent && c.Value > 100:
+		d.errorf(cp, "%s is over 100%%", written(c))
+	case !c.Percent && s.Mode == ModeReplicated && !d.bad["spec.replicas"] && s.Replicas > 0 && c.Value > s.Replicas:
+		// Scaled to zero is left alone: it is a pause, and the canary is
+		// for when the deployment comes back.
+		replicas := "replicas"
+		if s.Replicas == 1 {
+			replicas = "replica"
+		}
+		d.errorf(cp, "%d is more than the %d %s", c.Value, s.Replicas, replicas)
+	}
+
+	minHealthy, healthy, progress := join(p, "minHealthyTime"), join(p, "healthyDeadline"), join(p, "progressDeadline")
+	if u.MinHealthyTime < 0 {
+		d.errorf(minHealthy, "%s must not be negative", u.MinHealthyTime)
+	}
+	if u.HealthyDeadline <= 0 {
+		d.errorf(healthy, "%s must be more than 0s", u.HealthyDeadline)
+	}
+	if u.ProgressDeadline <= 0 {
+		d.errorf(progress, "%s must be more than 0s", u.ProgressDeadline)
+	}
+	if u.BatchDelay < 0 {
+		d.errorf(join(p, "batchDelay"), "%s must not be negative", u.BatchDelay)
+	}
+	// An instance must stay healthy for minHealthyTime before its
+	// healthyDeadline, and the rollout must wait for an instance at least
+	// until that deadline. Each rule blames the field the spec gave: the
+	// other one may be a default the author never saw.
+	if u.MinHealthyTime >= 0 && u.HealthyDeadline > 0 && u.MinHealthyTime >= u.HealthyDeadline {
+		if d.set[minHealthy] || !d.set[healthy] {
+			d.errorf(minHealthy, "%s is not shorter than the %s; an updated instance must be healthy for minHealthyTime within its healthyDeadline", u.MinHealthyTime, d.named(healthy, "healthyDeadline", u.HealthyDeadline))
+		} else {
+			d.errorf(healthy, "%s is not longer than the %s; an updated instance must be healthy for minHealthyTime within its healthyDeadline", u.HealthyDeadline, d.named(minHealthy, "minHealthyTime", u.MinHealthyTime))
+		}
+	}
+	if u.HealthyDeadline > 0 && u.ProgressDeadline > 0 && u.ProgressDeadline < u.HealthyDeadline {
+		if d.set[progress] || !d.set[healthy] {
+			d.errorf(progress, "%s is shorter than the %s; the rollout would give up before an instance's healthyDeadline", u.ProgressDeadline, d.named(healthy, "healthyDeadline", u.HealthyDeadline))
+		} else {
+			d.errorf(healthy, "%s is longer than the %s; the rollout would give up before an instance's healthyDeadline", u.HealthyDeadline, d.named(progress, "progressDeadline", u.ProgressDeadline))
+		}
+	}
+
+	if r := u.MaxFailureRatio; r < 0 || r > 1 {
+		d.errorf(join(p, "maxFailureRatio"), "%s is not between 0 and 1; 0.1 lets a tenth of the instances fail", strconv.FormatFloat(r, 'g', -1, 64))
+	}
+
+	op := join(p, "order")
+	switch u.Order {
+	case OrderStopFirst:
+	case OrderStartFirst:
+		// The new instance starts next to the old one, on the same host,
+		// and both cannot bind one host port.
+		for i, pt := range s.Container.Ports {
+			if pt.HostPort >= 1 && pt.HostPort <= 65535 {
+				d.errorf(op, "start-first cannot run two instances on one host with fixed hostPort %d (spec.container.ports[%d]); use stop-first, or leave hostPort out", pt.HostPort, i)
+				break
+			}
+		}
+	default:
+		d.errorf(op, "%s is not an order; use stop-first or start-first", quote(string(u.Order)))
+	}
+}
+
+// checkBatch checks a batch size or maxUnavailable: at least one instance,
+// as a count or a percentage up to 100%. why explains the minimum.
+func (d *document) checkBatch(p string, v IntOrPercent, why string) {
+	switch {
+	case v.Value < 0:
+		d.errorf(p, "%s is negative; write a count like 2 or a percentage like \"25%%\"", written(v))
+	case v.Percent && v.Value > 100:
+		d.errorf(p, "%s is over 100%%", written(v))
+	case v.Percent && v.Value < 1:
+		d.errorf(p, "%s must be at least 1%%%s", written(v), why)
+	case v.Value < 1:
+		d.errorf(p, "%s must be at least 1%s", written(v), why)
+	}
+}
+
+// written is v for a message: a percentage quoted, as the string it is, and a
+// count bare, as the number it is.
+func written(v IntOrPercent) string {
+	if v.Percent {
+		return quote(v.String())
+	}
+	return v.String()
+}
+
+// named describes the duration field at p for a message about another one,
+// saying when it is a default rather than something the spec says.
+func (d *document) named(p, name string, v Duration) string {
+	if d.set[p] {
+		return name + " " + v.String()
+	}
+	return "default " + name + " " + v.String()
 }

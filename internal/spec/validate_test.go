@@ -703,6 +703,511 @@ spec:
 `,
 			want: []string{"app.yaml:8: spec.container.env: got a list as a key; keys must be strings"},
 		},
+		{
+			name: "update: unknown fields",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batch_size: 2
+    maxSurge: 1
+    Order: start-first
+    strategy: rolling
+`,
+			want: []string{
+				"app.yaml:7: spec.update.batch_size: unknown field; did you mean batchSize?",
+				"app.yaml:8: spec.update.maxSurge: unknown field; accepted fields are autoPromote, autoRollback, batchDelay, batchSize, canary, healthyDeadline, maxFailureRatio, maxUnavailable, minHealthyTime, order, prePull, progressDeadline",
+				"app.yaml:9: spec.update.Order: unknown field; did you mean order?",
+				"app.yaml:10: spec.update.strategy: unknown field; accepted fields are autoPromote, autoRollback, batchDelay, batchSize, canary, healthyDeadline, maxFailureRatio, maxUnavailable, minHealthyTime, order, prePull, progressDeadline",
+			},
+		},
+		{
+			name: "update: wrong YAML types",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 2.5
+    maxUnavailable: [1]
+    canary: true
+    autoPromote: "yes"
+    minHealthyTime: 10
+    maxFailureRatio: "0.5"
+    autoRollback: 1
+    order: {start: first}
+    prePull: no
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update: rolling
+`,
+			want: []string{
+				`app.yaml:7: spec.update.batchSize: got the number 2.5; want a count like 2 or a percentage like "25%"`,
+				`app.yaml:8: spec.update.maxUnavailable: got a list; want a count like 2 or a percentage like "25%"`,
+				`app.yaml:9: spec.update.canary: got the boolean true; want a count like 2 or a percentage like "25%"`,
+				`app.yaml:10: spec.update.autoPromote: got the string "yes"; want true or false`,
+				`app.yaml:11: spec.update.minHealthyTime: "10" is not a duration; write a number with a unit, like "5s" or "1m30s"`,
+				`app.yaml:12: spec.update.maxFailureRatio: got the string "0.5"; want a number`,
+				"app.yaml:13: spec.update.autoRollback: got the integer 1; want true or false",
+				"app.yaml:14: spec.update.order: got a mapping; want a string",
+				`app.yaml:15: spec.update.prePull: got the string "no"; want true or false`,
+				`app.yaml:22: spec.update: got the string "rolling"; want a mapping`,
+			},
+		},
+		{
+			name: "batchSize: zero and negative",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 0
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: -1
+`,
+			want: []string{
+				"app.yaml:7: spec.update.batchSize: 0 must be at least 1",
+				`app.yaml:15: spec.update.batchSize: -1 is negative; write a count like 2 or a percentage like "25%"`,
+			},
+		},
+		{
+			name: "batchSize: percentages out of range",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 150%
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: "0%"
+`,
+			want: []string{
+				`app.yaml:7: spec.update.batchSize: "150%" is over 100%`,
+				`app.yaml:15: spec.update.batchSize: "0%" must be at least 1%`,
+			},
+		},
+		{
+			name: "batchSize: malformed",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: abc
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 10.5%
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: "-1"
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: mq}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 25 %
+`,
+			want: []string{
+				`app.yaml:7: spec.update.batchSize: "abc" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`,
+				`app.yaml:15: spec.update.batchSize: "10.5%" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`,
+				`app.yaml:23: spec.update.batchSize: "-1" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`,
+				`app.yaml:31: spec.update.batchSize: "25 %" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`,
+			},
+		},
+		{
+			name: "batchSize: too large",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 9223372036854775808
+    canary: 99999999999999999999%
+`,
+			want: []string{
+				"app.yaml:7: spec.update.batchSize: 9223372036854775808 is out of range",
+				`app.yaml:8: spec.update.canary: "99999999999999999999%" is too large`,
+			},
+		},
+		{
+			name: "maxUnavailable",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    maxUnavailable: 0
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    maxUnavailable: 0%
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  container: {image: nginx}
+  update:
+    maxUnavailable: 101%
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: mq}
+spec:
+  container: {image: nginx}
+  update:
+    maxUnavailable: -2
+`,
+			want: []string{
+				"app.yaml:7: spec.update.maxUnavailable: 0 must be at least 1; stop-first order takes an instance down to replace it, and 0 would never allow that",
+				`app.yaml:15: spec.update.maxUnavailable: "0%" must be at least 1%; stop-first order takes an instance down to replace it, and 0 would never allow that`,
+				`app.yaml:23: spec.update.maxUnavailable: "101%" is over 100%`,
+				`app.yaml:31: spec.update.maxUnavailable: -2 is negative; write a count like 2 or a percentage like "25%"`,
+			},
+		},
+		{
+			name: "a bad batchSize is not said again of maxUnavailable",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: 0
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    batchSize: x
+`,
+			want: []string{
+				"app.yaml:7: spec.update.batchSize: 0 must be at least 1",
+				`app.yaml:15: spec.update.batchSize: "x" is not a whole number or percentage; write a count like 2 or a percentage like "25%"`,
+			},
+		},
+		{
+			name: "canary",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    canary: -1
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    canary: 150%
+`,
+			want: []string{
+				`app.yaml:7: spec.update.canary: -1 is negative; write 0 for no canary, a count like 1 or a percentage like "10%"`,
+				`app.yaml:15: spec.update.canary: "150%" is over 100%`,
+			},
+		},
+		{
+			name: "canary larger than replicas",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: replicated
+  replicas: 3
+  container: {image: nginx}
+  update:
+    canary: 5
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  mode: replicated
+  container: {image: nginx}
+  update:
+    canary: 2
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  mode: replicated
+  replicas: "3"
+  container: {image: nginx}
+  update:
+    canary: 5
+`,
+			want: []string{
+				"app.yaml:9: spec.update.canary: 5 is more than the 3 replicas",
+				"app.yaml:18: spec.update.canary: 2 is more than the 1 replica",
+				`app.yaml:25: spec.replicas: got the string "3"; want an integer`,
+			},
+		},
+		{
+			name: "durations",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    minHealthyTime: -1s
+    healthyDeadline: 0s
+    progressDeadline: -5m
+    batchDelay: -1s
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    minHealthyTime: 10
+    healthyDeadline: 5 minutes
+    batchDelay: 1d
+`,
+			want: []string{
+				"app.yaml:7: spec.update.minHealthyTime: -1s must not be negative",
+				"app.yaml:8: spec.update.healthyDeadline: 0s must be more than 0s",
+				"app.yaml:9: spec.update.progressDeadline: -5m0s must be more than 0s",
+				"app.yaml:10: spec.update.batchDelay: -1s must not be negative",
+				`app.yaml:18: spec.update.minHealthyTime: "10" is not a duration; write a number with a unit, like "5s" or "1m30s"`,
+				`app.yaml:19: spec.update.healthyDeadline: "5 minutes" is not a duration; write a number with a unit, like "5s" or "1m30s"`,
+				`app.yaml:20: spec.update.batchDelay: "1d" is not a duration; write a number with a unit, like "5s" or "1m30s"`,
+			},
+		},
+		{
+			name: "minHealthyTime must be shorter than healthyDeadline",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    minHealthyTime: 5m
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    healthyDeadline: 5s
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  container: {image: nginx}
+  update:
+    minHealthyTime: 1m
+    healthyDeadline: 30s
+`,
+			want: []string{
+				"app.yaml:7: spec.update.minHealthyTime: 5m0s is not shorter than the default healthyDeadline 5m0s; an updated instance must be healthy for minHealthyTime within its healthyDeadline",
+				"app.yaml:15: spec.update.healthyDeadline: 5s is not longer than the default minHealthyTime 10s; an updated instance must be healthy for minHealthyTime within its healthyDeadline",
+				"app.yaml:23: spec.update.minHealthyTime: 1m0s is not shorter than the healthyDeadline 30s; an updated instance must be healthy for minHealthyTime within its healthyDeadline",
+			},
+		},
+		{
+			name: "progressDeadline must not be shorter than healthyDeadline",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    progressDeadline: 1m
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    healthyDeadline: 20m
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  container: {image: nginx}
+  update:
+    healthyDeadline: 2m
+    progressDeadline: 90s
+`,
+			want: []string{
+				"app.yaml:7: spec.update.progressDeadline: 1m0s is shorter than the default healthyDeadline 5m0s; the rollout would give up before an instance's healthyDeadline",
+				"app.yaml:15: spec.update.healthyDeadline: 20m0s is longer than the default progressDeadline 10m0s; the rollout would give up before an instance's healthyDeadline",
+				"app.yaml:24: spec.update.progressDeadline: 1m30s is shorter than the healthyDeadline 2m0s; the rollout would give up before an instance's healthyDeadline",
+			},
+		},
+		{
+			name: "maxFailureRatio",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    maxFailureRatio: 1.5
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    maxFailureRatio: -0.1
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  container: {image: nginx}
+  update:
+    maxFailureRatio: .nan
+`,
+			want: []string{
+				"app.yaml:7: spec.update.maxFailureRatio: 1.5 is not between 0 and 1; 0.1 lets a tenth of the instances fail",
+				"app.yaml:15: spec.update.maxFailureRatio: -0.1 is not between 0 and 1; 0.1 lets a tenth of the instances fail",
+				"app.yaml:23: spec.update.maxFailureRatio: got .nan; want a finite number",
+			},
+		},
+		{
+			name: "order",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  update:
+    order: blue-green
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  update:
+    order: ""
+`,
+			want: []string{
+				`app.yaml:7: spec.update.order: "blue-green" is not an order; use stop-first or start-first`,
+				`app.yaml:15: spec.update.order: "" is not an order; use stop-first or start-first`,
+			},
+		},
+		{
+			name: "start-first with a fixed host port",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container:
+    image: nginx
+    ports:
+      - containerPort: 9100
+      - containerPort: 80
+        hostPort: 8080
+      - containerPort: 443
+        hostPort: 8443
+  update:
+    order: start-first
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container:
+    image: nginx
+    ports:
+      - containerPort: 80
+        hostPort: 70000
+  update:
+    order: start-first
+`,
+			want: []string{
+				"app.yaml:14: spec.update.order: start-first cannot run two instances on one host with fixed hostPort 8080 (spec.container.ports[1]); use stop-first, or leave hostPort out",
+				"app.yaml:24: spec.container.ports[0].hostPort: 70000 is out of range 1-65535",
+			},
+		},
+		{
+			name: "every update problem at once",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: replicated
+  replicas: 2
+  container:
+    image: nginx
+    ports:
+      - {containerPort: 80, hostPort: 80}
+  update:
+    batchSize: 200%
+    maxUnavailable: 0
+    canary: 3
+    minHealthyTime: 10m
+    healthyDeadline: 5m
+    progressDeadline: 1m
+    maxFailureRatio: 2
+    order: start-first
+`,
+			want: []string{
+				`app.yaml:12: spec.update.batchSize: "200%" is over 100%`,
+				"app.yaml:13: spec.update.maxUnavailable: 0 must be at least 1; stop-first order takes an instance down to replace it, and 0 would never allow that",
+				"app.yaml:14: spec.update.canary: 3 is more than the 2 replicas",
+				"app.yaml:15: spec.update.minHealthyTime: 10m0s is not shorter than the healthyDeadline 5m0s; an updated instance must be healthy for minHealthyTime within its healthyDeadline",
+				"app.yaml:17: spec.update.progressDeadline: 1m0s is shorter than the healthyDeadline 5m0s; the rollout would give up before an instance's healthyDeadline",
+				"app.yaml:18: spec.update.maxFailureRatio: 2 is not between 0 and 1; 0.1 lets a tenth of the instances fail",
+				"app.yaml:19: spec.update.order: start-first cannot run two instances on one host with fixed hostPort 80 (spec.container.ports[0]); use stop-first, or leave hostPort out",
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
