@@ -367,7 +367,7 @@ func (r *reconciler) create(ctx context.Context, w wanted) {
 	}
 	r.stopWatch(id)
 	r.setStatus(id, hash, api.InstancePulling, "", "")
-	if err := r.rt.EnsureImage(ctx, c.Image); err != nil {
+	if _, err := r.rt.EnsureImage(ctx, c.Image); err != nil {
 		r.backoff(id)
 		r.setStatus(id, hash, api.InstanceFailed, err.Error(), "")
 		return

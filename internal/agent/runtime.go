@@ -16,8 +16,14 @@ type Runtime interface {
 	// List returns every container labelled container.LabelNode=nodeID,
 	// running or not.
 	List(ctx context.Context, nodeID string) ([]container.State, error)
-	// EnsureImage pulls ref unless the engine already has it.
-	EnsureImage(ctx context.Context, ref string) error
+	// EnsureImage pulls ref unless the engine already has it, by its
+	// digest when ref carries one, and returns the digest the engine knows
+	// for ref's repository, pinned as "repository@sha256:…" in Docker's
+	// familiar form ("hello@sha256:…", "127.0.0.1:5000/hello@sha256:…"),
+	// or "" when it knows none: an image built on the host and never
+	// pushed or pulled. It is what lets the server pin a revision whose
+	// tag it could not resolve to the first digest an agent pulled.
+	EnsureImage(ctx context.Context, ref string) (string, error)
 	// Create creates a container and returns its ID; it does not start it.
 	Create(ctx context.Context, cfg container.Config) (string, error)
 	// Start starts a created or exited container.

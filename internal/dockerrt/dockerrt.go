@@ -23,6 +23,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 	dcontainer "github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/mount"
@@ -136,15 +137,50 @@ func (c *Client) HasImage(ctx context.Context, ref string) (bool, error) {
 	}
 }
 
-// EnsureImage pulls ref unless the daemon already has it. A failed pull
+// EnsureImage pulls ref unless the daemon already has it, and returns the
+// image's digest in ref's repository as Docker records it in the image's
+// RepoDigests ("hello@sha256:…", "127.0.0.1:5000/hello@sha256:…"), or ""
+// when there is none: an image built here and never pushed or pulled. It
+// is "" too when the image has several digests in that repository (pulled
+// both by an index's digest and by one of its manifests'), as nothing says
+// which one ref's tag names.
+//
+// A ref with a digest is pulled by that digest (a tag beside it is
+// ignored, as Docker does), and that digest is returned. A failed pull
 // returns the registry's message, which the daemon sends inside the
 // pull's progress stream rather than as an HTTP error.
-func (c *Client) EnsureImage(ctx context.Context, ref string) error {
-	ok, err := c.HasImage(ctx, ref)
-	if err != nil || ok {
-		return err
+func (c *Client) EnsureImage(ctx context.Context, ref string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", fmt.Errorf("pulling image %s: %w", ref, err)
 	}
-	pull, err := c.api.ImagePull(ctx, ref, client.ImagePullOptions{})
+	local := ref
+	if d, ok := named.(reference.Digested); ok {
+		pinned, err := reference.WithDigest(reference.TrimNamed(named), d.Digest())
+		if err != nil {
+			return "", fmt.Errorf("pulling image %s: %w", ref, err)
+		}
+		local = reference.FamiliarString(pinned)
+	}
+	ins, err := c.api.ImageInspect(ctx, local)
+	if cerrdefs.IsNotFound(err) {
+		if err := c.pull(ctx, ref, local); err != nil {
+			return "", err
+		}
+		ins, err = c.api.ImageInspect(ctx, local)
+	}
+	if err != nil {
+		return "", fmt.Errorf("inspecting image %s: %w", ref, err)
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return local, nil
+	}
+	return repoDigest(named, ins.RepoDigests), nil
+}
+
+// pull pulls local, ref in the form the daemon finds it by.
+func (c *Client) pull(ctx context.Context, ref, local string) error {
+	pull, err := c.api.ImagePull(ctx, local, client.ImagePullOptions{})
 	if err != nil {
 		return fmt.Errorf("pulling image %s: %w", ref, err)
 	}
@@ -153,6 +189,28 @@ func (c *Client) EnsureImage(ctx context.Context, ref string) error {
 		return fmt.Errorf("pulling image %s: %w", ref, err)
 	}
 	return nil
+}
+
+// repoDigest returns the one digest among an image's RepoDigests that is
+// in named's repository, in Docker's familiar form; "" for none or several.
+func repoDigest(named reference.Named, repoDigests []string) string {
+	found := ""
+	for _, s := range repoDigests {
+		rd, err := reference.ParseNormalizedNamed(s)
+		if err != nil {
+			continue
+		}
+		c, ok := rd.(reference.Canonical)
+		if !ok || rd.Name() != named.Name() {
+			continue
+		}
+		pinned := reference.FamiliarString(c)
+		if found != "" && found != pinned {
+			return ""
+		}
+		found = pinned
+	}
+	return found
 }
 
 // Create creates the container cfg describes without starting it. cfg must

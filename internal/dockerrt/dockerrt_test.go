@@ -2,6 +2,7 @@ package dockerrt_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -73,7 +74,57 @@ func TestConformance(t *testing.T) {
 		Exists: func(t *testing.T, id string) bool {
 			return exists(t, sdk, id)
 		},
+		Push: func(t *testing.T) (string, string) {
+			return push(t, sdk, testenv.Registry(t)+"/dockfleet/hello:"+testenv.ID())
+		},
 	})
+}
+
+// push puts the image hello:v1 in a registry under ref, then forgets ref
+// locally, and returns ref and the digest the registry has for it, pinned
+// as Docker records it. Whatever the test then pulls of ref's repository
+// is untagged when it ends; hello:v1 itself stays.
+func push(t *testing.T, sdk *client.Client, ref string) (string, string) {
+	t.Helper()
+	repo := ref[:strings.LastIndex(ref, ":")] // ref has a tag
+	if _, err := sdk.ImageTag(t.Context(), client.ImageTagOptions{Source: image, Target: ref}); err != nil {
+		t.Fatalf("tagging %s: %v", ref, err)
+	}
+	var pinned string
+	untag := func() {
+		ctx, cancel := cleanupCtx()
+		defer cancel()
+		for _, r := range []string{ref, pinned} {
+			if r == "" {
+				continue
+			}
+			if _, err := sdk.ImageRemove(ctx, r, client.ImageRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+				t.Errorf("removing image %s: %v", r, err)
+			}
+		}
+	}
+	t.Cleanup(untag)
+	res, err := sdk.ImagePush(t.Context(), ref, client.ImagePushOptions{RegistryAuth: "e30="}) // base64 "{}": no credentials
+	if err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	if err := res.Wait(t.Context()); err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	ins, err := sdk.ImageInspect(t.Context(), ref)
+	if err != nil {
+		t.Fatalf("inspecting %s: %v", ref, err)
+	}
+	for _, d := range ins.RepoDigests {
+		if strings.HasPrefix(d, repo+"@sha256:") {
+			pinned = d
+		}
+	}
+	if pinned == "" {
+		t.Fatalf("pushed %s: got RepoDigests %q; want one of %s", ref, ins.RepoDigests, repo)
+	}
+	untag()
+	return ref, pinned
 }
 
 // createForeign creates a container directly with the SDK, as something
@@ -304,7 +355,7 @@ func TestContainerAddress(t *testing.T) {
 
 func TestEnsureImageMissing(t *testing.T) {
 	rt := testenv.RequireDocker(t)
-	err := rt.EnsureImage(t.Context(), missing)
+	_, err := rt.EnsureImage(t.Context(), missing)
 	if err == nil {
 		t.Fatalf("EnsureImage(%s): got nil error; want one", missing)
 	}
@@ -373,34 +424,17 @@ func TestEnsureImagePulls(t *testing.T) {
 	testenv.HelloImages(t)
 	sdk := testenv.SDK(t)
 	registry := testenv.Registry(t)
-	ref := registry + "/dockfleet/hello:" + testenv.ID()
-
-	// Put hello:v1 in the registry under ref, then forget ref locally.
-	if _, err := sdk.ImageTag(t.Context(), client.ImageTagOptions{Source: image, Target: ref}); err != nil {
-		t.Fatalf("tagging %s: %v", ref, err)
-	}
-	removeImage := func() {
-		ctx, cancel := cleanupCtx()
-		defer cancel()
-		if _, err := sdk.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-			t.Errorf("removing image %s: %v", ref, err)
-		}
-	}
-	t.Cleanup(removeImage)
-	push, err := sdk.ImagePush(t.Context(), ref, client.ImagePushOptions{RegistryAuth: "e30="}) // base64 "{}": no credentials
-	if err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	if err := push.Wait(t.Context()); err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	removeImage()
+	ref, pinned := push(t, sdk, registry+"/dockfleet/hello:"+testenv.ID())
 	if ok, err := rt.HasImage(t.Context(), ref); err != nil || ok {
 		t.Fatalf("HasImage(%s) before the pull: got %t, %v; want false, nil", ref, ok, err)
 	}
 
-	if err := rt.EnsureImage(t.Context(), ref); err != nil {
+	got, err := rt.EnsureImage(t.Context(), ref)
+	if err != nil {
 		t.Fatalf("EnsureImage(%s): %v", ref, err)
+	}
+	if got != pinned {
+		t.Errorf("EnsureImage(%s): got digest %q; want the pushed %q", ref, got, pinned)
 	}
 	if ok, err := rt.HasImage(t.Context(), ref); err != nil || !ok {
 		t.Errorf("HasImage(%s) after the pull: got %t, %v; want true, nil", ref, ok, err)
@@ -408,9 +442,76 @@ func TestEnsureImagePulls(t *testing.T) {
 
 	// A tag the registry does not have: its answer must reach the caller.
 	absent := registry + "/dockfleet/hello:absent"
-	err = rt.EnsureImage(t.Context(), absent)
+	_, err = rt.EnsureImage(t.Context(), absent)
 	if err == nil || !strings.Contains(err.Error(), "manifest unknown") {
 		t.Errorf("EnsureImage(%s): got %v; want the registry's \"manifest unknown\"", absent, err)
+	}
+	// So does a digest it does not have, which is pulled by that digest.
+	unknown := registry + "/dockfleet/hello@sha256:" + strings.Repeat("0", 64)
+	_, err = rt.EnsureImage(t.Context(), unknown)
+	if err == nil || !strings.Contains(err.Error(), "manifest unknown") {
+		t.Errorf("EnsureImage(%s): got %v; want the registry's \"manifest unknown\"", unknown, err)
+	}
+}
+
+// TestEnsureImageDigest covers which of an image's RepoDigests EnsureImage
+// reports, against a stand-in for the daemon's API that answers inspect
+// with the RepoDigests of each case.
+func TestEnsureImageDigest(t *testing.T) {
+	const (
+		a = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		b = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	)
+	tests := []struct {
+		name        string
+		ref         string
+		repoDigests []string
+		inspected   string // the name inspect was asked for
+		want        string
+	}{
+		{"built here", "hello:v1", nil, "hello:v1", ""},
+		{"pushed elsewhere only", "hello:v1", []string{"127.0.0.1:5000/hello@" + a}, "hello:v1", ""},
+		{"docker hub", "hello:v1", []string{"127.0.0.1:5000/hello@" + b, "hello@" + a}, "hello:v1", "hello@" + a},
+		{"docker hub, fully qualified", "docker.io/library/hello:v1", []string{"docker.io/library/hello@" + a}, "docker.io/library/hello:v1", "hello@" + a},
+		{"docker hub user", "user/app", []string{"user/app@" + a}, "user/app", "user/app@" + a},
+		{"loopback registry", "127.0.0.1:5000/hello:v1", []string{"hello@" + a, "127.0.0.1:5000/hello@" + b}, "127.0.0.1:5000/hello:v1", "127.0.0.1:5000/hello@" + b},
+		{"several in the repository", "hello:v1", []string{"hello@" + a, "hello@" + b}, "hello:v1", ""},
+		{"one digest twice", "hello:v1", []string{"hello@" + a, "docker.io/library/hello@" + a}, "hello:v1", "hello@" + a},
+		{"by digest", "hello@" + b, []string{"hello@" + a, "hello@" + b}, "hello@" + b, "hello@" + b},
+		{"by tag and digest", "docker.io/library/hello:v1@" + b, nil, "hello@" + b, "hello@" + b},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var inspected string
+			mux := http.NewServeMux()
+			mux.HandleFunc("/_ping", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Api-Version", "1.41")
+				_, _ = io.WriteString(w, "OK")
+			})
+			mux.HandleFunc("GET /v1.41/images/{ref...}", func(w http.ResponseWriter, r *http.Request) {
+				inspected = strings.TrimSuffix(r.PathValue("ref"), "/json")
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(map[string]any{"Id": a, "RepoDigests": tt.repoDigests})
+			})
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+			rt, err := dockerrt.New("tcp://" + srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			defer rt.Close()
+
+			got, err := rt.EnsureImage(t.Context(), tt.ref)
+			if err != nil {
+				t.Fatalf("EnsureImage(%s): %v", tt.ref, err)
+			}
+			if got != tt.want {
+				t.Errorf("EnsureImage(%s) with RepoDigests %q: got %q; want %q", tt.ref, tt.repoDigests, got, tt.want)
+			}
+			if inspected != tt.inspected {
+				t.Errorf("EnsureImage(%s): inspected %q; want %q", tt.ref, inspected, tt.inspected)
+			}
+		})
 	}
 }
 
@@ -446,7 +547,7 @@ func TestEnsureImageStreamError(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 	defer rt.Close()
-	err = rt.EnsureImage(t.Context(), "r.example/app:v1")
+	_, err = rt.EnsureImage(t.Context(), "r.example/app:v1")
 	if want := "pulling image r.example/app:v1: unknown blob"; err == nil || err.Error() != want {
 		t.Errorf("EnsureImage: got %v; want %q", err, want)
 	}

@@ -3,9 +3,15 @@
 // simulated agents, thousands to a process: a container is a map entry, with
 // no goroutine behind it.
 //
+// Its registry has every image, each tag with a digest of its own that is
+// the same in every Runtime, so simulated nodes agree on what a tag points
+// to (SetDigest moves a tag). Images are keyed by their normalized
+// reference, as Docker does: "hello" is "docker.io/library/hello:latest".
+//
 // Knobs make the failures the agent must handle: an image the registry
-// refuses (FailPull), an exec health check's exit code (SetExecExitCode), a
-// crash (Kill) and a container removed by hand (Delete). The runtime
+// refuses (FailPull), an image built locally that has no digest (AddImage),
+// an exec health check's exit code (SetExecExitCode), a crash (Kill) and a
+// container removed by hand (Delete). The runtime
 // conformance suite (internal/runtimetest) runs against fakert and against
 // the real daemon through dockerrt, so the two behave alike; ownership is
 // enforced here as in dockerrt.
@@ -14,6 +20,7 @@ package fakert
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
@@ -21,6 +28,9 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/dockfleet/dockfleet/internal/container"
 )
@@ -37,9 +47,10 @@ var (
 type Runtime struct {
 	mu         sync.Mutex
 	info       container.HostInfo
-	images     map[string]bool
-	pullErrors map[string]string // ref → the registry's message
-	pulls      map[string]int
+	images     map[string]string         // normalized ref → its repo digest, "" for a local build
+	digests    map[string]string         // normalized tag ref → the registry's digest, when SetDigest moved it
+	pullErrors map[string]string         // normalized ref → the registry's message
+	pulls      map[string]int            // by normalized ref
 	containers map[string]*fakeContainer // by ID
 	names      map[string]string         // name → ID
 	execCodes  map[string]int            // container ID → exit code of every exec
@@ -69,7 +80,8 @@ func New() *Runtime {
 			CPUs:           4,
 			MemoryBytes:    8 << 30,
 		},
-		images:     map[string]bool{},
+		images:     map[string]string{},
+		digests:    map[string]string{},
 		pullErrors: map[string]string{},
 		pulls:      map[string]int{},
 		containers: map[string]*fakeContainer{},
@@ -86,11 +98,27 @@ func (r *Runtime) SetInfo(info container.HostInfo) {
 	r.info = info
 }
 
-// AddImage makes ref present locally, as if pulled or built.
+// AddImage makes ref present locally as if built on this host and never
+// pushed or pulled: EnsureImage finds it and reports no digest for it.
 func (r *Runtime) AddImage(ref string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.images[ref] = true
+	r.images[normalize(ref)] = ""
+}
+
+// SetDigest makes the registry's tag ref point to dgst ("sha256:…"), as a
+// push to it would: later pulls of ref get dgst. An image pulled before
+// keeps the digest it was pulled with. An empty dgst restores the tag's
+// default digest, which is derived from ref alone, the same in every
+// Runtime.
+func (r *Runtime) SetDigest(ref, dgst string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if dgst == "" {
+		delete(r.digests, normalize(ref))
+		return
+	}
+	r.digests[normalize(ref)] = dgst
 }
 
 // FailPull makes pulls of ref fail with the registry's message msg; an
@@ -100,17 +128,17 @@ func (r *Runtime) FailPull(ref, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if msg == "" {
-		delete(r.pullErrors, ref)
+		delete(r.pullErrors, normalize(ref))
 		return
 	}
-	r.pullErrors[ref] = msg
+	r.pullErrors[normalize(ref)] = msg
 }
 
 // Pulls returns how many times EnsureImage pulled ref, failed pulls included.
 func (r *Runtime) Pulls(ref string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.pulls[ref]
+	return r.pulls[normalize(ref)]
 }
 
 // SetExecExitCode makes every later Exec in container id exit with code.
@@ -199,22 +227,43 @@ func (r *Runtime) List(ctx context.Context, nodeID string) ([]container.State, e
 	return states, nil
 }
 
-// EnsureImage implements agent.Runtime.
-func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
+// EnsureImage implements agent.Runtime: it pulls ref from the fake
+// registry unless present, and returns the digest ref's image was pulled
+// with, "" for one AddImage added. A ref with a digest is pulled by it,
+// and a pulled tag is then present by its digest too, as in Docker.
+func (r *Runtime) EnsureImage(ctx context.Context, ref string) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pulling image %s: %w", ref, err)
+		return "", fmt.Errorf("pulling image %s: %w", ref, err)
 	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", fmt.Errorf("pulling image %s: %w", ref, err)
+	}
+	k := key(named)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.images[ref] {
-		return nil
+	if pinned, ok := r.images[k]; ok {
+		return pinned, nil
 	}
-	r.pulls[ref]++
-	if msg, ok := r.pullErrors[ref]; ok {
-		return fmt.Errorf("pulling image %s: %s", ref, msg)
+	r.pulls[k]++
+	if msg, ok := r.pullErrors[k]; ok {
+		return "", fmt.Errorf("pulling image %s: %s", ref, msg)
 	}
-	r.images[ref] = true
-	return nil
+	repo := reference.TrimNamed(named)
+	dgst := digest.Digest(r.digests[k])
+	if d, ok := named.(reference.Digested); ok {
+		dgst = d.Digest()
+	} else if dgst == "" {
+		dgst = digest.Digest(fmt.Sprintf("%s:%x", digest.SHA256, sha256.Sum256([]byte(k))))
+	}
+	c, err := reference.WithDigest(repo, dgst)
+	if err != nil {
+		return "", fmt.Errorf("pulling image %s: digest %s: %w", ref, dgst, err)
+	}
+	pinned := reference.FamiliarString(c)
+	r.images[k] = pinned
+	r.images[c.String()] = pinned
+	return pinned, nil
 }
 
 // Create implements agent.Runtime. Like dockerrt it refuses a cfg without
@@ -232,7 +281,7 @@ func (r *Runtime) Create(ctx context.Context, cfg container.Config) (string, err
 }
 
 func (r *Runtime) create(cfg container.Config) (string, error) {
-	if !r.images[cfg.Image] {
+	if _, ok := r.images[normalize(cfg.Image)]; !ok {
 		return "", fmt.Errorf("creating container %s: no such image: %s", cfg.Name, cfg.Image)
 	}
 	r.seq++
@@ -391,6 +440,28 @@ func (r *Runtime) notify(c *fakeContainer) {
 func ipOf(n uint64) string {
 	n = n%(1<<16-2) + 1 // skip .0.0 and .255.255
 	return fmt.Sprintf("127.88.%d.%d", n>>8, n&0xff)
+}
+
+// normalize returns the key of ref's image: its fully qualified form
+// ("docker.io/library/hello:latest"), tag and digest kept, or ref itself
+// when it is not a valid reference, so that the knobs accept anything.
+func normalize(ref string) string {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ref
+	}
+	return key(named)
+}
+
+// key is the key of named's image: a reference with a digest is found by
+// repository and digest alone, as Docker ignores a tag beside a digest.
+func key(named reference.Named) string {
+	if c, ok := named.(reference.Canonical); ok {
+		if d, err := reference.WithDigest(reference.TrimNamed(named), c.Digest()); err == nil {
+			return d.String()
+		}
+	}
+	return reference.TagNameOnly(named).String()
 }
 
 func check(ctx context.Context, nodeID string) error {

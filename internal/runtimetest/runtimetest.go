@@ -11,13 +11,15 @@ package runtimetest
 import (
 	"context"
 	"crypto/rand"
-	"github.com/dockfleet/dockfleet/internal/agent"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/distribution/reference"
+
+	"github.com/dockfleet/dockfleet/internal/agent"
 	"github.com/dockfleet/dockfleet/internal/container"
 )
 
@@ -25,8 +27,8 @@ import (
 type Backend struct {
 	// Runtime is the runtime under test.
 	Runtime agent.Runtime
-	// Image is a reference EnsureImage can get, whose containers run until
-	// they are killed.
+	// Image is a reference to an image built on this host, never pushed
+	// nor pulled, so with no digest; its containers run until killed.
 	Image string
 	// MissingImage is a reference EnsureImage cannot get.
 	MissingImage string
@@ -47,6 +49,12 @@ type Backend struct {
 	CreateUnowned func(t *testing.T, name string, labels map[string]string) string
 	// Exists reports whether container id exists, whoever owns it.
 	Exists func(t *testing.T, id string) bool
+	// Push puts Image in a registry the runtime pulls from, under a
+	// reference of a repository the runtime has no image of, and returns
+	// that reference and the digest it has there, pinned:
+	// "repository@sha256:…" in Docker's familiar form. It undoes what it
+	// and the pulls of the returned references leave behind when t ends.
+	Push func(t *testing.T) (ref, pinned string)
 }
 
 // Run runs the suite. Its subtests run in parallel, each with a node ID
@@ -59,6 +67,7 @@ func Run(t *testing.T, b Backend) {
 	}{
 		{"Info", s.testInfo},
 		{"EnsureImage", s.testEnsureImage},
+		{"ImageDigest", s.testImageDigest},
 		{"Lifecycle", s.testLifecycle},
 		{"CreateErrors", s.testCreateErrors},
 		{"Ownership", s.testOwnership},
@@ -109,7 +118,7 @@ func (s *suite) config(t *testing.T, nodeID, suffix string) container.Config {
 func (s *suite) create(t *testing.T, cfg container.Config) string {
 	t.Helper()
 	rt := s.b.Runtime
-	if err := rt.EnsureImage(t.Context(), cfg.Image); err != nil {
+	if _, err := rt.EnsureImage(t.Context(), cfg.Image); err != nil {
 		t.Fatalf("EnsureImage(%s): %v", cfg.Image, err)
 	}
 	id, err := rt.Create(t.Context(), cfg)
@@ -179,16 +188,63 @@ func (s *suite) testInfo(t *testing.T, _ string) {
 func (s *suite) testEnsureImage(t *testing.T, _ string) {
 	rt := s.b.Runtime
 	for range 2 { // present after the first call: the second must not fail
-		if err := rt.EnsureImage(t.Context(), s.b.Image); err != nil {
+		if _, err := rt.EnsureImage(t.Context(), s.b.Image); err != nil {
 			t.Fatalf("EnsureImage(%s): %v", s.b.Image, err)
 		}
 	}
-	err := rt.EnsureImage(t.Context(), s.b.MissingImage)
+	pinned, err := rt.EnsureImage(t.Context(), s.b.MissingImage)
+	if pinned != "" {
+		t.Errorf("EnsureImage(%s): got digest %q with the error; want none", s.b.MissingImage, pinned)
+	}
 	if err == nil {
 		t.Fatalf("EnsureImage(%s): got nil error; want one", s.b.MissingImage)
 	}
 	if !strings.Contains(err.Error(), s.b.MissingImage) {
 		t.Errorf("EnsureImage(%s): got %q; want the reference in it", s.b.MissingImage, err)
+	}
+}
+
+// testImageDigest checks what EnsureImage reports: no digest for an image
+// built here, and for a pushed one the registry's digest, the same whether
+// pulled by tag or by digest. That digest is what other nodes are told to
+// pull, so a reference pinned to it must work as well as the tag.
+func (s *suite) testImageDigest(t *testing.T, nodeID string) {
+	rt := s.b.Runtime
+	for range 2 {
+		got, err := rt.EnsureImage(t.Context(), s.b.Image)
+		if err != nil || got != "" {
+			t.Fatalf("EnsureImage(%s), built here: got %q, %v; want no digest, nil", s.b.Image, got, err)
+		}
+	}
+
+	ref, pinned := s.b.Push(t)
+	named, err := reference.ParseNormalizedNamed(pinned)
+	if _, ok := named.(reference.Canonical); err != nil || !ok || reference.FamiliarString(named) != pinned {
+		t.Fatalf("Push: got pinned reference %q (%v); want repository@digest in Docker's familiar form", pinned, err)
+	}
+	steps := []struct {
+		what, ref string
+	}{
+		{"by digest, missing: pulled by the digest", pinned},
+		{"by tag, missing", ref},
+		{"by digest, present", pinned},
+		{"by tag, present", ref},
+	}
+	for _, st := range steps {
+		got, err := rt.EnsureImage(t.Context(), st.ref)
+		if err != nil {
+			t.Fatalf("EnsureImage(%s) %s: %v", st.ref, st.what, err)
+		}
+		if got != pinned {
+			t.Errorf("EnsureImage(%s) %s: got %q; want %q", st.ref, st.what, got, pinned)
+		}
+	}
+
+	cfg := s.config(t, nodeID, "pinned")
+	cfg.Image = pinned
+	id := s.create(t, cfg)
+	if st, ok := s.get(t, nodeID, id); !ok || st.Image != pinned {
+		t.Errorf("created from %s: got %+v (listed %t); want its image %s", pinned, st, ok, pinned)
 	}
 }
 
@@ -370,7 +426,7 @@ func (s *suite) testExec(t *testing.T, nodeID string) {
 
 func (s *suite) testEvents(t *testing.T, nodeID string) {
 	rt := s.b.Runtime
-	if err := rt.EnsureImage(t.Context(), s.b.Image); err != nil {
+	if _, err := rt.EnsureImage(t.Context(), s.b.Image); err != nil {
 		t.Fatalf("EnsureImage: %v", err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -410,7 +466,7 @@ func (s *suite) testEvents(t *testing.T, nodeID string) {
 
 func (s *suite) testEventsOtherNode(t *testing.T, nodeID string) {
 	rt := s.b.Runtime
-	if err := rt.EnsureImage(t.Context(), s.b.Image); err != nil {
+	if _, err := rt.EnsureImage(t.Context(), s.b.Image); err != nil {
 		t.Fatalf("EnsureImage: %v", err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
