@@ -314,10 +314,12 @@ func TestAgentRenewsItsCertificate(t *testing.T) {
 	agentDir := t.TempDir()
 	startAgent(t, ts, fakert.New(), agentDir, "a", token(t, ts, 1), nil)
 	nodeID(t, ts, "a")
-	first, err := pki.LoadIdentity(agentDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var first *pki.Identity
+	waitFor(t, "the agent to store its identity", func() error {
+		var err error
+		first, err = pki.LoadIdentity(agentDir)
+		return err
+	})
 	// Past the first certificate's expiry, a fresh connection works only
 	// with a renewed certificate.
 	time.Sleep(time.Until(first.NotAfter) + 500*time.Millisecond)

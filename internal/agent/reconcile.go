@@ -55,7 +55,10 @@ type reconciler struct {
 
 // instance is what the agent tracks of one desired instance.
 type instance struct {
-	status      observed
+	status observed
+	// digest is the pinned image the instance's container runs, once the
+	// agent pulled it; the server pins the first one it hears of.
+	digest      string
 	restarts    int
 	nextAttempt time.Time
 	// watch is the running health watch, for watchedID's container.
@@ -71,9 +74,10 @@ type observed struct {
 	at                        time.Time
 }
 
-func (s observed) proto(id string) *agentproto.InstanceStatus {
+func (in *instance) proto(id string) *agentproto.InstanceStatus {
+	s := in.status
 	return &agentproto.InstanceStatus{InstanceId: id, State: string(s.state), Reason: s.reason, ContainerId: s.containerID,
-		SpecHash: s.hash, ObservedAt: s.at.UnixNano()}
+		SpecHash: s.hash, ObservedAt: s.at.UnixNano(), ImageDigest: in.digest}
 }
 
 func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, log *slog.Logger) *reconciler {
@@ -122,7 +126,7 @@ func (r *reconciler) snapshot() (uint64, []*agentproto.InstanceStatus) {
 	}
 	out := make([]*agentproto.InstanceStatus, 0, len(r.insts))
 	for id, in := range r.insts {
-		out = append(out, in.status.proto(id))
+		out = append(out, in.proto(id))
 	}
 	clear(r.outbox) // hello carries them all
 	return gen, out
@@ -134,7 +138,7 @@ func (r *reconciler) drainOutbox() []*agentproto.InstanceStatus {
 	out := make([]*agentproto.InstanceStatus, 0, len(r.outbox))
 	for id := range r.outbox {
 		if in := r.insts[id]; in != nil {
-			out = append(out, in.status.proto(id))
+			out = append(out, in.proto(id))
 		}
 	}
 	clear(r.outbox)
@@ -288,7 +292,9 @@ func (r *reconciler) reconcile(ctx context.Context) {
 		var cur *container.State
 		for i := range byInst[id] {
 			c := &byInst[id][i]
-			if cur == nil && c.Labels[container.LabelSpecHash] == w.spec.SpecHash && c.Image == w.container.Image {
+			// The hash alone decides: the server may pin the image to a
+			// digest later without changing what the container runs.
+			if cur == nil && c.Labels[container.LabelSpecHash] == w.spec.SpecHash {
 				cur = c
 				continue
 			}
@@ -367,11 +373,15 @@ func (r *reconciler) create(ctx context.Context, w wanted) {
 	}
 	r.stopWatch(id)
 	r.setStatus(id, hash, api.InstancePulling, "", "")
-	if _, err := r.rt.EnsureImage(ctx, c.Image); err != nil {
+	digest, err := r.rt.EnsureImage(ctx, c.Image)
+	if err != nil {
 		r.backoff(id)
 		r.setStatus(id, hash, api.InstanceFailed, err.Error(), "")
 		return
 	}
+	r.mu.Lock()
+	r.insts[id].digest = digest
+	r.mu.Unlock()
 	r.setStatus(id, hash, api.InstanceStarting, "", "")
 	cid, err := r.rt.Create(ctx, containerConfig(r.nodeID, w))
 	if err != nil {

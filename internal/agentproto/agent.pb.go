@@ -560,7 +560,10 @@ type InstanceStatus struct {
 	ContainerId string `protobuf:"bytes,4,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	SpecHash    string `protobuf:"bytes,5,opt,name=spec_hash,json=specHash,proto3" json:"spec_hash,omitempty"`
 	// when the agent observed the change, Unix nanoseconds.
-	ObservedAt    int64 `protobuf:"varint,6,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	ObservedAt int64 `protobuf:"varint,6,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	// image_digest is the image the instance runs, pinned by digest
+	// (repo@sha256:...), once the agent knows it.
+	ImageDigest   string `protobuf:"bytes,7,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,6 +638,13 @@ func (x *InstanceStatus) GetObservedAt() int64 {
 		return x.ObservedAt
 	}
 	return 0
+}
+
+func (x *InstanceStatus) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
 }
 
 type ServerMessage struct {
@@ -1116,7 +1126,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x03Ack\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"\xc0\x01\n" +
+	"generation\"\xe3\x01\n" +
 	"\x0eInstanceStatus\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
@@ -1125,7 +1135,8 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x04 \x01(\tR\vcontainerId\x12\x1b\n" +
 	"\tspec_hash\x18\x05 \x01(\tR\bspecHash\x12\x1f\n" +
 	"\vobserved_at\x18\x06 \x01(\x03R\n" +
-	"observedAt\"\x8d\x01\n" +
+	"observedAt\x12!\n" +
+	"\fimage_digest\x18\a \x01(\tR\vimageDigest\"\x8d\x01\n" +
 	"\rServerMessage\x127\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1b.dockfleet.agent.v1.WelcomeH\x00R\awelcome\x12<\n" +
 	"\adesired\x18\x02 \x01(\v2 .dockfleet.agent.v1.DesiredStateH\x00R\adesiredB\x05\n" +

@@ -120,9 +120,11 @@ type Instance struct {
 	State       InstanceState `json:"state"`
 	Reason      string        `json:"reason,omitempty"`
 	ContainerID string        `json:"containerId,omitempty"`
-	CreatedAt   time.Time     `json:"createdAt"`
-	UpdatedAt   time.Time     `json:"updatedAt"`
-	Version     int64         `json:"version"`
+	// ImageDigest is the image the instance runs, pinned by digest, as its agent reported it.
+	ImageDigest string    `json:"imageDigest,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	Version     int64     `json:"version"`
 }
 
 // Error is the body of every non-2xx API answer.

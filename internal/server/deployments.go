@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -80,13 +81,26 @@ func (s *Server) applyDeployment(r *http.Request, d spec.Deployment) (api.ApplyR
 	if cur.Version == 0 {
 		res.Action = api.ActionCreated
 	}
-	rev, ro, err := s.newRevision(ctx, cur, d, "apply", "")
+	rev, ro, err := s.newRevision(ctx, cur, d, "apply", s.resolve(ctx, d))
 	if err != nil {
 		return res, err
 	}
 	res.Revision, res.Rollout = rev.Number, ro.ID
 	s.log.Info("deployment applied", "project", res.Project, "deployment", res.Name, "action", res.Action, "revision", res.Revision, "rollout_id", ro.ID)
 	return res, nil
+}
+
+// resolve pins a deployment's image to the digest its registry names now.
+// When the registry cannot say (unreachable, or it wants credentials the
+// agents may have), the first agent to pull the image pins it instead.
+func (s *Server) resolve(ctx context.Context, d spec.Deployment) string {
+	digest, err := registry.Resolve(ctx, d.Spec.Container.Image)
+	if err != nil {
+		s.log.Info("image not resolved at apply; the first agent to pull it pins its digest",
+			"deployment", d.Metadata.Name, "image", d.Spec.Container.Image, "reason", err)
+		return ""
+	}
+	return digest
 }
 
 // newRevision makes revision N+1 of deployment cur with spec d and starts the

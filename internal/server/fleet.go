@@ -35,6 +35,8 @@ type fleet struct {
 
 	mu    sync.Mutex
 	nodes map[string]*liveNode
+	// pinned caches the revisions known to have an image digest.
+	pinned map[string]bool
 	// gen numbers desired states. It starts from the clock so that numbers
 	// keep growing across server restarts.
 	gen uint64
@@ -56,7 +58,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, gen: uint64(time.Now().UnixNano())}
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, pinned: map[string]bool{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		// A restarted server gives every ready node a full liveness window to
@@ -317,7 +319,13 @@ func (f *fleet) revisions(ctx context.Context, deps []api.Deployment) (revisionS
 			return nil, err
 		}
 		for _, r := range revs {
-			b, err := json.Marshal(r.Spec.Spec.Container)
+			// Agents pull the pinned digest; the hash stays that of the spec,
+			// so pinning never replaces a running container.
+			c := r.Spec.Spec.Container
+			if r.ImageDigest != "" {
+				c.Image = r.ImageDigest
+			}
+			b, err := json.Marshal(c)
 			if err != nil {
 				return nil, err
 			}
@@ -467,9 +475,12 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 		at = time.Now().UTC()
 	}
 	err := f.s.store.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
-		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, At: at})
+		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: st.ImageDigest, At: at})
 	switch {
 	case err == nil:
+		if st.ImageDigest != "" {
+			f.pin(ctx, nodeID, st.InstanceId, st.ImageDigest)
+		}
 		f.trigger() // a rollout may wait on this instance
 	case !errors.Is(err, store.ErrNotFound):
 		f.log.Error("recording instance status", "node_id", nodeID, "instance_id", st.InstanceId, "err", err)
@@ -479,4 +490,42 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 var validStates = map[api.InstanceState]bool{
 	api.InstancePending: true, api.InstancePulling: true, api.InstanceStarting: true, api.InstanceRunning: true,
 	api.InstanceHealthy: true, api.InstanceUnhealthy: true, api.InstanceFailed: true, api.InstanceStopped: true,
+}
+
+// pin records the first digest an agent ran for a revision whose tag the
+// server could not resolve at apply; every other node then pulls exactly it.
+func (f *fleet) pin(ctx context.Context, nodeID, instanceID, digest string) {
+	is, err := f.s.store.ListInstances(ctx, store.InstanceFilter{NodeID: nodeID})
+	if err != nil {
+		return
+	}
+	for _, in := range is {
+		if in.ID != instanceID || in.Revision == 0 {
+			continue
+		}
+		key := revKey(in.Project, in.Deployment, in.Revision)
+		f.mu.Lock()
+		done := f.pinned[key]
+		f.mu.Unlock()
+		if done {
+			return
+		}
+		pinned, err := f.s.store.PinRevisionDigest(ctx, in.Project, in.Deployment, in.Revision, digest)
+		if err != nil {
+			f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
+			return
+		}
+		f.mu.Lock()
+		f.pinned[key] = true
+		f.mu.Unlock()
+		if pinned != digest {
+			f.log.Warn("instance runs another digest than its revision pins", "instance_id", instanceID, "digest", digest, "pinned", pinned)
+			return
+		}
+		f.log.Info("image pinned", "project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "digest", digest)
+		f.s.store.AppendEvents(ctx, []api.Event{{Time: time.Now().UTC(), Project: in.Project, Deployment: in.Deployment, Type: "image.pinned",
+			Message: fmt.Sprintf("revision %d pinned to %s, as first pulled on node %s", in.Revision, digest, nodeID)}})
+		f.s.events.notify()
+		return
+	}
 }

@@ -407,7 +407,7 @@ func (s *SQLite) DeleteDeployment(ctx context.Context, project, name string) err
 	})
 }
 
-const instanceCols = `id, project, deployment, node_id, revision, spec_hash, state, reason, container_id, created_at, updated_at, version`
+const instanceCols = `id, project, deployment, node_id, revision, spec_hash, state, reason, container_id, image_digest, created_at, updated_at, version`
 
 func (s *SQLite) ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+instanceCols+` FROM instances
@@ -425,7 +425,7 @@ func (s *SQLite) ListInstances(ctx context.Context, f InstanceFilter) ([]api.Ins
 			created, updated int64
 		)
 		if err := rows.Scan(&i.ID, &i.Project, &i.Deployment, &i.NodeID, &i.Revision, &i.SpecHash, &i.State, &i.Reason, &i.ContainerID,
-			&created, &updated, &i.Version); err != nil {
+			&i.ImageDigest, &created, &updated, &i.Version); err != nil {
 			return nil, err
 		}
 		i.CreatedAt, i.UpdatedAt = fromNanos(created), fromNanos(updated)
@@ -445,8 +445,8 @@ func (s *SQLite) ApplyPlacement(ctx context.Context, add []api.Instance, remove 
 			}
 		}
 		for _, i := range add {
-			_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instanceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
-				i.ID, i.Project, i.Deployment, i.NodeID, i.Revision, i.SpecHash, i.State, i.Reason, i.ContainerID, nanos(i.CreatedAt), nanos(i.UpdatedAt))
+			_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instanceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+				i.ID, i.Project, i.Deployment, i.NodeID, i.Revision, i.SpecHash, i.State, i.Reason, i.ContainerID, i.ImageDigest, nanos(i.CreatedAt), nanos(i.UpdatedAt))
 			if isUnique(err) {
 				return fmt.Errorf("instance %s: %w", i.ID, ErrExists)
 			}
@@ -459,8 +459,9 @@ func (s *SQLite) ApplyPlacement(ctx context.Context, add []api.Instance, remove 
 }
 
 func (s *SQLite) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, updated_at = ?, version = version + 1 WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`,
-		st.State, st.Reason, st.ContainerID, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
+	res, err := s.db.ExecContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, updated_at = ?, version = version + 1
+		WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`,
+		st.State, st.Reason, st.ContainerID, st.ImageDigest, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
 	if err != nil {
 		return err
 	}

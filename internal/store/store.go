@@ -125,5 +125,6 @@ type InstanceStatus struct {
 	State       api.InstanceState
 	Reason      string
 	ContainerID string
+	ImageDigest string
 	At          time.Time
 }
