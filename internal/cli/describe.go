@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
@@ -36,7 +37,14 @@ func newDescribeCommand(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return describeDeployment(e.stdout, st, e.now())
+				var ro *api.Rollout
+				switch r, err := c.GetRollout(ctx, project, args[1]); {
+				case err == nil:
+					ro = &r
+				case !client.IsNotFound(err): // 404: there never was a rollout
+					return err
+				}
+				return describeDeployment(e.stdout, st, ro, e.now())
 			}
 			n, err := c.GetNode(ctx, args[1])
 			if err != nil {
@@ -75,13 +83,26 @@ func (f fields) flush() error {
 	return nil
 }
 
-func describeDeployment(w io.Writer, st api.DeploymentStatus, now time.Time) error {
+// describeDeployment writes a deployment, its newest rollout unless ro is
+// nil, and its instances.
+func describeDeployment(w io.Writer, st api.DeploymentStatus, ro *api.Rollout, now time.Time) error {
 	d := st.Deployment
 	s := d.Spec.Spec
 	f := newFields(w)
 	f.add("Name", d.Name)
 	f.add("Project", d.Project)
 	f.add("Revision", strconv.FormatInt(d.Revision, 10))
+	stable := "none yet"
+	if d.StableRevision > 0 {
+		stable = strconv.FormatInt(d.StableRevision, 10)
+	}
+	f.add("Stable revision", stable)
+	if ro != nil {
+		f.add("Rollout", ro.ID+" "+rolloutSummary(*ro))
+		if ro.Message != "" {
+			f.add("Rollout message", ro.Message)
+		}
+	}
 	f.add("Mode", string(s.Mode))
 	f.add("Replicas", replicas(d, st.Instances)+" running")
 	f.add("Selector", formatSelector(s.Selector))

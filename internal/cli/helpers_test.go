@@ -34,6 +34,13 @@ type result struct {
 // runCLI runs dockfleet with args, an environment of vars only and stdin.
 func runCLI(t *testing.T, vars map[string]string, stdin string, args ...string) result {
 	t.Helper()
+	return runCLIContext(context.Background(), t, vars, stdin, args...)
+}
+
+// runCLIContext is runCLI until ctx ends. Commands that follow something
+// poll every millisecond, and stdout is not a terminal.
+func runCLIContext(ctx context.Context, t *testing.T, vars map[string]string, stdin string, args ...string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	e := &env{
 		stdin:  strings.NewReader(stdin),
@@ -41,8 +48,9 @@ func runCLI(t *testing.T, vars map[string]string, stdin string, args ...string) 
 		stderr: &stderr,
 		getenv: func(k string) string { return vars[k] },
 		now:    func() time.Time { return testNow },
+		poll:   time.Millisecond,
 	}
-	code := run(context.Background(), args, e)
+	code := run(ctx, args, e)
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
@@ -58,6 +66,7 @@ type fakeAPI struct {
 
 	mu      sync.Mutex
 	answers map[string]answer
+	funcs   map[string]http.HandlerFunc
 	seen    []request
 }
 
@@ -68,7 +77,7 @@ type answer struct {
 
 func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Helper()
-	f := &fakeAPI{answers: map[string]answer{}}
+	f := &fakeAPI{answers: map[string]answer{}, funcs: map[string]http.HandlerFunc{}}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are tested
 	f.srv.StartTLS()
@@ -88,15 +97,50 @@ func (f *fakeAPI) on(route string, status int, body any) {
 	f.answers[route] = answer{status, body}
 }
 
+// onFunc has h answer "METHOD /path".
+func (f *fakeAPI) onFunc(route string, h http.HandlerFunc) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.funcs[route] = h
+}
+
+// onSeq gives "METHOD /path" the answers in turn; the last answers every
+// request after it.
+func (f *fakeAPI) onSeq(route string, answers ...answer) {
+	var (
+		mu sync.Mutex
+		n  int
+	)
+	f.onFunc(route, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		a := answers[min(n, len(answers)-1)]
+		n++
+		mu.Unlock()
+		writeAnswer(w, a)
+	})
+}
+
+// okAnswer is a 200 answer of body.
+func okAnswer(body any) answer { return answer{http.StatusOK, body} }
+
 func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	f.seen = append(f.seen, request{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"), string(body)})
 	a, ok := f.answers[r.Method+" "+r.URL.Path]
+	h := f.funcs[r.Method+" "+r.URL.Path]
 	f.mu.Unlock()
+	if h != nil {
+		h(w, r)
+		return
+	}
 	if !ok {
 		a = answer{http.StatusNotFound, api.Error{Error: "no route " + r.Method + " " + r.URL.Path}}
 	}
+	writeAnswer(w, a)
+}
+
+func writeAnswer(w http.ResponseWriter, a answer) {
 	if a.body == nil {
 		w.WriteHeader(a.status)
 		return

@@ -37,8 +37,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		stderr: stderr,
 		getenv: os.Getenv,
 		now:    time.Now,
+		termWidth: func() int {
+			return terminalWidth(stdout)
+		},
+		poll: defaultPoll,
 	})
 }
+
+// defaultPoll is how often a command that follows something asks again.
+const defaultPoll = 500 * time.Millisecond
 
 // env is what commands read and write besides their flags; tests replace it.
 type env struct {
@@ -46,12 +53,25 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	now            func() time.Time
+	// termWidth is the width of the terminal stdout is, 0 when it is not
+	// one; nil means it is not.
+	termWidth func() int
+	// poll is how often a command that follows a rollout or events asks
+	// again; zero means defaultPoll.
+	poll time.Duration
 
 	// conn holds the flags of the commands that call the API.
 	conn connFlags
 	// ran is set once a command's flags and arguments were accepted, so that
 	// an error cobra returns before then counts as a usage error.
 	ran bool
+}
+
+func (e *env) pollInterval() time.Duration {
+	if e.poll <= 0 {
+		return defaultPoll
+	}
+	return e.poll
 }
 
 func run(ctx context.Context, args []string, e *env) int {
@@ -124,6 +144,8 @@ instances'.`,
 		newGetCommand(e),
 		newDescribeCommand(e),
 		newDeleteCommand(e),
+		newRolloutCommand(e),
+		newEventsCommand(e),
 	)
 	return root
 }

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,12 @@ type Client struct {
 	base  *url.URL
 	token string
 	hc    *http.Client
+	// poll makes long polls: its transport has no header timeout, since the
+	// server holds the answer back; each poll's context bounds it instead.
+	poll *http.Client
+	// headerTimeout is how long hc waits for an answer's headers, and how
+	// much longer than its wait a long poll may take.
+	headerTimeout time.Duration
 }
 
 // New checks cfg and returns a Client. It loads the CA certificates but makes
@@ -88,15 +95,22 @@ func New(cfg Config) (*Client, error) {
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   10 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: time.Minute,
+		ResponseHeaderTimeout: headerTimeout,
 		MaxIdleConnsPerHost:   4,
 	}
+	pollTr := tr.Clone()
+	pollTr.ResponseHeaderTimeout = 0
 	return &Client{
-		base:  base,
-		token: cfg.Token,
-		hc:    &http.Client{Transport: tr},
+		base:          base,
+		token:         cfg.Token,
+		hc:            &http.Client{Transport: tr},
+		poll:          &http.Client{Transport: pollTr},
+		headerTimeout: headerTimeout,
 	}, nil
 }
+
+// headerTimeout bounds the wait for an answer's headers.
+const headerTimeout = time.Minute
 
 // parseAddr turns a user's --addr into a base URL.
 func parseAddr(addr string) (*url.URL, error) {
@@ -128,7 +142,10 @@ func parseAddr(addr string) (*url.URL, error) {
 func (c *Client) Addr() string { return c.base.String() }
 
 // CloseIdleConnections closes the connections the client keeps for reuse.
-func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() {
+	c.hc.CloseIdleConnections()
+	c.poll.CloseIdleConnections()
+}
 
 // APIError is a non-2xx answer from the server.
 type APIError struct {
@@ -288,6 +305,89 @@ func (c *Client) ListInstances(ctx context.Context, project, deployment string) 
 	return nonNil(out), err
 }
 
+// ListRevisions returns a deployment's revisions, oldest first.
+func (c *Client) ListRevisions(ctx context.Context, project, name string) ([]api.Revision, error) {
+	var out []api.Revision
+	err := c.do(ctx, http.MethodGet, path("v1", "projects", project, "deployments", name, "revisions"), nil, nil, "", &out)
+	return nonNil(out), err
+}
+
+// GetRollout returns a deployment's newest rollout; a deployment that never
+// had one is the server's 404 (see IsNotFound).
+func (c *Client) GetRollout(ctx context.Context, project, name string) (api.Rollout, error) {
+	var out api.Rollout
+	err := c.do(ctx, http.MethodGet, path("v1", "projects", project, "deployments", name, "rollout"), nil, nil, "", &out)
+	return out, err
+}
+
+// Rollout actions, for RolloutAction.
+const (
+	ActionPause   = "pause"
+	ActionResume  = "resume"
+	ActionAbort   = "abort"
+	ActionPromote = "promote"
+)
+
+// RolloutAction pauses, resumes, aborts or promotes a deployment's rollout
+// (action is one of the Action constants) and returns the rollout as it is
+// after. A rollout not in a state the action applies to is the server's
+// 409.
+func (c *Client) RolloutAction(ctx context.Context, project, name, action string) (api.Rollout, error) {
+	switch action {
+	case ActionPause, ActionResume, ActionAbort, ActionPromote:
+	default:
+		return api.Rollout{}, fmt.Errorf("unknown rollout action %q; want pause, resume, abort or promote", action)
+	}
+	var out api.Rollout
+	err := c.do(ctx, http.MethodPost, path("v1", "projects", project, "deployments", name, "rollout", action), nil, nil, "", &out)
+	return out, err
+}
+
+// Undo rolls a deployment back to revision toRevision, or with 0 to the
+// revision before its stable one: the server makes a new revision, a copy
+// of that one, and starts a rollout to it. The result names both.
+func (c *Client) Undo(ctx context.Context, project, name string, toRevision int64) (api.ApplyResult, error) {
+	var out api.ApplyResult
+	err := c.doJSON(ctx, http.MethodPost, path("v1", "projects", project, "deployments", name, "rollout", "undo"), nil,
+		api.UndoRequest{ToRevision: toRevision}, &out)
+	return out, err
+}
+
+// ListEvents returns a project's events with a sequence number above after,
+// oldest first, only deployment's when deployment is not empty. The server
+// answers at most a page of them; ask again after the last one's Seq for
+// more.
+//
+// With wait above zero it is a long poll: when there is no such event yet,
+// the server waits up to wait for the next before it answers (an empty
+// list). The request may take that long plus the usual header timeout.
+func (c *Client) ListEvents(ctx context.Context, project, deployment string, after int64, wait time.Duration) ([]api.Event, error) {
+	q := url.Values{}
+	if deployment != "" {
+		q.Set("deployment", deployment)
+	}
+	if after > 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	p := path("v1", "projects", project, "events")
+	var out []api.Event
+	if wait <= 0 {
+		err := c.do(ctx, http.MethodGet, p, q, nil, "", &out)
+		return nonNil(out), err
+	}
+	q.Set("wait", wait.String())
+	limit := wait + c.headerTimeout
+	pollCtx, cancel := context.WithTimeoutCause(ctx, limit, errPollTimeout)
+	defer cancel()
+	err := c.send(pollCtx, c.poll, http.MethodGet, p, q, nil, "", &out)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pollCtx), errPollTimeout) {
+		return []api.Event{}, fmt.Errorf("waiting for events from %s: no answer within %s", c.Addr(), limit)
+	}
+	return nonNil(out), err
+}
+
+var errPollTimeout = errors.New("long poll timed out")
+
 // path joins escaped path segments into an absolute path.
 func path(segments ...string) string {
 	var b strings.Builder
@@ -321,6 +421,11 @@ const maxBody = 64 << 20
 // do sends one request and decodes a 2xx answer's JSON into out (unless out
 // is nil) or a non-2xx answer into an *APIError.
 func (c *Client) do(ctx context.Context, method, p string, q url.Values, body io.Reader, ctype string, out any) error {
+	return c.send(ctx, c.hc, method, p, q, body, ctype, out)
+}
+
+// send is do through hc.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, p string, q url.Values, body io.Reader, ctype string, out any) error {
 	// p is escaped already (see path), so it is appended to the escaped base.
 	target := c.base.String() + p
 	if len(q) > 0 {
@@ -338,7 +443,7 @@ func (c *Client) do(ctx context.Context, method, p string, q url.Values, body io
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return c.connError(ctx, err)
 	}

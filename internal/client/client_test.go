@@ -71,6 +71,11 @@ func TestCalls(t *testing.T) {
 	dep := api.Deployment{Project: "default", Name: "hello", Revision: 2, CreatedAt: t0}
 	inst := api.Instance{ID: "i1", Project: "default", Deployment: "hello", NodeID: "n1", NodeName: "web-1", State: api.InstanceHealthy}
 	tok := api.EnrollToken{ID: "t1", MaxUses: 3, Token: "dft_abc"}
+	rev := api.Revision{Project: "default", Deployment: "hello", Number: 2, ImageDigest: "hello@sha256:0123", Cause: "apply", CreatedAt: t0}
+	ro := api.Rollout{ID: "ab12cd", Project: "default", Deployment: "hello", From: 1, To: 2, State: api.RolloutRunning,
+		Phase: api.PhaseBatches, Batch: 1, Batches: 2, Total: 4, Updated: 2, Healthy: 1, CreatedAt: t0, UpdatedAt: t0}
+	undone := api.ApplyResult{Project: "default", Name: "hello", Action: api.ActionConfigured, Revision: 3, Rollout: "ef34ab"}
+	ev := api.Event{Seq: 8, Time: t0, Project: "default", Deployment: "hello", Rollout: "ab12cd", Type: "batch.started", Message: "batch 1 of 2"}
 
 	tests := []struct {
 		name   string
@@ -184,6 +189,96 @@ func TestCalls(t *testing.T) {
 			answer: []api.Instance{inst},
 			want:   []api.Instance{inst},
 			req:    recorded{Method: "GET", Path: "/v1/projects/default/instances"},
+		},
+		{
+			name:   "list revisions",
+			call:   func(ctx context.Context, c *Client) (any, error) { return c.ListRevisions(ctx, "default", "hello") },
+			answer: []api.Revision{rev},
+			want:   []api.Revision{rev},
+			req:    recorded{Method: "GET", Path: "/v1/projects/default/deployments/hello/revisions"},
+		},
+		{
+			name:   "list revisions empty is not nil",
+			call:   func(ctx context.Context, c *Client) (any, error) { return c.ListRevisions(ctx, "default", "hello") },
+			answer: nil,
+			want:   []api.Revision{},
+			req:    recorded{Method: "GET", Path: "/v1/projects/default/deployments/hello/revisions"},
+		},
+		{
+			name:   "get rollout",
+			call:   func(ctx context.Context, c *Client) (any, error) { return c.GetRollout(ctx, "ops", "a b") },
+			answer: ro,
+			want:   ro,
+			req: recorded{Method: "GET", Path: "/v1/projects/ops/deployments/a b/rollout",
+				RawPath: "/v1/projects/ops/deployments/a%20b/rollout"},
+		},
+		{
+			name: "pause rollout",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.RolloutAction(ctx, "default", "hello", ActionPause)
+			},
+			answer: ro,
+			want:   ro,
+			req:    recorded{Method: "POST", Path: "/v1/projects/default/deployments/hello/rollout/pause"},
+		},
+		{
+			name: "resume rollout",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.RolloutAction(ctx, "default", "hello", ActionResume)
+			},
+			answer: ro,
+			want:   ro,
+			req:    recorded{Method: "POST", Path: "/v1/projects/default/deployments/hello/rollout/resume"},
+		},
+		{
+			name: "abort rollout",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.RolloutAction(ctx, "default", "hello", ActionAbort)
+			},
+			answer: ro,
+			want:   ro,
+			req:    recorded{Method: "POST", Path: "/v1/projects/default/deployments/hello/rollout/abort"},
+		},
+		{
+			name: "promote rollout",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.RolloutAction(ctx, "default", "hello", ActionPromote)
+			},
+			answer: ro,
+			want:   ro,
+			req:    recorded{Method: "POST", Path: "/v1/projects/default/deployments/hello/rollout/promote"},
+		},
+		{
+			name:   "undo to a revision",
+			call:   func(ctx context.Context, c *Client) (any, error) { return c.Undo(ctx, "default", "hello", 1) },
+			answer: undone,
+			want:   undone,
+			req: recorded{Method: "POST", Path: "/v1/projects/default/deployments/hello/rollout/undo",
+				ContentType: "application/json", Body: `{"toRevision":1}`},
+		},
+		{
+			name:   "undo to the revision before the stable one",
+			call:   func(ctx context.Context, c *Client) (any, error) { return c.Undo(ctx, "default", "hello", 0) },
+			answer: undone,
+			want:   undone,
+			req: recorded{Method: "POST", Path: "/v1/projects/default/deployments/hello/rollout/undo",
+				ContentType: "application/json", Body: `{}`},
+		},
+		{
+			name:   "list all events",
+			call:   func(ctx context.Context, c *Client) (any, error) { return c.ListEvents(ctx, "default", "", 0, 0) },
+			answer: nil,
+			want:   []api.Event{},
+			req:    recorded{Method: "GET", Path: "/v1/projects/default/events"},
+		},
+		{
+			name: "long poll a deployment's events",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.ListEvents(ctx, "default", "hello", 7, 30*time.Second)
+			},
+			answer: []api.Event{ev},
+			want:   []api.Event{ev},
+			req:    recorded{Method: "GET", Path: "/v1/projects/default/events", Query: "after=7&deployment=hello&wait=30s"},
 		},
 	}
 	for _, tt := range tests {
@@ -436,5 +531,68 @@ func TestAddr(t *testing.T) {
 				t.Errorf("got %q; want %q", c.Addr(), tt.want)
 			}
 		})
+	}
+}
+
+func TestUnknownRolloutAction(t *testing.T) {
+	c, reqs := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, api.Rollout{})
+	})
+	_, err := c.RolloutAction(context.Background(), "default", "hello", "undo")
+	if err == nil || !strings.Contains(err.Error(), `unknown rollout action "undo"`) {
+		t.Errorf("got %v; want an unknown action error", err)
+	}
+	if len(*reqs) != 0 {
+		t.Errorf("got %d requests; want none", len(*reqs))
+	}
+}
+
+func TestRolloutConflict(t *testing.T) {
+	c, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusConflict, api.Error{Error: "no rollout of hello is running"})
+	})
+	_, err := c.RolloutAction(context.Background(), "default", "hello", ActionPause)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusConflict || ae.Message != "no rollout of hello is running" {
+		t.Errorf("got %v; want the server's 409", err)
+	}
+}
+
+// TestLongPoll checks that a long poll outlasts the header timeout of other
+// requests, and is still bounded by its wait plus that timeout.
+func TestLongPoll(t *testing.T) {
+	const short = 100 * time.Millisecond
+	done := make(chan struct{})
+	c, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("after") {
+		case "1": // answers after the header timeout but within the wait
+			time.Sleep(3 * short)
+			writeJSON(w, http.StatusOK, []api.Event{{Seq: 2}})
+		case "2": // never answers
+			<-done
+		default:
+			time.Sleep(3 * short)
+			writeJSON(w, http.StatusOK, api.Rollout{})
+		}
+	})
+	defer close(done)
+	c.hc.Transport.(*http.Transport).ResponseHeaderTimeout = short
+	c.headerTimeout = short
+	ctx := context.Background()
+
+	if _, err := c.GetRollout(ctx, "default", "hello"); err == nil {
+		t.Fatal("GetRollout slower than the header timeout: got no error; want a timeout")
+	}
+	evs, err := c.ListEvents(ctx, "default", "", 1, time.Second)
+	if err != nil || len(evs) != 1 || evs[0].Seq != 2 {
+		t.Errorf("long poll answered after %v: got %v, %v; want event 2", 3*short, evs, err)
+	}
+	start := time.Now()
+	_, err = c.ListEvents(ctx, "default", "", 2, short)
+	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
+		t.Errorf("long poll never answered: got %v; want no answer within 200ms", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("long poll gave up after %v; want about 200ms", d)
 	}
 }
