@@ -124,9 +124,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	defer func() { <-done }()
 
+	pulls := newPuller(a.cfg.Runtime)
 	backoff := time.Second
 	for {
-		connected, err := a.session(ctx, id, rec, log)
+		connected, err := a.session(ctx, id, rec, pulls, log)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -21,7 +21,7 @@ import (
 
 // session runs one stream to the server until it breaks or ctx ends. It
 // reports whether the server welcomed the agent, which resets the backoff.
-func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, log *slog.Logger) (bool, error) {
+func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
 	conn, err := grpc.NewClient(a.addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, a.host))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
@@ -73,6 +73,7 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 			}
 			if d := msg.GetDesired(); d != nil {
 				rec.setDesired(d)
+				pulls.pull(ctx, d.PullImages, send)
 				if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Ack{Ack: &agentproto.Ack{Generation: d.Generation}}}); err != nil {
 					errc <- err
 					return

@@ -268,6 +268,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Ack
 	//	*AgentMessage_Status
+	//	*AgentMessage_Pulled
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -346,6 +347,15 @@ func (x *AgentMessage) GetStatus() *InstanceStatus {
 	return nil
 }
 
+func (x *AgentMessage) GetPulled() *ImagePull {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Pulled); ok {
+			return x.Pulled
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -366,6 +376,10 @@ type AgentMessage_Status struct {
 	Status *InstanceStatus `protobuf:"bytes,4,opt,name=status,proto3,oneof"`
 }
 
+type AgentMessage_Pulled struct {
+	Pulled *ImagePull `protobuf:"bytes,5,opt,name=pulled,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -373,6 +387,72 @@ func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 func (*AgentMessage_Ack) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Status) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Pulled) isAgentMessage_Msg() {}
+
+// ImagePull answers a DesiredState's pull_images: the agent has the image now,
+// or says why it could not get it.
+type ImagePull struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Image string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// digest is the pinned image (repo@sha256:...) when the engine knows one.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// error is the registry's or engine's reason when the pull failed.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImagePull) Reset() {
+	*x = ImagePull{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImagePull) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImagePull) ProtoMessage() {}
+
+func (x *ImagePull) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImagePull.ProtoReflect.Descriptor instead.
+func (*ImagePull) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ImagePull) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *ImagePull) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ImagePull) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 type Hello struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -388,7 +468,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +480,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +493,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetProtocolVersion() uint32 {
@@ -458,7 +538,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +550,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +563,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Heartbeat) GetUsage() *Usage {
@@ -516,7 +596,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +608,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +621,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ack) GetGeneration() uint64 {
@@ -570,7 +650,7 @@ type InstanceStatus struct {
 
 func (x *InstanceStatus) Reset() {
 	*x = InstanceStatus{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +662,7 @@ func (x *InstanceStatus) String() string {
 func (*InstanceStatus) ProtoMessage() {}
 
 func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +675,7 @@ func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStatus.ProtoReflect.Descriptor instead.
 func (*InstanceStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InstanceStatus) GetInstanceId() string {
@@ -660,7 +740,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +752,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +765,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -741,7 +821,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +833,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +846,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -793,15 +873,18 @@ func (x *Welcome) GetHeartbeatIntervalMs() int64 {
 type DesiredState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// generation increases with every change of this node's desired state.
-	Generation    uint64          `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	Instances     []*InstanceSpec `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	Generation uint64          `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Instances  []*InstanceSpec `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	// pull_images are images to pull now, ahead of a rollout (pre-pull); the
+	// agent answers each with ImagePull.
+	PullImages    []string `protobuf:"bytes,3,rep,name=pull_images,json=pullImages,proto3" json:"pull_images,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +896,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +909,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DesiredState) GetGeneration() uint64 {
@@ -839,6 +922,13 @@ func (x *DesiredState) GetGeneration() uint64 {
 func (x *DesiredState) GetInstances() []*InstanceSpec {
 	if x != nil {
 		return x.Instances
+	}
+	return nil
+}
+
+func (x *DesiredState) GetPullImages() []string {
+	if x != nil {
+		return x.PullImages
 	}
 	return nil
 }
@@ -861,7 +951,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +963,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +976,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InstanceSpec) GetId() string {
@@ -946,7 +1036,7 @@ type Facts struct {
 
 func (x *Facts) Reset() {
 	*x = Facts{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1048,7 @@ func (x *Facts) String() string {
 func (*Facts) ProtoMessage() {}
 
 func (x *Facts) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1061,7 @@ func (x *Facts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Facts.ProtoReflect.Descriptor instead.
 func (*Facts) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Facts) GetAgentVersion() string {
@@ -1034,7 +1124,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1136,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1149,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Usage) GetCpuPercent() float64 {
@@ -1105,13 +1195,18 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12 \n" +
 	"\vcertificate\x18\x02 \x01(\fR\vcertificate\x12%\n" +
-	"\x0eca_certificate\x18\x03 \x01(\fR\rcaCertificate\"\xf2\x01\n" +
+	"\x0eca_certificate\x18\x03 \x01(\fR\rcaCertificate\"\xab\x02\n" +
 	"\fAgentMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.dockfleet.agent.v1.HelloH\x00R\x05hello\x12=\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1d.dockfleet.agent.v1.HeartbeatH\x00R\theartbeat\x12+\n" +
 	"\x03ack\x18\x03 \x01(\v2\x17.dockfleet.agent.v1.AckH\x00R\x03ack\x12<\n" +
-	"\x06status\x18\x04 \x01(\v2\".dockfleet.agent.v1.InstanceStatusH\x00R\x06statusB\x05\n" +
-	"\x03msg\"\xc5\x01\n" +
+	"\x06status\x18\x04 \x01(\v2\".dockfleet.agent.v1.InstanceStatusH\x00R\x06status\x127\n" +
+	"\x06pulled\x18\x05 \x01(\v2\x1d.dockfleet.agent.v1.ImagePullH\x00R\x06pulledB\x05\n" +
+	"\x03msg\"O\n" +
+	"\tImagePull\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xc5\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12/\n" +
 	"\x05facts\x18\x02 \x01(\v2\x19.dockfleet.agent.v1.FactsR\x05facts\x12\x1e\n" +
@@ -1144,12 +1239,14 @@ const file_agent_proto_rawDesc = "" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"n\n" +
+	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"\x8f\x01\n" +
 	"\fDesiredState\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12>\n" +
-	"\tinstances\x18\x02 \x03(\v2 .dockfleet.agent.v1.InstanceSpecR\tinstances\"\xaf\x01\n" +
+	"\tinstances\x18\x02 \x03(\v2 .dockfleet.agent.v1.InstanceSpecR\tinstances\x12\x1f\n" +
+	"\vpull_images\x18\x03 \x03(\tR\n" +
+	"pullImages\"\xaf\x01\n" +
 	"\fInstanceSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1e\n" +
@@ -1191,50 +1288,52 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),   // 0: dockfleet.agent.v1.RenewRequest
 	(*RenewResponse)(nil),  // 1: dockfleet.agent.v1.RenewResponse
 	(*EnrollRequest)(nil),  // 2: dockfleet.agent.v1.EnrollRequest
 	(*EnrollResponse)(nil), // 3: dockfleet.agent.v1.EnrollResponse
 	(*AgentMessage)(nil),   // 4: dockfleet.agent.v1.AgentMessage
-	(*Hello)(nil),          // 5: dockfleet.agent.v1.Hello
-	(*Heartbeat)(nil),      // 6: dockfleet.agent.v1.Heartbeat
-	(*Ack)(nil),            // 7: dockfleet.agent.v1.Ack
-	(*InstanceStatus)(nil), // 8: dockfleet.agent.v1.InstanceStatus
-	(*ServerMessage)(nil),  // 9: dockfleet.agent.v1.ServerMessage
-	(*Welcome)(nil),        // 10: dockfleet.agent.v1.Welcome
-	(*DesiredState)(nil),   // 11: dockfleet.agent.v1.DesiredState
-	(*InstanceSpec)(nil),   // 12: dockfleet.agent.v1.InstanceSpec
-	(*Facts)(nil),          // 13: dockfleet.agent.v1.Facts
-	(*Usage)(nil),          // 14: dockfleet.agent.v1.Usage
-	nil,                    // 15: dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	(*ImagePull)(nil),      // 5: dockfleet.agent.v1.ImagePull
+	(*Hello)(nil),          // 6: dockfleet.agent.v1.Hello
+	(*Heartbeat)(nil),      // 7: dockfleet.agent.v1.Heartbeat
+	(*Ack)(nil),            // 8: dockfleet.agent.v1.Ack
+	(*InstanceStatus)(nil), // 9: dockfleet.agent.v1.InstanceStatus
+	(*ServerMessage)(nil),  // 10: dockfleet.agent.v1.ServerMessage
+	(*Welcome)(nil),        // 11: dockfleet.agent.v1.Welcome
+	(*DesiredState)(nil),   // 12: dockfleet.agent.v1.DesiredState
+	(*InstanceSpec)(nil),   // 13: dockfleet.agent.v1.InstanceSpec
+	(*Facts)(nil),          // 14: dockfleet.agent.v1.Facts
+	(*Usage)(nil),          // 15: dockfleet.agent.v1.Usage
+	nil,                    // 16: dockfleet.agent.v1.EnrollRequest.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	15, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
-	13, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
-	5,  // 2: dockfleet.agent.v1.AgentMessage.hello:type_name -> dockfleet.agent.v1.Hello
-	6,  // 3: dockfleet.agent.v1.AgentMessage.heartbeat:type_name -> dockfleet.agent.v1.Heartbeat
-	7,  // 4: dockfleet.agent.v1.AgentMessage.ack:type_name -> dockfleet.agent.v1.Ack
-	8,  // 5: dockfleet.agent.v1.AgentMessage.status:type_name -> dockfleet.agent.v1.InstanceStatus
-	13, // 6: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
-	8,  // 7: dockfleet.agent.v1.Hello.instances:type_name -> dockfleet.agent.v1.InstanceStatus
-	14, // 8: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
-	13, // 9: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
-	10, // 10: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
-	11, // 11: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
-	12, // 12: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
-	2,  // 13: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
-	4,  // 14: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
-	0,  // 15: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
-	3,  // 16: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
-	9,  // 17: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
-	1,  // 18: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	14, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
+	6,  // 2: dockfleet.agent.v1.AgentMessage.hello:type_name -> dockfleet.agent.v1.Hello
+	7,  // 3: dockfleet.agent.v1.AgentMessage.heartbeat:type_name -> dockfleet.agent.v1.Heartbeat
+	8,  // 4: dockfleet.agent.v1.AgentMessage.ack:type_name -> dockfleet.agent.v1.Ack
+	9,  // 5: dockfleet.agent.v1.AgentMessage.status:type_name -> dockfleet.agent.v1.InstanceStatus
+	5,  // 6: dockfleet.agent.v1.AgentMessage.pulled:type_name -> dockfleet.agent.v1.ImagePull
+	14, // 7: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
+	9,  // 8: dockfleet.agent.v1.Hello.instances:type_name -> dockfleet.agent.v1.InstanceStatus
+	15, // 9: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
+	14, // 10: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
+	11, // 11: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
+	12, // 12: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
+	13, // 13: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
+	2,  // 14: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
+	4,  // 15: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
+	0,  // 16: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
+	3,  // 17: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
+	10, // 18: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
+	1,  // 19: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
+	17, // [17:20] is the sub-list for method output_type
+	14, // [14:17] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1247,8 +1346,9 @@ func file_agent_proto_init() {
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Status)(nil),
+		(*AgentMessage_Pulled)(nil),
 	}
-	file_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Desired)(nil),
 	}
@@ -1258,7 +1358,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

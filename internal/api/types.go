@@ -222,6 +222,11 @@ type Rollout struct {
 	LastProgress time.Time `json:"lastProgress,omitzero"`
 	// Promoted is set once the canary was promoted.
 	Promoted bool `json:"promoted,omitempty"`
+	// PrePulled are the nodes that have the new image (pre-pull phase).
+	PrePulled []string `json:"prePulled,omitempty"`
+	// PullFailed are the instances whose node could not pull the new image;
+	// they count as failed and stay on their revision.
+	PullFailed []string `json:"pullFailed,omitempty"`
 	// FailedInstances are the instances this rollout saw fail, each reported once.
 	FailedInstances []string  `json:"failedInstances,omitempty"`
 	CreatedAt       time.Time `json:"createdAt"`

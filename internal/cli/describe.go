@@ -128,15 +128,26 @@ func writeInstanceDetails(w io.Writer, heading string, insts []api.Instance, byN
 	if byNode {
 		second = "DEPLOYMENT"
 	}
-	t := newTable(&indent{w: w, prefix: "  "}, "ID", second, "STATE", "HEALTH", "CONTAINER", "LAST ERROR")
+	t := newTable(&indent{w: w, prefix: "  "}, "ID", second, "REVISION", "STATE", "HEALTH", "CONTAINER", "DIGEST", "LAST ERROR")
 	for _, in := range insts {
 		col := nodeName(in)
 		if byNode {
 			col = in.Deployment
 		}
-		t.row(in.ID, col, string(in.State), health(in.State), shortID(in.ContainerID), orDash(in.Reason))
+		t.row(in.ID, col, strconv.FormatInt(in.Revision, 10), string(in.State), health(in.State), shortID(in.ContainerID),
+			shortDigest(in.ImageDigest), orDash(in.Reason))
 	}
 	return t.flush()
+}
+
+// shortDigest cuts repo@sha256:<64 hex> to sha256:<12 hex>, enough to tell
+// digests apart at a glance; "-" when unknown.
+func shortDigest(d string) string {
+	_, hex, ok := strings.Cut(d, "@sha256:")
+	if !ok {
+		return "-"
+	}
+	return "sha256:" + hex[:min(12, len(hex))]
 }
 
 // health is what an instance's state says of its health: a verdict of its

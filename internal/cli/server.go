@@ -39,6 +39,9 @@ CLI users and agents trust, and a bootstrap admin API token
 			if cfg.MissedHeartbeats < 1 {
 				return usageErrorf("--missed-heartbeats must be at least 1")
 			}
+			if cfg.PrePullParallelism < 1 {
+				return usageErrorf("--prepull-parallelism must be at least 1")
+			}
 			cfg.Logger = logs.logger(e.stderr)
 			return runServer(cmd.Context(), e, cfg)
 		},
@@ -52,6 +55,7 @@ CLI users and agents trust, and a bootstrap admin API token
 	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a node is unreachable")
 	f.DurationVar(&cfg.RescheduleAfter, "reschedule-after", time.Minute, "how long replicated instances wait on an unreachable node before they move")
 	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents get")
+	f.IntVar(&cfg.PrePullParallelism, "prepull-parallelism", 50, "how many nodes pull a rollout's image at once when its spec asks for prePull")
 	logs.add(f)
 	return cmd
 }

@@ -75,56 +75,16 @@ func TestConformance(t *testing.T) {
 			return exists(t, sdk, id)
 		},
 		Push: func(t *testing.T) (string, string) {
-			return push(t, sdk, testenv.Registry(t)+"/dockfleet/hello:"+testenv.ID())
+			return push(t, testenv.Registry(t)+"/dockfleet/hello:"+testenv.ID())
 		},
 	})
 }
 
 // push puts the image hello:v1 in a registry under ref, then forgets ref
-// locally, and returns ref and the digest the registry has for it, pinned
-// as Docker records it. Whatever the test then pulls of ref's repository
-// is untagged when it ends; hello:v1 itself stays.
-func push(t *testing.T, sdk *client.Client, ref string) (string, string) {
+// locally, and returns ref and the digest the registry has for it.
+func push(t *testing.T, ref string) (string, string) {
 	t.Helper()
-	repo := ref[:strings.LastIndex(ref, ":")] // ref has a tag
-	if _, err := sdk.ImageTag(t.Context(), client.ImageTagOptions{Source: image, Target: ref}); err != nil {
-		t.Fatalf("tagging %s: %v", ref, err)
-	}
-	var pinned string
-	untag := func() {
-		ctx, cancel := cleanupCtx()
-		defer cancel()
-		for _, r := range []string{ref, pinned} {
-			if r == "" {
-				continue
-			}
-			if _, err := sdk.ImageRemove(ctx, r, client.ImageRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-				t.Errorf("removing image %s: %v", r, err)
-			}
-		}
-	}
-	t.Cleanup(untag)
-	res, err := sdk.ImagePush(t.Context(), ref, client.ImagePushOptions{RegistryAuth: "e30="}) // base64 "{}": no credentials
-	if err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	if err := res.Wait(t.Context()); err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	ins, err := sdk.ImageInspect(t.Context(), ref)
-	if err != nil {
-		t.Fatalf("inspecting %s: %v", ref, err)
-	}
-	for _, d := range ins.RepoDigests {
-		if strings.HasPrefix(d, repo+"@sha256:") {
-			pinned = d
-		}
-	}
-	if pinned == "" {
-		t.Fatalf("pushed %s: got RepoDigests %q; want one of %s", ref, ins.RepoDigests, repo)
-	}
-	untag()
-	return ref, pinned
+	return ref, testenv.Push(t, image, ref, true)
 }
 
 // createForeign creates a container directly with the SDK, as something
@@ -422,9 +382,8 @@ func TestUnreachable(t *testing.T) {
 func TestEnsureImagePulls(t *testing.T) {
 	rt := testenv.RequireDocker(t)
 	testenv.HelloImages(t)
-	sdk := testenv.SDK(t)
 	registry := testenv.Registry(t)
-	ref, pinned := push(t, sdk, registry+"/dockfleet/hello:"+testenv.ID())
+	ref, pinned := push(t, registry+"/dockfleet/hello:"+testenv.ID())
 	if ok, err := rt.HasImage(t.Context(), ref); err != nil || ok {
 		t.Fatalf("HasImage(%s) before the pull: got %t, %v; want false, nil", ref, ok, err)
 	}

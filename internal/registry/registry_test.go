@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/client"
 	"go.uber.org/goleak"
 
 	"github.com/dockfleet/dockfleet/internal/registry"
@@ -28,11 +26,10 @@ const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 // that Docker pushed to, and checks the digests against Docker's own.
 func TestResolve(t *testing.T) {
 	testenv.HelloImages(t)
-	sdk := testenv.SDK(t)
 	addr := testenv.Registry(t)
 	repo := addr + "/dockfleet/hello"
-	pinned := push(t, sdk, repo+":v1")
-	if latest := push(t, sdk, repo+":latest"); latest != pinned {
+	pinned := testenv.Push(t, "hello:v1", repo+":v1", false)
+	if latest := testenv.Push(t, "hello:v1", repo+":latest", false); latest != pinned {
 		t.Fatalf("pushing hello:v1 twice: got digests %s and %s; want one", pinned, latest)
 	}
 	_, port, _ := strings.Cut(addr, ":")
@@ -71,41 +68,6 @@ func TestResolve(t *testing.T) {
 			}
 		})
 	}
-}
-
-// push puts hello:v1 in a registry under ref and returns its digest there
-// as Docker records it. The tag is removed from the daemon when t ends.
-func push(t *testing.T, sdk *client.Client, ref string) string {
-	t.Helper()
-	if _, err := sdk.ImageTag(t.Context(), client.ImageTagOptions{Source: "hello:v1", Target: ref}); err != nil {
-		t.Fatalf("tagging %s: %v", ref, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := sdk.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-			t.Errorf("removing image %s: %v", ref, err)
-		}
-	})
-	res, err := sdk.ImagePush(t.Context(), ref, client.ImagePushOptions{RegistryAuth: "e30="}) // base64 "{}": no credentials
-	if err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	if err := res.Wait(t.Context()); err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	ins, err := sdk.ImageInspect(t.Context(), ref)
-	if err != nil {
-		t.Fatalf("inspecting %s: %v", ref, err)
-	}
-	repo := ref[:strings.LastIndex(ref, ":")]
-	for _, d := range ins.RepoDigests {
-		if strings.HasPrefix(d, repo+"@sha256:") {
-			return d
-		}
-	}
-	t.Fatalf("pushed %s: got RepoDigests %q; want one of %s", ref, ins.RepoDigests, repo)
-	return ""
 }
 
 func TestUnreachable(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 // Instance is what a step needs to know of one instance of the deployment.
 type Instance struct {
 	ID       string
+	NodeID   string
 	NodeName string
 	Revision int64
 	State    api.InstanceState
@@ -33,6 +34,10 @@ type Instance struct {
 	// Checked is true when the instance's revision has a health check;
 	// without one, running is as healthy as it gets.
 	Checked bool
+	// Pulled and PullError report the node's pre-pull of the new image,
+	// when it answered since the last step.
+	Pulled    bool
+	PullError string
 }
 
 // up reports whether the instance serves: healthy, or running unchecked.
@@ -156,6 +161,7 @@ func (s *stepper) count() {
 			failed++
 		}
 	}
+	failed += len(s.r.PullFailed)
 	if total != s.r.Total || updated != s.r.Updated || healthy != s.r.Healthy || failed != s.r.Failed {
 		s.r.Total, s.r.Updated, s.r.Healthy, s.r.Failed = total, updated, healthy, failed
 		s.res.Changed = true
@@ -171,14 +177,18 @@ func (s *stepper) step() {
 		return
 	}
 	if s.r.Phase == "" {
-		s.r.Phase = api.PhaseBatches
-		if s.u.Canary.Value > 0 {
-			s.r.Phase = api.PhaseCanary
+		s.r.Phase = s.firstPhase()
+		if s.u.PrePull {
+			s.r.Phase = api.PhasePrePull
+			s.event("prepull.started", "pulling the image of revision %d on every target before the first batch", s.r.To)
 		}
 		s.r.LastProgress = s.now
 		s.res.Changed = true
 	}
-	if s.checkFailures() {
+	if s.r.Phase == api.PhasePrePull {
+		s.prePull()
+	}
+	if s.checkFailures() || s.r.Phase == api.PhasePrePull {
 		return
 	}
 	if len(s.r.BatchInstances) > 0 && !s.batchDone() {
@@ -201,9 +211,18 @@ func (s *stepper) checkFailures() bool {
 		}
 	}
 	allowed := int(s.u.MaxFailureRatio * float64(len(s.insts)))
-	if len(failed) > allowed {
-		s.end(fmt.Sprintf("%d of %d instances failed (maxFailureRatio %g allows %d); first: %s on %s: %s",
-			len(failed), len(s.insts), s.u.MaxFailureRatio, allowed, failed[0].ID, failed[0].NodeName, s.why(failed[0])))
+	if n := len(failed) + len(s.r.PullFailed); n > allowed {
+		first := "pulling the image failed"
+		for _, i := range s.insts {
+			if i.PullError != "" {
+				first = fmt.Sprintf("%s on %s: pulling the image: %s", i.ID, i.NodeName, i.PullError)
+			}
+		}
+		if len(failed) > 0 {
+			first = fmt.Sprintf("%s on %s: %s", failed[0].ID, failed[0].NodeName, s.why(failed[0]))
+		}
+		s.end(fmt.Sprintf("%d of %d instances failed (maxFailureRatio %g allows %d); first: %s",
+			n, len(s.insts), s.u.MaxFailureRatio, allowed, first))
 		return true
 	}
 	deadline := s.r.LastProgress.Add(time.Duration(s.u.ProgressDeadline))
@@ -250,6 +269,41 @@ func (s *stepper) moveBack() int {
 		}
 	}
 	return n
+}
+
+func (s *stepper) firstPhase() string {
+	if s.u.Canary.Value > 0 {
+		return api.PhaseCanary
+	}
+	return api.PhaseBatches
+}
+
+// prePull records the nodes that pulled the new image; when every
+// reachable target has it (or failed to get it), the batches begin.
+func (s *stepper) prePull() {
+	var waiting []string
+	for _, i := range s.insts {
+		if i.Revision == s.r.To || slices.Contains(s.r.PrePulled, i.NodeID) || slices.Contains(s.r.PullFailed, i.ID) {
+			continue
+		}
+		switch {
+		case i.PullError != "":
+			s.r.PullFailed = append(s.r.PullFailed, i.ID)
+			s.event("instance.failed", "instance %s on %s failed: pulling the image: %s", i.ID, i.NodeName, i.PullError)
+		case i.Pulled:
+			s.r.PrePulled = append(s.r.PrePulled, i.NodeID)
+			s.r.LastProgress = s.now
+			s.event("image.pulled", "node %s has the image of revision %d", i.NodeName, s.r.To)
+		default:
+			waiting = append(waiting, i.NodeName)
+		}
+	}
+	if len(waiting) > 0 {
+		s.setMessage("pre-pull: %d nodes have the image, waiting for %d (%s)", len(s.r.PrePulled), len(waiting), names(waiting))
+		return
+	}
+	s.r.Phase, s.r.LastProgress = s.firstPhase(), s.now
+	s.event("prepull.done", "%d nodes have the image; %d could not pull it", len(s.r.PrePulled), len(s.r.PullFailed))
 }
 
 // Abort stops an active rollout and returns the instances it moved to the
@@ -325,7 +379,7 @@ func (s *stepper) nextBatch() {
 	var remaining []Instance
 	unavailable := 0
 	for _, i := range s.insts {
-		if i.Revision != s.r.To {
+		if i.Revision != s.r.To && !slices.Contains(s.r.PullFailed, i.ID) {
 			remaining = append(remaining, i)
 		}
 		// An instance with nothing to run yet (revision 0, the first

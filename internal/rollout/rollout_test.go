@@ -340,3 +340,62 @@ func TestAbort(t *testing.T) {
 		t.Errorf("abort = %s with moves %+v; want aborted, 2 instances back to 1", res.Rollout.State, res.Moves)
 	}
 }
+
+func TestPrePullBeforeTheFirstBatch(t *testing.T) {
+	w := newWorld(4, 1)
+	for k := range w.insts {
+		w.insts[k].NodeID = w.insts[k].NodeName
+	}
+	u := update(n(2), n(2), n(0))
+	u.PrePull = true
+	r, events := run(t, w, newRollout(1, 2), u, time.Hour, func(now time.Time, res Result) {
+		// Nodes answer one per second, n03 with the registry's refusal.
+		k := int(now.Sub(t0) / time.Second)
+		if k < len(w.insts) {
+			if w.insts[k].NodeName == "n03" {
+				w.insts[k].PullError = "manifest unknown"
+			} else {
+				w.insts[k].Pulled = true
+			}
+		}
+	})
+	var types []string
+	for _, e := range events {
+		types = append(types, e.Type)
+	}
+	got := strings.Join(types, " ")
+	want := "prepull.started image.pulled image.pulled image.pulled instance.failed prepull.done rollout.rolled_back"
+	if got != want {
+		t.Errorf("events %q; want %q", got, want)
+	}
+	if r.State != api.RolloutRolledBack || len(w.moved) != 0 || !strings.Contains(r.Message, "1 of 4 instances failed") {
+		t.Errorf("rollout %s (%s), %d moved; want rolled back before any batch, nothing moved", r.State, r.Message, len(w.moved))
+	}
+
+	// With a failure allowed, the batches follow the pre-pull and skip the failed node.
+	w = newWorld(4, 1)
+	for k := range w.insts {
+		w.insts[k].NodeID = w.insts[k].NodeName
+		w.insts[k].Pulled = w.insts[k].NodeName != "n03"
+		if !w.insts[k].Pulled {
+			w.insts[k].PullError = "manifest unknown"
+		}
+	}
+	u.MaxFailureRatio = 0.25
+	r, events = run(t, w, newRollout(1, 2), u, time.Hour, nil)
+	if r.State != api.RolloutSucceeded || len(w.moved) != 3 || r.Failed != 1 {
+		t.Errorf("rollout %s (%s), %d moved, %d failed; want succeeded with 3 moved and 1 pull failure", r.State, r.Message, len(w.moved), r.Failed)
+	}
+	firstBatch, lastPull := -1, -1
+	for k, e := range events {
+		if e.Type == "batch.started" && firstBatch < 0 {
+			firstBatch = k
+		}
+		if e.Type == "image.pulled" || e.Type == "prepull.done" {
+			lastPull = k
+		}
+	}
+	if firstBatch < lastPull {
+		t.Errorf("a batch started (event %d) before the pre-pull ended (event %d)", firstBatch, lastPull)
+	}
+}

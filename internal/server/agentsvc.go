@@ -197,6 +197,8 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 			s.fleet.ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:
 			s.fleet.status(ctx, nodeID, m.Status)
+		case *agentproto.AgentMessage_Pulled:
+			s.fleet.pulled(nodeID, m.Pulled)
 		case *agentproto.AgentMessage_Hello:
 			cancel()
 			<-sendErr

@@ -37,6 +37,8 @@ type fleet struct {
 	nodes map[string]*liveNode
 	// pinned caches the revisions known to have an image digest.
 	pinned map[string]bool
+	// pulls holds nodes' answers to pre-pull requests: node → image → result.
+	pulls map[string]map[string]pullResult
 	// gen numbers desired states. It starts from the clock so that numbers
 	// keep growing across server restarts.
 	gen uint64
@@ -58,7 +60,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, pinned: map[string]bool{}, gen: uint64(time.Now().UnixNano())}
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, pinned: map[string]bool{}, pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		// A restarted server gives every ready node a full liveness window to
@@ -277,7 +279,7 @@ func (f *fleet) schedule(ctx context.Context) error {
 			return err
 		}
 	}
-	moved, err := f.progress(ctx, nodes, deps, revs, all)
+	moved, pullReqs, err := f.progress(ctx, nodes, deps, revs, all)
 	if err != nil {
 		return err
 	}
@@ -286,7 +288,7 @@ func (f *fleet) schedule(ctx context.Context) error {
 			return err
 		}
 	}
-	f.push(nodes, revs, all)
+	f.push(nodes, revs, all, pullReqs)
 	return nil
 }
 
@@ -336,7 +338,7 @@ func (f *fleet) revisions(ctx context.Context, deps []api.Deployment) (revisionS
 }
 
 // push computes each node's desired state and sends the ones that changed.
-func (f *fleet) push(nodes []api.Node, revs revisionSet, all []api.Instance) {
+func (f *fleet) push(nodes []api.Node, revs revisionSet, all []api.Instance, pullReqs map[string][]string) {
 	byNode := map[string][]*agentproto.InstanceSpec{}
 	for _, in := range all {
 		ri, ok := revs.get(in.Project, in.Deployment, in.Revision)
@@ -356,12 +358,16 @@ func (f *fleet) push(nodes []api.Node, revs revisionSet, all []api.Instance) {
 		for _, s := range specs {
 			h.Write([]byte(s.Id + "\x00" + s.SpecHash + "\x00"))
 		}
+		pulls := pullReqs[n.ID]
+		for _, img := range pulls {
+			h.Write([]byte("pull\x00" + img + "\x00"))
+		}
 		key := hex.EncodeToString(h.Sum(nil))
 		if ln.desired != nil && key == ln.key {
 			continue
 		}
 		f.gen++
-		ln.desired, ln.key = &agentproto.DesiredState{Generation: f.gen, Instances: specs}, key
+		ln.desired, ln.key = &agentproto.DesiredState{Generation: f.gen, Instances: specs, PullImages: pulls}, key
 		if ln.session != nil {
 			ln.session.push(ln.desired)
 		}

@@ -5,21 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/rollout"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
 // progress steps every active rollout once and persists what each step
-// decided. It reports whether any instance moved.
-func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deployment, revs revisionSet, all []api.Instance) (bool, error) {
+// decided. It reports whether any instance moved, and the images nodes must
+// pull for rollouts in their pre-pull phase.
+func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deployment, revs revisionSet, all []api.Instance) (bool, map[string][]string, error) {
 	active, err := f.s.store.ActiveRollouts(ctx)
 	if err != nil || len(active) == 0 {
-		return false, err
+		return false, nil, err
 	}
+	pullReqs := map[string][]string{}
 	depByKey := map[string]api.Deployment{}
 	for _, d := range deps {
 		depByKey[d.Project+"/"+d.Name] = d
@@ -33,9 +37,20 @@ func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deplo
 			continue
 		}
 		insts := rolloutInstances(r, all, ready, revs)
+		image := pullImage(revs, r)
+		f.mu.Lock()
+		for k := range insts {
+			if p, ok := f.pulls[insts[k].NodeID][image]; ok {
+				insts[k].Pulled, insts[k].PullError = p.err == "", p.err
+			}
+		}
+		f.mu.Unlock()
 		res := rollout.Step(r, d.Spec.Spec.Update, insts, now)
 		if !res.Wake.IsZero() {
 			time.AfterFunc(time.Until(res.Wake), f.trigger)
+		}
+		if res.Rollout.Phase == api.PhasePrePull && res.Rollout.State == api.RolloutRunning {
+			f.requestPulls(pullReqs, res.Rollout, insts, image)
 		}
 		if !res.Changed {
 			continue
@@ -45,11 +60,52 @@ func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deplo
 				f.trigger() // a user's action came between; step again
 				continue
 			}
-			return moved, err
+			return moved, nil, err
 		}
 		moved = moved || len(res.Moves) > 0
 	}
-	return moved, nil
+	return moved, pullReqs, nil
+}
+
+// pullImage is the image a rollout's nodes pre-pull: pinned when it can be.
+func pullImage(revs revisionSet, r api.Rollout) string {
+	ri, _ := revs.get(r.Project, r.Deployment, r.To)
+	if ri.rev.ImageDigest != "" {
+		return ri.rev.ImageDigest
+	}
+	return ri.rev.Spec.Spec.Container.Image
+}
+
+// requestPulls asks the nodes that still lack a rollout's image to pull it,
+// at most PrePullParallelism of them at a time, so a large fleet does not
+// hit its registry all at once.
+func (f *fleet) requestPulls(reqs map[string][]string, r api.Rollout, insts []rollout.Instance, image string) {
+	var nodes []string
+	for _, i := range insts {
+		if i.Revision == r.To || !i.Reachable || i.Pulled || i.PullError != "" ||
+			slices.Contains(r.PrePulled, i.NodeID) || slices.Contains(r.PullFailed, i.ID) || slices.Contains(nodes, i.NodeID) {
+			continue
+		}
+		nodes = append(nodes, i.NodeID)
+	}
+	slices.Sort(nodes)
+	for _, n := range nodes[:min(len(nodes), f.s.cfg.PrePullParallelism)] {
+		reqs[n] = append(reqs[n], image)
+	}
+}
+
+// pullResult is a node's answer to a pre-pull request.
+type pullResult struct{ err string }
+
+// pulled records a node's answer to a pre-pull request.
+func (f *fleet) pulled(nodeID string, p *agentproto.ImagePull) {
+	f.mu.Lock()
+	if f.pulls[nodeID] == nil {
+		f.pulls[nodeID] = map[string]pullResult{}
+	}
+	f.pulls[nodeID][p.Image] = pullResult{err: p.Error}
+	f.mu.Unlock()
+	f.trigger()
 }
 
 // persist writes one step's result and wakes event followers.
@@ -92,7 +148,7 @@ func rolloutInstances(r api.Rollout, all []api.Instance, ready map[string]api.No
 		}
 		n, reachable := ready[in.NodeID]
 		ri, _ := revs.get(in.Project, in.Deployment, in.Revision)
-		out = append(out, rollout.Instance{ID: in.ID, NodeName: n.Name, Revision: in.Revision, State: in.State, Reason: in.Reason,
+		out = append(out, rollout.Instance{ID: in.ID, NodeID: in.NodeID, NodeName: n.Name, Revision: in.Revision, State: in.State, Reason: in.Reason,
 			Since: in.UpdatedAt, Reachable: reachable, Checked: ri.rev.Spec.Spec.Container.HealthCheck != nil})
 		if !reachable {
 			out[len(out)-1].NodeName = in.NodeID

@@ -42,6 +42,9 @@ type Config struct {
 	// RescheduleAfter is how long a replicated instance stays on an
 	// unreachable node before it is placed elsewhere; default 1m.
 	RescheduleAfter time.Duration
+	// PrePullParallelism caps how many nodes pull a rollout's image at once
+	// in its pre-pull phase; default 50.
+	PrePullParallelism int
 	// NodeCertTTL is the lifetime of the client certificates agents get; default 30 days.
 	NodeCertTTL time.Duration
 	Logger      *slog.Logger
@@ -62,6 +65,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RescheduleAfter <= 0 {
 		c.RescheduleAfter = time.Minute
+	}
+	if c.PrePullParallelism <= 0 {
+		c.PrePullParallelism = 50
 	}
 	if c.NodeCertTTL <= 0 {
 		c.NodeCertTTL = 30 * 24 * time.Hour

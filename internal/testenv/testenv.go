@@ -16,10 +16,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
 	"github.com/dockfleet/dockfleet/internal/dockerrt"
@@ -198,4 +200,56 @@ func ID() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
 	return hex.EncodeToString(b)
+}
+
+// Push tags the local image source as ref (which names a tag), pushes it to
+// ref's registry and returns the digest the registry holds, pinned as Docker
+// records it (repo@sha256:…). With forget, ref and its digest are untagged
+// from the daemon at once, so that the next pull really pulls; either way
+// they are untagged when the test ends.
+func Push(t testing.TB, source, ref string, forget bool) string {
+	t.Helper()
+	sdk := SDK(t)
+	ctx := context.Background()
+	if _, err := sdk.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: ref}); err != nil {
+		t.Fatalf("tagging %s as %s: %v", source, ref, err)
+	}
+	var pinned string
+	untag := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, r := range []string{ref, pinned} {
+			if r == "" {
+				continue
+			}
+			if _, err := sdk.ImageRemove(ctx, r, client.ImageRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+				t.Errorf("removing image %s: %v", r, err)
+			}
+		}
+	}
+	t.Cleanup(untag)
+	res, err := sdk.ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: "e30="}) // base64 "{}": no credentials
+	if err == nil {
+		err = res.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	ins, err := sdk.ImageInspect(ctx, ref)
+	if err != nil {
+		t.Fatalf("inspecting %s: %v", ref, err)
+	}
+	repo := ref[:strings.LastIndex(ref, ":")]
+	for _, d := range ins.RepoDigests {
+		if strings.HasPrefix(d, repo+"@sha256:") {
+			pinned = d
+		}
+	}
+	if pinned == "" {
+		t.Fatalf("pushed %s: got RepoDigests %q; want one in %s", ref, ins.RepoDigests, repo)
+	}
+	if forget {
+		untag()
+	}
+	return pinned
 }

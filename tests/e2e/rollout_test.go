@@ -366,3 +366,81 @@ func TestServerKilledMidRollout(t *testing.T) {
 		}
 	}
 }
+
+// TestPinnedDigestsAndPrePull uses a real local registry: the server pins
+// the tag to the registry's digest at apply and every instance runs that
+// digest; a rollout with prePull has every node pull the new image before
+// the first container is replaced; an image the registry does not have
+// fails in the pre-pull, before anything changed, with the registry's reason.
+func TestPinnedDigestsAndPrePull(t *testing.T) {
+	f := sixNodes(t)
+	reg := testenv.Registry(t)
+	repo := reg + "/dockfleet/hello-" + testenv.ID()
+	pinV1 := testenv.Push(t, "hello:v1", repo+":v1", true)
+	pinV2 := testenv.Push(t, "hello:v2", repo+":v2", true)
+
+	f.apply(rolloutSpec(repo+":v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	if ro := f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
+	}
+	revs, err := f.client.ListRevisions(context.Background(), api.DefaultProject, "web")
+	if err != nil || len(revs) != 1 || revs[0].ImageDigest != pinV1 {
+		t.Fatalf("revisions = %+v, %v; want revision 1 pinned to %s", revs, err, pinV1)
+	}
+	waitFor(t, 10*time.Second, "every instance to report the pinned digest", func() error {
+		for _, i := range f.instances("web") {
+			if i.ImageDigest != pinV1 {
+				return fmt.Errorf("instance %s on %s runs %q", i.ID, i.NodeName, i.ImageDigest)
+			}
+		}
+		return nil
+	})
+	out, _ := f.cli("", "describe", "deployment", "web")
+	short := "sha256:" + pinV1[strings.Index(pinV1, "@sha256:")+8:][:12]
+	if strings.Count(out, short) != 6 {
+		t.Errorf("describe shows the digest %s %d times; want once per instance:\n%s", short, strings.Count(out, short), out)
+	}
+
+	out, code := f.cli(rolloutSpec(repo+":v2", "    batchSize: 2\n    minHealthyTime: 1s\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
+	if code != 0 {
+		t.Fatalf("apply --wait with prePull: exit %d:\n%s", code, out)
+	}
+	ro := f.waitRollout(10 * time.Second)
+	var order []string
+	pulled := 0
+	for _, e := range f.events() {
+		if e.Rollout != ro.ID {
+			continue
+		}
+		switch e.Type {
+		case "image.pulled":
+			pulled++
+			order = append(order, "pull")
+		case "prepull.done", "batch.started":
+			order = append(order, e.Type)
+		}
+	}
+	if pulled != 6 || len(order) < 8 || order[6] != "prepull.done" || order[7] != "batch.started" {
+		t.Errorf("event order %v; want 6 pulls, prepull.done, then the batches", order)
+	}
+	for _, i := range f.instances("web") {
+		if i.ImageDigest != pinV2 || i.Revision != 2 {
+			t.Errorf("instance %s on %s: revision %d digest %q; want revision 2 on %s", i.ID, i.NodeName, i.Revision, i.ImageDigest, pinV2)
+		}
+	}
+
+	before := map[string]string{}
+	for _, n := range nodeNames(6) {
+		before[n] = f.containers(n)[0].ID
+	}
+	out, code = f.cli(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
+	ro = f.waitRollout(10 * time.Second)
+	if code == 0 || ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "manifest unknown") {
+		t.Errorf("a missing image: apply exit %d, rollout %s (%s); want it to fail in the pre-pull with the registry's reason", code, ro.State, ro.Message)
+	}
+	for _, n := range nodeNames(6) {
+		if cs := f.containers(n); len(cs) != 1 || cs[0].ID != before[n] {
+			t.Errorf("node %s's container changed though the pre-pull failed", n)
+		}
+	}
+}
