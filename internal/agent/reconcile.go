@@ -290,17 +290,25 @@ func (r *reconciler) reconcile(ctx context.Context) {
 	for id, w := range want {
 		r.ensureInstance(id)
 		var cur *container.State
+		var stale []container.State
 		for i := range byInst[id] {
 			c := &byInst[id][i]
 			// The hash alone decides: the server may pin the image to a
 			// digest later without changing what the container runs.
 			if cur == nil && c.Labels[container.LabelSpecHash] == w.spec.SpecHash {
 				cur = c
-				continue
+			} else {
+				stale = append(stale, *c)
 			}
-			r.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", id)
-			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
-				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+		}
+		// Stop-first removes what differs from the spec before anything
+		// else; start-first keeps it serving until its replacement is ready.
+		if !w.spec.StartFirst || r.replacementReady(id, cur, w) {
+			for _, c := range stale {
+				r.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", id)
+				if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+					r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+				}
 			}
 		}
 		switch {
@@ -316,6 +324,21 @@ func (r *reconciler) reconcile(ctx context.Context) {
 	r.mu.Lock()
 	r.runningCount = running
 	r.mu.Unlock()
+}
+
+// replacementReady reports whether an instance's current container may take
+// over from the ones it replaces: running, and healthy if it is checked.
+func (r *reconciler) replacementReady(id string, cur *container.State, w wanted) bool {
+	if cur == nil || !cur.Running {
+		return false
+	}
+	if w.container.HealthCheck == nil {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.insts[id].status
+	return st.state == api.InstanceHealthy && st.containerID == cur.ID
 }
 
 func (r *reconciler) ensureInstance(id string) *instance {
@@ -482,6 +505,7 @@ func (r *reconciler) watchHealth(ctx context.Context, w wanted, c *container.Sta
 		}
 		if s.Healthy {
 			r.setStatus(id, hash, api.InstanceHealthy, "", c.ID)
+			r.trigger() // a start-first replacement may now take over
 		} else {
 			r.setStatus(id, hash, api.InstanceUnhealthy, s.Reason, c.ID)
 		}

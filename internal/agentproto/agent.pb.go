@@ -944,7 +944,10 @@ type InstanceSpec struct {
 	SpecHash string `protobuf:"bytes,5,opt,name=spec_hash,json=specHash,proto3" json:"spec_hash,omitempty"`
 	// container is the JSON of spec.Container (dockfleet.io/v1): the spec
 	// package is the one schema of containers, and JSON keeps it readable.
-	Container     []byte `protobuf:"bytes,6,opt,name=container,proto3" json:"container,omitempty"`
+	Container []byte `protobuf:"bytes,6,opt,name=container,proto3" json:"container,omitempty"`
+	// start_first replaces a container of another spec only once the new one
+	// is healthy (order: start-first); otherwise the old one stops first.
+	StartFirst    bool `protobuf:"varint,7,opt,name=start_first,json=startFirst,proto3" json:"start_first,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1019,6 +1022,13 @@ func (x *InstanceSpec) GetContainer() []byte {
 		return x.Container
 	}
 	return nil
+}
+
+func (x *InstanceSpec) GetStartFirst() bool {
+	if x != nil {
+		return x.StartFirst
+	}
+	return false
 }
 
 type Facts struct {
@@ -1246,7 +1256,7 @@ const file_agent_proto_rawDesc = "" +
 	"generation\x12>\n" +
 	"\tinstances\x18\x02 \x03(\v2 .dockfleet.agent.v1.InstanceSpecR\tinstances\x12\x1f\n" +
 	"\vpull_images\x18\x03 \x03(\tR\n" +
-	"pullImages\"\xaf\x01\n" +
+	"pullImages\"\xd0\x01\n" +
 	"\fInstanceSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1e\n" +
@@ -1255,7 +1265,9 @@ const file_agent_proto_rawDesc = "" +
 	"deployment\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x1b\n" +
 	"\tspec_hash\x18\x05 \x01(\tR\bspecHash\x12\x1c\n" +
-	"\tcontainer\x18\x06 \x01(\fR\tcontainer\"\xca\x01\n" +
+	"\tcontainer\x18\x06 \x01(\fR\tcontainer\x12\x1f\n" +
+	"\vstart_first\x18\a \x01(\bR\n" +
+	"startFirst\"\xca\x01\n" +
 	"\x05Facts\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
 	"\x0edocker_version\x18\x02 \x01(\tR\rdockerVersion\x12\x0e\n" +

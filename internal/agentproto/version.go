@@ -11,7 +11,8 @@ package agentproto
 // History:
 //   - 1 (2026-11-24): enrollment, one stream per agent with full desired state
 //     per node, acks, instance status, heartbeats with facts and usage,
-//     certificate renewal, image digests in instance status, pre-pull.
+//     certificate renewal, image digests in instance status, pre-pull,
+//     start-first replacement.
 const Version = 1
 
 // MinVersion is the oldest agent protocol version the server still serves.

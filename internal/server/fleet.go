@@ -16,6 +16,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/placement"
+	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -296,9 +297,10 @@ func (f *fleet) schedule(ctx context.Context) error {
 type revisionSet map[string]revisionInfo
 
 type revisionInfo struct {
-	rev       api.Revision
-	container []byte // JSON of the container spec the agent runs
-	hash      string
+	rev        api.Revision
+	container  []byte // JSON of the container spec the agent runs
+	hash       string
+	startFirst bool
 }
 
 func revKey(project, name string, n int64) string { return fmt.Sprintf("%s/%s/%d", project, name, n) }
@@ -331,7 +333,8 @@ func (f *fleet) revisions(ctx context.Context, deps []api.Deployment) (revisionS
 			if err != nil {
 				return nil, err
 			}
-			rs[revKey(d.Project, d.Name, r.Number)] = revisionInfo{rev: r, container: b, hash: specHash(r.Spec.Spec.Container)}
+			rs[revKey(d.Project, d.Name, r.Number)] = revisionInfo{rev: r, container: b, hash: specHash(r.Spec.Spec.Container),
+				startFirst: r.Spec.Spec.Update.Order == spec.OrderStartFirst}
 		}
 	}
 	return rs, nil
@@ -346,7 +349,8 @@ func (f *fleet) push(nodes []api.Node, revs revisionSet, all []api.Instance, pul
 			continue // revision 0: nothing to run yet
 		}
 		byNode[in.NodeID] = append(byNode[in.NodeID], &agentproto.InstanceSpec{
-			Id: in.ID, Project: in.Project, Deployment: in.Deployment, Revision: in.Revision, SpecHash: ri.hash, Container: ri.container})
+			Id: in.ID, Project: in.Project, Deployment: in.Deployment, Revision: in.Revision, SpecHash: ri.hash, Container: ri.container,
+			StartFirst: ri.startFirst})
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

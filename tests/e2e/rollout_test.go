@@ -3,10 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
@@ -443,4 +446,103 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 			t.Errorf("node %s's container changed though the pre-pull failed", n)
 		}
 	}
+}
+
+// TestStartFirstKeepsServing rolls a replicated deployment with order:
+// start-first and probes every container of it throughout: the number
+// answering /healthz never drops below replicas - maxUnavailable.
+func TestStartFirstKeepsServing(t *testing.T) {
+	f := sixNodes(t)
+	const replicas, maxUnavailable = 4, 1
+	spec := func(image string) string {
+		return fmt.Sprintf(`apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: replicated
+  replicas: %d
+  container:
+    image: %s
+    healthCheck:
+      http: {path: /healthz, port: 8080}
+      interval: 500ms
+  update:
+    order: start-first
+    batchSize: 1
+    maxUnavailable: %d
+    minHealthyTime: 1s
+`, replicas, image, maxUnavailable)
+	}
+	f.apply(spec("hello:v1"))
+	if ro := f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
+	}
+
+	sdk := testenv.SDK(t)
+	hc := &http.Client{Timeout: 300 * time.Millisecond}
+	serving := func() int {
+		n := 0
+		for _, node := range nodeNames(6) {
+			for _, c := range f.containers(node) {
+				if c.State != "running" {
+					continue
+				}
+				res, err := sdk.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
+				if err != nil {
+					continue
+				}
+				for _, nw := range res.Container.NetworkSettings.Networks {
+					resp, err := hc.Get("http://" + nw.IPAddress.String() + ":8080/healthz")
+					if err == nil {
+						resp.Body.Close()
+						if resp.StatusCode == 200 {
+							n++
+						}
+					}
+					break
+				}
+			}
+		}
+		return n
+	}
+	if got := serving(); got != replicas {
+		t.Fatalf("%d containers serve before the rollout; want %d", got, replicas)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	least, samples := replicas, 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			least = min(least, serving())
+			samples++
+		}
+	}()
+	f.apply(spec("hello:v2"))
+	ro := f.waitRollout(120 * time.Second)
+	stop()
+	wg.Wait()
+	if ro.State != api.RolloutSucceeded {
+		t.Fatalf("start-first rollout: %s (%s)", ro.State, ro.Message)
+	}
+	t.Logf("at least %d of %d serving over %d samples", least, replicas, samples)
+	if least < replicas-maxUnavailable {
+		t.Errorf("only %d containers served at one point; want at least replicas - maxUnavailable = %d", least, replicas-maxUnavailable)
+	}
+	waitFor(t, 20*time.Second, "the old containers to go", func() error {
+		total := 0
+		for _, node := range nodeNames(6) {
+			for _, c := range f.containers(node) {
+				total++
+				if c.Image != "hello:v2" {
+					return fmt.Errorf("%s still runs %s", node, c.Image)
+				}
+			}
+		}
+		if total != replicas {
+			return fmt.Errorf("%d containers", total)
+		}
+		return nil
+	})
 }
