@@ -182,3 +182,46 @@ func FuzzAPI(f *testing.F) {
 		}
 	})
 }
+
+func TestRolloutBadRequests(t *testing.T) {
+	s, tok := newTestServer(t)
+	h := s.routes()
+	canary := `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: hello:v1}
+  update: {canary: 3}
+`
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		want                     string
+	}{
+		{"promote without a rollout", "POST", "/v1/projects/default/deployments/web/rollout/promote", "", 409, `deployment "web" in project "default" has no rollout to promote`},
+		{"undo of an unknown deployment", "POST", "/v1/projects/default/deployments/web/rollout/undo", `{"toRevision":1}`, 404, `no deployment "web"`},
+		{"canary larger than the targets", "POST", "/v1/apply?filename=web.yaml", canary, 400, "web.yaml: deployment web: spec.update.canary: 3 is more than the 0 nodes it targets"},
+		{"apply", "POST", "/v1/apply?filename=web.yaml", goodSpec, 200, ""},
+		{"undo to a revision that does not exist", "POST", "/v1/projects/default/deployments/web/rollout/undo", `{"toRevision":7}`, 404, `deployment "web" has no revision 7 (it has 1 to 1)`},
+		{"undo with nothing before", "POST", "/v1/projects/default/deployments/web/rollout/undo", "", 409, "no revision before its stable revision 0"},
+		{"negative undo", "POST", "/v1/projects/default/deployments/web/rollout/undo", `{"toRevision":-1}`, 400, "toRevision: -1 is negative"},
+		{"promote with no canary", "POST", "/v1/projects/default/deployments/web/rollout/promote", "", 409, "has no canary awaiting promotion"},
+		{"resume a running rollout", "POST", "/v1/projects/default/deployments/web/rollout/resume", "", 409, "is running, not paused"},
+		{"unknown action", "POST", "/v1/projects/default/deployments/web/rollout/frobnicate", "", 404, `no rollout action "frobnicate"`},
+		{"pause", "POST", "/v1/projects/default/deployments/web/rollout/pause", "", 200, ""},
+		{"pause twice", "POST", "/v1/projects/default/deployments/web/rollout/pause", "", 409, "is paused, not running"},
+		{"abort", "POST", "/v1/projects/default/deployments/web/rollout/abort", "", 200, ""},
+		{"abort twice", "POST", "/v1/projects/default/deployments/web/rollout/abort", "", 409, "already ended (aborted)"},
+		{"bad event wait", "GET", "/v1/projects/default/events?wait=forever", "", 400, `wait: "forever" is not a duration`},
+		{"bad event after", "GET", "/v1/projects/default/events?after=x", "", 400, `after: "x" is not a sequence number`},
+	}
+	for _, tc := range tests {
+		code, e := call(t, h, tok, tc.method, tc.path, tc.body)
+		if code != tc.status || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("%s: %s %s = %d %q; want %d containing %q", tc.name, tc.method, tc.path, code, e.Error, tc.status, tc.want)
+		}
+	}
+	if ds, _ := s.store.ListDeployments(context.Background(), ""); len(ds) != 1 {
+		t.Errorf("%d deployments; want only the one valid apply stored", len(ds))
+	}
+}
