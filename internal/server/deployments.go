@@ -217,6 +217,11 @@ func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	s.log.Info("deployment deleted", "project", project, "deployment", name)
+	if err := s.store.AppendEvents(r.Context(), []api.Event{{Time: time.Now().UTC(), Project: project, Deployment: name,
+		Type: "deployment.deleted", Message: "deleted; its containers are being removed from every node"}}); err != nil {
+		s.log.Error("recording event", "err", err)
+	}
+	s.events.notify()
 	s.fleet.trigger()
 	w.WriteHeader(http.StatusNoContent)
 	return nil

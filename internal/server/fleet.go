@@ -38,6 +38,10 @@ type fleet struct {
 	nodes map[string]*liveNode
 	// pinned caches the revisions known to have an image digest.
 	pinned map[string]bool
+	// timer and timerAt schedule the next time-driven pass (a rollout's
+	// minimum healthy time or deadline); one timer serves every rollout.
+	timer   *time.Timer
+	timerAt time.Time
 	// pulls holds nodes' answers to pre-pull requests: node → image → result.
 	pulls map[string]map[string]pullResult
 	// gen numbers desired states. It starts from the clock so that numbers
@@ -71,6 +75,20 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	return f, nil
 }
 
+// wakeAt asks for a pass at t at the latest.
+func (f *fleet) wakeAt(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.timer != nil && !f.timerAt.After(t) && f.timerAt.After(time.Now()) {
+		return // an earlier wake is already set
+	}
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+	f.timerAt = t
+	f.timer = time.AfterFunc(time.Until(t), f.trigger)
+}
+
 // trigger asks the controller to run placement soon; calls coalesce.
 func (f *fleet) trigger() {
 	select {
@@ -88,6 +106,13 @@ func (f *fleet) run(ctx context.Context) {
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
 	f.trigger()
+	defer func() {
+		f.mu.Lock()
+		if f.timer != nil {
+			f.timer.Stop()
+		}
+		f.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-ctx.Done():

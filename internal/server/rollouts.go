@@ -47,7 +47,7 @@ func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deplo
 		f.mu.Unlock()
 		res := rollout.Step(r, d.Spec.Spec.Update, insts, now)
 		if !res.Wake.IsZero() {
-			time.AfterFunc(time.Until(res.Wake), f.trigger)
+			f.wakeAt(res.Wake)
 		}
 		if res.Rollout.Phase == api.PhasePrePull && res.Rollout.State == api.RolloutRunning {
 			f.requestPulls(pullReqs, res.Rollout, insts, image)
