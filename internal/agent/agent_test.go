@@ -343,3 +343,61 @@ func TestAgentRenewsItsCertificate(t *testing.T) {
 		return nil
 	})
 }
+
+// A rollout waits for a node that is unreachable, says so, and finishes
+// once the node is back; the node's absence is not a failure.
+func TestRolloutWaitsForUnreachableNode(t *testing.T) {
+	ts := startServer(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	rt := fakert.New()
+	tok := token(t, ts, 3)
+	dirs := map[string]string{}
+	agents := map[string]*testAgent{}
+	for _, n := range []string{"a", "b", "c"} {
+		dirs[n] = t.TempDir()
+		agents[n] = startAgent(t, ts, rt, dirs[n], n, tok, map[string]string{"role": "web"})
+		nodeID(t, ts, n)
+	}
+	apply := func(image string) {
+		t.Helper()
+		y := strings.Replace(spec, "hello:v1", image, 1)
+		y = strings.Replace(y, "update: {batchSize: 100%, minHealthyTime: 0s}", "update: {batchSize: 1, minHealthyTime: 0s}", 1)
+		if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(y)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rollout := func() api.Rollout {
+		ro, err := ts.client.GetRollout(context.Background(), "default", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ro
+	}
+	apply("hello:v1")
+	waitFor(t, "the first rollout", func() error {
+		if ro := rollout(); ro.State != api.RolloutSucceeded {
+			return fmt.Errorf("%s: %s", ro.State, ro.Message)
+		}
+		return nil
+	})
+	agents["c"].stop()
+	waitFor(t, "c unreachable", func() error {
+		if n, _ := ts.client.GetNode(context.Background(), "c"); n.State != api.NodeUnreachable {
+			return fmt.Errorf("c is %s", n.State)
+		}
+		return nil
+	})
+	apply("hello:v2")
+	waitFor(t, "the rollout to wait for c", func() error {
+		if ro := rollout(); !strings.Contains(ro.Message, "unreachable nodes") || ro.State != api.RolloutRunning || ro.Failed != 0 {
+			return fmt.Errorf("%s: %q, %d failed", ro.State, ro.Message, ro.Failed)
+		}
+		return nil
+	})
+	startAgent(t, ts, rt, dirs["c"], "c", "", nil)
+	waitFor(t, "the rollout to finish once c is back", func() error {
+		if ro := rollout(); ro.State != api.RolloutSucceeded || ro.Updated != 3 {
+			return fmt.Errorf("%s: %s (%d updated)", ro.State, ro.Message, ro.Updated)
+		}
+		return nil
+	})
+}
