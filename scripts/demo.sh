@@ -2,7 +2,8 @@
 # The demo: a fleet of one on this machine. Starts `dockfleet dev` (server,
 # embedded store and a local agent in one process), applies
 # examples/hello/deployment.yaml, waits until the instance is healthy, shows
-# it and asks it for its version. KEEP=1 leaves the fleet running afterwards.
+# it and asks it for its version, then rolls out hello:v2 and shows the
+# rollout history. KEEP=1 leaves the fleet running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,8 +41,8 @@ done
 "$bin" nodes
 
 echo
-echo "==> dockfleet apply -f examples/hello/deployment.yaml"
-"$bin" apply -f examples/hello/deployment.yaml
+echo "==> dockfleet apply -f examples/hello/deployment.yaml --wait"
+"$bin" apply -f examples/hello/deployment.yaml --wait --timeout 2m
 
 echo
 echo "==> waiting until hello is healthy"
@@ -54,8 +55,17 @@ done
 echo
 "$bin" describe deployment hello
 
-cid=$("$bin" get instances -o json | sed -n 's/.*"containerId": "\([0-9a-f]*\)".*/\1/p' | head -1)
-ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$cid")
+ask_version() {
+	cid=$("$bin" get instances -o json | sed -n 's/.*"containerId": "\([0-9a-f]*\)".*/\1/p' | head -1)
+	ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$cid")
+	echo
+	echo "==> the hello container at $ip answers:"
+	curl -fsS "http://$ip:8080/version" && echo
+}
+ask_version
+
 echo
-echo "==> the hello container at $ip answers:"
-curl -fsS "http://$ip:8080/version" && echo
+echo "==> rolling out hello:v2 (health-gated batches; apply --wait follows the rollout)"
+sed 's/hello:v1/hello:v2/' examples/hello/deployment.yaml | "$bin" apply -f - --wait --timeout 2m
+"$bin" rollout history hello
+ask_version
