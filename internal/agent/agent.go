@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/dockfleet/dockfleet/internal/pki"
 )
 
@@ -39,6 +41,23 @@ type Config struct {
 	ResyncInterval time.Duration
 	// MaxBackoff caps the wait between reconnection attempts; default 30s.
 	MaxBackoff time.Duration
+
+	// Dialer, if set, opens the connections to the server, for enrollment
+	// and the stream, in place of gRPC's own dialer: simulated agents dial
+	// from several loopback source addresses to get more ephemeral ports.
+	// addr is the server's resolved "host:port".
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	// OnConnected, if set, is called each time the server welcomes the
+	// agent on a new stream, and OnDisconnected when that stream ends, with
+	// why. OnDesired, if set, is called each time the agent has taken a
+	// desired state from the server and acked it, with its generation and
+	// number of instances. They are called from the agent's goroutines, may
+	// be called shortly after Run returns, and must return quickly. They let
+	// simulated agents (internal/sim) report what benchmarks measure; nil
+	// hooks are skipped.
+	OnConnected    func()
+	OnDisconnected func(err error)
+	OnDesired      func(generation uint64, instances int)
 }
 
 // Agent is one node's agent.
@@ -81,6 +100,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger, addr: addr, host: host}, nil
+}
+
+// dialOptions adds the options every connection to the server shares to opts.
+func (a *Agent) dialOptions(opts ...grpc.DialOption) []grpc.DialOption {
+	if a.cfg.Dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(a.cfg.Dialer))
+	}
+	return opts
 }
 
 // parseServer accepts "host:port", "https://host:port" or "grpcs://host:port".

@@ -22,9 +22,9 @@ import (
 // session runs one stream to the server until it breaks or ctx ends. It
 // reports whether the server welcomed the agent, which resets the backoff.
 func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
-	conn, err := grpc.NewClient(a.addr,
+	conn, err := grpc.NewClient(a.addr, a.dialOptions(
 		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, a.host))),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))...)
 	if err != nil {
 		return false, err
 	}
@@ -59,6 +59,9 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 		interval = 5 * time.Second
 	}
 	log.Info("connected", "server", a.addr, "heartbeat_interval", interval)
+	if a.cfg.OnConnected != nil {
+		a.cfg.OnConnected()
+	}
 
 	errc := make(chan error, 4)
 	go func() { errc <- a.renewWhenDue(ctx, conn, id) }()
@@ -78,11 +81,17 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 					errc <- err
 					return
 				}
+				if a.cfg.OnDesired != nil {
+					a.cfg.OnDesired(d.Generation, len(d.Instances))
+				}
 			}
 		}
 	}()
 	err = <-errc
 	cancel()
+	if a.cfg.OnDisconnected != nil {
+		a.cfg.OnDisconnected(err)
+	}
 	return true, err
 }
 

@@ -49,7 +49,7 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	conn, err := grpc.NewClient(a.addr, a.dialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))...)
 	if err != nil {
 		return nil, fmt.Errorf("enrolling with %s: %w", a.addr, err)
 	}

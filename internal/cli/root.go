@@ -146,6 +146,7 @@ instances'.`,
 		newDeleteCommand(e),
 		newRolloutCommand(e),
 		newEventsCommand(e),
+		newSimCommand(e),
 	)
 	return root
 }

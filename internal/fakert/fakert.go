@@ -15,6 +15,20 @@
 // conformance suite (internal/runtimetest) runs against fakert and against
 // the real daemon through dockerrt, so the two behave alike; ownership is
 // enforced here as in dockerrt.
+//
+// Health follows a policy for simulated agents (SetHealth, HealthyAfter,
+// Unhealthy): it decides what an exec exits with, by the container's
+// configuration and start time, so that exec health checks pass after a
+// delay, or never. Only exec checks can be simulated: a container's address
+// (127.88.x.y) has nothing listening on it, so HTTP and TCP checks of a
+// simulated container fail, and simulated deployments use exec health checks
+// or none.
+//
+// A simulated agent owns a Runtime of its own, as a host owns its Docker:
+// List and the lock are then per node, where one Runtime shared by thousands
+// of nodes would scan every node's containers, under one lock, on each
+// node's every pass. A Runtime is a few small maps, so thousands of them
+// cost little.
 package fakert
 
 import (
@@ -54,6 +68,7 @@ type Runtime struct {
 	containers map[string]*fakeContainer // by ID
 	names      map[string]string         // name → ID
 	execCodes  map[string]int            // container ID → exit code of every exec
+	health     HealthFunc                // exit code of other execs; nil: 0
 	subs       map[string]map[*subscriber]struct{}
 	seq        uint64
 }
@@ -141,12 +156,45 @@ func (r *Runtime) Pulls(ref string) int {
 	return r.pulls[normalize(ref)]
 }
 
-// SetExecExitCode makes every later Exec in container id exit with code.
+// SetExecExitCode makes every later Exec in container id exit with code,
+// whatever the health policy says.
 func (r *Runtime) SetExecExitCode(id string, code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.execCodes[id] = code
 }
+
+// HealthFunc is a health policy: the exit code of an exec in a running
+// container created with cfg and (last) started at started. It is called
+// without the Runtime's lock held, from the goroutines that call Exec, and
+// must not modify cfg.
+type HealthFunc func(cfg container.Config, started time.Time) (exitCode int)
+
+// SetHealth makes f decide the exit code of every later Exec in a container
+// that SetExecExitCode set no code for. A nil f, the default, makes them
+// exit 0: every exec health check passes at once.
+func (r *Runtime) SetHealth(f HealthFunc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.health = f
+}
+
+// HealthyAfter is a health policy under which an exec fails (exits 1) until
+// the container has run for d, and passes (exits 0) from then on: a
+// service that takes d to start. A restart starts the wait again. With d
+// zero or less every exec passes.
+func HealthyAfter(d time.Duration) HealthFunc {
+	return func(_ container.Config, started time.Time) int {
+		if time.Since(started) < d {
+			return 1
+		}
+		return 0
+	}
+}
+
+// Unhealthy is a health policy under which every exec fails (exits 1): a
+// service that never becomes healthy.
+func Unhealthy(container.Config, time.Time) int { return 1 }
 
 // Config returns the configuration container id was created with.
 func (r *Runtime) Config(id string) (container.Config, bool) {
@@ -348,18 +396,27 @@ func (r *Runtime) Remove(ctx context.Context, nodeID, id string) error {
 }
 
 // Exec implements agent.Runtime: nothing runs, and the exit code is the one
-// SetExecExitCode set for the container, else 0.
+// SetExecExitCode set for the container, else the health policy's
+// (SetHealth), else 0.
 func (r *Runtime) Exec(ctx context.Context, nodeID, id string, cmd []string) (int, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	c, err := r.owned(ctx, nodeID, id)
 	if err != nil {
+		r.mu.Unlock()
 		return 0, fmt.Errorf("running %q in container %s: %w", cmd, id, err)
 	}
 	if !c.state.Running {
+		r.mu.Unlock()
 		return 0, fmt.Errorf("running %q in container %s: container is not running", cmd, id)
 	}
-	return r.execCodes[id], nil
+	code, set := r.execCodes[id]
+	health, cfg, started := r.health, c.cfg, c.state.StartedAt
+	r.mu.Unlock()
+	if set || health == nil {
+		return code, nil
+	}
+	// cfg is never modified after Create, so the policy may read it unlocked.
+	return health(cfg, started), nil
 }
 
 // Events implements agent.Runtime. The channel is closed when ctx ends.
