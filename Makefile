@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dockfleet/dockfleet/internal/version.Version=$(VERSION)
 BIN     := bin/dockfleet
 
-.PHONY: help build images demo test test-short lint proto clean
+.PHONY: help build images demo test test-short lint bench proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ test-short: ## run the unit tests only
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+bench: build images ## time rollouts on real Docker: Swarm vs dockfleet vs raw API (BENCH_FLAGS=-runs=3)
+	$(GO) run ./bench/rollout $(BENCH_FLAGS)
 
 proto: ## regenerate internal/agentproto from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 	cd internal/agentproto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate ./...
