@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
@@ -25,6 +26,10 @@ const (
 	maxRestartDelay   = time.Minute
 	restartResetAfter = 5 * time.Minute
 )
+
+// maxParallel bounds the containers one agent creates, starts or removes at
+// once: enough for a batch, few enough not to swamp a small host's engine.
+const maxParallel = 8
 
 // desiredFile caches the last desired state in the data dir, so an agent
 // restarted while the server is away keeps its containers and heals them.
@@ -273,57 +278,90 @@ func (r *reconciler) reconcile(ctx context.Context) {
 	r.setHostErr("")
 
 	byInst := map[string][]container.State{}
+	var undesired []container.State
 	for _, c := range cs {
 		id := c.Labels[container.LabelInstance]
 		if _, ok := want[id]; !ok {
-			r.log.Info("removing container no longer desired", "container_id", short(c.ID), "instance_id", id)
-			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
-				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
-			}
+			undesired = append(undesired, c)
 			continue
 		}
 		byInst[id] = append(byInst[id], c)
 	}
 	r.forgetUndesired(want)
 
-	running := 0
+	// Instances converge concurrently, each one's own steps in order: a
+	// batch of several instances on one node costs about one container's
+	// time, not the sum (the Docker engine itself works in parallel).
+	var (
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, maxParallel)
+		running atomic.Int32
+	)
+	do := func(f func()) {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f()
+		}()
+	}
+	for _, c := range undesired {
+		do(func() {
+			r.log.Info("removing container no longer desired", "container_id", short(c.ID), "instance_id", c.Labels[container.LabelInstance])
+			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+			}
+		})
+	}
 	for id, w := range want {
 		r.ensureInstance(id)
-		var cur *container.State
-		var stale []container.State
-		for i := range byInst[id] {
-			c := &byInst[id][i]
-			// The hash alone decides: the server may pin the image to a
-			// digest later without changing what the container runs.
-			if cur == nil && c.Labels[container.LabelSpecHash] == w.spec.SpecHash {
-				cur = c
-			} else {
-				stale = append(stale, *c)
+		do(func() {
+			if r.converge(ctx, id, w, byInst[id]) {
+				running.Add(1)
 			}
-		}
-		// Stop-first removes what differs from the spec before anything
-		// else; start-first keeps it serving until its replacement is ready.
-		if !w.spec.StartFirst || r.replacementReady(id, cur, w) {
-			for _, c := range stale {
-				r.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", id)
-				if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
-					r.log.Error("removing container", "container_id", short(c.ID), "err", err)
-				}
-			}
-		}
-		switch {
-		case cur == nil:
-			r.create(ctx, w)
-		case !cur.Running:
-			r.exited(ctx, w, cur)
-		default:
-			running++
-			r.watchHealth(ctx, w, cur)
+		})
+	}
+	wg.Wait()
+	r.mu.Lock()
+	r.runningCount = int(running.Load())
+	r.mu.Unlock()
+}
+
+// converge brings one instance's containers in line with its spec and
+// reports whether its container is running.
+func (r *reconciler) converge(ctx context.Context, id string, w wanted, cs []container.State) bool {
+	var cur *container.State
+	var stale []container.State
+	for i := range cs {
+		c := &cs[i]
+		// The hash alone decides: the server may pin the image to a
+		// digest later without changing what the container runs.
+		if cur == nil && c.Labels[container.LabelSpecHash] == w.spec.SpecHash {
+			cur = c
+		} else {
+			stale = append(stale, *c)
 		}
 	}
-	r.mu.Lock()
-	r.runningCount = running
-	r.mu.Unlock()
+	// Stop-first removes what differs from the spec before anything else;
+	// start-first keeps it serving until its replacement is ready.
+	if !w.spec.StartFirst || r.replacementReady(id, cur, w) {
+		for _, c := range stale {
+			r.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", id)
+			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+			}
+		}
+	}
+	switch {
+	case cur == nil:
+		r.create(ctx, w)
+	case !cur.Running:
+		r.exited(ctx, w, cur)
+	default:
+		r.watchHealth(ctx, w, cur)
+		return true
+	}
+	return false
 }
 
 // replacementReady reports whether an instance's current container may take

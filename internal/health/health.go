@@ -54,9 +54,10 @@ const (
 // Watch probes target as hc says until ctx ends, and calls report, from
 // Watch's goroutine, each time the target's health changes.
 //
-// The first probe runs at once and the next ones every Interval, each
-// bounded by Timeout (by Interval when Timeout is zero). Probes never
-// overlap: one that outlasts Interval delays the next. The first
+// The first probe runs at once and the next ones every Interval (every
+// 100 ms until the first success), each bounded by Timeout (by Interval when
+// Timeout is zero). Probes never overlap: one that outlasts Interval delays
+// the next. The first
 // success reports healthy; Retries consecutive failures report unhealthy,
 // with the last failure's reason. Failures during StartPeriod do not count,
 // but a success ends the start period: from then on every failure counts.
@@ -75,25 +76,45 @@ func Watch(ctx context.Context, hc spec.HealthCheck, target Target, report func(
 	}
 	m := &monitor{retries: retries, startEnds: time.Now().Add(time.Duration(hc.StartPeriod))}
 	p := newProber(hc, target, timeout)
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
+	// Until the first success, probes come every startInterval: a process
+	// that is up 20 ms after its container started is seen healthy then,
+	// not a whole interval later. Those early probes can only bring good
+	// news: a failure counts at most once per interval, as it would at the
+	// normal cadence, so retries keep their meaning.
+	passed := false // whether a probe has passed yet
+	nextCount := time.Now()
 	for {
 		probeCtx, cancel := context.WithTimeout(ctx, timeout)
+		begun := time.Now()
 		err := p.probe(probeCtx)
 		cancel()
 		if ctx.Err() != nil {
 			return // the probe failed because Watch is over, not the target
 		}
-		if st, changed := m.observe(time.Now(), err); changed {
-			report(st)
+		now := time.Now()
+		if err == nil || passed || !now.Before(nextCount) {
+			if err != nil {
+				nextCount = now.Add(interval)
+			}
+			passed = passed || err == nil
+			if st, changed := m.observe(now, err); changed {
+				report(st)
+			}
+		}
+		wait := interval
+		if !passed {
+			wait = min(startInterval, interval)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-time.After(time.Until(begun.Add(wait))):
 		}
 	}
 }
+
+// startInterval is how often a container is probed until it first passes.
+const startInterval = 100 * time.Millisecond
 
 // monitor turns probe results into health transitions.
 type monitor struct {

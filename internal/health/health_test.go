@@ -321,3 +321,42 @@ func TestWatchEndsWithContext(t *testing.T) {
 		t.Fatal("Watch: still running after its context ended")
 	}
 }
+
+// A process that comes up just after its container started is seen healthy
+// within moments, not a whole interval later; meanwhile its early failures
+// count no faster than once per interval.
+func TestFastFirstSuccess(t *testing.T) {
+	ex := &execer{}
+	ex.code.Store(1)
+	begin := time.Now()
+	reports := watch(t, spec.HealthCheck{
+		Exec:     &spec.ExecCheck{Command: []string{"check"}},
+		Interval: spec.Duration(2 * time.Second),
+		Timeout:  spec.Duration(time.Second),
+		Retries:  1,
+	}, health.Target{Exec: ex})
+	// With retries 1 the first probe's failure reports unhealthy; the fast
+	// probes that follow may not report it again within the interval.
+	expectUnhealthy(t, reports, "exit code 1")
+	time.AfterFunc(300*time.Millisecond, func() { ex.code.Store(0) })
+	expectHealthy(t, reports)
+	if took := time.Since(begin); took > time.Second {
+		t.Errorf("healthy %v after the watch began; want well under the 2s interval", took)
+	}
+}
+
+func TestEarlyFailuresCountOncePerInterval(t *testing.T) {
+	ex := &execer{}
+	ex.code.Store(1)
+	begin := time.Now()
+	reports := watch(t, spec.HealthCheck{
+		Exec:     &spec.ExecCheck{Command: []string{"check"}},
+		Interval: spec.Duration(300 * time.Millisecond),
+		Timeout:  spec.Duration(100 * time.Millisecond),
+		Retries:  3,
+	}, health.Target{Exec: ex})
+	expectUnhealthy(t, reports, "exit code 1")
+	if took := time.Since(begin); took < 550*time.Millisecond {
+		t.Errorf("unhealthy after %v; want 3 failures at the 300ms interval (≥ 600ms), not at the fast start cadence", took)
+	}
+}

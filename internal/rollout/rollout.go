@@ -368,6 +368,31 @@ func names(ns []string) string {
 	return strings.Join(ns, ", ")
 }
 
+// spread orders the instances left to update so that a batch takes one
+// instance from each node before a second from any: the nodes' agents then
+// work in parallel, and a batch weakens no node more than it must.
+// Reachable nodes come first; names and IDs make the order predictable.
+func spread(insts []Instance) {
+	slices.SortFunc(insts, func(a, b Instance) int {
+		return cmp.Or(cmp.Compare(a.NodeName, b.NodeName), cmp.Compare(a.ID, b.ID))
+	})
+	rank := make(map[string]int, len(insts))
+	nth := map[string]int{}
+	for _, i := range insts {
+		rank[i.ID] = nth[i.NodeName]
+		nth[i.NodeName]++
+	}
+	slices.SortStableFunc(insts, func(a, b Instance) int {
+		if a.Reachable != b.Reachable {
+			if a.Reachable {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(rank[a.ID], rank[b.ID])
+	})
+}
+
 // nextBatch starts the next batch, or ends the rollout when no instance is
 // left to move.
 func (s *stepper) nextBatch() {
@@ -395,16 +420,7 @@ func (s *stepper) nextBatch() {
 		s.event("rollout.succeeded", "all %d instances on revision %d", len(s.insts), s.r.To)
 		return
 	}
-	// Reachable instances first, then by node name for a predictable order.
-	slices.SortFunc(remaining, func(a, b Instance) int {
-		if a.Reachable != b.Reachable {
-			if a.Reachable {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(cmp.Compare(a.NodeName, b.NodeName), cmp.Compare(a.ID, b.ID))
-	})
+	spread(remaining)
 	total := len(s.insts)
 	size := s.u.BatchSize.Of(total)
 	if s.r.Phase == api.PhaseCanary {

@@ -399,3 +399,22 @@ func TestPrePullBeforeTheFirstBatch(t *testing.T) {
 		t.Errorf("a batch started (event %d) before the pre-pull ended (event %d)", firstBatch, lastPull)
 	}
 }
+
+func TestBatchesSpreadOverNodes(t *testing.T) {
+	var insts []Instance
+	for _, node := range []string{"c", "a", "0-down", "b"} {
+		for k := range 3 {
+			insts = append(insts, Instance{ID: fmt.Sprintf("%s%d", node, k), NodeName: node, Revision: 1, Reachable: node != "0-down",
+				State: api.InstanceHealthy, Checked: true})
+		}
+	}
+	// 0-down is unreachable: it sorts first by name but goes last.
+	res := Step(newRollout(1, 2), update(n(4), n(4), n(0)), insts, t0)
+	var got []string
+	for _, m := range res.Moves {
+		got = append(got, m.ID)
+	}
+	if strings.Join(got, " ") != "a0 b0 c0 a1" {
+		t.Errorf("first batch %v; want one instance of each reachable node first: a0 b0 c0 a1", got)
+	}
+}
