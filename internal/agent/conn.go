@@ -24,7 +24,10 @@ import (
 func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
 	conn, err := grpc.NewClient(a.addr, a.dialOptions(
 		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, a.host))),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))...)
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// The stream carries small messages; gRPC's default 32 KiB read
+		// buffer would dominate a simulated agent's memory.
+		grpc.WithReadBufferSize(4<<10))...)
 	if err != nil {
 		return false, err
 	}

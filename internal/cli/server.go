@@ -55,6 +55,7 @@ CLI users and agents trust, and a bootstrap admin API token
 	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a node is unreachable")
 	f.DurationVar(&cfg.RescheduleAfter, "reschedule-after", time.Minute, "how long replicated instances wait on an unreachable node before they move")
 	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents get")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "HOST:PORT for Go's pprof profiles over plain HTTP, unauthenticated: use loopback (off when empty)")
 	f.IntVar(&cfg.PrePullParallelism, "prepull-parallelism", 50, "how many nodes pull a rollout's image at once when its spec asks for prePull")
 	logs.add(f)
 	return cmd

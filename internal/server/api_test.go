@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -223,5 +224,25 @@ spec:
 	}
 	if ds, _ := s.store.ListDeployments(context.Background(), ""); len(ds) != 1 {
 		t.Errorf("%d deployments; want only the one valid apply stored", len(ds))
+	}
+}
+
+func TestDebugListenerServesProfiles(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := New(ctx, Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	resp, err := http.Get("http://" + s.debugLn.Addr().String() + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "heap profile") {
+		t.Errorf("GET /debug/pprof/heap = %d %.80q; want a heap profile", resp.StatusCode, body)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -42,6 +43,9 @@ type Config struct {
 	// RescheduleAfter is how long a replicated instance stays on an
 	// unreachable node before it is placed elsewhere; default 1m.
 	RescheduleAfter time.Duration
+	// DebugAddr, if set, serves Go's pprof profiles (/debug/pprof/) on a
+	// plain HTTP listener with no authentication: bind it to loopback.
+	DebugAddr string
 	// PrePullParallelism caps how many nodes pull a rollout's image at once
 	// in its pre-pull phase; default 50.
 	PrePullParallelism int
@@ -77,6 +81,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// connReadBuffer is each agent connection's read buffer.
+const connReadBuffer = 4 << 10
+
 // maxAgentMessage bounds what one agent message may weigh, so a broken or
 // hostile agent cannot make the server allocate without limit.
 const maxAgentMessage = 1 << 20
@@ -90,6 +97,8 @@ type Server struct {
 	apiLn    net.Listener
 	agentLn  net.Listener
 	http     *http.Server
+	debug    *http.Server // nil unless Config.DebugAddr is set
+	debugLn  net.Listener
 	grpc     *grpc.Server
 	fleet    *fleet
 	events   *eventBell
@@ -168,10 +177,28 @@ func (s *Server) listen(cert tls.Certificate) error {
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(pki.AgentServerTLS(s.ca, cert))),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
+		// Agent messages are small and one server holds thousands of
+		// mostly idle streams: gRPC's default 32 KiB read buffer per
+		// connection would be most of an idle agent's cost.
+		grpc.ReadBufferSize(connReadBuffer),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s})
+	if s.cfg.DebugAddr != "" {
+		if s.debugLn, err = net.Listen("tcp", s.cfg.DebugAddr); err != nil {
+			s.apiLn.Close()
+			s.agentLn.Close()
+			return fmt.Errorf("listening for debug on %s: %w", s.cfg.DebugAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
 	return nil
 }
 
@@ -200,6 +227,14 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.fleet.run(ctx)
 	}()
+	if s.debug != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.debug.Serve(s.debugLn)
+		}()
+		s.log.Info("serving debug profiles", "addr", "http://"+s.debugLn.Addr().String()+"/debug/pprof/")
+	}
 
 	var err error
 	select {
@@ -210,6 +245,9 @@ func (s *Server) Run(ctx context.Context) error {
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	s.http.Shutdown(shutCtx)
+	if s.debug != nil {
+		s.debug.Shutdown(shutCtx)
+	}
 	// Agent streams never end by themselves, so a graceful stop would wait
 	// forever; agents reconnect with backoff and their containers keep running.
 	s.grpc.Stop()
