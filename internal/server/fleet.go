@@ -36,6 +36,8 @@ type fleet struct {
 
 	mu    sync.Mutex
 	nodes map[string]*liveNode
+	// statuses queues instance status reports for writeStatuses.
+	statuses chan store.InstanceStatus
 	// pinned caches the revisions known to have an image digest.
 	pinned map[string]bool
 	// timer and timerAt schedule the next time-driven pass (a rollout's
@@ -65,7 +67,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, pinned: map[string]bool{}, pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, statuses: make(chan store.InstanceStatus, 4096), pinned: map[string]bool{}, pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		// A restarted server gives every ready node a full liveness window to
@@ -499,7 +501,10 @@ func (f *fleet) ack(nodeID string, gen uint64) {
 	f.mu.Unlock()
 }
 
-// status records an agent's report on one of its instances.
+// status queues an agent's report on one of its instances for the status
+// writer. A full queue holds the agent's stream back, which is the
+// backpressure we want; a report lost to a crash is sent again by the agent
+// in the hello of its next connection.
 func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.InstanceStatus) {
 	if !validStates[api.InstanceState(st.State)] {
 		f.log.Warn("ignoring instance status with an unknown state", "node_id", nodeID, "instance_id", st.InstanceId, "state", st.State)
@@ -509,16 +514,57 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 	if st.ObservedAt == 0 {
 		at = time.Now().UTC()
 	}
-	err := f.s.store.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
-		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: st.ImageDigest, At: at})
-	switch {
-	case err == nil:
-		if st.ImageDigest != "" {
-			f.pin(ctx, nodeID, st.InstanceId, st.ImageDigest)
+	select {
+	case f.statuses <- store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
+		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: st.ImageDigest, At: at}:
+	case <-ctx.Done():
+	}
+}
+
+// Status reports are written in batches: one transaction for all that came
+// within statusBatchWindow, at most statusBatchMax. A rollout over thousands
+// of nodes sends several reports per instance; one transaction each would
+// make the store's write lock the limit.
+const (
+	statusBatchWindow = 20 * time.Millisecond
+	statusBatchMax    = 1000
+)
+
+// writeStatuses writes queued status reports until ctx ends.
+func (f *fleet) writeStatuses(ctx context.Context) {
+	for {
+		var batch []store.InstanceStatus
+		select {
+		case <-ctx.Done():
+			return
+		case st := <-f.statuses:
+			batch = append(batch, st)
 		}
-		f.trigger() // a rollout may wait on this instance
-	case !errors.Is(err, store.ErrNotFound):
-		f.log.Error("recording instance status", "node_id", nodeID, "instance_id", st.InstanceId, "err", err)
+		window := time.After(statusBatchWindow)
+	collect:
+		for len(batch) < statusBatchMax {
+			select {
+			case st := <-f.statuses:
+				batch = append(batch, st)
+			case <-window:
+				break collect
+			case <-ctx.Done():
+				break collect
+			}
+		}
+		ok, err := f.s.store.UpdateInstanceStatuses(ctx, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				f.log.Error("recording instance statuses", "count", len(batch), "err", err)
+			}
+			continue
+		}
+		for i, st := range batch {
+			if ok[i] && st.ImageDigest != "" {
+				f.pin(ctx, st.NodeID, st.ID, st.ImageDigest)
+			}
+		}
+		f.trigger() // a rollout may wait on these instances
 	}
 }
 

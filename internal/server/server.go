@@ -227,6 +227,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.fleet.run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.fleet.writeStatuses(ctx)
+	}()
 	if s.debug != nil {
 		wg.Add(1)
 		go func() {

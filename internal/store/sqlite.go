@@ -459,16 +459,33 @@ func (s *SQLite) ApplyPlacement(ctx context.Context, add []api.Instance, remove 
 }
 
 func (s *SQLite) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, updated_at = ?, version = version + 1
-		WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`,
-		st.State, st.Reason, st.ContainerID, st.ImageDigest, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
-	if err != nil {
-		return err
+	ok, err := s.UpdateInstanceStatuses(ctx, []InstanceStatus{st})
+	if err == nil && !ok[0] {
+		err = fmt.Errorf("instance %s: %w", st.ID, ErrNotFound)
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return fmt.Errorf("instance %s: %w", st.ID, ErrNotFound)
-	}
-	return nil
+	return err
+}
+
+func (s *SQLite) UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error) {
+	matched := make([]bool, len(ss))
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, updated_at = ?, version = version + 1
+			WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for i, st := range ss {
+			res, err := stmt.ExecContext(ctx, st.State, st.Reason, st.ContainerID, st.ImageDigest, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			matched[i] = k > 0
+		}
+		return nil
+	})
+	return matched, err
 }
 
 func (s *SQLite) SetInstanceRevision(ctx context.Context, ids []string, revision int64, specHash string) error {

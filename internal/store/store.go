@@ -91,6 +91,9 @@ type Store interface {
 	// if s.SpecHash is set and the instance has since moved to another spec
 	// (a late report on a replaced container must not overwrite the new one's).
 	UpdateInstanceStatus(ctx context.Context, s InstanceStatus) error
+	// UpdateInstanceStatuses records many reports in one transaction and
+	// says which of them matched an instance, by the same rules.
+	UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error)
 }
 
 // InstanceMove moves an instance to another revision of its deployment.

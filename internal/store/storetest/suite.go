@@ -276,6 +276,14 @@ func testInstances(t *testing.T, s store.Store) {
 	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i3", NodeID: "a", SpecHash: "old", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("status for a spec the instance no longer has: got %v; want ErrNotFound", err)
 	}
+	batch := []store.InstanceStatus{
+		{ID: "i2", NodeID: "b", State: api.InstanceHealthy, At: at},
+		{ID: "i3", NodeID: "z", State: api.InstanceHealthy, At: at}, // not i3's node
+		{ID: "i3", NodeID: "a", State: api.InstanceRunning, At: at},
+	}
+	if ok, err := s.UpdateInstanceStatuses(ctx, batch); err != nil || !ok[0] || ok[1] || !ok[2] {
+		t.Errorf("UpdateInstanceStatuses = %v, %v; want [true false true]", ok, err)
+	}
 	if err := s.SetInstanceRevision(ctx, []string{"i3"}, 2, "h2"); err != nil {
 		t.Fatal(err)
 	}
