@@ -56,6 +56,7 @@ type liveNode struct {
 	lastSeen time.Time
 	flushed  time.Time // lastSeen as last written to the store
 	usage    api.Usage
+	hostErr  string // the agent's last reported host problem, as stored
 	session  *session
 	desired  *agentproto.DesiredState
 	key      string // digest of desired's instances, to skip unchanged pushes
@@ -72,7 +73,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	for _, n := range nodes {
 		// A restarted server gives every ready node a full liveness window to
 		// reconnect before calling it unreachable.
-		f.nodes[n.ID] = &liveNode{state: n.State, lastSeen: now, flushed: n.LastSeen}
+		f.nodes[n.ID] = &liveNode{state: n.State, lastSeen: now, flushed: n.LastSeen, hostErr: n.Error}
 	}
 	return f, nil
 }
@@ -472,24 +473,26 @@ func (f *fleet) heartbeat(ctx context.Context, nodeID string, hb *agentproto.Hea
 		ln.usage = api.Usage{CPUPercent: u.CpuPercent, MemoryBytes: u.MemoryBytes, Containers: int(u.Containers)}
 	}
 	revived := ln.state != api.NodeReady
-	ln.state = api.NodeReady
+	errChanged := ln.hostErr != hb.Error
+	ln.state, ln.hostErr = api.NodeReady, hb.Error
 	f.mu.Unlock()
-	n, err := f.s.store.GetNode(ctx, nodeID)
-	if err != nil {
+	// The agent sends facts only when they changed; with the error kept in
+	// memory, an ordinary heartbeat touches the store neither to read nor
+	// to write.
+	if !revived && !errChanged && hb.Facts == nil {
 		return
 	}
-	facts := n.Facts
-	if hb.Facts != nil {
-		facts = factsFromProto(hb.Facts)
+	if revived {
+		f.log.Info("node ready", "node_id", nodeID)
 	}
-	if revived || n.Error != hb.Error || facts != n.Facts {
-		if revived {
-			f.log.Info("node ready", "node_id", nodeID)
+	f.updateNode(ctx, nodeID, func(n *api.Node) {
+		n.State, n.Error = api.NodeReady, hb.Error
+		if hb.Facts != nil {
+			n.Facts = factsFromProto(hb.Facts)
 		}
-		f.updateNode(ctx, nodeID, func(n *api.Node) { n.State = api.NodeReady; n.Error = hb.Error; n.Facts = facts })
-		if revived {
-			f.trigger()
-		}
+	})
+	if revived {
+		f.trigger()
 	}
 }
 
