@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dockfleet/dockfleet/internal/version.Version=$(VERSION)
 BIN     := bin/dockfleet
 
-.PHONY: help build images demo test test-short lint bench proto clean
+.PHONY: help build images demo test test-short lint bench bench-scale proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -15,7 +15,7 @@ build: ## build bin/dockfleet (static, no cgo)
 images: ## build the demo images hello:v1, hello:v2, hello:broken
 	./examples/hello/build-images.sh
 
-demo: build images ## run a local fleet of one: dockfleet dev, apply examples/hello, wait until healthy
+demo: build images ## run a local fleet of one: dockfleet dev, apply examples/hello, roll it out to v2
 	./scripts/demo.sh
 
 test: ## run every test against the real Docker daemon, with the race detector
@@ -30,6 +30,11 @@ lint: ## gofmt and go vet
 
 bench: build images ## time rollouts on real Docker: Swarm vs dockfleet vs raw API (BENCH_FLAGS=-runs=3)
 	$(GO) run ./bench/rollout $(BENCH_FLAGS)
+
+N ?= 1000
+
+bench-scale: build ## scale: one server, N simulated agents on loopback (N=1000; BENCH_SCALE_FLAGS=-o json)
+	$(GO) run ./bench/scale -n $(N) $(BENCH_SCALE_FLAGS)
 
 proto: ## regenerate internal/agentproto from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 	cd internal/agentproto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate ./...

@@ -1,0 +1,920 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	dfclient "github.com/dockfleet/dockfleet/internal/client"
+)
+
+const (
+	// deploymentName is the benchmark's one deployment: global, on every
+	// node labelled nodeLabelKey=nodeLabelValue, which the sims set.
+	deploymentName = "scale"
+	nodeLabelKey   = "bench"
+	nodeLabelValue = "scale"
+	// heartbeatInterval is the server's default, which the benchmark
+	// leaves as it is.
+	heartbeatInterval = "5s"
+)
+
+// image is pinned by digest, so that the server resolves nothing at apply
+// and no request leaves the host (DESIGN §10); the sims' in-memory runtime
+// has every image. The registry named is a loopback one all the same.
+var image = fmt.Sprintf("127.0.0.1:5000/dockfleet/scale@sha256:%x", sha256.Sum256([]byte("dockfleet-scale")))
+
+// standingGaps are what no run of the benchmark can measure, or only roughly.
+var standingGaps = []string{
+	"the sim processes share the host's cores with the server (their CPU is reported beside the server's): " +
+		"every figure but memory is slower than with the agents on other hosts.",
+}
+
+// bencher is one run: its processes, its view of the agents, its report.
+type bencher struct {
+	cfg config
+	rep *report
+
+	dir       string
+	serverDir string
+	apiAddr   string
+	agentAddr string
+	server    *process
+	serverPID atomic.Int64 // the server's, for the open-files sampler
+	debugAddr string       // the server's --debug-addr: pprof on loopback
+	debug     *debugClient
+	// unreachable and serverErrors count lines of the server's log.
+	unreachable  atomic.Int64
+	serverErrors atomic.Int64
+	sims         []*process
+	tr           *tracker
+	client       *dfclient.Client
+	afterSeq     int64 // the last event seen of the deployment
+	// baseline holds the server's memory before the agents connected.
+	baseline *idleResult
+
+	mu    sync.Mutex
+	files []*os.File
+}
+
+func newReport(ctx context.Context, cfg config) *report {
+	r := &report{Command: cfg.command, N: cfg.n, HeartbeatInterval: heartbeatInterval, Targets: designTargets,
+		Gaps: slices.Clone(standingGaps), SimProcesses: []simProcess{}, Steps: []stepResult{}}
+	m := &r.Machine
+	m.Date = time.Now().UTC().Truncate(time.Second)
+	m.CPUs = runtime.NumCPU()
+	m.MemoryBytes = memTotal()
+	m.Kernel = kernel()
+	m.Go = runtime.Version()
+	m.OpenFileLimit = openFileLimit()
+	m.LoadAvg = loadAvg()
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(vctx, cfg.bin, "version").Output(); err == nil {
+		m.Dockfleet = strings.TrimSpace(string(out))
+	}
+	return r
+}
+
+// bench runs every step in order and returns the report, with what was
+// measured before a failure.
+func bench(ctx context.Context, cfg config) (*report, error) {
+	rep := newReport(ctx, cfg)
+	err := runSteps(ctx, cfg, rep)
+	rep.Machine.LoadAvgEnd = loadAvg()
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	return rep, err
+}
+
+func runSteps(ctx context.Context, cfg config, rep *report) (err error) {
+	if _, err := os.Stat(cfg.bin); err != nil {
+		return fmt.Errorf("dockfleet binary: %w; build it with `make build` or name it with -bin", err)
+	}
+	dir, err := os.MkdirTemp("", "dockfleet-scale-")
+	if err != nil {
+		return err
+	}
+	b := &bencher{cfg: cfg, rep: rep, dir: dir, tr: newTracker()}
+	defer func() {
+		b.teardown()
+		if err != nil || cfg.keep {
+			cfg.logf("kept the server's and sims' data, logs and events in %s", dir)
+			return
+		}
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			cfg.logf("removing %s: %v", dir, rerr)
+		}
+	}()
+	// With -profiles, the steps with a profile name get a CPU profile of
+	// their first stepProfile; idle profiles its CPU window, and restart
+	// the new server, itself.
+	steps := []struct {
+		name, profile string
+		f             func(context.Context) error
+	}{
+		{"start the server", "", b.startServer},
+		{"enroll and connect", "connect", b.connect},
+		{"idle", "", b.idle},
+		{"fan-out", "fanout", b.fanout},
+		{"API latency", "api", b.apiLatency},
+		{"rollout in 10% batches", "rollout", b.rollout},
+		{"rollout with unhealthy agents", "rollback", b.rollback},
+		{"server restart", "", b.restart},
+	}
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		cfg.logf("%s", s.name)
+		sctx, cancel := context.WithTimeoutCause(ctx, cfg.timeout, fmt.Errorf("not done within -timeout %s", cfg.timeout))
+		begin, unreachable, errs := time.Now(), b.unreachable.Load(), b.serverErrors.Load()
+		maxFiles := b.sampleOpenFiles()
+		profiled := func() error { return nil }
+		if s.profile != "" {
+			profiled = b.profile(sctx, s.profile, stepProfile)
+		}
+		err := s.f(sctx)
+		if err != nil && sctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(sctx))
+		}
+		took := time.Since(begin)
+		if perr := profiled(); err == nil && perr != nil {
+			err = fmt.Errorf("profiling: %w", perr)
+		}
+		cancel()
+		rep.Steps = append(rep.Steps, stepResult{Name: s.name, Seconds: took.Seconds(), MaxOpenFiles: maxFiles(),
+			UnreachableMarks: int(b.unreachable.Load() - unreachable), ServerErrors: int(b.serverErrors.Load() - errs)})
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// stepProfile is how much of a step -profiles profiles.
+const stepProfile = 30 * time.Second
+
+// teardown stops every process the run started: the sims first, as agents
+// that lost their server would only retry.
+func (b *bencher) teardown() {
+	var wg sync.WaitGroup
+	for _, s := range b.sims {
+		wg.Go(func() { s.stop(20 * time.Second) })
+	}
+	wg.Wait()
+	if b.server != nil {
+		b.server.stop(20 * time.Second)
+	}
+	if b.client != nil {
+		b.client.CloseIdleConnections()
+	}
+	if b.debug != nil {
+		b.debug.close()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.files {
+		f.Close()
+	}
+}
+
+// sampleOpenFiles counts the server's open files every 250 ms until the
+// function it returns is called, which returns the most it saw.
+func (b *bencher) sampleOpenFiles() func() int {
+	done := make(chan struct{})
+	result := make(chan int)
+	go func() {
+		most := 0
+		sample := func() {
+			if pid := int(b.serverPID.Load()); pid > 0 {
+				if n, err := openFiles(pid); err == nil {
+					most = max(most, n)
+				}
+			}
+		}
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sample()
+			select {
+			case <-done:
+				sample() // a step shorter than a tick gets one too
+				result <- most
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int {
+		close(done)
+		return <-result
+	}
+}
+
+// serverLine reads one line of the server's stderr.
+func (b *bencher) serverLine(line []byte) {
+	switch {
+	case bytes.Contains(line, []byte(`msg="node unreachable"`)):
+		b.unreachable.Add(1)
+	case bytes.Contains(line, []byte("level=ERROR")):
+		b.serverErrors.Add(1)
+	}
+}
+
+// check fails when a process ended by itself or an agent failed.
+func (b *bencher) check() error {
+	if b.server != nil {
+		if err := b.server.unexpectedExit(); err != nil {
+			return fmt.Errorf("%w; its log ends:\n%s", err, tail(b.server.logPath, 20))
+		}
+	}
+	for _, s := range b.sims {
+		if err := s.unexpectedExit(); err != nil {
+			return fmt.Errorf("%w; its log ends:\n%s", err, tail(s.logPath, 20))
+		}
+	}
+	return b.tr.failure()
+}
+
+// waitFor calls cond every interval until it is done, fails, a process
+// fails, or ctx ends; the error then says what cond last reported.
+func (b *bencher) waitFor(ctx context.Context, what string, interval time.Duration, cond func(context.Context) (bool, string, error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	status := ""
+	for {
+		if err := b.check(); err != nil {
+			return err
+		}
+		done, st, err := cond(ctx)
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if st != "" {
+			status = st
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %s: %w", what, status, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// sleep waits d, checking on the processes every second.
+func (b *bencher) sleep(ctx context.Context, d time.Duration) error {
+	end := time.Now().Add(d)
+	for {
+		if err := b.check(); err != nil {
+			return err
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(left, time.Second)):
+		}
+	}
+}
+
+func (b *bencher) createFile(name string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(b.dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.files = append(b.files, f)
+	b.mu.Unlock()
+	return f, nil
+}
+
+// launchServer starts the server process on the run's data dir and
+// addresses, default flags but for a debug listener on loopback (pprof:
+// the heap is read from it); its output goes to server.log (appended on a
+// restart), and its log lines are counted.
+func (b *bencher) launchServer() error {
+	f, err := b.createFile("server.log")
+	if err != nil {
+		return err
+	}
+	// Both append to the log; stderr is the server's log.
+	p, err := startProcess("server", b.cfg.bin, nil, f, &lineWriter{file: f, onLine: b.serverLine},
+		"server", "--data-dir", b.serverDir, "--api-addr", b.apiAddr, "--agent-addr", b.agentAddr, "--debug-addr", b.debugAddr)
+	if err != nil {
+		return err
+	}
+	p.logPath = f.Name()
+	b.server = p
+	b.serverPID.Store(int64(p.pid()))
+	return nil
+}
+
+// waitAPI waits until the server answers its health check.
+func (b *bencher) waitAPI(ctx context.Context) error {
+	return b.waitFor(ctx, "the server's API", 20*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+		if b.client == nil {
+			tok, err := os.ReadFile(filepath.Join(b.serverDir, "admin.token"))
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			c, err := dfclient.New(dfclient.Config{Addr: "https://" + b.apiAddr, Token: strings.TrimSpace(string(tok)),
+				CACertFile: filepath.Join(b.serverDir, "ca.crt")})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			b.client = c
+		}
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := b.client.Health(hctx); err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	})
+}
+
+func (b *bencher) startServer(ctx context.Context) error {
+	b.serverDir = filepath.Join(b.dir, "server")
+	var err error
+	if b.apiAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	if b.agentAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	if b.debugAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	b.debug = newDebugClient(b.debugAddr)
+	if b.cfg.profiles {
+		if err := os.MkdirAll(b.profileDir(), 0o755); err != nil {
+			return err
+		}
+		b.rep.ProfilesDir = b.profileDir()
+	}
+	if err := b.launchServer(); err != nil {
+		return err
+	}
+	if err := b.waitAPI(ctx); err != nil {
+		return err
+	}
+	// The admin token works.
+	if _, err := b.client.ListNodes(ctx); err != nil {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	b.cfg.logf("server on %s (agents %s), pid %d, work dir %s", b.apiAddr, b.agentAddr, b.server.pid(), b.dir)
+	return nil
+}
+
+// connect starts the sim processes and waits until every agent has
+// enrolled and connected.
+func (b *bencher) connect(ctx context.Context) error {
+	n := b.cfg.n
+	tok, err := b.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: n})
+	if err != nil {
+		return fmt.Errorf("creating an enrollment token: %w", err)
+	}
+	shares := split(n, b.cfg.perProcess)
+	ips := sourceIPs(shares)
+	idle := &idleResult{}
+	if idle.RSSBaselineBytes, err = rss(b.server.pid()); err != nil {
+		return err
+	}
+	ms, err := b.debug.memStats(ctx, true)
+	if err != nil {
+		return err
+	}
+	idle.HeapBaselineBytes = ms.heapAlloc
+	b.baseline = idle
+
+	begin := time.Now()
+	for i, k := range shares {
+		prefix := fmt.Sprintf("scale%d", i+1)
+		frac := unhealthyShare(k, b.cfg.unhealthy)
+		events, err := b.createFile(prefix + ".events.jsonl")
+		if err != nil {
+			return err
+		}
+		logf, err := b.createFile(prefix + ".log")
+		if err != nil {
+			return err
+		}
+		// The token goes by environment, out of the process list.
+		p, err := startProcess("sim "+prefix, b.cfg.bin, []string{"DOCKFLEET_AGENT_TOKEN=" + tok.Token},
+			&lineWriter{file: events, onLine: b.tr.line}, logf,
+			"sim", "--server", b.agentAddr, "--agents", strconv.Itoa(k), "--data-dir", filepath.Join(b.dir, prefix),
+			"--name-prefix", prefix, "--labels", nodeLabelKey+"="+nodeLabelValue, "--source-ip", strings.Join(ips[i], ","),
+			"--unhealthy-fraction", strconv.FormatFloat(frac, 'g', -1, 64), "--ramp", strconv.Itoa(rampShare(b.cfg.ramp, len(shares))),
+			"--events")
+		if err != nil {
+			return err
+		}
+		p.logPath = logf.Name()
+		b.sims = append(b.sims, p)
+		b.rep.SimProcesses = append(b.rep.SimProcesses, simProcess{NamePrefix: prefix, Agents: k, SourceIPs: ips[i],
+			UnhealthyFraction: frac, Unhealthy: unhealthyCount(k, frac)})
+	}
+	var times []time.Time
+	err = b.waitFor(ctx, fmt.Sprintf("%d agents to connect", n), 50*time.Millisecond, func(context.Context) (bool, string, error) {
+		var connected int
+		times, connected = b.tr.connectedSince(begin)
+		return len(times) >= n, fmt.Sprintf("%d of %d agents connected", connected, n), nil
+	})
+	if err != nil {
+		return err
+	}
+	took := latest(times).Sub(begin).Seconds()
+	c := &connectResult{Seconds: took, AgentsPerSecond: float64(n) / took}
+	if c.NodesReady, err = b.nodesReady(ctx); err != nil {
+		return err
+	}
+	if c.NodesReady != n {
+		return fmt.Errorf("all %d agents connected, but the API lists %d of them ready", n, c.NodesReady)
+	}
+	b.rep.Connect = c
+	b.cfg.logf("%d agents connected in %s", n, secs(took))
+	return nil
+}
+
+// nodesReady counts the benchmark's nodes the API lists as ready.
+func (b *bencher) nodesReady(ctx context.Context) (int, error) {
+	nodes, err := b.client.ListNodes(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("listing nodes: %w", err)
+	}
+	ready := 0
+	for _, nd := range nodes {
+		if nd.State == api.NodeReady && nd.Labels[nodeLabelKey] == nodeLabelValue {
+			ready++
+		}
+	}
+	return ready, nil
+}
+
+// simCPU sums the sim processes' CPU seconds so far and their RSS now.
+func (b *bencher) simCPU() (float64, int64, error) {
+	var cpu float64
+	var mem int64
+	for _, s := range b.sims {
+		c, err := cpuSeconds(s.pid())
+		if err != nil {
+			return 0, 0, err
+		}
+		m, err := rss(s.pid())
+		if err != nil {
+			return 0, 0, err
+		}
+		cpu, mem = cpu+c, mem+m
+	}
+	return cpu, mem, nil
+}
+
+// idle measures the server with every agent connected and idle: memory
+// after settle and a CPU window, CPU over the window. With -profiles it
+// saves a CPU profile of the window and a heap profile after it.
+func (b *bencher) idle(ctx context.Context) error {
+	n := int64(b.cfg.n)
+	x := b.baseline
+	x.SettleSeconds = b.cfg.settle.Seconds()
+	ms0, err := b.debug.memStats(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := b.sleep(ctx, b.cfg.settle); err != nil {
+		return err
+	}
+	pid := b.server.pid()
+	cpu0, err := cpuSeconds(pid)
+	if err != nil {
+		return err
+	}
+	sim0, _, err := b.simCPU()
+	if err != nil {
+		return err
+	}
+	w0 := time.Now()
+	profiled := b.profile(ctx, "idle", b.cfg.cpuWindow)
+	if err := b.sleep(ctx, b.cfg.cpuWindow); err != nil {
+		return err
+	}
+	cpu1, err := cpuSeconds(pid)
+	if err != nil {
+		return err
+	}
+	sim1, simRSS, err := b.simCPU()
+	if err != nil {
+		return err
+	}
+	w1 := time.Now()
+	if err := profiled(); err != nil {
+		return err
+	}
+	window := w1.Sub(w0).Seconds()
+	x.CPUWindowSeconds = window
+	x.CPUPercent = 100 * (cpu1 - cpu0) / window
+	x.SimCPUPercent = 100 * (sim1 - sim0) / window
+	x.SimRSSBytes = simRSS
+	if x.RSSBytes, err = rss(pid); err != nil {
+		return err
+	}
+	x.RSSPerAgentBytes = max(x.RSSBytes-x.RSSBaselineBytes, 0) / n
+	if x.OpenFiles, err = openFiles(pid); err != nil {
+		return err
+	}
+	ms, err := b.debug.memStats(ctx, true)
+	if err != nil {
+		return err
+	}
+	x.HeapLiveBytes, x.StacksBytes, x.GoSysBytes = ms.heapAlloc, ms.stackInuse, ms.sys
+	x.GCsIdle = int(ms.numGC - ms0.numGC - 2) // less the two memStats made
+	x.HeapPerAgentBytes = max(x.HeapLiveBytes-x.HeapBaselineBytes, 0) / n
+	if x.Goroutines, err = b.debug.goroutines(ctx); err != nil {
+		return err
+	}
+	if b.cfg.profiles {
+		if err := b.debug.save(ctx, "heap", 0, filepath.Join(b.profileDir(), "heap-idle.pprof")); err != nil {
+			return err
+		}
+		if err := b.debug.save(ctx, "goroutine", 0, filepath.Join(b.profileDir(), "goroutines-idle.txt")); err != nil {
+			return err
+		}
+	}
+	if _, connected := b.tr.connectedSince(time.Time{}); connected != b.cfg.n {
+		return fmt.Errorf("%d of %d agents are connected after idling; see the sims' logs", connected, b.cfg.n)
+	}
+	b.rep.Idle = x
+	b.cfg.logf("idle: RSS %s per agent, heap %s per agent, CPU %.1f %% of one core", kib(x.RSSPerAgentBytes), kib(x.HeapPerAgentBytes), x.CPUPercent)
+	return nil
+}
+
+// profileDir is where -profiles writes, in the work dir.
+func (b *bencher) profileDir() string { return filepath.Join(b.dir, "profiles") }
+
+// profile starts a CPU profile of the server over d, saved as
+// cpu-<name>.pprof, when -profiles is set; the function it returns waits
+// for it.
+func (b *bencher) profile(ctx context.Context, name string, d time.Duration) func() error {
+	if !b.cfg.profiles {
+		return func() error { return nil }
+	}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- b.debug.save(ctx, "cpu", d, filepath.Join(b.profileDir(), "cpu-"+name+".pprof"))
+	}()
+	return func() error { return <-errc }
+}
+
+// spec is the deployment at step (1, 2, 3 …): global on the benchmark's
+// nodes, a container that changes with every step, batches of batch, and
+// an exec health check if check is set (the only kind simulated
+// containers can pass: nothing listens in them).
+func spec(step int, batch string, check bool) []byte {
+	hc := ""
+	if check {
+		hc = `    healthCheck:
+      exec:
+        command: ["/bin/true"]
+      interval: 1s
+      timeout: 1s
+      retries: 1
+`
+	}
+	return fmt.Appendf(nil, `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata:
+  name: %s
+spec:
+  mode: global
+  selector:
+    matchLabels:
+      %s: %s
+  container:
+    image: %s
+    env:
+      SCALE_STEP: "%d"
+%s  update:
+    batchSize: %s
+    maxUnavailable: %s
+    minHealthyTime: 0s
+    maxFailureRatio: 0
+    autoRollback: true
+`, deploymentName, nodeLabelKey, nodeLabelValue, image, step, hc, batch, batch)
+}
+
+// apply applies a spec and returns the rollout it started.
+func (b *bencher) apply(ctx context.Context, body []byte) (api.ApplyResult, error) {
+	res, err := b.client.Apply(ctx, "scale.yaml", body)
+	if err != nil {
+		return api.ApplyResult{}, fmt.Errorf("apply: %w", err)
+	}
+	if len(res.Results) != 1 || res.Results[0].Rollout == "" {
+		return api.ApplyResult{}, fmt.Errorf("apply: want one deployment with a rollout, got %+v", res.Results)
+	}
+	return res.Results[0], nil
+}
+
+// waitRollout follows the deployment's events until rollout id has ended,
+// and returns it and when the benchmark saw it end. Following by long
+// poll costs the server nothing between steps.
+func (b *bencher) waitRollout(ctx context.Context, id string) (api.Rollout, time.Time, error) {
+	for {
+		if err := b.check(); err != nil {
+			return api.Rollout{}, time.Time{}, err
+		}
+		ro, err := b.client.GetRollout(ctx, api.DefaultProject, deploymentName)
+		if err != nil {
+			return ro, time.Time{}, fmt.Errorf("getting the rollout: %w", err)
+		}
+		if ro.ID == id && ro.State.Final() {
+			return ro, time.Now(), nil
+		}
+		evs, err := b.client.ListEvents(ctx, api.DefaultProject, deploymentName, b.afterSeq, 10*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ro, time.Time{}, fmt.Errorf("waiting for rollout %s (%s: %s): %w", id, ro.State, ro.Message, ctx.Err())
+			}
+			return ro, time.Time{}, fmt.Errorf("following events: %w", err)
+		}
+		for _, e := range evs {
+			b.afterSeq = max(b.afterSeq, e.Seq)
+		}
+	}
+}
+
+// waitInstances waits until the deployment has one instance per agent,
+// all on revision and running (none of the revisions the benchmark
+// applies but the last has a health check) or healthy; it returns when it
+// saw them so.
+func (b *bencher) waitInstances(ctx context.Context, revision int64) ([]api.Instance, time.Time, error) {
+	var is []api.Instance
+	var at time.Time
+	err := b.waitFor(ctx, fmt.Sprintf("every instance running on revision %d", revision), 100*time.Millisecond,
+		func(ctx context.Context) (bool, string, error) {
+			var err error
+			is, err = b.client.ListInstances(ctx, api.DefaultProject, deploymentName)
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			at = time.Now()
+			up := 0
+			for _, i := range is {
+				if i.Revision == revision && (i.State == api.InstanceRunning || i.State == api.InstanceHealthy) {
+					up++
+				}
+			}
+			return len(is) == b.cfg.n && up == b.cfg.n, fmt.Sprintf("%d instances, %d running on revision %d", len(is), up, revision), nil
+		})
+	return is, at, err
+}
+
+// fanout applies the global deployment, one batch of 100 %, and times each
+// agent's ack of the desired state that carries its instance.
+func (b *bencher) fanout(ctx context.Context) error {
+	n := b.cfg.n
+	begin := time.Now()
+	res, err := b.apply(ctx, spec(1, "100%", false))
+	if err != nil {
+		return err
+	}
+	applied := time.Now()
+	var acks []time.Time
+	err = b.waitFor(ctx, "every agent's ack", 20*time.Millisecond, func(context.Context) (bool, string, error) {
+		acks = b.tr.firstDesired(begin)
+		return len(acks) >= n, fmt.Sprintf("%d of %d agents acked", len(acks), n), nil
+	})
+	if err != nil {
+		return err
+	}
+	ro, at, err := b.waitRollout(ctx, res.Rollout)
+	if err != nil {
+		return err
+	}
+	if ro.State != api.RolloutSucceeded {
+		return fmt.Errorf("rollout %s to revision %d: %s: %s", ro.ID, ro.To, ro.State, ro.Message)
+	}
+	if _, _, err := b.waitInstances(ctx, res.Revision); err != nil {
+		return err
+	}
+	lat := make([]time.Duration, len(acks))
+	for i, t := range acks {
+		lat[i] = t.Sub(applied)
+	}
+	f := &fanoutResult{ApplySeconds: applied.Sub(begin).Seconds(), Ack: distribution(lat), RolloutSeconds: at.Sub(begin).Seconds()}
+	b.rep.Fanout = f
+	b.cfg.logf("fan-out: ack p50 %s, p99 %s, max %s; rollout done in %s", ms(f.Ack.P50), ms(f.Ack.P99), ms(f.Ack.Max), secs(f.RolloutSeconds))
+	return nil
+}
+
+// apiLatency times GET /v1/nodes and describe deployment, a few at once,
+// with every agent connected and an instance on each.
+func (b *bencher) apiLatency(ctx context.Context) error {
+	x := &apiResult{Concurrency: b.cfg.apiConcurrency}
+	var errs atomic.Int64
+	measure := func(call func(context.Context) error) latency {
+		// One call first, not counted: the connection is set up.
+		if call(ctx) != nil {
+			errs.Add(1)
+		}
+		var next atomic.Int64
+		var mu sync.Mutex
+		var ds []time.Duration
+		var wg sync.WaitGroup
+		for range b.cfg.apiConcurrency {
+			wg.Go(func() {
+				for next.Add(1) <= int64(b.cfg.apiRequests) && ctx.Err() == nil {
+					t := time.Now()
+					if err := call(ctx); err != nil {
+						errs.Add(1)
+						continue
+					}
+					d := time.Since(t)
+					mu.Lock()
+					ds = append(ds, d)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return distribution(ds)
+	}
+	x.Nodes = measure(func(ctx context.Context) error {
+		_, err := b.client.ListNodes(ctx)
+		return err
+	})
+	x.Describe = measure(func(ctx context.Context) error {
+		if _, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName); err != nil {
+			return err
+		}
+		_, err := b.client.GetRollout(ctx, api.DefaultProject, deploymentName)
+		return err
+	})
+	x.Errors = int(errs.Load())
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.rep.API = x
+	b.cfg.logf("API: nodes p50 %s p99 %s; describe p50 %s p99 %s; %d errors", ms(x.Nodes.P50), ms(x.Nodes.P99), ms(x.Describe.P50), ms(x.Describe.P99), x.Errors)
+	return b.check()
+}
+
+// rollout rolls a new revision over every agent in 10 % batches with
+// instant health.
+func (b *bencher) rollout(ctx context.Context) error {
+	begin := time.Now()
+	res, err := b.apply(ctx, spec(2, "10%", false))
+	if err != nil {
+		return err
+	}
+	ro, at, err := b.waitRollout(ctx, res.Rollout)
+	if err != nil {
+		return err
+	}
+	if ro.State != api.RolloutSucceeded {
+		return fmt.Errorf("rollout %s to revision %d: %s: %s", ro.ID, ro.To, ro.State, ro.Message)
+	}
+	if _, _, err := b.waitInstances(ctx, res.Revision); err != nil {
+		return err
+	}
+	b.rep.Rollout = &rolloutResult{Seconds: at.Sub(begin).Seconds(), Batches: ro.Batches, Instances: ro.Total}
+	b.cfg.logf("rollout: %d batches in %s", ro.Batches, secs(at.Sub(begin).Seconds()))
+	return nil
+}
+
+// rollback rolls out a revision whose exec health check the unhealthy
+// agents never pass; the rollout must stop and return every instance it
+// moved.
+func (b *bencher) rollback(ctx context.Context) error {
+	unhealthy := 0
+	for _, p := range b.rep.SimProcesses {
+		unhealthy += p.Unhealthy
+	}
+	begin := time.Now()
+	res, err := b.apply(ctx, spec(3, "10%", true))
+	if err != nil {
+		return err
+	}
+	ro, stopped, err := b.waitRollout(ctx, res.Rollout)
+	if err != nil {
+		return err
+	}
+	if ro.State != api.RolloutRolledBack {
+		return fmt.Errorf("rollout %s to revision %d with %d unhealthy agents ended %s, not %s: %s",
+			ro.ID, ro.To, unhealthy, ro.State, api.RolloutRolledBack, ro.Message)
+	}
+	_, back, err := b.waitInstances(ctx, ro.From)
+	if err != nil {
+		return err
+	}
+	x := &rollbackResult{UnhealthyAgents: unhealthy, StoppedSeconds: stopped.Sub(begin).Seconds(), RolledBackSeconds: back.Sub(begin).Seconds(),
+		Batches: ro.Batch, FailedInstances: len(ro.FailedInstances), State: string(ro.State), Message: ro.Message}
+	b.rep.Rollback = x
+	b.cfg.logf("rollback: stopped after %s, all back after %s: %s", secs(x.StoppedSeconds), secs(x.RolledBackSeconds), ro.Message)
+	return nil
+}
+
+// restart stops the server with SIGTERM, starts it again on the same data
+// dir and ports, and times the agents' return; then it checks that no
+// container was replaced.
+func (b *bencher) restart(ctx context.Context) error {
+	n := b.cfg.n
+	d, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName)
+	if err != nil {
+		return fmt.Errorf("getting the deployment: %w", err)
+	}
+	before, _, err := b.waitInstances(ctx, d.Deployment.StableRevision)
+	if err != nil {
+		return err
+	}
+	containers := map[string]string{}
+	for _, i := range before {
+		if i.ContainerID == "" {
+			return fmt.Errorf("instance %s on %s has no container ID before the restart", i.ID, i.NodeName)
+		}
+		containers[i.ID] = i.ContainerID
+	}
+
+	stop := time.Now()
+	x := &restartResult{StopSeconds: b.server.stop(30 * time.Second).Seconds()}
+	b.client.CloseIdleConnections()
+	start := time.Now()
+	if err := b.launchServer(); err != nil {
+		return err
+	}
+	if err := b.waitAPI(ctx); err != nil {
+		return err
+	}
+	x.StartSeconds = time.Since(start).Seconds()
+	profiled := b.profile(ctx, "restart", stepProfile)
+	var times []time.Time
+	err = b.waitFor(ctx, fmt.Sprintf("%d agents to reconnect", n), 50*time.Millisecond, func(context.Context) (bool, string, error) {
+		var connected int
+		times, connected = b.tr.connectedSince(stop)
+		return len(times) >= n, fmt.Sprintf("%d of %d agents reconnected (%d connected)", len(times), n, connected), nil
+	})
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, len(times))
+	for i, t := range times {
+		lat[i] = t.Sub(start)
+	}
+	x.Reconnect = distribution(lat)
+	x.OutageSeconds = latest(times).Sub(stop).Seconds()
+	x.Disconnected = b.tr.disconnectsSince(stop)
+	err = b.waitFor(ctx, "every node ready", 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+		var err error
+		x.NodesReady, err = b.nodesReady(ctx)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return x.NodesReady == n, fmt.Sprintf("%d of %d nodes ready", x.NodesReady, n), nil
+	})
+	if err != nil {
+		return err
+	}
+	// Give a container an agent replaced time to be reported.
+	if err := b.sleep(ctx, 2*time.Second); err != nil {
+		return err
+	}
+	after, err := b.client.ListInstances(ctx, api.DefaultProject, deploymentName)
+	if err != nil {
+		return fmt.Errorf("listing instances: %w", err)
+	}
+	now := map[string]api.Instance{}
+	for _, i := range after {
+		now[i.ID] = i
+	}
+	x.InstancesChecked = len(containers)
+	for id, c := range containers {
+		i, ok := now[id]
+		if !ok || i.ContainerID != c || (i.State != api.InstanceRunning && i.State != api.InstanceHealthy) {
+			x.ContainersReplaced++
+		}
+	}
+	if err := profiled(); err != nil {
+		return fmt.Errorf("profiling: %w", err)
+	}
+	b.rep.Restart = x
+	b.cfg.logf("restart: all %d back %s after the new server started; %d containers replaced", n, secs(x.Reconnect.Max), x.ContainersReplaced)
+	return nil
+}

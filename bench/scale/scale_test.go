@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestSplit(t *testing.T) {
+	tests := []struct {
+		n, per int
+		want   []int
+	}{
+		{1, 9000, []int{1}},
+		{300, 9000, []int{300}},
+		{9000, 9000, []int{9000}},
+		{9001, 9000, []int{4501, 4500}},
+		{19000, 9000, []int{6334, 6333, 6333}},
+		{10, 3, []int{3, 3, 2, 2}},
+	}
+	for _, tt := range tests {
+		got := split(tt.n, tt.per)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("split(%d, %d) = %v; want %v", tt.n, tt.per, got, tt.want)
+		}
+	}
+}
+
+func TestSourceIPs(t *testing.T) {
+	got := sourceIPs([]int{6334, 4000, 1})
+	want := [][]string{{"127.0.0.2", "127.0.0.3"}, {"127.0.0.4"}, {"127.0.0.5"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("sourceIPs = %v; want %v", got, want)
+	}
+}
+
+func TestUnhealthy(t *testing.T) {
+	tests := []struct {
+		k    int
+		f    float64
+		want int
+	}{
+		{1000, 0.01, 10},
+		{300, 0.01, 3},
+		{20, 0.01, 1}, // at least one per process
+		{1, 0.01, 1},
+	}
+	for _, tt := range tests {
+		if got := unhealthyCount(tt.k, unhealthyShare(tt.k, tt.f)); got != tt.want {
+			t.Errorf("%d agents at %g: %d unhealthy; want %d", tt.k, tt.f, got, tt.want)
+		}
+	}
+}
+
+func TestDistribution(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- { // unsorted on purpose
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	got := distribution(ds)
+	want := latency{Count: 100, P50: 0.050, P99: 0.099, Max: 0.100}
+	if got != want {
+		t.Errorf("distribution = %+v; want %+v", got, want)
+	}
+	if got := distribution(nil); got != (latency{}) {
+		t.Errorf("distribution(nil) = %+v; want zero", got)
+	}
+	if got := distribution([]time.Duration{time.Second}); got.P50 != 1 || got.P99 != 1 || got.Max != 1 {
+		t.Errorf("distribution of one = %+v; want 1 s everywhere", got)
+	}
+}
+
+func TestParseMemStats(t *testing.T) {
+	profile := `heap profile: 5: 2048 [20: 8192] @ heap/1048576
+1: 1024 [1: 1024] @ 0x4a2f1b 0x4a2e3c
+#	0x4a2f1a	main.main+0x3a	/src/main.go:12
+
+# runtime.MemStats
+# Alloc = 36805000
+# TotalAlloc = 912345678
+# Sys = 1135894528
+# HeapAlloc = 369098752
+# HeapSys = 800000000
+# Stack = 84934656 / 85000000
+# NumGC = 47
+# DebugGC = false
+`
+	got, err := parseMemStats(strings.NewReader(profile))
+	want := memStats{heapAlloc: 369098752, stackInuse: 84934656, sys: 1135894528, numGC: 47}
+	if err != nil || got != want {
+		t.Errorf("parseMemStats = %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := parseMemStats(strings.NewReader("heap profile: 0: 0 [0: 0] @ heap/1048576\n")); err == nil {
+		t.Error("a profile without MemStats parsed")
+	}
+}
+
+func TestParseGoroutines(t *testing.T) {
+	if n, err := parseGoroutines("goroutine profile: total 50013\n"); err != nil || n != 50013 {
+		t.Errorf("parseGoroutines = %d, %v; want 50013", n, err)
+	}
+	if _, err := parseGoroutines("goroutine 1 [running]:\n"); err == nil {
+		t.Error("a goroutine dump parsed as a profile")
+	}
+}
+
+func TestLineWriter(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	w := &lineWriter{file: f, onLine: func(b []byte) { lines = append(lines, string(b)) }}
+	for _, chunk := range []string{"one\ntw", "o\n", "", "three\nfour\nfi", "ve"} {
+		if n, err := w.Write([]byte(chunk)); err != nil || n != len(chunk) {
+			t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
+		}
+	}
+	if want := []string{"one", "two", "three", "four"}; !slices.Equal(lines, want) {
+		t.Errorf("lines = %q; want %q (the unfinished line waits)", lines, want)
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "one\ntwo\nthree\nfour\nfive" {
+		t.Errorf("file holds %q; want everything written", b)
+	}
+}
+
+func TestTracker(t *testing.T) {
+	base := time.Unix(1767225600, 0)
+	ev := func(d time.Duration, agent, event string, extra string) []byte {
+		return []byte(`{"t":` + jsonInt(base.Add(d).UnixNano()) + `,"agent":"` + agent + `","event":"` + event + `"` + extra + `}`)
+	}
+	tr := newTracker()
+	for _, l := range [][]byte{
+		ev(0, "a-1", "started", ""),
+		ev(0, "a-2", "started", ""),
+		ev(1*time.Second, "a-1", "connected", ""),
+		ev(1*time.Second, "a-1", "desired", `,"generation":5,"instances":0`),
+		ev(2*time.Second, "a-2", "connected", ""),
+		ev(5*time.Second, "a-1", "desired", `,"generation":6,"instances":1`),
+		ev(6*time.Second, "a-2", "desired", `,"generation":7,"instances":1`),
+		ev(10*time.Second, "a-1", "disconnected", `,"error":"rpc error: EOF"`),
+		ev(10*time.Second, "a-2", "disconnected", `,"error":"rpc error: EOF"`),
+		ev(12*time.Second, "a-2", "connected", ""),
+		[]byte("sim: not an event"),
+	} {
+		tr.line(l)
+	}
+	if err := tr.failure(); err != nil {
+		t.Errorf("failure = %v; want none", err)
+	}
+	times, connected := tr.connectedSince(base.Add(9 * time.Second))
+	if connected != 1 || len(times) != 1 || !times[0].Equal(base.Add(12*time.Second)) {
+		t.Errorf("connectedSince(9s) = %v, %d connected; want a-2 at 12s, 1 connected", times, connected)
+	}
+	acks := tr.firstDesired(base.Add(3 * time.Second))
+	slices.SortFunc(acks, func(a, b time.Time) int { return a.Compare(b) })
+	if want := []time.Time{base.Add(5 * time.Second), base.Add(6 * time.Second)}; !slices.EqualFunc(acks, want, time.Time.Equal) {
+		t.Errorf("firstDesired = %v; want %v (states with an instance only)", acks, want)
+	}
+	if got := latest(acks); !got.Equal(base.Add(6 * time.Second)) {
+		t.Errorf("latest = %v", got)
+	}
+	if n := tr.disconnectsSince(base.Add(9 * time.Second)); n != 2 {
+		t.Errorf("disconnectsSince = %d; want 2", n)
+	}
+	tr.line(ev(13*time.Second, "a-3", "failed", `,"error":"enrollment refused"`))
+	if err := tr.failure(); err == nil || !strings.Contains(err.Error(), "a-3: enrollment refused") {
+		t.Errorf("failure = %v; want a-3's", err)
+	}
+}
+
+func jsonInt(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-n", "300", "-o", "json"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.n != 300 || cfg.perProcess != defaultPerProcess || cfg.output != "json" || cfg.command != "go run ./bench/scale -n 300 -o json" {
+		t.Errorf("parseFlags = %+v", cfg)
+	}
+	for _, args := range [][]string{
+		{"-n", "0"},
+		{"-n", "25000"}, // more than one server process may hold here
+		{"-per-process", "0"},
+		{"-per-process", "19900"},
+		{"-n", "5000", "-per-process", "10"}, // 500 processes
+		{"-o", "yaml"},
+		{"-unhealthy", "0"},
+		{"-cpu-window", "0s"},
+		{"extra"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) = nil error; want one", args)
+		}
+	}
+}
+
+func TestSpec(t *testing.T) {
+	s := string(spec(3, "10%", true))
+	for _, want := range []string{"mode: global", "bench: scale", "@sha256:", `SCALE_STEP: "3"`, "exec:", "batchSize: 10%", "autoRollback: true"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("spec lacks %q:\n%s", want, s)
+		}
+	}
+	if s := string(spec(1, "100%", false)); strings.Contains(s, "healthCheck") {
+		t.Errorf("spec without a check has one:\n%s", s)
+	}
+}
+
+func TestTable(t *testing.T) {
+	r := &report{N: 10000, HeartbeatInterval: "5s", Targets: designTargets, Command: "go run ./bench/scale -n 10000",
+		SimProcesses: []simProcess{{Agents: 5000, SourceIPs: []string{"127.0.0.2", "127.0.0.3"}}, {Agents: 5000, SourceIPs: []string{"127.0.0.4", "127.0.0.5"}}},
+		Connect:      &connectResult{Seconds: 40, AgentsPerSecond: 250},
+		Idle:         &idleResult{RSSBaselineBytes: 20 << 20, RSSBytes: 320 << 20, RSSPerAgentBytes: 30 << 10, CPUPercent: 12.5, CPUWindowSeconds: 30},
+		Fanout:       &fanoutResult{Ack: latency{Count: 10000, P50: 0.4, P99: 0.9, Max: 2.5}},
+		Rollout:      &rolloutResult{Seconds: 12, Batches: 10, Instances: 10000},
+		Rollback:     &rollbackResult{UnhealthyAgents: 100, StoppedSeconds: 1, RolledBackSeconds: 2, State: "rolled_back", Batches: 1},
+		API:          &apiResult{Concurrency: 4, Nodes: latency{Count: 200, P50: 0.2, P99: 0.5}, Describe: latency{Count: 200, P50: 0.005, P99: 0.02}},
+		Restart:      &restartResult{Reconnect: latency{Count: 10000, P50: 2, P99: 5, Max: 6}, OutageSeconds: 7, InstancesChecked: 10000},
+		Gaps:         []string{"something"},
+		Steps:        []stepResult{{Name: "server restart", Seconds: 40, MaxOpenFiles: 19876, UnreachableMarks: 4816, ServerErrors: 4443}},
+	}
+	var b bytes.Buffer
+	r.writeTable(&b)
+	out := b.String()
+	for _, want := range []string{
+		"10000 simulated agents in 2 sim process(es)",
+		"≤ 32.0 KiB  met",       // 30 KiB
+		"≤ 10 %  MISSED",        // 12.5 %
+		"max ≤ 2.00 s  MISSED",  // max 2.5 s
+		"≤ 20.0 s  met",         // 12 s
+		"0 of 10000",            // containers replaced
+		"p50 5.0 ms, p99 20 ms", // describe
+		"target at 10,000 agents",
+		"  - something",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`server restart +40.0 s +19876 +4816 +4443`).MatchString(out) {
+		t.Errorf("table lacks the restart step's row:\n%s", out)
+	}
+	// Below the fleet size the targets are set for, no verdicts.
+	r.N = 1000
+	b.Reset()
+	r.writeTable(&b)
+	if out := b.String(); strings.Contains(out, "  met") || strings.Contains(out, "MISSED") {
+		t.Errorf("table at 1000 agents judges against targets for 10,000:\n%s", out)
+	}
+}
+
+// TestSmoke runs the whole benchmark at N = 300 against the real binary,
+// built from this tree: it must complete, and its JSON must have every
+// field with a sane value. It asserts no timings (CONTRIBUTING.md). It
+// takes about half a minute; -short skips it, except in CI.
+func TestSmoke(t *testing.T) {
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skip("the smoke test runs 300 simulated agents for about half a minute; not with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "dockfleet")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/dockfleet")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building dockfleet: %v\n%s", err, out)
+	}
+
+	const n, requests = 300, 50
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-n", "300", "-bin", bin, "-o", "json", "-settle", "2s", "-cpu-window", "5s",
+		"-api-requests", "50", "-timeout", "2m"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s\nstdout:\n%s", code, stderr.String(), stdout.String())
+	}
+
+	// Every field is there, and none is null.
+	var raw map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &raw); err != nil {
+		t.Fatalf("the output is not JSON: %v\n%s", err, stdout.String())
+	}
+	want := map[string][]string{
+		"":                  {"command", "n", "heartbeatInterval", "simProcesses", "machine", "connect", "idle", "fanout", "api", "rollout", "rollback", "restart", "steps", "targets", "gaps"},
+		"machine":           {"date", "cpus", "memoryBytes", "kernel", "go", "dockfleet", "openFileLimit", "loadAvg", "loadAvgEnd"},
+		"connect":           {"seconds", "agentsPerSecond", "nodesReady"},
+		"idle":              {"settleSeconds", "rssBaselineBytes", "rssBytes", "rssPerAgentBytes", "heapBaselineBytes", "heapLiveBytes", "heapPerAgentBytes", "stacksBytes", "goSysBytes", "gcsIdle", "goroutines", "cpuWindowSeconds", "cpuPercent", "simCpuPercent", "simRssBytes", "openFiles"},
+		"fanout":            {"applySeconds", "ack", "rolloutSeconds"},
+		"fanout.ack":        {"count", "p50", "p99", "max"},
+		"api":               {"concurrency", "nodes", "describe", "errors"},
+		"rollout":           {"seconds", "batches", "instances"},
+		"rollback":          {"unhealthyAgents", "stoppedSeconds", "rolledBackSeconds", "batches", "failedInstances", "state", "message"},
+		"restart":           {"stopSeconds", "startSeconds", "reconnect", "outageSeconds", "disconnected", "nodesReady", "instancesChecked", "containersReplaced"},
+		"restart.reconnect": {"count", "p50", "p99", "max"},
+	}
+	for path, keys := range want {
+		obj := raw
+		if path != "" {
+			for _, p := range strings.Split(path, ".") {
+				next, ok := obj[p].(map[string]any)
+				if !ok {
+					t.Fatalf("%s is %v; want an object", path, obj[p])
+				}
+				obj = next
+			}
+		}
+		for _, k := range keys {
+			if v, ok := obj[k]; !ok || v == nil {
+				t.Errorf("%s.%s is missing or null", path, k)
+			}
+		}
+	}
+	if _, ok := raw["error"]; ok {
+		t.Errorf("the report has an error: %v", raw["error"])
+	}
+
+	var r report
+	dec := json.NewDecoder(bytes.NewReader(stdout.Bytes()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("decoding the report: %v", err)
+	}
+	unhealthy := 0
+	agents := 0
+	for _, p := range r.SimProcesses {
+		agents += p.Agents
+		unhealthy += p.Unhealthy
+	}
+	c, x, f, a, ro, rb, rs := r.Connect, r.Idle, r.Fanout, r.API, r.Rollout, r.Rollback, r.Restart
+	if c == nil || x == nil || f == nil || a == nil || ro == nil || rb == nil || rs == nil {
+		t.Fatalf("a section of the report is null:\n%s", stdout.String())
+	}
+	for _, chk := range []struct {
+		what string
+		ok   bool
+	}{
+		{"n is 300", r.N == n},
+		{"one sim process of 300 agents", len(r.SimProcesses) == 1 && agents == n},
+		{"3 unhealthy agents (1 %)", unhealthy == 3},
+		{"machine described", r.Machine.CPUs > 0 && r.Machine.MemoryBytes > 0 && r.Machine.Dockfleet != "" && !r.Machine.Date.IsZero() && r.Machine.OpenFileLimit > 0},
+		{"connect timed", c.Seconds > 0 && c.AgentsPerSecond > 0 && c.NodesReady == n},
+		{"memory measured", x.RSSBaselineBytes > 0 && x.RSSBytes > 0 && x.RSSPerAgentBytes >= 0 && x.HeapLiveBytes > x.HeapBaselineBytes && x.HeapPerAgentBytes > 0 &&
+			x.StacksBytes > 0 && x.GoSysBytes > 0 && x.GCsIdle >= 0 && x.SimRSSBytes > 0 && x.Goroutines > n},
+		{"CPU measured", x.CPUWindowSeconds > 0 && x.CPUPercent >= 0 && x.SimCPUPercent >= 0},
+		{"the server holds a file per agent", x.OpenFiles >= n},
+		{"every agent acked the fan-out", f.Ack.Count == n && f.Ack.P50 <= f.Ack.P99 && f.Ack.P99 <= f.Ack.Max && f.ApplySeconds > 0 && f.RolloutSeconds > 0},
+		{"API timed without errors", a.Nodes.Count == requests && a.Describe.Count == requests && a.Errors == 0 && a.Nodes.P50 > 0 && a.Describe.P50 > 0},
+		{"rollout in 10 batches", ro.Batches == 10 && ro.Instances == n && ro.Seconds > 0},
+		{"rollout with unhealthy agents rolled back", rb.State == "rolled_back" && rb.UnhealthyAgents == 3 && rb.FailedInstances >= 1 &&
+			rb.StoppedSeconds > 0 && rb.RolledBackSeconds >= rb.StoppedSeconds && rb.Message != ""},
+		{"every agent reconnected after the restart", rs.Reconnect.Count == n && rs.Disconnected == n && rs.NodesReady == n && rs.OutageSeconds > 0 && rs.StartSeconds > 0},
+		{"no container replaced by the restart", rs.InstancesChecked == n && rs.ContainersReplaced == 0},
+		{"targets and gaps", r.Targets == designTargets && len(r.Gaps) > 0},
+		{"8 steps, each with the server's open files", len(r.Steps) == 8 && !slices.ContainsFunc(r.Steps, func(s stepResult) bool {
+			return s.Name == "" || s.Seconds <= 0 || s.MaxOpenFiles < 1
+		})},
+	} {
+		if !chk.ok {
+			t.Errorf("%s: no", chk.what)
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+}
