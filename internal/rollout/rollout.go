@@ -77,6 +77,17 @@ type stepper struct {
 	now   time.Time
 	insts []Instance
 	res   Result
+	// Sets of the rollout's ID lists: a step over 10,000 instances must not
+	// search a 10,000-entry list for each of them.
+	batch, seenFailed, prePulled, pullFailed map[string]bool
+}
+
+func toSet(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
 }
 
 func (s *stepper) event(typ, format string, a ...any) {
@@ -116,7 +127,7 @@ func (s *stepper) failed(i Instance) bool {
 	if i.State == api.InstanceFailed || i.State == api.InstanceUnhealthy {
 		return true
 	}
-	if slices.Contains(s.r.BatchInstances, i.ID) && !i.up() {
+	if s.batch[i.ID] && !i.up() {
 		deadline := s.r.BatchStarted.Add(time.Duration(s.u.HealthyDeadline))
 		if !s.now.Before(deadline) {
 			return true
@@ -129,7 +140,8 @@ func (s *stepper) failed(i Instance) bool {
 // Step decides what rollout r does next, given the deployment's instances
 // and its update strategy u.
 func Step(r api.Rollout, u spec.Update, insts []Instance, now time.Time) Result {
-	s := &stepper{r: r, u: u, now: now, insts: insts}
+	s := &stepper{r: r, u: u, now: now, insts: insts, batch: toSet(r.BatchInstances), seenFailed: toSet(r.FailedInstances),
+		prePulled: toSet(r.PrePulled), pullFailed: toSet(r.PullFailed)}
 	s.step()
 	s.res.Rollout = s.r
 	if s.res.Changed || len(s.res.Moves) > 0 || len(s.res.Events) > 0 {
@@ -204,7 +216,8 @@ func (s *stepper) checkFailures() bool {
 	for _, i := range s.insts {
 		if s.failed(i) {
 			failed = append(failed, i)
-			if !slices.Contains(s.r.FailedInstances, i.ID) {
+			if !s.seenFailed[i.ID] {
+				s.seenFailed[i.ID] = true
 				s.r.FailedInstances = append(s.r.FailedInstances, i.ID)
 				s.event("instance.failed", "instance %s on %s failed: %s", i.ID, i.NodeName, s.why(i))
 			}
@@ -249,6 +262,7 @@ func (s *stepper) why(i Instance) string {
 // to the revision it came from.
 func (s *stepper) end(why string) {
 	s.r.Phase, s.r.BatchInstances = api.PhaseDone, nil
+	clear(s.batch)
 	if !s.u.AutoRollback {
 		s.r.State, s.r.Message = api.RolloutFailed, why
 		s.event("rollout.failed", "rollout to revision %d failed: %s", s.r.To, why)
@@ -283,15 +297,17 @@ func (s *stepper) firstPhase() string {
 func (s *stepper) prePull() {
 	var waiting []string
 	for _, i := range s.insts {
-		if i.Revision == s.r.To || slices.Contains(s.r.PrePulled, i.NodeID) || slices.Contains(s.r.PullFailed, i.ID) {
+		if i.Revision == s.r.To || s.prePulled[i.NodeID] || s.pullFailed[i.ID] {
 			continue
 		}
 		switch {
 		case i.PullError != "":
 			s.r.PullFailed = append(s.r.PullFailed, i.ID)
+			s.pullFailed[i.ID] = true
 			s.event("instance.failed", "instance %s on %s failed: pulling the image: %s", i.ID, i.NodeName, i.PullError)
 		case i.Pulled:
 			s.r.PrePulled = append(s.r.PrePulled, i.NodeID)
+			s.prePulled[i.NodeID] = true
 			s.r.LastProgress = s.now
 			s.event("image.pulled", "node %s has the image of revision %d", i.NodeName, s.r.To)
 		default:
@@ -324,7 +340,7 @@ func Abort(r api.Rollout, insts []Instance, now time.Time) Result {
 func (s *stepper) batchDone() bool {
 	var waiting, unreachable []string
 	for _, i := range s.insts {
-		if !slices.Contains(s.r.BatchInstances, i.ID) || i.Revision != s.r.To || s.failed(i) {
+		if !s.batch[i.ID] || i.Revision != s.r.To || s.failed(i) {
 			continue // gone, moved back by hand, or failed within what maxFailureRatio allows
 		}
 		if !i.Reachable {
@@ -344,6 +360,7 @@ func (s *stepper) batchDone() bool {
 	}
 	s.event("batch.healthy", "batch %d of %d healthy: %d instances", s.r.Batch, s.r.Batches, len(s.r.BatchInstances))
 	s.r.BatchInstances, s.r.LastProgress = nil, s.now
+	clear(s.batch)
 	s.r.NextBatchAt = s.now.Add(time.Duration(s.u.BatchDelay))
 	s.res.Changed = true
 	if s.r.Phase == api.PhaseCanary {
@@ -404,7 +421,7 @@ func (s *stepper) nextBatch() {
 	var remaining []Instance
 	unavailable := 0
 	for _, i := range s.insts {
-		if i.Revision != s.r.To && !slices.Contains(s.r.PullFailed, i.ID) {
+		if i.Revision != s.r.To && !s.pullFailed[i.ID] {
 			remaining = append(remaining, i)
 		}
 		// An instance with nothing to run yet (revision 0, the first
@@ -457,9 +474,11 @@ func (s *stepper) nextBatch() {
 	s.r.Batch++
 	s.r.Batches = s.r.Batch + (after+s.u.BatchSize.Of(total)-1)/s.u.BatchSize.Of(total)
 	s.r.BatchInstances, s.r.BatchStarted, s.r.LastProgress = nil, s.now, s.now
+	clear(s.batch)
 	var nodes []string
 	for _, i := range batch {
 		s.r.BatchInstances = append(s.r.BatchInstances, i.ID)
+		s.batch[i.ID] = true
 		s.res.Moves = append(s.res.Moves, Move{ID: i.ID, Revision: s.r.To})
 		nodes = append(nodes, i.NodeName)
 	}

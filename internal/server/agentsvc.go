@@ -108,8 +108,11 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 			s.log.Warn("enrollment refused", "token_id", tokenID, "name", req.Name, "err", err)
 			return nil, err
 		}
+		// A store that is busy (a crowd of agents enrolling at once) is
+		// worth a retry; Unavailable makes the agent back off and try again
+		// instead of taking it as a refusal.
 		s.log.Error("enrollment failed", "err", err)
-		return nil, status.Error(codes.Internal, "enrollment failed; see the server log")
+		return nil, status.Error(codes.Unavailable, "enrollment could not be recorded now; retrying is safe")
 	}
 	cert, err := s.ca.SignNode(req.Csr, node.ID, s.cfg.NodeCertTTL)
 	if errors.Is(err, pki.ErrBadCSR) {

@@ -38,6 +38,10 @@ type fleet struct {
 	nodes map[string]*liveNode
 	// statuses queues instance status reports for writeStatuses.
 	statuses chan store.InstanceStatus
+	// pinChecked remembers the instance reports whose digest pin has
+	// looked at, so a report repeated at every state change costs no
+	// query; only writeStatuses touches it.
+	pinChecked map[string]bool
 	// pinned caches the revisions known to have an image digest.
 	pinned map[string]bool
 	// timer and timerAt schedule the next time-driven pass (a rollout's
@@ -68,7 +72,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, statuses: make(chan store.InstanceStatus, 4096), pinned: map[string]bool{}, pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, statuses: make(chan store.InstanceStatus, 4096), pinChecked: map[string]bool{}, pinned: map[string]bool{}, pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		// A restarted server gives every ready node a full liveness window to
@@ -533,6 +537,9 @@ const (
 	statusBatchMax    = 1000
 )
 
+// maxPinChecked bounds pinChecked; past it the memory starts afresh.
+const maxPinChecked = 200_000
+
 // writeStatuses writes queued status reports until ctx ends.
 func (f *fleet) writeStatuses(ctx context.Context) {
 	for {
@@ -563,8 +570,12 @@ func (f *fleet) writeStatuses(ctx context.Context) {
 			continue
 		}
 		for i, st := range batch {
-			if ok[i] && st.ImageDigest != "" {
+			if ok[i] && st.ImageDigest != "" && !f.pinChecked[st.ID+"@"+st.ImageDigest] {
 				f.pin(ctx, st.NodeID, st.ID, st.ImageDigest)
+				if len(f.pinChecked) > maxPinChecked {
+					clear(f.pinChecked)
+				}
+				f.pinChecked[st.ID+"@"+st.ImageDigest] = true
 			}
 		}
 		f.trigger() // a rollout may wait on these instances

@@ -22,6 +22,9 @@ import (
 //go:embed migrations/sqlite/*.sql
 var sqliteMigrations embed.FS
 
+// maxConns bounds the SQLite connections one server opens.
+const maxConns = 8
+
 // SQLite is the embedded store: one file in the server's data directory.
 type SQLite struct {
 	db *sql.DB
@@ -49,6 +52,13 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
+	// A bounded pool: callers wait for a connection rather than open one
+	// each. Thousands of agents reconnecting at once would otherwise open
+	// thousands of SQLite connections, run out of file descriptors and
+	// fail on the write lock. SQLite has one writer anyway; WAL lets the
+	// few readers run beside it.
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
 	if err := migrate(ctx, db, goose.DialectSQLite3, sqliteMigrations, "migrations/sqlite"); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrating store %s: %w", path, err)
@@ -410,10 +420,21 @@ func (s *SQLite) DeleteDeployment(ctx context.Context, project, name string) err
 const instanceCols = `id, project, deployment, node_id, revision, spec_hash, state, reason, container_id, image_digest, created_at, updated_at, version`
 
 func (s *SQLite) ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+instanceCols+` FROM instances
-		WHERE (? = '' OR project = ?) AND (? = '' OR deployment = ?) AND (? = '' OR node_id = ?)
-		ORDER BY project, deployment, created_at, id`,
-		f.Project, f.Project, f.Deployment, f.Deployment, f.NodeID, f.NodeID)
+	// Only the filters given go into the query, so SQLite can use the
+	// indexes on (project, deployment) and node_id.
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{{"project", f.Project}, {"deployment", f.Deployment}, {"node_id", f.NodeID}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	q := `SELECT ` + instanceCols + ` FROM instances`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY project, deployment, created_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}
