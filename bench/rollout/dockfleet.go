@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 	"github.com/dockfleet/dockfleet/internal/api"
 	dfclient "github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/container"
@@ -67,11 +66,11 @@ func (f *fleetBench) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	apiAddr, err := freeAddr()
+	apiAddr, err := benchenv.FreeAddr()
 	if err != nil {
 		return err
 	}
-	agentAddr, err := freeAddr()
+	agentAddr, err := benchenv.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -86,7 +85,7 @@ func (f *fleetBench) setup(ctx context.Context) error {
 	// The server writes its CA and admin token on first start.
 	err = poll(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		if f.server.exited() {
-			return false, "", fmt.Errorf("server exited: %v; its log ends:\n%s", f.server.err, tail(f.server.logPath, 20))
+			return false, "", fmt.Errorf("server exited: %v; its log ends:\n%s", f.server.err, benchenv.Tail(f.server.logPath, 20))
 		}
 		tok, err := os.ReadFile(filepath.Join(serverDir, "admin.token"))
 		if err != nil {
@@ -124,7 +123,7 @@ func (f *fleetBench) setup(ctx context.Context) error {
 	err = poll(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		for _, a := range f.agents {
 			if a.exited() {
-				return false, "", fmt.Errorf("agent exited: %v; its log ends:\n%s", a.err, tail(a.logPath, 20))
+				return false, "", fmt.Errorf("agent exited: %v; its log ends:\n%s", a.err, benchenv.Tail(a.logPath, 20))
 			}
 		}
 		nodes, err := f.client.ListNodes(ctx)
@@ -334,26 +333,4 @@ func (p *process) stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// tail returns the last lines of a log, for error messages.
-func tail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	ls := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	return string(bytes.Join(ls, []byte("\n")))
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 	"github.com/dockfleet/dockfleet/internal/api"
 	dfclient "github.com/dockfleet/dockfleet/internal/client"
 )
@@ -239,12 +240,12 @@ func (b *bencher) serverLine(line []byte) {
 func (b *bencher) check() error {
 	if b.server != nil {
 		if err := b.server.unexpectedExit(); err != nil {
-			return fmt.Errorf("%w; its log ends:\n%s", err, tail(b.server.logPath, 20))
+			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(b.server.logPath, 20))
 		}
 	}
 	for _, s := range b.sims {
 		if err := s.unexpectedExit(); err != nil {
-			return fmt.Errorf("%w; its log ends:\n%s", err, tail(s.logPath, 20))
+			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(s.logPath, 20))
 		}
 	}
 	return b.tr.failure()
@@ -356,13 +357,13 @@ func (b *bencher) waitAPI(ctx context.Context) error {
 func (b *bencher) startServer(ctx context.Context) error {
 	b.serverDir = filepath.Join(b.dir, "server")
 	var err error
-	if b.apiAddr, err = freeAddr(); err != nil {
+	if b.apiAddr, err = benchenv.FreeAddr(); err != nil {
 		return err
 	}
-	if b.agentAddr, err = freeAddr(); err != nil {
+	if b.agentAddr, err = benchenv.FreeAddr(); err != nil {
 		return err
 	}
-	if b.debugAddr, err = freeAddr(); err != nil {
+	if b.debugAddr, err = benchenv.FreeAddr(); err != nil {
 		return err
 	}
 	b.debug = newDebugClient(b.debugAddr)

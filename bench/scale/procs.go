@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -249,26 +248,4 @@ func latest(times []time.Time) time.Time {
 		return time.Time{}
 	}
 	return slices.MaxFunc(times, func(a, b time.Time) int { return a.Compare(b) })
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// tail returns the last lines of a log, for error messages.
-func tail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	ls := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	return string(bytes.Join(ls, []byte("\n")))
 }
