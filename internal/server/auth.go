@@ -22,7 +22,13 @@ func (s *Server) ensureAdminToken(ctx context.Context) error {
 	if err := s.store.CreateAPIToken(ctx, id, "admin", hash); err != nil {
 		return fmt.Errorf("storing admin token: %w", err)
 	}
-	if err := os.WriteFile(s.adminTok, []byte(tok+"\n"), 0o600); err != nil {
+	// Written whole and then renamed into place: scripts wait for the file
+	// to appear and must never read it half written.
+	tmp := s.adminTok + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing admin token: %w", err)
+	}
+	if err := os.Rename(tmp, s.adminTok); err != nil {
 		return fmt.Errorf("writing admin token: %w", err)
 	}
 	s.log.Info("created admin token", "file", s.adminTok)
