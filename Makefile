@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dockfleet/dockfleet/internal/version.Version=$(VERSION)
 BIN     := bin/dockfleet
 
-.PHONY: help build images demo test test-short lint bench bench-scale proto clean
+.PHONY: help build images demo test test-short lint bench bench-scale bench-agent proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ N ?= 1000
 
 bench-scale: build ## scale: one server, N simulated agents on loopback (N=1000; BENCH_SCALE_FLAGS=-o json)
 	$(GO) run ./bench/scale -n $(N) $(BENCH_SCALE_FLAGS)
+
+bench-agent: build images ## agent footprint: one real agent, 20 healthy containers, idle RSS and CPU (BENCH_AGENT_FLAGS=-o json)
+	$(GO) run ./bench/agent $(BENCH_AGENT_FLAGS)
 
 proto: ## regenerate internal/agentproto from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 	cd internal/agentproto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate ./...

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -87,12 +86,7 @@ func (f *fleetBench) setup(ctx context.Context) error {
 		if f.server.exited() {
 			return false, "", fmt.Errorf("server exited: %v; its log ends:\n%s", f.server.err, benchenv.Tail(f.server.logPath, 20))
 		}
-		tok, err := os.ReadFile(filepath.Join(serverDir, "admin.token"))
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		c, err := dfclient.New(dfclient.Config{Addr: "https://" + apiAddr, Token: strings.TrimSpace(string(tok)),
-			CACertFile: filepath.Join(serverDir, "ca.crt")})
+		c, err := benchenv.AdminClient(serverDir, apiAddr)
 		if err != nil {
 			return false, err.Error(), nil
 		}

@@ -52,14 +52,14 @@ type bencher struct {
 	serverDir string
 	apiAddr   string
 	agentAddr string
-	server    *process
+	server    *benchenv.Process
 	serverPID atomic.Int64 // the server's, for the open-files sampler
 	debugAddr string       // the server's --debug-addr: pprof on loopback
 	debug     *debugClient
 	// unreachable and serverErrors count lines of the server's log.
 	unreachable  atomic.Int64
 	serverErrors atomic.Int64
-	sims         []*process
+	sims         []*benchenv.Process
 	tr           *tracker
 	client       *dfclient.Client
 	afterSeq     int64 // the last event seen of the deployment
@@ -76,11 +76,11 @@ func newReport(ctx context.Context, cfg config) *report {
 	m := &r.Machine
 	m.Date = time.Now().UTC().Truncate(time.Second)
 	m.CPUs = runtime.NumCPU()
-	m.MemoryBytes = memTotal()
-	m.Kernel = kernel()
+	m.MemoryBytes = benchenv.MemTotal()
+	m.Kernel = benchenv.Kernel()
 	m.Go = runtime.Version()
-	m.OpenFileLimit = openFileLimit()
-	m.LoadAvg = loadAvg()
+	m.OpenFileLimit = benchenv.OpenFileLimit()
+	m.LoadAvg = benchenv.LoadAvg()
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(vctx, cfg.bin, "version").Output(); err == nil {
@@ -94,7 +94,7 @@ func newReport(ctx context.Context, cfg config) *report {
 func bench(ctx context.Context, cfg config) (*report, error) {
 	rep := newReport(ctx, cfg)
 	err := runSteps(ctx, cfg, rep)
-	rep.Machine.LoadAvgEnd = loadAvg()
+	rep.Machine.LoadAvgEnd = benchenv.LoadAvg()
 	if err != nil {
 		rep.Error = err.Error()
 	}
@@ -174,11 +174,11 @@ const stepProfile = 30 * time.Second
 func (b *bencher) teardown() {
 	var wg sync.WaitGroup
 	for _, s := range b.sims {
-		wg.Go(func() { s.stop(20 * time.Second) })
+		wg.Go(func() { s.Stop(20 * time.Second) })
 	}
 	wg.Wait()
 	if b.server != nil {
-		b.server.stop(20 * time.Second)
+		b.server.Stop(20 * time.Second)
 	}
 	if b.client != nil {
 		b.client.CloseIdleConnections()
@@ -202,7 +202,7 @@ func (b *bencher) sampleOpenFiles() func() int {
 		most := 0
 		sample := func() {
 			if pid := int(b.serverPID.Load()); pid > 0 {
-				if n, err := openFiles(pid); err == nil {
+				if n, err := benchenv.OpenFiles(pid); err == nil {
 					most = max(most, n)
 				}
 			}
@@ -239,13 +239,13 @@ func (b *bencher) serverLine(line []byte) {
 // check fails when a process ended by itself or an agent failed.
 func (b *bencher) check() error {
 	if b.server != nil {
-		if err := b.server.unexpectedExit(); err != nil {
-			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(b.server.logPath, 20))
+		if err := b.server.UnexpectedExit(); err != nil {
+			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(b.server.LogPath, 20))
 		}
 	}
 	for _, s := range b.sims {
-		if err := s.unexpectedExit(); err != nil {
-			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(s.logPath, 20))
+		if err := s.UnexpectedExit(); err != nil {
+			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(s.LogPath, 20))
 		}
 	}
 	return b.tr.failure()
@@ -311,22 +311,30 @@ func (b *bencher) createFile(name string) (*os.File, error) {
 
 // launchServer starts the server process on the run's data dir and
 // addresses, default flags but for a debug listener on loopback (pprof:
-// the heap is read from it); its output goes to server.log (appended on a
-// restart), and its log lines are counted.
+// the heap is read from it) and the per-source limits; its output goes to
+// server.log (appended on a restart), and its log lines are counted.
 func (b *bencher) launchServer() error {
 	f, err := b.createFile("server.log")
 	if err != nil {
 		return err
 	}
+	// agentsPerSourceIP simulated agents share each loopback source
+	// address, more than sit behind one NAT in a real fleet: the limits
+	// of one source address are raised so that all its agents may enroll
+	// and connect at once (two connections and two calls each), and again
+	// every second. The benchmark measures the server, not how it
+	// throttles one address; its other limits keep their defaults.
+	perSource := strconv.Itoa(2 * agentsPerSourceIP)
 	// Both append to the log; stderr is the server's log.
-	p, err := startProcess("server", b.cfg.bin, nil, f, &lineWriter{file: f, onLine: b.serverLine},
-		"server", "--data-dir", b.serverDir, "--api-addr", b.apiAddr, "--agent-addr", b.agentAddr, "--debug-addr", b.debugAddr)
+	p, err := benchenv.StartProcess("server", b.cfg.bin, nil, f, &benchenv.LineWriter{File: f, OnLine: b.serverLine},
+		"server", "--data-dir", b.serverDir, "--api-addr", b.apiAddr, "--agent-addr", b.agentAddr, "--debug-addr", b.debugAddr,
+		"--agent-source-burst", perSource, "--agent-source-rate", perSource)
 	if err != nil {
 		return err
 	}
-	p.logPath = f.Name()
+	p.LogPath = f.Name()
 	b.server = p
-	b.serverPID.Store(int64(p.pid()))
+	b.serverPID.Store(int64(p.PID()))
 	return nil
 }
 
@@ -334,12 +342,7 @@ func (b *bencher) launchServer() error {
 func (b *bencher) waitAPI(ctx context.Context) error {
 	return b.waitFor(ctx, "the server's API", 20*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		if b.client == nil {
-			tok, err := os.ReadFile(filepath.Join(b.serverDir, "admin.token"))
-			if err != nil {
-				return false, err.Error(), nil
-			}
-			c, err := dfclient.New(dfclient.Config{Addr: "https://" + b.apiAddr, Token: strings.TrimSpace(string(tok)),
-				CACertFile: filepath.Join(b.serverDir, "ca.crt")})
+			c, err := benchenv.AdminClient(b.serverDir, b.apiAddr)
 			if err != nil {
 				return false, err.Error(), nil
 			}
@@ -383,7 +386,7 @@ func (b *bencher) startServer(ctx context.Context) error {
 	if _, err := b.client.ListNodes(ctx); err != nil {
 		return fmt.Errorf("listing nodes: %w", err)
 	}
-	b.cfg.logf("server on %s (agents %s), pid %d, work dir %s", b.apiAddr, b.agentAddr, b.server.pid(), b.dir)
+	b.cfg.logf("server on %s (agents %s), pid %d, work dir %s", b.apiAddr, b.agentAddr, b.server.PID(), b.dir)
 	return nil
 }
 
@@ -398,7 +401,7 @@ func (b *bencher) connect(ctx context.Context) error {
 	shares := split(n, b.cfg.perProcess)
 	ips := sourceIPs(shares)
 	idle := &idleResult{}
-	if idle.RSSBaselineBytes, err = rss(b.server.pid()); err != nil {
+	if idle.RSSBaselineBytes, err = benchenv.RSS(b.server.PID()); err != nil {
 		return err
 	}
 	ms, err := b.debug.memStats(ctx, true)
@@ -421,8 +424,8 @@ func (b *bencher) connect(ctx context.Context) error {
 			return err
 		}
 		// The token goes by environment, out of the process list.
-		p, err := startProcess("sim "+prefix, b.cfg.bin, []string{"DOCKFLEET_AGENT_TOKEN=" + tok.Token},
-			&lineWriter{file: events, onLine: b.tr.line}, logf,
+		p, err := benchenv.StartProcess("sim "+prefix, b.cfg.bin, []string{"DOCKFLEET_AGENT_TOKEN=" + tok.Token},
+			&benchenv.LineWriter{File: events, OnLine: b.tr.line}, logf,
 			"sim", "--server", b.agentAddr, "--agents", strconv.Itoa(k), "--data-dir", filepath.Join(b.dir, prefix),
 			"--name-prefix", prefix, "--labels", nodeLabelKey+"="+nodeLabelValue, "--source-ip", strings.Join(ips[i], ","),
 			"--unhealthy-fraction", strconv.FormatFloat(frac, 'g', -1, 64), "--ramp", strconv.Itoa(rampShare(b.cfg.ramp, len(shares))),
@@ -430,7 +433,7 @@ func (b *bencher) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p.logPath = logf.Name()
+		p.LogPath = logf.Name()
 		b.sims = append(b.sims, p)
 		b.rep.SimProcesses = append(b.rep.SimProcesses, simProcess{NamePrefix: prefix, Agents: k, SourceIPs: ips[i],
 			UnhealthyFraction: frac, Unhealthy: unhealthyCount(k, frac)})
@@ -477,11 +480,11 @@ func (b *bencher) simCPU() (float64, int64, error) {
 	var cpu float64
 	var mem int64
 	for _, s := range b.sims {
-		c, err := cpuSeconds(s.pid())
+		c, err := benchenv.CPUSeconds(s.PID())
 		if err != nil {
 			return 0, 0, err
 		}
-		m, err := rss(s.pid())
+		m, err := benchenv.RSS(s.PID())
 		if err != nil {
 			return 0, 0, err
 		}
@@ -504,8 +507,8 @@ func (b *bencher) idle(ctx context.Context) error {
 	if err := b.sleep(ctx, b.cfg.settle); err != nil {
 		return err
 	}
-	pid := b.server.pid()
-	cpu0, err := cpuSeconds(pid)
+	pid := b.server.PID()
+	cpu0, err := benchenv.CPUSeconds(pid)
 	if err != nil {
 		return err
 	}
@@ -518,7 +521,7 @@ func (b *bencher) idle(ctx context.Context) error {
 	if err := b.sleep(ctx, b.cfg.cpuWindow); err != nil {
 		return err
 	}
-	cpu1, err := cpuSeconds(pid)
+	cpu1, err := benchenv.CPUSeconds(pid)
 	if err != nil {
 		return err
 	}
@@ -535,11 +538,11 @@ func (b *bencher) idle(ctx context.Context) error {
 	x.CPUPercent = 100 * (cpu1 - cpu0) / window
 	x.SimCPUPercent = 100 * (sim1 - sim0) / window
 	x.SimRSSBytes = simRSS
-	if x.RSSBytes, err = rss(pid); err != nil {
+	if x.RSSBytes, err = benchenv.RSS(pid); err != nil {
 		return err
 	}
 	x.RSSPerAgentBytes = max(x.RSSBytes-x.RSSBaselineBytes, 0) / n
-	if x.OpenFiles, err = openFiles(pid); err != nil {
+	if x.OpenFiles, err = benchenv.OpenFiles(pid); err != nil {
 		return err
 	}
 	ms, err := b.debug.memStats(ctx, true)
@@ -855,7 +858,7 @@ func (b *bencher) restart(ctx context.Context) error {
 	}
 
 	stop := time.Now()
-	x := &restartResult{StopSeconds: b.server.stop(30 * time.Second).Seconds()}
+	x := &restartResult{StopSeconds: b.server.Stop(30 * time.Second).Seconds()}
 	b.client.CloseIdleConnections()
 	start := time.Now()
 	if err := b.launchServer(); err != nil {

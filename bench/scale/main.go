@@ -1,5 +1,6 @@
 // Command scale is dockfleet's scale benchmark (DESIGN §8, §9): one real
-// server (SQLite, TLS, default flags: every safety on) and N simulated
+// server (SQLite, TLS, every safety on: default flags, but for per-source
+// limits sized to its crowded loopback addresses) and N simulated
 // agents (`dockfleet sim`: the real agent code and protocol over an
 // in-memory runtime), split over as many sim processes as the open-file
 // limit asks (DESIGN §10), every connection on loopback. In one run it
@@ -40,6 +41,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 )
 
 // Limits of one process and of the harness's defaults.
@@ -145,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q; see -h", fs.Args())
 	}
-	limit := openFileLimit()
+	limit := benchenv.OpenFileLimit()
 	switch {
 	case cfg.n < 1:
 		return cfg, fmt.Errorf("-n %d: want at least 1", cfg.n)

@@ -1,118 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 )
-
-// process is a dockfleet server or sim the benchmark started.
-type process struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-	// expected is set when the benchmark ends the process itself, so
-	// that its exit is no failure.
-	mu       sync.Mutex
-	expected bool
-}
-
-// startProcess runs bin with args; its stdout goes to stdout and its
-// stderr to stderr (the same writer for both is allowed).
-func startProcess(name, bin string, env []string, stdout, stderr io.Writer, args ...string) (*process, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = procAttr()
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *process) pid() int { return p.cmd.Process.Pid }
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// unexpectedExit is an error when the process ended without being asked to.
-func (p *process) unexpectedExit() error {
-	p.mu.Lock()
-	expected := p.expected
-	p.mu.Unlock()
-	if expected || !p.exited() {
-		return nil
-	}
-	return fmt.Errorf("%s exited: %v; see %s", p.name, p.err, p.logPath)
-}
-
-// stop ends the process with SIGTERM, as a user would, and kills it if it
-// is not gone within grace. It returns how long the process took to exit.
-func (p *process) stop(grace time.Duration) time.Duration {
-	p.mu.Lock()
-	p.expected = true
-	p.mu.Unlock()
-	begin := time.Now()
-	if p.exited() {
-		return 0
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	return time.Since(begin)
-}
-
-// lineWriter copies a process's output to a file and hands each complete
-// line to a function. exec.Cmd calls Write from one goroutine at a time.
-type lineWriter struct {
-	file   *os.File
-	onLine func(line []byte)
-	buf    []byte
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	if _, err := w.file.Write(p); err != nil {
-		return 0, err
-	}
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.onLine(w.buf[:i])
-		w.buf = w.buf[i+1:]
-	}
-	// Do not keep a large backing array for ever.
-	if len(w.buf) == 0 && cap(w.buf) > 1<<20 {
-		w.buf = nil
-	}
-	return len(p), nil
-}
 
 // simEvent is one line of `dockfleet sim --events` (internal/sim.Event).
 type simEvent struct {

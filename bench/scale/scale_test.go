@@ -118,31 +118,6 @@ func TestParseGoroutines(t *testing.T) {
 	}
 }
 
-func TestLineWriter(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	w := &lineWriter{file: f, onLine: func(b []byte) { lines = append(lines, string(b)) }}
-	for _, chunk := range []string{"one\ntw", "o\n", "", "three\nfour\nfi", "ve"} {
-		if n, err := w.Write([]byte(chunk)); err != nil || n != len(chunk) {
-			t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
-		}
-	}
-	if want := []string{"one", "two", "three", "four"}; !slices.Equal(lines, want) {
-		t.Errorf("lines = %q; want %q (the unfinished line waits)", lines, want)
-	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(b) != "one\ntwo\nthree\nfour\nfive" {
-		t.Errorf("file holds %q; want everything written", b)
-	}
-}
-
 func TestTracker(t *testing.T) {
 	base := time.Unix(1767225600, 0)
 	ev := func(d time.Duration, agent, event string, extra string) []byte {

@@ -19,15 +19,23 @@ import (
 	"github.com/dockfleet/dockfleet/internal/version"
 )
 
+// streamWindow is the static HTTP/2 window of the agent's connection.
+const streamWindow = 1 << 20
+
 // session runs one stream to the server until it breaks or ctx ends. It
 // reports whether the server welcomed the agent, which resets the backoff.
 func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
 	conn, err := grpc.NewClient(a.addr, a.dialOptions(
 		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, a.host))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		// The stream carries small messages; gRPC's default 32 KiB read
-		// buffer would dominate a simulated agent's memory.
-		grpc.WithReadBufferSize(4<<10))...)
+		// As on the server (internal/server.listen): TLS buffers records
+		// already, the write buffer is pooled, and static windows stop
+		// gRPC's bandwidth-estimation PINGs. A desired state larger than
+		// the window still arrives, after a window update.
+		grpc.WithReadBufferSize(0),
+		grpc.WithSharedWriteBuffer(true),
+		grpc.WithStaticStreamWindowSize(streamWindow),
+		grpc.WithStaticConnWindowSize(streamWindow))...)
 	if err != nil {
 		return false, err
 	}

@@ -71,14 +71,17 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 			return id, nil
 		}
 		st, _ := status.FromError(err)
-		if st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded {
+		switch st.Code() {
+		// ResourceExhausted is a server shedding load (its limits on one
+		// source address): worth a retry, as a server that is away is.
+		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		default:
 			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollRefused, a.addr, st.Message())
 		}
-		// A server we refuse to trust is not a server that is away.
-		if strings.Contains(st.Message(), "authentication handshake failed") {
+		if distrusted(st.Message()) {
 			return nil, fmt.Errorf("%w: not trusting %s: %s", ErrEnrollRefused, a.addr, st.Message())
 		}
-		a.log.Warn("enrollment: server unreachable; retrying", "server", a.addr, "err", err, "retry_in", backoff)
+		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", a.addr, "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -86,4 +89,21 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
+}
+
+// distrusted reports whether a call failed because the agent does not
+// trust the server: a server we refuse to trust is not a server that is
+// away. A handshake the server cut short is not that: a server over its
+// limit for a source address resets new connections before their
+// handshake.
+func distrusted(msg string) bool {
+	if !strings.Contains(msg, "authentication handshake failed") {
+		return false
+	}
+	for _, cut := range []string{"EOF", "connection reset by peer", "broken pipe"} {
+		if strings.Contains(msg, cut) {
+			return false
+		}
+	}
+	return true
 }

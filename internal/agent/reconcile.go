@@ -108,10 +108,30 @@ func (r *reconciler) trigger() {
 }
 
 // setDesired takes a new desired state from the server.
+//
+// It reports again each instance that already runs what d asks of it. The
+// server forgets an instance's state when it moves it to another revision;
+// if it moves it back before the agent saw the first move (a rollout
+// rolled back at once: the server's one-slot mailbox sends only the newest
+// state), the agent has nothing to change, so no state change would tell
+// the server that the instance still runs.
 func (r *reconciler) setDesired(d *agentproto.DesiredState) {
 	r.mu.Lock()
 	r.desired = d
+	resend := false
+	for _, is := range d.Instances {
+		if in := r.insts[is.Id]; in != nil && in.status.state != "" && in.status.hash == is.SpecHash {
+			r.outbox[is.Id] = true
+			resend = true
+		}
+	}
 	r.mu.Unlock()
+	if resend {
+		select {
+		case r.outboxReady <- struct{}{}:
+		default:
+		}
+	}
 	if b, err := json.Marshal(d); err == nil {
 		tmp := filepath.Join(r.dataDir, desiredFile+".tmp")
 		if err := os.WriteFile(tmp, b, 0o600); err == nil {

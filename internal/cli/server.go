@@ -39,8 +39,17 @@ CLI users and agents trust, and a bootstrap admin API token
 			if cfg.MissedHeartbeats < 1 {
 				return usageErrorf("--missed-heartbeats must be at least 1")
 			}
+			if cfg.ExpectedAgents < 0 {
+				return usageErrorf("--expected-agents must be 0 or more")
+			}
 			if cfg.PrePullParallelism < 1 {
 				return usageErrorf("--prepull-parallelism must be at least 1")
+			}
+			if cfg.AgentSourceRate <= 0 || cfg.AgentMessageRate <= 0 {
+				return usageErrorf("--agent-source-rate and --agent-message-rate must be above zero")
+			}
+			if cfg.AgentSourceBurst < 1 || cfg.AgentMessageBurst < 1 {
+				return usageErrorf("--agent-source-burst and --agent-message-burst must be at least 1")
 			}
 			cfg.Logger = logs.logger(e.stderr)
 			return runServer(cmd.Context(), e, cfg)
@@ -50,6 +59,8 @@ CLI users and agents trust, and a bootstrap admin API token
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the store, the CA and the admin token (required)")
 	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:7400", "HOST:PORT of the HTTPS REST API")
 	f.StringVar(&cfg.AgentAddr, "agent-addr", ":7401", "HOST:PORT agents connect to (mTLS)")
+	f.IntVar(&cfg.ExpectedAgents, "expected-agents", 0, "agents this server should hold: it warns at start when its open-file limit "+
+		"(one file per agent) is too low for them, or for the enrolled nodes if more (default: the enrolled nodes)")
 	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS name or IP for the server certificate (repeatable)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often agents send heartbeats")
 	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a node is unreachable")
@@ -57,6 +68,16 @@ CLI users and agents trust, and a bootstrap admin API token
 	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents get")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "HOST:PORT for Go's pprof profiles over plain HTTP, unauthenticated: use loopback (off when empty)")
 	f.IntVar(&cfg.PrePullParallelism, "prepull-parallelism", 50, "how many nodes pull a rollout's image at once when its spec asks for prePull")
+	f.Float64Var(&cfg.AgentSourceRate, "agent-source-rate", server.DefaultAgentSourceRate,
+		"new agent connections, and as many calls, one source address may open per second once its burst is spent; "+
+			"more are refused and the agents retry with backoff")
+	f.IntVar(&cfg.AgentSourceBurst, "agent-source-burst", server.DefaultAgentSourceBurst,
+		"agent connections, and as many calls, one source address may open at once: at least the number of agents "+
+			"behind one address (a NAT), which all reconnect together after a server restart")
+	f.Float64Var(&cfg.AgentMessageRate, "agent-message-rate", server.DefaultAgentMessageRate,
+		"messages per second one agent stream may send once its burst is spent; a stream over it is closed")
+	f.IntVar(&cfg.AgentMessageBurst, "agent-message-burst", server.DefaultAgentMessageBurst,
+		"messages one agent stream may send at once (heartbeats, and statuses in a rollout: a few per container replaced)")
 	logs.add(f)
 	return cmd
 }

@@ -24,7 +24,8 @@ import (
 // agentService serves the agent protocol.
 type agentService struct {
 	agentproto.UnimplementedAgentServer
-	s *Server
+	s      *Server
+	limits *agentLimits
 }
 
 func checkVersion(v uint32) error {
@@ -39,9 +40,19 @@ func checkVersion(v uint32) error {
 var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
 
 // Enroll checks an enrollment token and signs the agent's CSR with a
-// certificate naming its new node ID.
-func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (*agentproto.EnrollResponse, error) {
+// certificate naming its new node ID. What costs nothing comes first: the
+// source's failure count, then the token's form and CA fingerprint; the
+// store, which compares the secret in constant time, comes last.
+func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, err error) {
 	s := a.s
+	if err := a.limits.enrollBlocked(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if status.Code(err) == codes.Unauthenticated {
+			a.limits.enrollFailed(ctx)
+		}
+	}()
 	if err := checkVersion(req.ProtocolVersion); err != nil {
 		return nil, err
 	}
@@ -152,11 +163,8 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.GetNode(ctx, nodeID); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", nodeID)
-		}
-		return status.Error(codes.Internal, "reading node; see the server log")
+	if err := s.fleet.enrolledNode(ctx, nodeID); err != nil {
+		return err
 	}
 	first, err := stream.Recv()
 	if err != nil {
@@ -170,32 +178,35 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		return err
 	}
 	log := s.log.With("node_id", nodeID)
-	sess := s.fleet.connect(ctx, nodeID, hello)
+	sess := s.fleet.connect(nodeID, hello)
 	defer s.fleet.disconnect(sess)
 	log.Info("agent connected", "generation", hello.Generation)
 	if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds()}}}); err != nil {
 		return err
 	}
+	sess.start(stream)
+	defer sess.stop()
 	for _, st := range hello.Instances {
 		s.fleet.status(ctx, nodeID, st)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sendErr := make(chan error, 1)
-	go func() { sendErr <- sess.sendLoop(ctx, stream) }()
+	msgs := a.limits.newStreamLimiter()
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			cancel()
-			<-sendErr
 			log.Info("agent disconnected", "reason", err)
 			return nil
 		}
+		if err := sess.err(); err != nil {
+			return err
+		}
+		if !msgs.Allow() {
+			return a.limits.streamOverLimit(nodeID)
+		}
 		switch m := msg.Msg.(type) {
 		case *agentproto.AgentMessage_Heartbeat:
-			s.fleet.heartbeat(ctx, nodeID, m.Heartbeat)
+			s.fleet.heartbeat(nodeID, m.Heartbeat)
 		case *agentproto.AgentMessage_Ack:
 			s.fleet.ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:
@@ -203,64 +214,101 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		case *agentproto.AgentMessage_Pulled:
 			s.fleet.pulled(nodeID, m.Pulled)
 		case *agentproto.AgentMessage_Hello:
-			cancel()
-			<-sendErr
 			return status.Error(codes.InvalidArgument, "hello sent twice")
-		}
-		select {
-		case err := <-sendErr:
-			return err
-		default:
 		}
 	}
 }
+
+// errReplaced ends a stream whose node connected again on another one.
+var errReplaced = status.Error(codes.Aborted, "replaced by a newer connection of the same node")
 
 // session is one connected agent's stream. Desired states queue in a
 // one-slot mailbox where the newest replaces an unsent older one, so a slow
 // agent never blocks the controller and always gets the latest full state.
+//
+// A goroutine sends only while the mailbox holds something: a server holds
+// thousands of idle streams, and a goroutine waiting on each one's mailbox
+// would cost its stack for nothing.
 type session struct {
 	nodeID string
-	notify chan struct{}
-	done   chan struct{} // closed when a newer stream of the same node replaces this one
 
 	mu      sync.Mutex
+	stream  agentproto.Agent_ConnectServer // nil until started, and once stopped
 	pending *agentproto.DesiredState
+	sending sync.WaitGroup // the sender, while one runs
+	active  bool           // a sender runs
+	failure error          // why the stream must end: a failed send, or errReplaced
 }
 
-func newSession(nodeID string) *session {
-	return &session{nodeID: nodeID, notify: make(chan struct{}, 1), done: make(chan struct{})}
-}
+func newSession(nodeID string) *session { return &session{nodeID: nodeID} }
 
+// push queues d, replacing an unsent older state.
 func (s *session) push(d *agentproto.DesiredState) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.pending = d
-	s.mu.Unlock()
-	select {
-	case s.notify <- struct{}{}:
-	default:
+	s.kick()
+}
+
+// start lets the session send on stream, after the welcome went out.
+func (s *session) start(stream agentproto.Agent_ConnectServer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stream = stream
+	s.kick()
+}
+
+// kick starts a sender if there is something to send and none runs.
+// Callers hold s.mu.
+func (s *session) kick() {
+	if s.stream == nil || s.pending == nil || s.active || s.failure != nil {
+		return
+	}
+	s.active = true
+	s.sending.Add(1)
+	go s.send(s.stream)
+}
+
+func (s *session) send(stream agentproto.Agent_ConnectServer) {
+	defer s.sending.Done()
+	for {
+		s.mu.Lock()
+		d := s.pending
+		s.pending = nil
+		if d == nil || s.failure != nil {
+			s.active = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Desired{Desired: d}}); err != nil {
+			s.fail(fmt.Errorf("sending desired state: %w", err))
+		}
 	}
 }
 
-func (s *session) sendLoop(ctx context.Context, stream agentproto.Agent_ConnectServer) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.done:
-			return status.Error(codes.Aborted, "replaced by a newer connection of the same node")
-		case <-s.notify:
-			s.mu.Lock()
-			d := s.pending
-			s.pending = nil
-			s.mu.Unlock()
-			if d == nil {
-				continue
-			}
-			if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Desired{Desired: d}}); err != nil {
-				return fmt.Errorf("sending desired state: %w", err)
-			}
-		}
+// fail marks the stream for ending, with err, at its next message.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure == nil {
+		s.failure = err
 	}
+}
+
+func (s *session) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failure
+}
+
+// stop ends sending and waits for a send in flight: gRPC allows no send
+// after the stream's handler returned.
+func (s *session) stop() {
+	s.mu.Lock()
+	s.stream = nil
+	s.mu.Unlock()
+	s.sending.Wait()
 }
 
 func factsFromProto(f *agentproto.Facts) api.Facts {

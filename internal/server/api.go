@@ -102,9 +102,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	// Compact: indenting the node list of a large fleet cost as much as
+	// reading it from the store. `dockfleet get -o json` and jq indent.
+	json.NewEncoder(w).Encode(v)
 }
 
 // writeList answers a list; an empty one is [] rather than null.
@@ -207,7 +207,7 @@ func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		s.log.Info("node labels changed", "node_id", n.ID, "labels", n.Labels)
-		s.fleet.trigger()
+		s.fleet.need(reloadNodes | place)
 		s.fleet.live(&n)
 		writeJSON(w, http.StatusOK, n)
 		return nil

@@ -43,6 +43,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Even when a later document fails, the earlier ones were applied.
+	defer s.fleet.need(reloadDeployments | place)
 	var resp api.ApplyResponse
 	for _, d := range docs {
 		res, err := s.applyDeployment(r, d)
@@ -51,7 +53,6 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 		}
 		resp.Results = append(resp.Results, res)
 	}
-	s.fleet.trigger()
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
@@ -179,7 +180,7 @@ func (s *Server) undo(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("deployment rolled back", "project", project, "deployment", name, "to_revision", to, "revision", rev.Number, "rollout_id", ro.ID)
-	s.fleet.trigger()
+	s.fleet.need(reloadDeployments | place)
 	writeJSON(w, http.StatusOK, api.ApplyResult{Project: project, Name: name, Action: api.ActionConfigured, Revision: rev.Number, Rollout: ro.ID})
 	return nil
 }
@@ -222,7 +223,7 @@ func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) error 
 		s.log.Error("recording event", "err", err)
 	}
 	s.events.notify()
-	s.fleet.trigger()
+	s.fleet.need(reloadDeployments | reloadInstances | place)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -242,16 +243,6 @@ func (s *Server) instances(r *http.Request, f store.InstanceFilter) ([]api.Insta
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := s.store.ListNodes(r.Context())
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[string]string, len(nodes))
-	for _, n := range nodes {
-		names[n.ID] = n.Name
-	}
-	for i := range is {
-		is[i].NodeName = names[is[i].NodeID]
-	}
+	s.fleet.names(is)
 	return is, nil
 }

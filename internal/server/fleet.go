@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,10 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/placement"
-	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -34,16 +35,27 @@ type fleet struct {
 	log  *slog.Logger
 	wake chan struct{}
 
+	// view and pinChecked belong to the run goroutine.
+	view *view
+	// pinChecked remembers the instance reports whose digest pin has
+	// looked at, so a report repeated at every state change costs nothing.
+	pinChecked map[string]bool
+
+	// statuses queues instance status reports; batchStatuses hands them
+	// to the run goroutine in batches.
+	statuses chan store.InstanceStatus
+	batches  chan []store.InstanceStatus
+
 	mu    sync.Mutex
 	nodes map[string]*liveNode
-	// statuses queues instance status reports for writeStatuses.
-	statuses chan store.InstanceStatus
-	// pinChecked remembers the instance reports whose digest pin has
-	// looked at, so a report repeated at every state change costs no
-	// query; only writeStatuses touches it.
-	pinChecked map[string]bool
-	// pinned caches the revisions known to have an image digest.
-	pinned map[string]bool
+	// pending is the work the next pass must do besides stepping rollouts.
+	pending work
+	// joined holds nodes enrolled since the last pass, for the view.
+	joined []api.Node
+	// nodeWrites holds the nodes whose state, host error or facts changed
+	// since writeNodes last wrote them, with their new facts if any.
+	nodeWrites map[string]*api.Facts
+	nodeWrote  chan struct{}
 	// timer and timerAt schedule the next time-driven pass (a rollout's
 	// minimum healthy time or deadline); one timer serves every rollout.
 	timer   *time.Timer
@@ -56,6 +68,7 @@ type fleet struct {
 }
 
 type liveNode struct {
+	name     string
 	state    api.NodeState
 	lastSeen time.Time
 	flushed  time.Time // lastSeen as last written to the store
@@ -72,12 +85,14 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), nodes: map[string]*liveNode{}, statuses: make(chan store.InstanceStatus, 4096), pinChecked: map[string]bool{}, pinned: map[string]bool{}, pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), view: newView(), pinChecked: map[string]bool{},
+		statuses: make(chan store.InstanceStatus, 4096), batches: make(chan []store.InstanceStatus),
+		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		// A restarted server gives every ready node a full liveness window to
 		// reconnect before calling it unreachable.
-		f.nodes[n.ID] = &liveNode{state: n.State, lastSeen: now, flushed: n.LastSeen, hostErr: n.Error}
+		f.nodes[n.ID] = &liveNode{name: n.Name, state: n.State, lastSeen: now, flushed: n.LastSeen, hostErr: n.Error}
 	}
 	return f, nil
 }
@@ -96,7 +111,16 @@ func (f *fleet) wakeAt(t time.Time) {
 	f.timer = time.AfterFunc(time.Until(t), f.trigger)
 }
 
-// trigger asks the controller to run placement soon; calls coalesce.
+// need asks the next pass to do w; it also triggers one.
+func (f *fleet) need(w work) {
+	f.mu.Lock()
+	f.pending |= w
+	f.mu.Unlock()
+	f.trigger()
+}
+
+// trigger asks the controller for a pass soon: it steps the active
+// rollouts and pushes what changed. Calls coalesce.
 func (f *fleet) trigger() {
 	select {
 	case f.wake <- struct{}{}:
@@ -127,10 +151,16 @@ func (f *fleet) run(ctx context.Context) {
 		case <-f.wake:
 			if err := f.schedule(ctx); err != nil && ctx.Err() == nil {
 				f.log.Error("placement failed; retrying", "err", err)
+				// What failed may have left the view unlike the store.
+				f.mu.Lock()
+				f.pending |= reloadAll
+				f.mu.Unlock()
 				time.AfterFunc(time.Second, f.trigger)
 			}
+		case batch := <-f.batches:
+			f.record(ctx, batch)
 		case <-resync.C:
-			f.trigger()
+			f.need(reloadAll)
 		case <-check.C:
 			f.checkLiveness(ctx)
 		case <-flush.C:
@@ -154,35 +184,76 @@ func (f *fleet) checkLiveness(ctx context.Context) {
 	f.mu.Unlock()
 	for _, id := range lost {
 		f.log.Warn("node unreachable", "node_id", id, "missed_heartbeats", f.s.cfg.MissedHeartbeats)
-		f.setState(ctx, id, api.NodeUnreachable)
+		f.setState(id, api.NodeUnreachable)
 	}
 }
 
-// setState writes a node's state transition to the store and reschedules.
-func (f *fleet) setState(ctx context.Context, id string, state api.NodeState) {
-	f.updateNode(ctx, id, func(n *api.Node) { n.State = state })
-	f.trigger()
+// setState records a node's state transition and reschedules.
+func (f *fleet) setState(id string, state api.NodeState) {
+	f.mu.Lock()
+	f.noteNode(id, nil)
+	f.mu.Unlock()
+	f.need(place)
 }
 
-// updateNode applies edit to the stored node, retrying version races.
-func (f *fleet) updateNode(ctx context.Context, id string, edit func(*api.Node)) {
-	for attempt := 0; attempt < 5; attempt++ {
-		n, err := f.s.store.GetNode(ctx, id)
-		if err != nil {
-			f.log.Error("reading node", "node_id", id, "err", err)
+// noteNode queues node id's state and host error, as memory holds them,
+// and its facts if given, for writeNodes. Callers hold f.mu.
+func (f *fleet) noteNode(id string, facts *api.Facts) {
+	if old, ok := f.nodeWrites[id]; ok && facts == nil {
+		facts = old
+	}
+	f.nodeWrites[id] = facts
+	select {
+	case f.nodeWrote <- struct{}{}:
+	default:
+	}
+}
+
+// nodeWriteWindow gathers node changes into one transaction: after a
+// server restart thousands of agents reconnect within seconds, and a write
+// each would queue them all on the store's lock.
+const nodeWriteWindow = 50 * time.Millisecond
+
+// writeNodes writes queued node changes until ctx ends. The store's copy
+// of a node's state is for the API and for the next server start; the
+// controller itself goes by memory.
+func (f *fleet) writeNodes(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-f.nodeWrote:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(nodeWriteWindow):
 		}
 		f.mu.Lock()
-		if ln := f.nodes[id]; ln != nil {
-			n.LastSeen = ln.lastSeen
-		}
-		f.mu.Unlock()
-		edit(&n)
-		if _, err = f.s.store.UpdateNode(ctx, n); err == nil || !errors.Is(err, store.ErrConflict) {
-			if err != nil {
-				f.log.Error("updating node", "node_id", id, "err", err)
+		ss := make([]store.NodeStatus, 0, len(f.nodeWrites))
+		for id, facts := range f.nodeWrites {
+			if ln := f.nodes[id]; ln != nil {
+				ss = append(ss, store.NodeStatus{ID: id, State: ln.state, Error: ln.hostErr, Facts: facts})
 			}
-			return
+		}
+		clear(f.nodeWrites)
+		f.mu.Unlock()
+		if err := f.s.store.UpdateNodeStatuses(ctx, ss); err != nil && ctx.Err() == nil {
+			f.log.Error("recording node states", "count", len(ss), "err", err)
+			// Try again: memory still holds the latest of each.
+			f.mu.Lock()
+			for _, st := range ss {
+				if _, queued := f.nodeWrites[st.ID]; !queued {
+					f.nodeWrites[st.ID] = st.Facts
+				}
+			}
+			f.mu.Unlock()
+			time.AfterFunc(time.Second, func() {
+				select {
+				case f.nodeWrote <- struct{}{}:
+				default:
+				}
+			})
 		}
 	}
 }
@@ -210,6 +281,17 @@ func (f *fleet) flush(ctx context.Context) {
 	f.mu.Unlock()
 }
 
+// names fills in the node names of instances.
+func (f *fleet) names(is []api.Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range is {
+		if ln := f.nodes[is[i].NodeID]; ln != nil {
+			is[i].NodeName = ln.name
+		}
+	}
+}
+
 // live fills in what only memory knows of a node: its latest heartbeat and usage.
 func (f *fleet) live(n *api.Node) {
 	f.mu.Lock()
@@ -223,178 +305,155 @@ func (f *fleet) live(n *api.Node) {
 	}
 }
 
-// schedule runs placement for every deployment, steps the active rollouts,
-// then pushes each node whose desired state changed.
+// schedule is one pass of the controller: it brings the view up to date,
+// places instances if something placement reads changed, steps the active
+// rollouts, and pushes each node whose desired state changed.
 func (f *fleet) schedule(ctx context.Context) error {
-	st := f.s.store
-	nodes, err := st.ListNodes(ctx)
-	if err != nil {
-		return err
-	}
-	deps, err := st.ListDeployments(ctx, "")
-	if err != nil {
-		return err
-	}
-	all, err := st.ListInstances(ctx, store.InstanceFilter{})
-	if err != nil {
-		return err
-	}
-	revs, err := f.revisions(ctx, deps)
-	if err != nil {
-		return err
-	}
-	byDep := map[string][]api.Instance{}
-	for _, i := range all {
-		k := i.Project + "/" + i.Deployment
-		byDep[k] = append(byDep[k], i)
-	}
-
-	now := time.Now()
-	pnodes := make([]placement.Node, 0, len(nodes))
 	f.mu.Lock()
-	for _, n := range nodes {
+	w, joined := f.pending, f.joined
+	f.pending, f.joined = 0, nil
+	f.mu.Unlock()
+	v := f.view
+	if err := v.reload(ctx, f.s.store, w); err != nil {
+		return err
+	}
+	for _, n := range joined {
+		v.nodes[n.ID] = n
+	}
+	// dirty holds the nodes whose desired state may have changed; nil
+	// means all of them.
+	dirty := map[string]bool{}
+	if w&(reloadDeployments|reloadInstances) != 0 {
+		dirty = nil
+	}
+	mark := func(nodeID string) {
+		if dirty != nil {
+			dirty[nodeID] = true
+		}
+	}
+	for _, n := range joined {
+		mark(n.ID)
+	}
+	if w&place != 0 {
+		if err := f.place(ctx, mark); err != nil {
+			return err
+		}
+	}
+	pullReqs, err := f.progress(ctx, mark)
+	if err != nil {
+		return err
+	}
+	f.push(dirty, pullReqs)
+	return nil
+}
+
+// place runs placement for every deployment and writes the instances it
+// adds and removes, marking their nodes.
+func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
+	v, st := f.view, f.s.store
+	now := time.Now()
+	pnodes := make([]placement.Node, 0, len(v.nodes))
+	f.mu.Lock()
+	for _, n := range v.nodes {
 		ln := f.nodes[n.ID]
 		if ln == nil {
 			ln = &liveNode{state: n.State, lastSeen: now}
 			f.nodes[n.ID] = ln
 		}
+		ln.name = n.Name
 		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
 			Ready: ln.state == api.NodeReady,
 			Lost:  ln.state != api.NodeReady && now.Sub(ln.lastSeen) > f.s.cfg.RescheduleAfter})
 	}
 	f.mu.Unlock()
 
-	changed := false
-	for _, d := range deps {
-		k := d.Project + "/" + d.Name
-		existing := byDep[k]
-		delete(byDep, k)
-		pex := make([]placement.Instance, len(existing))
-		for i, in := range existing {
-			pex[i] = placement.Instance{ID: in.ID, NodeID: in.NodeID}
+	var add []api.Instance
+	var remove []string
+	for k, m := range v.byDep {
+		if _, ok := v.deps[k]; !ok {
+			for id := range m { // the deployment is gone (deleted mid-placement)
+				remove = append(remove, id)
+			}
+		}
+	}
+	for k, d := range v.deps {
+		existing := v.byDep[k]
+		pex := make([]placement.Instance, 0, len(existing))
+		for _, in := range existing {
+			pex = append(pex, placement.Instance{ID: in.ID, NodeID: in.NodeID})
 		}
 		plan := placement.Place(d.Spec.Spec, pnodes, pex)
 		// New instances start on the stable revision (nothing, before the
 		// first rollout completed); rollouts alone move instances forward.
-		var add []api.Instance
 		for _, nodeID := range plan.Add {
 			add = append(add, api.Instance{ID: newID(), Project: d.Project, Deployment: d.Name, NodeID: nodeID,
-				Revision: d.StableRevision, SpecHash: revs.hash(d.Project, d.Name, d.StableRevision),
-				State: api.InstancePending, CreatedAt: now, UpdatedAt: now})
+				Revision: d.StableRevision, SpecHash: v.revs.hash(d.Project, d.Name, d.StableRevision),
+				State: api.InstancePending, CreatedAt: now, UpdatedAt: now, Version: 1})
 		}
-		var remove []string
 		for _, in := range plan.Remove {
 			remove = append(remove, in.ID)
 		}
-		if err := st.ApplyPlacement(ctx, add, remove); err != nil {
-			return err
-		}
-		if len(add)+len(remove) > 0 {
-			changed = true
-			f.log.Info("placed", "project", d.Project, "deployment", d.Name, "added", len(add), "removed", len(remove))
+		if len(plan.Add)+len(plan.Remove) > 0 {
+			f.log.Info("placed", "project", d.Project, "deployment", d.Name, "added", len(plan.Add), "removed", len(plan.Remove))
 		}
 	}
-	// Instances whose deployment is gone (deleted mid-placement).
-	var orphans []string
-	for _, is := range byDep {
-		for _, in := range is {
-			orphans = append(orphans, in.ID)
-		}
+	if len(add)+len(remove) == 0 {
+		return nil
 	}
-	if len(orphans) > 0 {
-		if err := st.ApplyPlacement(ctx, nil, orphans); err != nil {
-			return err
-		}
-		changed = true
-	}
-	if changed {
-		if all, err = st.ListInstances(ctx, store.InstanceFilter{}); err != nil {
-			return err
-		}
-	}
-	moved, pullReqs, err := f.progress(ctx, nodes, deps, revs, all)
-	if err != nil {
+	if err := st.ApplyPlacement(ctx, add, remove); err != nil {
 		return err
 	}
-	if moved {
-		if all, err = st.ListInstances(ctx, store.InstanceFilter{}); err != nil {
-			return err
+	for _, in := range add {
+		v.add(in)
+		mark(in.NodeID)
+	}
+	for _, id := range remove {
+		if in := v.remove(id); in != nil {
+			mark(in.NodeID)
 		}
 	}
-	f.push(nodes, revs, all, pullReqs)
 	return nil
 }
 
-// revisionSet holds the revisions of the deployments being scheduled.
-type revisionSet map[string]revisionInfo
-
-type revisionInfo struct {
-	rev        api.Revision
-	container  []byte // JSON of the container spec the agent runs
-	hash       string
-	startFirst bool
-}
-
-func revKey(project, name string, n int64) string { return fmt.Sprintf("%s/%s/%d", project, name, n) }
-
-func (rs revisionSet) get(project, name string, n int64) (revisionInfo, bool) {
-	ri, ok := rs[revKey(project, name, n)]
-	return ri, ok
-}
-
-// hash is the spec hash of a revision; revision 0 (nothing) has none.
-func (rs revisionSet) hash(project, name string, n int64) string {
-	return rs[revKey(project, name, n)].hash
-}
-
-func (f *fleet) revisions(ctx context.Context, deps []api.Deployment) (revisionSet, error) {
-	rs := revisionSet{}
-	for _, d := range deps {
-		revs, err := f.s.store.ListRevisions(ctx, d.Project, d.Name)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range revs {
-			// Agents pull the pinned digest; the hash stays that of the spec,
-			// so pinning never replaces a running container.
-			c := r.Spec.Spec.Container
-			if r.ImageDigest != "" {
-				c.Image = r.ImageDigest
-			}
-			b, err := json.Marshal(c)
-			if err != nil {
-				return nil, err
-			}
-			rs[revKey(d.Project, d.Name, r.Number)] = revisionInfo{rev: r, container: b, hash: specHash(r.Spec.Spec.Container),
-				startFirst: r.Spec.Spec.Update.Order == spec.OrderStartFirst}
-		}
-	}
-	return rs, nil
-}
-
-// push computes each node's desired state and sends the ones that changed.
-func (f *fleet) push(nodes []api.Node, revs revisionSet, all []api.Instance, pullReqs map[string][]string) {
-	byNode := map[string][]*agentproto.InstanceSpec{}
-	for _, in := range all {
-		ri, ok := revs.get(in.Project, in.Deployment, in.Revision)
-		if !ok {
-			continue // revision 0: nothing to run yet
-		}
-		byNode[in.NodeID] = append(byNode[in.NodeID], &agentproto.InstanceSpec{
-			Id: in.ID, Project: in.Project, Deployment: in.Deployment, Revision: in.Revision, SpecHash: ri.hash, Container: ri.container,
-			StartFirst: ri.startFirst})
-	}
+// push computes the desired state of each node in dirty (every node if
+// dirty is nil) and of each node with a pull request, now or at the last
+// push, and sends the ones that changed.
+func (f *fleet) push(dirty map[string]bool, pullReqs map[string][]string) {
+	v := f.view
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, n := range nodes {
-		ln := f.nodes[n.ID]
-		specs := byNode[n.ID]
+	if dirty != nil {
+		for id := range pullReqs {
+			dirty[id] = true
+		}
+		for id, ln := range f.nodes {
+			if ln.desired == nil || len(ln.desired.PullImages) > 0 {
+				dirty[id] = true
+			}
+		}
+	}
+	for id, ln := range f.nodes {
+		if dirty != nil && !dirty[id] {
+			continue
+		}
+		if _, ok := v.nodes[id]; !ok {
+			continue // enrolled after this pass began; the next one pushes it
+		}
+		var specs []*agentproto.InstanceSpec
+		for _, in := range v.byNode[id] {
+			ri, ok := v.revs.get(in.Project, in.Deployment, in.Revision)
+			if !ok {
+				continue // revision 0: nothing to run yet
+			}
+			specs = append(specs, &agentproto.InstanceSpec{Id: in.ID, Project: in.Project, Deployment: in.Deployment,
+				Revision: in.Revision, SpecHash: ri.hash, Container: ri.container, StartFirst: ri.startFirst})
+		}
 		sort.Slice(specs, func(i, j int) bool { return specs[i].Id < specs[j].Id })
 		h := sha256.New()
 		for _, s := range specs {
 			h.Write([]byte(s.Id + "\x00" + s.SpecHash + "\x00"))
 		}
-		pulls := pullReqs[n.ID]
+		pulls := pullReqs[id]
 		for _, img := range pulls {
 			h.Write([]byte("pull\x00" + img + "\x00"))
 		}
@@ -420,14 +479,36 @@ func newID() string {
 // enrolled registers a newly enrolled node; it has a liveness window to connect.
 func (f *fleet) enrolled(n api.Node) {
 	f.mu.Lock()
-	f.nodes[n.ID] = &liveNode{state: n.State, lastSeen: time.Now()}
+	f.nodes[n.ID] = &liveNode{name: n.Name, state: n.State, lastSeen: time.Now()}
+	f.joined = append(f.joined, n)
+	f.pending |= place
 	f.mu.Unlock()
 	f.trigger()
 }
 
+// enrolledNode checks that node id is enrolled: in memory, which knows
+// every node this server enrolled or loaded, or else in the store.
+func (f *fleet) enrolledNode(ctx context.Context, id string) error {
+	f.mu.Lock()
+	_, ok := f.nodes[id]
+	f.mu.Unlock()
+	if ok {
+		return nil
+	}
+	_, err := f.s.store.GetNode(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", id)
+	case err != nil:
+		f.log.Error("reading node", "node_id", id, "err", err)
+		return status.Error(codes.Unavailable, "reading the node failed; retrying is safe")
+	}
+	return nil
+}
+
 // connect registers an agent's stream, replacing an older one of the same
 // node, and queues the node's current desired state on it.
-func (f *fleet) connect(ctx context.Context, nodeID string, hello *agentproto.Hello) *session {
+func (f *fleet) connect(nodeID string, hello *agentproto.Hello) *session {
 	sess := newSession(nodeID)
 	f.mu.Lock()
 	ln := f.nodes[nodeID]
@@ -436,7 +517,7 @@ func (f *fleet) connect(ctx context.Context, nodeID string, hello *agentproto.He
 		f.nodes[nodeID] = ln
 	}
 	if ln.session != nil {
-		close(ln.session.done)
+		ln.session.fail(errReplaced)
 	}
 	ln.session = sess
 	ln.lastSeen = time.Now()
@@ -445,13 +526,13 @@ func (f *fleet) connect(ctx context.Context, nodeID string, hello *agentproto.He
 	if ln.desired != nil {
 		sess.push(ln.desired)
 	}
-	f.mu.Unlock()
 	facts := factsFromProto(hello.Facts)
-	f.updateNode(ctx, nodeID, func(n *api.Node) { n.State = api.NodeReady; n.Facts = facts })
+	f.noteNode(nodeID, &facts)
+	f.mu.Unlock()
 	if !wasReady {
 		f.log.Info("node ready", "node_id", nodeID)
+		f.need(place)
 	}
-	f.trigger()
 	return sess
 }
 
@@ -465,7 +546,7 @@ func (f *fleet) disconnect(sess *session) {
 
 // heartbeat records a node's liveness and usage in memory; only a change of
 // state, facts or error reaches the store.
-func (f *fleet) heartbeat(ctx context.Context, nodeID string, hb *agentproto.Heartbeat) {
+func (f *fleet) heartbeat(nodeID string, hb *agentproto.Heartbeat) {
 	f.mu.Lock()
 	ln := f.nodes[nodeID]
 	if ln == nil {
@@ -479,24 +560,21 @@ func (f *fleet) heartbeat(ctx context.Context, nodeID string, hb *agentproto.Hea
 	revived := ln.state != api.NodeReady
 	errChanged := ln.hostErr != hb.Error
 	ln.state, ln.hostErr = api.NodeReady, hb.Error
-	f.mu.Unlock()
 	// The agent sends facts only when they changed; with the error kept in
 	// memory, an ordinary heartbeat touches the store neither to read nor
 	// to write.
-	if !revived && !errChanged && hb.Facts == nil {
-		return
+	if revived || errChanged || hb.Facts != nil {
+		var facts *api.Facts
+		if hb.Facts != nil {
+			fs := factsFromProto(hb.Facts)
+			facts = &fs
+		}
+		f.noteNode(nodeID, facts)
 	}
+	f.mu.Unlock()
 	if revived {
 		f.log.Info("node ready", "node_id", nodeID)
-	}
-	f.updateNode(ctx, nodeID, func(n *api.Node) {
-		n.State, n.Error = api.NodeReady, hb.Error
-		if hb.Facts != nil {
-			n.Facts = factsFromProto(hb.Facts)
-		}
-	})
-	if revived {
-		f.trigger()
+		f.need(place)
 	}
 }
 
@@ -540,8 +618,10 @@ const (
 // maxPinChecked bounds pinChecked; past it the memory starts afresh.
 const maxPinChecked = 200_000
 
-// writeStatuses writes queued status reports until ctx ends.
-func (f *fleet) writeStatuses(ctx context.Context) {
+// batchStatuses hands queued status reports to the run goroutine in
+// batches until ctx ends. The run goroutine writes them, so that the store
+// and its view see instance changes in the same order.
+func (f *fleet) batchStatuses(ctx context.Context) {
 	for {
 		var batch []store.InstanceStatus
 		select {
@@ -562,24 +642,38 @@ func (f *fleet) writeStatuses(ctx context.Context) {
 				break collect
 			}
 		}
-		ok, err := f.s.store.UpdateInstanceStatuses(ctx, batch)
-		if err != nil {
-			if ctx.Err() == nil {
-				f.log.Error("recording instance statuses", "count", len(batch), "err", err)
-			}
+		select {
+		case f.batches <- batch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// record writes a batch of status reports, mirrors into the view those the
+// store took, and pins the digests they carry.
+func (f *fleet) record(ctx context.Context, batch []store.InstanceStatus) {
+	ok, err := f.s.store.UpdateInstanceStatuses(ctx, batch)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Error("recording instance statuses", "count", len(batch), "err", err)
+		}
+		return
+	}
+	for i, st := range batch {
+		if !ok[i] {
 			continue
 		}
-		for i, st := range batch {
-			if ok[i] && st.ImageDigest != "" && !f.pinChecked[st.ID+"@"+st.ImageDigest] {
-				f.pin(ctx, st.NodeID, st.ID, st.ImageDigest)
-				if len(f.pinChecked) > maxPinChecked {
-					clear(f.pinChecked)
-				}
-				f.pinChecked[st.ID+"@"+st.ImageDigest] = true
+		f.view.status(st)
+		if st.ImageDigest != "" && !f.pinChecked[st.ID+"@"+st.ImageDigest] {
+			f.pin(ctx, st.NodeID, st.ID, st.ImageDigest)
+			if len(f.pinChecked) > maxPinChecked {
+				clear(f.pinChecked)
 			}
+			f.pinChecked[st.ID+"@"+st.ImageDigest] = true
 		}
-		f.trigger() // a rollout may wait on these instances
 	}
+	f.trigger() // a rollout may wait on these instances
 }
 
 var validStates = map[api.InstanceState]bool{
@@ -590,37 +684,33 @@ var validStates = map[api.InstanceState]bool{
 // pin records the first digest an agent ran for a revision whose tag the
 // server could not resolve at apply; every other node then pulls exactly it.
 func (f *fleet) pin(ctx context.Context, nodeID, instanceID, digest string) {
-	is, err := f.s.store.ListInstances(ctx, store.InstanceFilter{NodeID: nodeID})
+	v := f.view
+	in := v.insts[instanceID]
+	if in == nil || in.Revision == 0 {
+		return
+	}
+	key := revKey(in.Project, in.Deployment, in.Revision)
+	ri, ok := v.revs[key]
+	if !ok || ri.rev.ImageDigest != "" {
+		return // pinned at apply, or by an earlier report
+	}
+	pinned, err := f.s.store.PinRevisionDigest(ctx, in.Project, in.Deployment, in.Revision, digest)
 	if err != nil {
+		f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
 		return
 	}
-	for _, in := range is {
-		if in.ID != instanceID || in.Revision == 0 {
-			continue
-		}
-		key := revKey(in.Project, in.Deployment, in.Revision)
-		f.mu.Lock()
-		done := f.pinned[key]
-		f.mu.Unlock()
-		if done {
-			return
-		}
-		pinned, err := f.s.store.PinRevisionDigest(ctx, in.Project, in.Deployment, in.Revision, digest)
-		if err != nil {
-			f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
-			return
-		}
-		f.mu.Lock()
-		f.pinned[key] = true
-		f.mu.Unlock()
-		if pinned != digest {
-			f.log.Warn("instance runs another digest than its revision pins", "instance_id", instanceID, "digest", digest, "pinned", pinned)
-			return
-		}
-		f.log.Info("image pinned", "project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "digest", digest)
-		f.s.store.AppendEvents(ctx, []api.Event{{Time: time.Now().UTC(), Project: in.Project, Deployment: in.Deployment, Type: "image.pinned",
-			Message: fmt.Sprintf("revision %d pinned to %s, as first pulled on node %s", in.Revision, digest, nodeID)}})
-		f.s.events.notify()
+	ri.rev.ImageDigest = pinned
+	if ri, err = newRevisionInfo(ri.rev); err != nil {
+		f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
 		return
 	}
+	v.revs[key] = ri
+	if pinned != digest {
+		f.log.Warn("instance runs another digest than its revision pins", "instance_id", instanceID, "digest", digest, "pinned", pinned)
+		return
+	}
+	f.log.Info("image pinned", "project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "digest", digest)
+	f.s.store.AppendEvents(ctx, []api.Event{{Time: time.Now().UTC(), Project: in.Project, Deployment: in.Deployment, Type: "image.pinned",
+		Message: fmt.Sprintf("revision %d pinned to %s, as first pulled on node %s", in.Revision, digest, nodeID)}})
+	f.s.events.notify()
 }

@@ -15,29 +15,25 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// progress steps every active rollout once and persists what each step
-// decided. It reports whether any instance moved, and the images nodes must
-// pull for rollouts in their pre-pull phase.
-func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deployment, revs revisionSet, all []api.Instance) (bool, map[string][]string, error) {
+// progress steps every active rollout once, persists what each step
+// decided and marks the nodes of the instances it moved. It returns the
+// images nodes must pull for rollouts in their pre-pull phase.
+func (f *fleet) progress(ctx context.Context, mark func(nodeID string)) (map[string][]string, error) {
 	active, err := f.s.store.ActiveRollouts(ctx)
 	if err != nil || len(active) == 0 {
-		return false, nil, err
+		return nil, err
 	}
+	v := f.view
 	pullReqs := map[string][]string{}
-	depByKey := map[string]api.Deployment{}
-	for _, d := range deps {
-		depByKey[d.Project+"/"+d.Name] = d
-	}
-	ready := f.readyNodes(nodes)
-	moved := false
+	ready := f.ready()
 	now := time.Now()
 	for _, r := range active {
-		d, ok := depByKey[r.Project+"/"+r.Deployment]
+		d, ok := v.deps[depKey(r.Project, r.Deployment)]
 		if !ok {
 			continue
 		}
-		insts := rolloutInstances(r, all, ready, revs)
-		image := pullImage(revs, r)
+		insts := rolloutInstances(v.deployment(r.Project, r.Deployment), v, ready)
+		image := pullImage(v.revs, r)
 		f.mu.Lock()
 		for k := range insts {
 			if p, ok := f.pulls[insts[k].NodeID][image]; ok {
@@ -55,16 +51,27 @@ func (f *fleet) progress(ctx context.Context, nodes []api.Node, deps []api.Deplo
 		if !res.Changed {
 			continue
 		}
-		if err := f.persist(ctx, res, revs); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				f.trigger() // a user's action came between; step again
-				continue
-			}
-			return moved, nil, err
+		moves, err := f.persist(ctx, res, v.revs)
+		if errors.Is(err, store.ErrConflict) {
+			f.trigger() // a user's action came between; step again
+			continue
 		}
-		moved = moved || len(res.Moves) > 0
+		if err != nil {
+			return nil, err
+		}
+		at := time.Now()
+		for _, m := range moves {
+			v.move(m, at)
+			if in := v.insts[m.ID]; in != nil {
+				mark(in.NodeID)
+			}
+		}
+		if res.Stable != nil {
+			d.StableRevision = *res.Stable
+			v.deps[depKey(r.Project, r.Deployment)] = d
+		}
 	}
-	return moved, pullReqs, nil
+	return pullReqs, nil
 }
 
 // pullImage is the image a rollout's nodes pre-pull: pinned when it can be.
@@ -108,8 +115,9 @@ func (f *fleet) pulled(nodeID string, p *agentproto.ImagePull) {
 	f.trigger()
 }
 
-// persist writes one step's result and wakes event followers.
-func (f *fleet) persist(ctx context.Context, res rollout.Result, revs revisionSet) error {
+// persist writes one step's result and wakes event followers. It returns
+// the instance moves it wrote.
+func (f *fleet) persist(ctx context.Context, res rollout.Result, revs revisionSet) ([]store.InstanceMove, error) {
 	r := res.Rollout
 	moves := make([]store.InstanceMove, len(res.Moves))
 	for i, m := range res.Moves {
@@ -121,38 +129,37 @@ func (f *fleet) persist(ctx context.Context, res rollout.Result, revs revisionSe
 		f.log.Info("rollout", "project", r.Project, "deployment", r.Deployment, "rollout_id", r.ID, "event", e.Type, "message", e.Message)
 	}
 	if _, err := f.s.store.StepRollout(ctx, r, moves, res.Stable, events); err != nil {
-		return err
+		return nil, err
 	}
 	f.s.events.notify()
-	return nil
+	return moves, nil
 }
 
-func (f *fleet) readyNodes(nodes []api.Node) map[string]api.Node {
+// ready returns the IDs of the nodes that are ready now.
+func (f *fleet) ready() map[string]bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ready := map[string]api.Node{}
-	for _, n := range nodes {
-		if ln := f.nodes[n.ID]; ln != nil && ln.state == api.NodeReady {
-			ready[n.ID] = n
+	ready := make(map[string]bool, len(f.nodes))
+	for id, ln := range f.nodes {
+		if ln.state == api.NodeReady {
+			ready[id] = true
 		}
 	}
 	return ready
 }
 
 // rolloutInstances describes a deployment's instances for rollout.Step.
-func rolloutInstances(r api.Rollout, all []api.Instance, ready map[string]api.Node, revs revisionSet) []rollout.Instance {
-	var out []rollout.Instance
-	for _, in := range all {
-		if in.Project != r.Project || in.Deployment != r.Deployment {
-			continue
+func rolloutInstances(insts []*api.Instance, v *view, ready map[string]bool) []rollout.Instance {
+	out := make([]rollout.Instance, 0, len(insts))
+	for _, in := range insts {
+		name := in.NodeID
+		reachable := ready[in.NodeID]
+		if reachable {
+			name = v.nodes[in.NodeID].Name
 		}
-		n, reachable := ready[in.NodeID]
-		ri, _ := revs.get(in.Project, in.Deployment, in.Revision)
-		out = append(out, rollout.Instance{ID: in.ID, NodeID: in.NodeID, NodeName: n.Name, Revision: in.Revision, State: in.State, Reason: in.Reason,
+		ri, _ := v.revs.get(in.Project, in.Deployment, in.Revision)
+		out = append(out, rollout.Instance{ID: in.ID, NodeID: in.NodeID, NodeName: name, Revision: in.Revision, State: in.State, Reason: in.Reason,
 			Since: in.UpdatedAt, Reachable: reachable, Checked: ri.rev.Spec.Spec.Container.HealthCheck != nil})
-		if !reachable {
-			out[len(out)-1].NodeName = in.NodeID
-		}
 	}
 	return out
 }
@@ -338,15 +345,22 @@ func (s *Server) act(ctx context.Context, ro api.Rollout, action string) (rollou
 	return res, nil
 }
 
-// persistAction writes a user's action, with the spec hashes its moves need.
+// persistAction writes a user's action, with the spec hashes its moves
+// need, and has the controller read back what it changed.
 func (f *fleet) persistAction(ctx context.Context, res rollout.Result) error {
 	d, err := f.s.store.GetDeployment(ctx, res.Rollout.Project, res.Rollout.Deployment)
 	if err != nil {
 		return err
 	}
-	revs, err := f.revisions(ctx, []api.Deployment{d})
+	revs, err := loadRevisions(ctx, f.s.store, []api.Deployment{d})
 	if err != nil {
 		return err
 	}
-	return f.persist(ctx, res, revs)
+	if _, err := f.persist(ctx, res, revs); err != nil {
+		return err
+	}
+	if len(res.Moves) > 0 || res.Stable != nil {
+		f.need(reloadDeployments | reloadInstances)
+	}
+	return nil
 }

@@ -34,6 +34,10 @@ type Config struct {
 	APIAddr string
 	// AgentAddr is the agents' gRPC (mTLS) listener; default :7401.
 	AgentAddr string
+	// ExpectedAgents is how many agents the server should hold; it warns
+	// at start when its open-file limit is too low for them, or for its
+	// enrolled nodes if there are more. Zero: the enrolled nodes.
+	ExpectedAgents int
 	// Hosts are extra DNS names or IPs for the server certificate.
 	Hosts []string
 	// HeartbeatInterval is how often agents send heartbeats; default 5s.
@@ -51,7 +55,27 @@ type Config struct {
 	PrePullParallelism int
 	// NodeCertTTL is the lifetime of the client certificates agents get; default 30 days.
 	NodeCertTTL time.Duration
-	Logger      *slog.Logger
+	// AgentSourceRate and AgentSourceBurst limit what one source address
+	// may start on the agent endpoint: AgentSourceBurst new connections
+	// at once and AgentSourceRate a second after that, and as many calls
+	// (Enroll, Connect, Renew). A connection over the limit is reset
+	// before its TLS handshake and a call is refused with
+	// ResourceExhausted; agents retry both with backoff. Agents behind
+	// one NAT share an address (an IPv6 source counts by its /64), so the
+	// burst is how many of them may all reconnect at once, as they do
+	// after a server restart. Defaults 100 a second and 1,000.
+	AgentSourceRate  float64
+	AgentSourceBurst int
+	// AgentMessageRate and AgentMessageBurst limit the messages of one
+	// agent stream: AgentMessageBurst at once and AgentMessageRate a
+	// second after that; a stream over them is closed with
+	// ResourceExhausted. A healthy agent sends a heartbeat every
+	// HeartbeatInterval and, in a rollout, a few statuses for each
+	// instance it replaces: a few hundred at once on a busy host.
+	// Defaults 100 a second and 1,000.
+	AgentMessageRate  float64
+	AgentMessageBurst int
+	Logger            *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -76,13 +100,27 @@ func (c *Config) setDefaults() {
 	if c.NodeCertTTL <= 0 {
 		c.NodeCertTTL = 30 * 24 * time.Hour
 	}
+	if c.AgentSourceRate <= 0 {
+		c.AgentSourceRate = DefaultAgentSourceRate
+	}
+	if c.AgentSourceBurst <= 0 {
+		c.AgentSourceBurst = DefaultAgentSourceBurst
+	}
+	if c.AgentMessageRate <= 0 {
+		c.AgentMessageRate = DefaultAgentMessageRate
+	}
+	if c.AgentMessageBurst <= 0 {
+		c.AgentMessageBurst = DefaultAgentMessageBurst
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
-// connReadBuffer is each agent connection's read buffer.
-const connReadBuffer = 4 << 10
+// agentWindow is the static HTTP/2 flow-control window of each agent
+// stream and connection: twice the largest message, so no message waits for
+// a window update.
+const agentWindow = 2 * maxAgentMessage
 
 // maxAgentMessage bounds what one agent message may weigh, so a broken or
 // hostile agent cannot make the server allocate without limit.
@@ -141,6 +179,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.checkFDLimit(ctx)
 	if err := s.listen(cert); err != nil {
 		st.Close()
 		return nil, err
@@ -168,6 +207,8 @@ func (s *Server) listen(cert tls.Certificate) error {
 		s.apiLn.Close()
 		return fmt.Errorf("listening for agents on %s: %w", s.cfg.AgentAddr, err)
 	}
+	limits := newAgentLimits(s.cfg, s.log)
+	s.agentLn = limits.listener(s.agentLn)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		TLSConfig:         pki.APIServerTLS(cert),
@@ -177,14 +218,28 @@ func (s *Server) listen(cert tls.Certificate) error {
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(pki.AgentServerTLS(s.ca, cert))),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
-		// Agent messages are small and one server holds thousands of
-		// mostly idle streams: gRPC's default 32 KiB read buffer per
-		// connection would be most of an idle agent's cost.
-		grpc.ReadBufferSize(connReadBuffer),
+		grpc.InTapHandle(limits.tap),
+		// gRPC waits 120s by default for a new connection's TLS and
+		// HTTP/2 handshakes; an agent gives up after 20s, and a client
+		// that never completes them should not hold a connection longer.
+		grpc.ConnectionTimeout(20*time.Second),
+		// One server holds thousands of mostly idle agent streams, so
+		// every per-connection cost counts. TLS already buffers a whole
+		// record, so gRPC's own read buffer (32 KiB by default) only
+		// copies it again; the write buffer is borrowed from a pool for
+		// each flush instead of kept by every connection.
+		grpc.ReadBufferSize(0),
+		grpc.SharedWriteBuffer(true),
+		// Static windows turn off gRPC's bandwidth estimation, which
+		// answers nearly every heartbeat with a PING of its own: a write
+		// and a read more per heartbeat, for a stream that never needs a
+		// window larger than its biggest message.
+		grpc.StaticStreamWindowSize(agentWindow),
+		grpc.StaticConnWindowSize(agentWindow),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s})
+	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s, limits: limits})
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = net.Listen("tcp", s.cfg.DebugAddr); err != nil {
 			s.apiLn.Close()
@@ -230,7 +285,12 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.fleet.writeStatuses(ctx)
+		s.fleet.batchStatuses(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.fleet.writeNodes(ctx)
 	}()
 	if s.debug != nil {
 		wg.Add(1)

@@ -316,6 +316,29 @@ func (s *SQLite) SetLastSeen(ctx context.Context, seen map[string]time.Time) err
 	})
 }
 
+func (s *SQLite) UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error {
+	if len(ss) == 0 {
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = ?, error = ?, facts = coalesce(?, facts), version = version + 1 WHERE id = ?`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, st := range ss {
+			var facts any // NULL keeps the stored facts
+			if st.Facts != nil {
+				facts = toJSON(*st.Facts)
+			}
+			if _, err := stmt.ExecContext(ctx, st.State, st.Error, facts, st.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 const deploymentCols = `project, name, revision, stable_revision, spec, created_at, updated_at, version`
 
 func scanDeployment(row interface{ Scan(...any) error }) (api.Deployment, error) {

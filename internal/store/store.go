@@ -44,6 +44,10 @@ type Store interface {
 	UpdateNode(ctx context.Context, n api.Node) (api.Node, error)
 	// SetLastSeen records heartbeat times in one batch; unknown IDs are ignored.
 	SetLastSeen(ctx context.Context, seen map[string]time.Time) error
+	// UpdateNodeStatuses records what agents told of their nodes (state,
+	// host error, facts) in one transaction, whatever the nodes' versions;
+	// unknown IDs are ignored.
+	UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error
 
 	GetDeployment(ctx context.Context, project, name string) (api.Deployment, error)
 	// ListDeployments lists a project's deployments, or every project's when project is "".
@@ -94,6 +98,15 @@ type Store interface {
 	// UpdateInstanceStatuses records many reports in one transaction and
 	// says which of them matched an instance, by the same rules.
 	UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error)
+}
+
+// NodeStatus is what the controller learned of a node from its agent.
+type NodeStatus struct {
+	ID    string
+	State api.NodeState
+	Error string
+	// Facts are written when set.
+	Facts *api.Facts
 }
 
 // InstanceMove moves an instance to another revision of its deployment.

@@ -1,4 +1,4 @@
-package main
+package benchenv
 
 import (
 	"bufio"
@@ -14,14 +14,14 @@ import (
 // 100 on every Linux the project runs on (sysconf(_SC_CLK_TCK) needs cgo).
 const clockTicks = 100
 
-// procAttr makes a child die with the harness, even when the harness is
+// ProcAttr makes a child die with the harness, even when the harness is
 // killed and cannot clean up.
-func procAttr() *syscall.SysProcAttr {
+func ProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// cpuSeconds reads a process's user and system CPU time so far.
-func cpuSeconds(pid int) (float64, error) {
+// CPUSeconds reads a process's user and system CPU time so far.
+func CPUSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -45,47 +45,66 @@ func cpuSeconds(pid int) (float64, error) {
 	return float64(utime+stime) / clockTicks, nil
 }
 
-// statusBytes reads a "kB" field of /proc/PID/status, e.g. VmRSS, in bytes.
-func statusBytes(pid int, field string) (int64, error) {
+// Status reads the named fields of /proc/PID/status as numbers: sizes
+// ("VmRSS", "VmHWM", "RssAnon", "RssFile": kB in the file) in bytes,
+// counts ("Threads") as they are. A field the kernel does not show is an
+// error.
+func Status(pid int, fields ...string) (map[string]int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
+	want := map[string]bool{}
+	for _, name := range fields {
+		want[name] = true
+	}
+	out := make(map[string]int64, len(fields))
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || k != field {
+		if !ok || !want[k] {
 			continue
 		}
 		fs := strings.Fields(v)
-		if len(fs) != 2 || fs[1] != "kB" {
-			return 0, fmt.Errorf("/proc/%d/status: %s: %q", pid, field, v)
+		if len(fs) == 0 || len(fs) > 2 || (len(fs) == 2 && fs[1] != "kB") {
+			return nil, fmt.Errorf("/proc/%d/status: %s: %q", pid, k, v)
 		}
-		kb, err := strconv.ParseInt(fs[0], 10, 64)
+		n, err := strconv.ParseInt(fs[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, field, err)
+			return nil, fmt.Errorf("/proc/%d/status: %s: %w", pid, k, err)
 		}
-		return kb << 10, nil
+		if len(fs) == 2 {
+			n <<= 10
+		}
+		out[k] = n
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
+	for _, name := range fields {
+		if _, ok := out[name]; !ok {
+			return nil, fmt.Errorf("/proc/%d/status: no %s", pid, name)
+		}
+	}
+	return out, nil
 }
 
-// rss is a process's resident memory in bytes.
-func rss(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+// RSS is a process's resident memory in bytes.
+func RSS(pid int) (int64, error) {
+	s, err := Status(pid, "VmRSS")
+	return s["VmRSS"], err
+}
 
-// openFiles counts a process's open file descriptors.
-func openFiles(pid int) (int, error) {
+// OpenFiles counts a process's open file descriptors.
+func OpenFiles(pid int) (int, error) {
 	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(es), err
 }
 
-// openFileLimit is this process's RLIMIT_NOFILE (Go raises the soft limit
+// OpenFileLimit is this process's RLIMIT_NOFILE (Go raises the soft limit
 // to the hard one at start); children inherit it. 0 if unknown.
-func openFileLimit() uint64 {
+func OpenFileLimit() uint64 {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return 0
@@ -102,11 +121,11 @@ func readTrim(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// kernel is the running kernel's release.
-func kernel() string { return readTrim("/proc/sys/kernel/osrelease") }
+// Kernel is the running kernel's release.
+func Kernel() string { return readTrim("/proc/sys/kernel/osrelease") }
 
-// loadAvg reads the 1, 5 and 15 minute load averages.
-func loadAvg() string {
+// LoadAvg reads the 1, 5 and 15 minute load averages.
+func LoadAvg() string {
 	f := strings.Fields(readTrim("/proc/loadavg"))
 	if len(f) < 3 {
 		return ""
@@ -114,8 +133,8 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// memTotal reads MemTotal from /proc/meminfo; 0 when it cannot.
-func memTotal() int64 {
+// MemTotal reads MemTotal from /proc/meminfo; 0 when it cannot.
+func MemTotal() int64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0

@@ -1,0 +1,49 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/fakert"
+	"github.com/dockfleet/dockfleet/internal/spec"
+)
+
+// TestNewDesiredStateReportsUnchangedInstancesAgain covers a rollout rolled
+// back at once: the server moved an instance to revision 3 (forgetting
+// its state) and back to 2 before the agent saw 3, so the agent gets a
+// desired state that asks for what already runs. Unless it reports the
+// instance again, the server waits for it forever.
+func TestNewDesiredStateReportsUnchangedInstancesAgain(t *testing.T) {
+	ctx := context.Background()
+	r := newReconciler(fakert.New(), "node1", t.TempDir(), time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := json.Marshal(spec.Container{Image: "hello:v2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := func(gen uint64) *agentproto.DesiredState {
+		return &agentproto.DesiredState{Generation: gen, Instances: []*agentproto.InstanceSpec{
+			{Id: "i1", Project: "default", Deployment: "web", Revision: 2, SpecHash: "h2", Container: c}}}
+	}
+	r.setDesired(desired(1))
+	r.reconcile(ctx)
+	sent := r.drainOutbox()
+	if len(sent) != 1 || sent[0].State != string(api.InstanceRunning) || sent[0].SpecHash != "h2" {
+		t.Fatalf("after the first desired state the agent reported %v; want i1 running with hash h2", sent)
+	}
+	if again := r.drainOutbox(); len(again) != 0 {
+		t.Fatalf("reported %v again with nothing new", again)
+	}
+
+	r.setDesired(desired(3)) // generation 2, revision 3, never arrived
+	r.reconcile(ctx)
+	sent = r.drainOutbox()
+	if len(sent) != 1 || sent[0].InstanceId != "i1" || sent[0].State != string(api.InstanceRunning) || sent[0].SpecHash != "h2" {
+		t.Errorf("after a new desired state asking for what runs, the agent reported %v; want i1 running with hash h2 again", sent)
+	}
+}

@@ -1,0 +1,13 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestServerFDLimitExpectedAgentsNotNegative(t *testing.T) {
+	r := runCLI(t, nil, "", "server", "--data-dir", t.TempDir(), "--expected-agents", "-1")
+	if want := "--expected-agents must be 0 or more"; r.code != exitUsage || !strings.Contains(r.stderr, want) {
+		t.Errorf("server --expected-agents -1: exit %d, stderr %q; want %d and %q", r.code, r.stderr, exitUsage, want)
+	}
+}

@@ -1,0 +1,23 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestServerLimitFlagsMustBePositive(t *testing.T) {
+	tests := []struct {
+		flag, value, want string
+	}{
+		{"--agent-source-rate", "0", "--agent-source-rate and --agent-message-rate must be above zero"},
+		{"--agent-message-rate", "-1", "--agent-source-rate and --agent-message-rate must be above zero"},
+		{"--agent-source-burst", "0", "--agent-source-burst and --agent-message-burst must be at least 1"},
+		{"--agent-message-burst", "0", "--agent-source-burst and --agent-message-burst must be at least 1"},
+	}
+	for _, tt := range tests {
+		r := runCLI(t, nil, "", "server", "--data-dir", t.TempDir(), tt.flag, tt.value)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("server %s %s: exit %d, stderr %q; want %d and %q", tt.flag, tt.value, r.code, r.stderr, exitUsage, tt.want)
+		}
+	}
+}

@@ -1,0 +1,265 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+)
+
+// Defaults of Config's agent endpoint limits. A source's burst lets the
+// agents behind one address (a site's NAT) all reconnect at once after a
+// server restart; its rate refills the burst in ten seconds and holds a
+// client that reconnects in a tight loop to about 100 TLS handshakes a
+// second, a few percent of one core. A stream's burst covers a rollout
+// that replaces a hundred containers of one host at once, a few statuses
+// each; its rate is hundreds of times an agent's steady heartbeat.
+const (
+	DefaultAgentSourceRate   = 100
+	DefaultAgentSourceBurst  = 1000
+	DefaultAgentMessageRate  = 100
+	DefaultAgentMessageBurst = 1000
+)
+
+const (
+	// enrollFailureBurst and enrollFailureRate bound the failed
+	// enrollments of one source address: ten, then ten a minute.
+	enrollFailureBurst = 10
+	enrollFailureRate  = rate.Limit(1.0 / 6)
+	// limitLogInterval is how often each kind of refusal is logged at
+	// most: a flood must not turn into a flood of log lines.
+	limitLogInterval = 10 * time.Second
+	// sourceSweepInterval is how often the buckets of idle source
+	// addresses are forgotten.
+	sourceSweepInterval = time.Minute
+)
+
+// agentLimits holds the agent endpoint's limits, which keep one broken or
+// hostile agent, or one source address, from slowing the others down:
+//
+//   - a message weighs at most maxAgentMessage: gRPC refuses a larger one
+//     with ResourceExhausted before reading it, which ends that stream only;
+//   - a stream may send Config.AgentMessageBurst messages at once and
+//     Config.AgentMessageRate a second after; one over it is closed with
+//     ResourceExhausted;
+//   - a source address may open Config.AgentSourceBurst connections at once
+//     and Config.AgentSourceRate a second after, and start as many calls.
+//     A connection over it is reset as soon as it is accepted, before the
+//     TLS handshake that is most of a connection's cost to the server; a
+//     call over it is refused with ResourceExhausted before it starts;
+//   - a source address whose enrollments failed enrollFailureBurst times
+//     (bad, revoked, expired or used-up tokens) is refused further
+//     enrollments, with ResourceExhausted, until its failures age out at
+//     enrollFailureRate: a flood of guessed tokens costs the server little,
+//     and other addresses enroll as usual.
+//
+// Agents retry what is refused with ResourceExhausted or a reset
+// connection, with exponential backoff.
+type agentLimits struct {
+	conns          *sourceLimiter
+	calls          *sourceLimiter
+	enrollFailures *sourceLimiter
+	messageRate    rate.Limit
+	messageBurst   int
+
+	connLog, callLog, messageLog, enrollLog *sparseLog
+}
+
+func newAgentLimits(cfg Config, log *slog.Logger) *agentLimits {
+	return &agentLimits{
+		conns:          newSourceLimiter(rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
+		calls:          newSourceLimiter(rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
+		enrollFailures: newSourceLimiter(enrollFailureRate, enrollFailureBurst),
+		messageRate:    rate.Limit(cfg.AgentMessageRate),
+		messageBurst:   cfg.AgentMessageBurst,
+		connLog:        newSparseLog(log),
+		callLog:        newSparseLog(log),
+		messageLog:     newSparseLog(log),
+		enrollLog:      newSparseLog(log),
+	}
+}
+
+// listener wraps the agent listener with the per-source connection limit.
+func (l *agentLimits) listener(ln net.Listener) net.Listener {
+	return &limitedListener{Listener: ln, limits: l}
+}
+
+// tap refuses a call from a source address over its rate before gRPC
+// makes a stream of it (grpc.InTapHandle).
+func (l *agentLimits) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	src := peerSource(ctx)
+	if l.calls.allow(src) {
+		return ctx, nil
+	}
+	l.callLog.warn("refusing an agent call: its source address is over its call rate",
+		"source", src, "method", info.FullMethodName, "rate", float64(l.calls.limit), "burst", l.calls.burst)
+	return nil, status.Errorf(codes.ResourceExhausted,
+		"too many calls from %s: the server takes %d at once and %g a second after from one address; retry later",
+		src, l.calls.burst, float64(l.calls.limit))
+}
+
+// newStreamLimiter is the message limiter of one agent stream.
+func (l *agentLimits) newStreamLimiter() *rate.Limiter {
+	return rate.NewLimiter(l.messageRate, l.messageBurst)
+}
+
+// streamOverLimit logs that nodeID's stream went over its message rate
+// and returns the status that closes it.
+func (l *agentLimits) streamOverLimit(nodeID string) error {
+	l.messageLog.warn("closing an agent stream: it sent messages over its rate",
+		"node_id", nodeID, "rate", float64(l.messageRate), "burst", l.messageBurst)
+	return status.Errorf(codes.ResourceExhausted,
+		"this stream sent more than %d messages at once or %g a second after, more than a healthy agent sends; the server closed it",
+		l.messageBurst, float64(l.messageRate))
+}
+
+// enrollBlocked returns the status refusing an enrollment from the source
+// of ctx after too many failures, or nil when it may try.
+func (l *agentLimits) enrollBlocked(ctx context.Context) error {
+	src := peerSource(ctx)
+	if !l.enrollFailures.empty(src) {
+		return nil
+	}
+	l.enrollLog.warn("refusing enrollments from a source address after repeated failures", "source", src)
+	return status.Errorf(codes.ResourceExhausted,
+		"too many failed enrollments from %s; check the token (dockfleet token create) and retry in a minute", src)
+}
+
+// enrollFailed counts a failed enrollment against the source of ctx.
+func (l *agentLimits) enrollFailed(ctx context.Context) {
+	l.enrollFailures.allow(peerSource(ctx))
+}
+
+// limitedListener resets new connections from a source address over its
+// connection rate as soon as they are accepted.
+type limitedListener struct {
+	net.Listener
+	limits *agentLimits
+}
+
+func (ln *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src, conns := source(c.RemoteAddr()), ln.limits.conns
+		if conns.allow(src) {
+			return c, nil
+		}
+		ln.limits.connLog.warn("resetting a new agent connection: its source address is over its connection rate",
+			"source", src, "rate", float64(conns.limit), "burst", conns.burst)
+		// A reset rather than a FIN: the server keeps no TIME_WAIT
+		// state for connections it refuses.
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// source is the address a limit counts a connection against: its IPv4
+// address, or the /64 of its IPv6 address, as one host or site usually
+// holds a whole /64. Addresses other than TCP's share the zero address.
+func source(a net.Addr) netip.Addr {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	ip := ta.AddrPort().Addr().Unmap()
+	if ip.Is6() {
+		ip = netip.PrefixFrom(ip, 64).Masked().Addr()
+	}
+	return ip
+}
+
+// peerSource is the source address of the call of ctx.
+func peerSource(ctx context.Context) netip.Addr {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return netip.Addr{}
+	}
+	return source(p.Addr)
+}
+
+// sourceLimiter keeps a token bucket for each source address. A bucket
+// that has filled up again is forgotten, so idle addresses cost nothing.
+type sourceLimiter struct {
+	limit rate.Limit
+	burst int
+
+	mu      sync.Mutex
+	buckets map[netip.Addr]*rate.Limiter
+	swept   time.Time
+}
+
+func newSourceLimiter(limit rate.Limit, burst int) *sourceLimiter {
+	return &sourceLimiter{limit: limit, burst: burst, buckets: map[netip.Addr]*rate.Limiter{}, swept: time.Now()}
+}
+
+// allow takes a token from src's bucket and reports whether there was one.
+func (l *sourceLimiter) allow(src netip.Addr) bool {
+	l.mu.Lock()
+	l.sweep()
+	b := l.buckets[src]
+	if b == nil {
+		b = rate.NewLimiter(l.limit, l.burst)
+		l.buckets[src] = b
+	}
+	l.mu.Unlock()
+	return b.Allow()
+}
+
+// empty reports whether src's bucket has no whole token left.
+func (l *sourceLimiter) empty(src netip.Addr) bool {
+	l.mu.Lock()
+	b := l.buckets[src]
+	l.mu.Unlock()
+	return b != nil && b.Tokens() < 1
+}
+
+// sweep forgets the full buckets, at most once a sourceSweepInterval; l.mu is held.
+func (l *sourceLimiter) sweep() {
+	now := time.Now()
+	if now.Sub(l.swept) < sourceSweepInterval {
+		return
+	}
+	l.swept = now
+	for src, b := range l.buckets {
+		if b.TokensAt(now) >= float64(l.burst) {
+			delete(l.buckets, src)
+		}
+	}
+}
+
+// sparseLog writes at most one warning every limitLogInterval and counts
+// the ones it drops, to report them with the next.
+type sparseLog struct {
+	log     *slog.Logger
+	every   *rate.Limiter
+	dropped atomic.Int64
+}
+
+func newSparseLog(log *slog.Logger) *sparseLog {
+	return &sparseLog{log: log, every: rate.NewLimiter(rate.Every(limitLogInterval), 1)}
+}
+
+func (l *sparseLog) warn(msg string, args ...any) {
+	if !l.every.Allow() {
+		l.dropped.Add(1)
+		return
+	}
+	if n := l.dropped.Swap(0); n > 0 {
+		args = append(args, "dropped_since_last", n)
+	}
+	l.log.Warn(msg, args...)
+}
