@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -56,6 +57,7 @@ type bencher struct {
 	serverPID atomic.Int64 // the server's, for the open-files sampler
 	debugAddr string       // the server's --debug-addr: pprof on loopback
 	debug     *debugClient
+	simDebug  *debugClient // the first sim process's, with -profiles
 	// unreachable and serverErrors count lines of the server's log.
 	unreachable  atomic.Int64
 	serverErrors atomic.Int64
@@ -185,6 +187,9 @@ func (b *bencher) teardown() {
 	}
 	if b.debug != nil {
 		b.debug.close()
+	}
+	if b.simDebug != nil {
+		b.simDebug.close()
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -423,13 +428,21 @@ func (b *bencher) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		args := []string{"sim", "--server", b.agentAddr, "--agents", strconv.Itoa(k), "--data-dir", filepath.Join(b.dir, prefix),
+			"--name-prefix", prefix, "--labels", nodeLabelKey + "=" + nodeLabelValue, "--source-ip", strings.Join(ips[i], ","),
+			"--unhealthy-fraction", strconv.FormatFloat(frac, 'g', -1, 64), "--ramp", strconv.Itoa(rampShare(b.cfg.ramp, len(shares))),
+			"--events"}
+		if b.cfg.profiles && i == 0 {
+			addr, err := benchenv.FreeAddr()
+			if err != nil {
+				return err
+			}
+			args = append(args, "--debug-addr", addr)
+			b.simDebug = newDebugClient(addr)
+		}
 		// The token goes by environment, out of the process list.
 		p, err := benchenv.StartProcess("sim "+prefix, b.cfg.bin, []string{"DOCKFLEET_AGENT_TOKEN=" + tok.Token},
-			&benchenv.LineWriter{File: events, OnLine: b.tr.line}, logf,
-			"sim", "--server", b.agentAddr, "--agents", strconv.Itoa(k), "--data-dir", filepath.Join(b.dir, prefix),
-			"--name-prefix", prefix, "--labels", nodeLabelKey+"="+nodeLabelValue, "--source-ip", strings.Join(ips[i], ","),
-			"--unhealthy-fraction", strconv.FormatFloat(frac, 'g', -1, 64), "--ramp", strconv.Itoa(rampShare(b.cfg.ramp, len(shares))),
-			"--events")
+			&benchenv.LineWriter{File: events, OnLine: b.tr.line}, logf, args...)
 		if err != nil {
 			return err
 		}
@@ -574,18 +587,25 @@ func (b *bencher) idle(ctx context.Context) error {
 // profileDir is where -profiles writes, in the work dir.
 func (b *bencher) profileDir() string { return filepath.Join(b.dir, "profiles") }
 
-// profile starts a CPU profile of the server over d, saved as
-// cpu-<name>.pprof, when -profiles is set; the function it returns waits
-// for it.
+// profile starts CPU profiles of the server and of the first sim process
+// over d, saved as cpu-<name>.pprof and cpu-<name>-sim1.pprof, when
+// -profiles is set; the function it returns waits for them.
 func (b *bencher) profile(ctx context.Context, name string, d time.Duration) func() error {
 	if !b.cfg.profiles {
 		return func() error { return nil }
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() {
 		errc <- b.debug.save(ctx, "cpu", d, filepath.Join(b.profileDir(), "cpu-"+name+".pprof"))
 	}()
-	return func() error { return <-errc }
+	go func() {
+		err := error(nil)
+		if b.simDebug != nil { // none before the sims start
+			err = b.simDebug.save(ctx, "cpu", d, filepath.Join(b.profileDir(), "cpu-"+name+"-sim1.pprof"))
+		}
+		errc <- err
+	}()
+	return func() error { return errors.Join(<-errc, <-errc) }
 }
 
 // spec is the deployment at step (1, 2, 3 …): global on the benchmark's
@@ -695,6 +715,14 @@ func (b *bencher) waitInstances(ctx context.Context, revision int64) ([]api.Inst
 // agent's ack of the desired state that carries its instance.
 func (b *bencher) fanout(ctx context.Context) error {
 	n := b.cfg.n
+	serverCPU0, err := benchenv.CPUSeconds(b.server.PID())
+	if err != nil {
+		return err
+	}
+	simCPU0, _, err := b.simCPU()
+	if err != nil {
+		return err
+	}
 	begin := time.Now()
 	res, err := b.apply(ctx, spec(1, "100%", false))
 	if err != nil {
@@ -706,6 +734,14 @@ func (b *bencher) fanout(ctx context.Context) error {
 		acks = b.tr.firstDesired(begin)
 		return len(acks) >= n, fmt.Sprintf("%d of %d agents acked", len(acks), n), nil
 	})
+	if err != nil {
+		return err
+	}
+	serverCPU1, err := benchenv.CPUSeconds(b.server.PID())
+	if err != nil {
+		return err
+	}
+	simCPU1, _, err := b.simCPU()
 	if err != nil {
 		return err
 	}
@@ -723,9 +759,11 @@ func (b *bencher) fanout(ctx context.Context) error {
 	for i, t := range acks {
 		lat[i] = t.Sub(applied)
 	}
-	f := &fanoutResult{ApplySeconds: applied.Sub(begin).Seconds(), Ack: distribution(lat), RolloutSeconds: at.Sub(begin).Seconds()}
+	f := &fanoutResult{ApplySeconds: applied.Sub(begin).Seconds(), Ack: distribution(lat), RolloutSeconds: at.Sub(begin).Seconds(),
+		ServerCPUSeconds: serverCPU1 - serverCPU0, SimCPUSeconds: simCPU1 - simCPU0}
 	b.rep.Fanout = f
-	b.cfg.logf("fan-out: ack p50 %s, p99 %s, max %s; rollout done in %s", ms(f.Ack.P50), ms(f.Ack.P99), ms(f.Ack.Max), secs(f.RolloutSeconds))
+	b.cfg.logf("fan-out: ack p50 %s, p99 %s, max %s; rollout done in %s; CPU until the last ack: server %s, sims %s",
+		ms(f.Ack.P50), ms(f.Ack.P99), ms(f.Ack.Max), secs(f.RolloutSeconds), secs(f.ServerCPUSeconds), secs(f.SimCPUSeconds))
 	return nil
 }
 

@@ -124,6 +124,11 @@ type fanoutResult struct {
 	// RolloutSeconds is from the apply until its rollout (one batch of
 	// 100 %) succeeded.
 	RolloutSeconds float64 `json:"rolloutSeconds"`
+	// ServerCPUSeconds and SimCPUSeconds are the CPU time the server and
+	// the sim processes used from the apply to the last ack: with both on
+	// one machine's cores, they show whose work bounds the fan-out.
+	ServerCPUSeconds float64 `json:"serverCpuSeconds"`
+	SimCPUSeconds    float64 `json:"simCpuSeconds"`
 }
 
 type apiResult struct {
@@ -280,6 +285,8 @@ func (r *report) writeTable(w io.Writer) {
 		row("fan-out: apply → desired state acked", fmt.Sprintf("p50 %s, p99 %s, max %s (%d agents)", ms(x.Ack.P50), ms(x.Ack.P99), ms(x.Ack.Max), x.Ack.Count),
 			verdict(x.Ack.P99 <= t.FanoutP99Seconds && x.Ack.Max <= t.FanoutMaxSeconds,
 				fmt.Sprintf("p99 ≤ %s, max ≤ %s", secs(t.FanoutP99Seconds), secs(t.FanoutMaxSeconds))))
+		row("  CPU used until the last ack", fmt.Sprintf("server %s, sims %s (%.0f µs and %.0f µs per agent)", secs(x.ServerCPUSeconds), secs(x.SimCPUSeconds),
+			x.ServerCPUSeconds/float64(max(x.Ack.Count, 1))*1e6, x.SimCPUSeconds/float64(max(x.Ack.Count, 1))*1e6), "")
 	}
 	if x := r.Rollout; x != nil {
 		row("rollout in 10 % batches, instant health", fmt.Sprintf("%s (%d batches, %d instances)", secs(x.Seconds), x.Batches, x.Instances),

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/pki"
 )
 
@@ -58,6 +59,10 @@ type Config struct {
 	OnConnected    func()
 	OnDisconnected func(err error)
 	OnDesired      func(generation uint64, instances int)
+	// HostUsage, if set, reports the host's CPU and memory use for the
+	// heartbeats, in place of the agent's own reading of /proc (see
+	// SharedHostUsage).
+	HostUsage func() *agentproto.Usage
 }
 
 // Agent is one node's agent.

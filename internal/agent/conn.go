@@ -109,14 +109,18 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, rec *reconciler, send func(*agentproto.AgentMessage) error) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var cpu cpuSampler
+	usage := a.cfg.HostUsage
+	if usage == nil {
+		var cpu cpuSampler
+		usage = func() *agentproto.Usage { return hostUsage(&cpu) }
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
-		u := hostUsage(&cpu)
+		u := usage()
 		u.Containers = int32(rec.running())
 		hb := &agentproto.Heartbeat{Usage: u, Error: rec.hostError()}
 		if rec.takeFactsChanged() {

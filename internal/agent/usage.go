@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 )
@@ -69,4 +71,24 @@ func hostUsage(cpu *cpuSampler) *agentproto.Usage {
 	}
 	u.MemoryBytes = total - avail
 	return u
+}
+
+// SharedHostUsage returns a Config.HostUsage for agents that share one host,
+// as simulated agents in one process do: it reads /proc at most once a
+// second for all of them, instead of twice per agent and heartbeat.
+func SharedHostUsage() func() *agentproto.Usage {
+	var (
+		mu   sync.Mutex
+		cpu  cpuSampler
+		last *agentproto.Usage
+		at   time.Time
+	)
+	return func() *agentproto.Usage {
+		mu.Lock()
+		defer mu.Unlock()
+		if last == nil || time.Since(at) >= time.Second {
+			last, at = hostUsage(&cpu), time.Now()
+		}
+		return &agentproto.Usage{CpuPercent: last.CpuPercent, MemoryBytes: last.MemoryBytes}
+	}
 }

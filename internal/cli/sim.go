@@ -6,19 +6,23 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/sim"
 )
 
 // simOptions are the flags of dockfleet sim that sim.Config does not hold.
 type simOptions struct {
-	labels  labelsValue
-	events  bool
-	verbose bool
-	logs    logFlags
+	labels    labelsValue
+	events    bool
+	verbose   bool
+	debugAddr string
+	logs      logFlags
 }
 
 func newSimCommand(e *env) *cobra.Command {
@@ -77,6 +81,7 @@ loopback source addresses with --source-ip 127.0.0.2,127.0.0.3,...`,
 	f.DurationVar(&cfg.ResyncInterval, "resync", sim.DefaultResyncInterval, "how often each agent reconciles without a trigger")
 	f.BoolVar(&o.events, "events", false, "write one JSON line per agent event on stdout")
 	f.BoolVar(&o.verbose, "verbose", false, "log every agent's messages on stderr too")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6061; off by default")
 	o.logs.add(f)
 	return cmd
 }
@@ -132,6 +137,15 @@ func runSim(ctx context.Context, e *env, cfg sim.Config, o *simOptions) error {
 		}
 		defer os.RemoveAll(dir)
 		cfg.DataDir = dir
+	}
+	if o.debugAddr != "" {
+		ln, err := net.Listen("tcp", o.debugAddr)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		srv := &http.Server{Handler: debugsrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
 	}
 	printSimBanner(e.stderr, cfg)
 	err := sim.Run(ctx, cfg)

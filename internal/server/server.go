@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -246,13 +246,7 @@ func (s *Server) listen(cert tls.Certificate) error {
 			s.agentLn.Close()
 			return fmt.Errorf("listening for debug on %s: %w", s.cfg.DebugAddr, err)
 		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		s.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.debug = &http.Server{Handler: debugsrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	}
 	return nil
 }

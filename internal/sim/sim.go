@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/agent"
+	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/pki"
 )
@@ -178,7 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &sim{cfg: cfg, log: cfg.Logger, start: time.Now(), stop: cancel}
+	s := &sim{cfg: cfg, log: cfg.Logger, start: time.Now(), stop: cancel, usage: agent.SharedHostUsage()}
 	stopping := context.AfterFunc(runCtx, func() { s.stopping.Store(true) })
 	defer stopping()
 	var bg sync.WaitGroup // the event writer and the progress reporter
@@ -243,6 +244,8 @@ type sim struct {
 	// nothing, as every agent disconnects.
 	stopping atomic.Bool
 	events   *eventLog // nil without Config.Events
+	// usage is every agent's host usage: they all run on this host.
+	usage func() *agentproto.Usage
 
 	started    atomic.Int64 // agents whose Run began
 	identities atomic.Int64 // of them, those that had an identity already
@@ -307,6 +310,7 @@ func (s *sim) newNode(i int, dialers []func(context.Context, string) (net.Conn, 
 		MaxBackoff:     s.cfg.MaxBackoff,
 		OnConnected:    n.onConnected,
 		OnDisconnected: n.onDisconnected,
+		HostUsage:      s.usage,
 		OnDesired:      n.onDesired,
 	}
 	if len(dialers) > 0 {

@@ -321,7 +321,7 @@ func (s *SQLite) UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error 
 		return nil
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = ?, error = ?, facts = coalesce(?, facts), version = version + 1 WHERE id = ?`)
+		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = ?, error = ?, facts = coalesce(?, facts), last_seen = max(last_seen, ?), version = version + 1 WHERE id = ?`)
 		if err != nil {
 			return err
 		}
@@ -331,7 +331,7 @@ func (s *SQLite) UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error 
 			if st.Facts != nil {
 				facts = toJSON(*st.Facts)
 			}
-			if _, err := stmt.ExecContext(ctx, st.State, st.Error, facts, st.ID); err != nil {
+			if _, err := stmt.ExecContext(ctx, st.State, st.Error, facts, nanos(st.LastSeen), st.ID); err != nil {
 				return err
 			}
 		}

@@ -45,8 +45,8 @@ type Store interface {
 	// SetLastSeen records heartbeat times in one batch; unknown IDs are ignored.
 	SetLastSeen(ctx context.Context, seen map[string]time.Time) error
 	// UpdateNodeStatuses records what agents told of their nodes (state,
-	// host error, facts) in one transaction, whatever the nodes' versions;
-	// unknown IDs are ignored.
+	// host error, facts, last seen if later than stored) in one
+	// transaction, whatever the nodes' versions; unknown IDs are ignored.
 	UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error
 
 	GetDeployment(ctx context.Context, project, name string) (api.Deployment, error)
@@ -102,9 +102,10 @@ type Store interface {
 
 // NodeStatus is what the controller learned of a node from its agent.
 type NodeStatus struct {
-	ID    string
-	State api.NodeState
-	Error string
+	ID       string
+	State    api.NodeState
+	Error    string
+	LastSeen time.Time
 	// Facts are written when set.
 	Facts *api.Facts
 }
