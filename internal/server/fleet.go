@@ -27,6 +27,25 @@ import (
 // status batch; a pass for a change made through the API runs at once.
 const minPassInterval = 100 * time.Millisecond
 
+// restartGrace is how long a restarted server waits for its nodes to
+// reconnect before their silence counts (liveNode.grace). Agents come back
+// with jittered backoff of up to 30 s, and on 2 cores 19,000 of them took
+// a minute (BENCHMARKS.md); without it, a restart alone would mark them
+// unreachable and move their replicated instances.
+const restartGrace = time.Minute
+
+// silence is how long the node has been silent, as far as liveness counts.
+func (n *liveNode) silence(now time.Time) time.Duration {
+	return now.Sub(later(n.lastSeen, n.grace))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // lastSeenFlushInterval is how often the heartbeat times that changed are
 // written to the store. Memory is what counts (the API and liveness read
 // it); the store's copy is for after a restart, and a node's state change
@@ -90,7 +109,11 @@ type liveNode struct {
 	name     string
 	state    api.NodeState
 	lastSeen time.Time
-	flushed  time.Time // lastSeen as last written to the store
+	// grace, for the nodes a restarted server loaded from the store, is
+	// when their silence starts to count: the whole fleet reconnects at
+	// once, and the last agents of a large one come back a minute later.
+	grace   time.Time
+	flushed time.Time // lastSeen as last written to the store
 	usage    api.Usage
 	hostErr  string // the agent's last reported host problem, as stored
 	session  *session
@@ -109,9 +132,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
-		// A restarted server gives every ready node a full liveness window to
-		// reconnect before calling it unreachable.
-		f.nodes[n.ID] = &liveNode{name: n.Name, state: n.State, lastSeen: now, flushed: n.LastSeen, hostErr: n.Error}
+		f.nodes[n.ID] = &liveNode{name: n.Name, state: n.State, lastSeen: n.LastSeen, grace: now.Add(restartGrace), flushed: n.LastSeen, hostErr: n.Error}
 	}
 	return f, nil
 }
@@ -208,7 +229,7 @@ func (f *fleet) checkLiveness(ctx context.Context) {
 	var lost []string
 	f.mu.Lock()
 	for id, n := range f.nodes {
-		if n.state == api.NodeReady && now.Sub(n.lastSeen) > deadline {
+		if n.state == api.NodeReady && n.silence(now) > deadline {
 			n.state = api.NodeUnreachable
 			lost = append(lost, id)
 		}
@@ -395,7 +416,7 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 		ln.name = n.Name
 		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
 			Ready: ln.state == api.NodeReady,
-			Lost:  ln.state != api.NodeReady && now.Sub(ln.lastSeen) > f.s.cfg.RescheduleAfter})
+			Lost:  ln.state != api.NodeReady && ln.silence(now) > f.s.cfg.RescheduleAfter})
 	}
 	f.mu.Unlock()
 
