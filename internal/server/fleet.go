@@ -114,12 +114,12 @@ type liveNode struct {
 	// once, and the last agents of a large one come back a minute later.
 	grace   time.Time
 	flushed time.Time // lastSeen as last written to the store
-	usage    api.Usage
-	hostErr  string // the agent's last reported host problem, as stored
-	session  *session
-	desired  *agentproto.DesiredState
-	key      string // digest of desired's instances, to skip unchanged pushes
-	acked    uint64
+	usage   api.Usage
+	hostErr string // the agent's last reported host problem, as stored
+	session *session
+	desired *agentproto.DesiredState
+	key     string // digest of desired's instances, to skip unchanged pushes
+	acked   uint64
 }
 
 func newFleet(ctx context.Context, s *Server) (*fleet, error) {
