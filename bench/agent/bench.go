@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,19 +54,7 @@ type bencher struct {
 func newReport(ctx context.Context, cfg config) *report {
 	r := &report{Command: cfg.command, RunID: cfg.runID, N: cfg.n, Image: cfg.image, CheckInterval: cfg.interval.String(),
 		GCTrace: cfg.gctrace, Targets: designTargets}
-	m := &r.Machine
-	m.Date = time.Now().UTC().Truncate(time.Second)
-	m.CPUs = runtime.NumCPU()
-	m.MemoryBytes = benchenv.MemTotal()
-	m.Kernel = benchenv.Kernel()
-	m.Go = runtime.Version()
-	m.OpenFileLimit = benchenv.OpenFileLimit()
-	m.LoadAvg = benchenv.LoadAvg()
-	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(vctx, cfg.bin, "version").Output(); err == nil {
-		m.Dockfleet = strings.TrimSpace(string(out))
-	}
+	r.Machine.Machine = benchenv.ReadMachine(ctx, cfg.bin)
 	return r
 }
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"text/tabwriter"
 	"time"
+
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 )
 
 // report is the benchmark's result; -o json prints it as it is. Times are
@@ -33,19 +35,10 @@ type report struct {
 }
 
 // machine is what the numbers were measured on.
+// machine is the host, and the Docker engine the agent drives.
 type machine struct {
-	Date          time.Time `json:"date"`
-	CPUs          int       `json:"cpus"`
-	MemoryBytes   int64     `json:"memoryBytes"`
-	Kernel        string    `json:"kernel"`
-	Go            string    `json:"go"`
-	Dockfleet     string    `json:"dockfleet"`
-	Docker        string    `json:"docker"`
-	OpenFileLimit uint64    `json:"openFileLimit"`
-	// LoadAvg is the host's (1, 5, 15 minutes) when the run began and
-	// when it ended: other work on the host skews the CPU figures.
-	LoadAvg    string `json:"loadAvg"`
-	LoadAvgEnd string `json:"loadAvgEnd"`
+	benchenv.Machine
+	Docker string `json:"docker"`
 }
 
 type setupResult struct {

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,19 +73,7 @@ type bencher struct {
 func newReport(ctx context.Context, cfg config) *report {
 	r := &report{Command: cfg.command, N: cfg.n, HeartbeatInterval: heartbeatInterval, Targets: designTargets,
 		Gaps: slices.Clone(standingGaps), SimProcesses: []simProcess{}, Steps: []stepResult{}}
-	m := &r.Machine
-	m.Date = time.Now().UTC().Truncate(time.Second)
-	m.CPUs = runtime.NumCPU()
-	m.MemoryBytes = benchenv.MemTotal()
-	m.Kernel = benchenv.Kernel()
-	m.Go = runtime.Version()
-	m.OpenFileLimit = benchenv.OpenFileLimit()
-	m.LoadAvg = benchenv.LoadAvg()
-	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(vctx, cfg.bin, "version").Output(); err == nil {
-		m.Dockfleet = strings.TrimSpace(string(out))
-	}
+	r.Machine = benchenv.ReadMachine(ctx, cfg.bin)
 	return r
 }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 )
 
 // report is the benchmark's result; -o json prints it as it is. Times are
@@ -19,9 +21,9 @@ type report struct {
 	N       int    `json:"n"`
 	// HeartbeatInterval is the server's (its default: the benchmark
 	// passes no flag that changes its behaviour).
-	HeartbeatInterval string       `json:"heartbeatInterval"`
-	SimProcesses      []simProcess `json:"simProcesses"`
-	Machine           machine      `json:"machine"`
+	HeartbeatInterval string           `json:"heartbeatInterval"`
+	SimProcesses      []simProcess     `json:"simProcesses"`
+	Machine           benchenv.Machine `json:"machine"`
 
 	Connect  *connectResult  `json:"connect"`
 	Idle     *idleResult     `json:"idle"`
@@ -44,20 +46,6 @@ type report struct {
 }
 
 // machine is what the numbers were measured on.
-type machine struct {
-	Date          time.Time `json:"date"`
-	CPUs          int       `json:"cpus"`
-	MemoryBytes   int64     `json:"memoryBytes"`
-	Kernel        string    `json:"kernel"`
-	Go            string    `json:"go"`
-	Dockfleet     string    `json:"dockfleet"`
-	OpenFileLimit uint64    `json:"openFileLimit"`
-	// LoadAvg is the host's (1, 5, 15 minutes) when the run began and
-	// when it ended: other work on the host skews the figures.
-	LoadAvg    string `json:"loadAvg"`
-	LoadAvgEnd string `json:"loadAvgEnd"`
-}
-
 // simProcess is one `dockfleet sim` process.
 type simProcess struct {
 	NamePrefix        string   `json:"namePrefix"`
