@@ -242,32 +242,10 @@ func (b *bencher) check() error {
 	return b.tr.failure()
 }
 
-// waitFor calls cond every interval until it is done, fails, a process
-// fails, or ctx ends; the error then says what cond last reported.
+// waitFor waits for cond, as benchenv.WaitFor, while the benchmark's
+// processes run.
 func (b *bencher) waitFor(ctx context.Context, what string, interval time.Duration, cond func(context.Context) (bool, string, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	status := ""
-	for {
-		if err := b.check(); err != nil {
-			return err
-		}
-		done, st, err := cond(ctx)
-		if err != nil && ctx.Err() == nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if st != "" {
-			status = st
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %s: %w", what, status, ctx.Err())
-		case <-t.C:
-		}
-	}
+	return benchenv.WaitFor(ctx, what, interval, b.check, cond)
 }
 
 // sleep waits d, checking on the processes every second.
