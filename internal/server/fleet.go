@@ -718,8 +718,7 @@ func (f *fleet) record(ctx context.Context, batch []store.InstanceStatus) {
 			continue
 		}
 		f.view.status(st)
-		if st.ImageDigest != "" && !f.pinChecked[st.ID+"@"+st.ImageDigest] {
-			f.pin(ctx, st.NodeID, st.ID, st.ImageDigest)
+		if st.ImageDigest != "" && !f.pinChecked[st.ID+"@"+st.ImageDigest] && f.pin(ctx, st.NodeID, st.ID, st.ImageDigest) {
 			if len(f.pinChecked) > maxPinChecked {
 				clear(f.pinChecked)
 			}
@@ -736,34 +735,42 @@ var validStates = map[api.InstanceState]bool{
 
 // pin records the first digest an agent ran for a revision whose tag the
 // server could not resolve at apply; every other node then pulls exactly it.
-func (f *fleet) pin(ctx context.Context, nodeID, instanceID, digest string) {
+// It reports whether it could look at the report: not before the view knows
+// the instance and its revision, nor when the store failed.
+func (f *fleet) pin(ctx context.Context, nodeID, instanceID, digest string) bool {
 	v := f.view
 	in := v.insts[instanceID]
-	if in == nil || in.Revision == 0 {
-		return
+	if in == nil {
+		return false
 	}
 	key := revKey(in.Project, in.Deployment, in.Revision)
 	ri, ok := v.revs[key]
-	if !ok || ri.rev.ImageDigest != "" {
-		return // pinned at apply, or by an earlier report
+	switch {
+	case in.Revision == 0:
+		return true // runs nothing
+	case !ok:
+		return false
+	case ri.rev.ImageDigest != "":
+		return true // pinned at apply, or by an earlier report
 	}
 	pinned, err := f.s.store.PinRevisionDigest(ctx, in.Project, in.Deployment, in.Revision, digest)
 	if err != nil {
 		f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
-		return
+		return false
 	}
 	ri.rev.ImageDigest = pinned
 	if ri, err = newRevisionInfo(ri.rev); err != nil {
 		f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
-		return
+		return false
 	}
 	v.revs[key] = ri
 	if pinned != digest {
 		f.log.Warn("instance runs another digest than its revision pins", "instance_id", instanceID, "digest", digest, "pinned", pinned)
-		return
+		return true
 	}
 	f.log.Info("image pinned", "project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "digest", digest)
 	f.s.store.AppendEvents(ctx, []api.Event{{Time: time.Now().UTC(), Project: in.Project, Deployment: in.Deployment, Type: "image.pinned",
 		Message: fmt.Sprintf("revision %d pinned to %s, as first pulled on node %s", in.Revision, digest, nodeID)}})
 	f.s.events.notify()
+	return true
 }

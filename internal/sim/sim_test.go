@@ -213,6 +213,40 @@ func (ts *testServer) states(t *testing.T) (map[api.InstanceState]int, []string)
 	return count, unhealthy
 }
 
+// checkPinnedOnce checks that with no registry to resolve hello:v1 at apply,
+// the server pinned revision 1 to the digest the first agent reported, that
+// every instance runs it, and that it said so in one event.
+func checkPinnedOnce(t *testing.T, ts *testServer) {
+	t.Helper()
+	ctx := context.Background()
+	revs, err := ts.client.ListRevisions(ctx, "default", "web")
+	if err != nil || len(revs) != 1 || revs[0].ImageDigest == "" {
+		t.Fatalf("revisions = %+v, %v; want revision 1 pinned to a digest", revs, err)
+	}
+	is, err := ts.client.ListInstances(ctx, "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range is {
+		if in.ImageDigest != revs[0].ImageDigest {
+			t.Errorf("instance %s on %s runs %q; want the pinned %s", in.ID, in.NodeName, in.ImageDigest, revs[0].ImageDigest)
+		}
+	}
+	evs, err := ts.client.ListEvents(ctx, "default", "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := 0
+	for _, e := range evs {
+		if e.Type == "image.pinned" {
+			pinned++
+		}
+	}
+	if pinned != 1 {
+		t.Errorf("%d image.pinned events; want 1", pinned)
+	}
+}
+
 // deployment is a global deployment on every simulated node, with an exec
 // health check: the only kind a simulated container can pass.
 func deployment(version, update, startPeriod string) string {
@@ -276,6 +310,7 @@ func TestFleetRollsOutAndReconnects(t *testing.T) {
 	if count, _ := ts.states(t); count[api.InstanceHealthy] != agents {
 		t.Errorf("instances by state: %v; want %d healthy", count, agents)
 	}
+	checkPinnedOnce(t, ts)
 	waitFor(t, "every agent's desired-state event", r, func() error {
 		connected, desired := 0, map[string]bool{}
 		for _, e := range events.events(t) {
