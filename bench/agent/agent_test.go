@@ -66,7 +66,7 @@ func TestTable(t *testing.T) {
 		Idle: &idleResult{RSSBytes: 26 << 20, RSSAnonBytes: 8 << 20, RSSFileBytes: 18 << 20, HWMBytes: 27 << 20,
 			CPUPercent: 0.5, WindowSeconds: 60, HealthyAtEnd: 20, GC: &gcResult{LastHeapLiveBytes: 2 << 20}}}
 	var b bytes.Buffer
-	r.writeTable(&b)
+	r.WriteTable(&b)
 	out := b.String()
 	for _, want := range []string{"26.0 MiB (anonymous 8.0 MiB, file 18.0 MiB)", "≤ 20.0 MiB  MISSED", "0.50 % of one core over 60 s",
 		"≤ 1 %  met", "live 2.0 MiB", "20 of 20 healthy"} {
@@ -77,7 +77,7 @@ func TestTable(t *testing.T) {
 	// Below the number of containers the targets are set for, no verdicts.
 	r.N = 3
 	b.Reset()
-	r.writeTable(&b)
+	r.WriteTable(&b)
 	if out := b.String(); strings.Contains(out, "  met") || strings.Contains(out, "MISSED") {
 		t.Errorf("table at 3 containers judges against targets for 20:\n%s", out)
 	}

@@ -29,10 +29,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 )
 
 // config is the benchmark's flags.
@@ -57,32 +57,14 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "agent:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	rep, err := bench(ctx, cfg)
-	switch cfg.output {
-	case "json":
-		if werr := rep.writeJSON(stdout); werr != nil {
-			fmt.Fprintln(stderr, "agent:", werr)
-			return 1
-		}
-	default:
-		rep.writeTable(stdout)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "agent:", err)
-		return 1
-	}
-	return 0
+	return benchenv.Run("agent", args, stdout, stderr, parseFlags, func(c config) bool { return c.output == "json" },
+		func(ctx context.Context, c config) (benchenv.Report, error) {
+			rep, err := bench(ctx, c)
+			if rep == nil {
+				return nil, err // no report to print
+			}
+			return rep, err
+		})
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {

@@ -104,16 +104,16 @@ type targets struct {
 
 var designTargets = targets{Containers: 20, RSSBytes: 20 << 20, CPUPercent: 1}
 
-func (r *report) writeJSON(w io.Writer) error {
+func (r *report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
 }
 
-// writeTable prints one row per figure, with DESIGN §9's target where
+// WriteTable prints one row per figure, with DESIGN §9's target where
 // there is one; a verdict only from the number of containers the target is
 // set for.
-func (r *report) writeTable(w io.Writer) {
+func (r *report) WriteTable(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "dockfleet agent footprint: one real agent (default flags) managing %d containers of %s, "+
 		"HTTP check GET :8080/healthz every %s, idle\n", r.N, r.Image, r.CheckInterval)

@@ -30,13 +30,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 )
 
 // Systems, in the order a run measures them.
@@ -94,34 +94,14 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "rollout:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	rep, err := bench(ctx, cfg)
-	if rep != nil {
-		switch cfg.output {
-		case "json":
-			if err := rep.writeJSON(stdout); err != nil {
-				fmt.Fprintln(stderr, "rollout:", err)
-				return 1
+	return benchenv.Run("rollout", args, stdout, stderr, parseFlags, func(c config) bool { return c.output == "json" },
+		func(ctx context.Context, c config) (benchenv.Report, error) {
+			rep, err := bench(ctx, c)
+			if rep == nil {
+				return nil, err // no report to print
 			}
-		default:
-			rep.writeTable(stdout)
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "rollout:", err)
-		return 1
-	}
-	return 0
+			return rep, err
+		})
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {

@@ -59,7 +59,7 @@ func TestReportRatiosAndTable(t *testing.T) {
 	r.Measurements[sysDockfleet][0].Total = 30 * 0.7013
 	r.compute()
 	var b strings.Builder
-	r.writeTable(&b)
+	r.WriteTable(&b)
 	out := b.String()
 	for _, want := range []string{"0.60 (≤ 0.7 met)", "1.50 (≤ 1.2 MISSED)", "1.20 (≤ 1.2 met)", "6.00s", "21.04s", "0.701 (≤ 0.7 MISSED)"} {
 		if !strings.Contains(out, want) {

@@ -199,14 +199,14 @@ func median(ms []phases, f func(phases) float64) float64 {
 	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
 }
 
-func (r *report) writeJSON(w io.Writer) error {
+func (r *report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
 }
 
-// writeTable prints the medians and the ratios against the targets.
-func (r *report) writeTable(w io.Writer) {
+// WriteTable prints the medians and the ratios against the targets.
+func (r *report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "machine: %s\n", r.Machine.summary())
 	fmt.Fprintf(w, "dockfleet: %s; %s\n", r.Machine.Dockfleet, r.Machine.Date.Format(time.RFC3339))
 	fmt.Fprintf(w, "other containers on the daemon: %d at the start, %d at the end; load at the end %s\n",

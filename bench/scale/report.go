@@ -215,15 +215,15 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-func (r *report) writeJSON(w io.Writer) error {
+func (r *report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
 }
 
-// writeTable prints one row per figure, with DESIGN §9's target where
+// WriteTable prints one row per figure, with DESIGN §9's target where
 // there is one; a verdict only at the fleet size the target is set for.
-func (r *report) writeTable(w io.Writer) {
+func (r *report) WriteTable(w io.Writer) {
 	m := r.Machine
 	procs := make([]string, len(r.SimProcesses))
 	for i, p := range r.SimProcesses {

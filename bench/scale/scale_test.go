@@ -219,7 +219,7 @@ func TestTable(t *testing.T) {
 		Steps:        []stepResult{{Name: "server restart", Seconds: 40, MaxOpenFiles: 19876, UnreachableMarks: 4816, ServerErrors: 4443}},
 	}
 	var b bytes.Buffer
-	r.writeTable(&b)
+	r.WriteTable(&b)
 	out := b.String()
 	for _, want := range []string{
 		"10000 simulated agents in 2 sim process(es)",
@@ -242,7 +242,7 @@ func TestTable(t *testing.T) {
 	// Below the fleet size the targets are set for, no verdicts.
 	r.N = 1000
 	b.Reset()
-	r.writeTable(&b)
+	r.WriteTable(&b)
 	if out := b.String(); strings.Contains(out, "  met") || strings.Contains(out, "MISSED") {
 		t.Errorf("table at 1000 agents judges against targets for 10,000:\n%s", out)
 	}
