@@ -1,21 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 )
 
 // machine is what the numbers were measured on.
@@ -94,7 +93,7 @@ func newReport(ctx context.Context, cfg config, d *docker) *report {
 	m := &r.Machine
 	m.Date = time.Now().UTC().Truncate(time.Second)
 	m.CPUs = runtime.NumCPU()
-	m.MemoryBytes = memTotal()
+	m.MemoryBytes = benchenv.MemTotal()
 	m.Go = runtime.Version()
 	if info, err := d.c.Info(ctx, client.InfoOptions{}); err == nil {
 		i := info.Info
@@ -107,39 +106,8 @@ func newReport(ctx context.Context, cfg config, d *docker) *report {
 	if out, err := exec.CommandContext(ctx, cfg.bin, "version").Output(); err == nil {
 		m.Dockfleet = strings.TrimSpace(string(out))
 	}
-	m.OtherContainers, m.LoadAvg = d.otherContainers(ctx), loadAvg()
+	m.OtherContainers, m.LoadAvg = d.otherContainers(ctx), benchenv.LoadAvg()
 	return r
-}
-
-// loadAvg reads the 1, 5 and 15 minute load averages from /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// memTotal reads MemTotal from /proc/meminfo; 0 when it cannot.
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, _ := strconv.ParseInt(fields[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 func (r *report) add(system string, m measurement) {
@@ -154,7 +122,7 @@ func (r *report) finish(ctx context.Context, d *docker) {
 	// After Ctrl-C too.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	r.Machine.OtherContainersEnd, r.Machine.LoadAvgEnd = d.otherContainers(ctx), loadAvg()
+	r.Machine.OtherContainersEnd, r.Machine.LoadAvgEnd = d.otherContainers(ctx), benchenv.LoadAvg()
 	r.compute()
 }
 
