@@ -649,6 +649,21 @@ func (b *bencher) waitRollout(ctx context.Context, id string) (api.Rollout, time
 	}
 }
 
+// waitSucceeded waits for the rollout that res started to succeed and for
+// every instance to run its revision; it returns the rollout and when the
+// benchmark saw it end.
+func (b *bencher) waitSucceeded(ctx context.Context, res api.ApplyResult) (api.Rollout, time.Time, error) {
+	ro, at, err := b.waitRollout(ctx, res.Rollout)
+	if err != nil {
+		return ro, at, err
+	}
+	if ro.State != api.RolloutSucceeded {
+		return ro, at, fmt.Errorf("rollout %s to revision %d: %s: %s", ro.ID, ro.To, ro.State, ro.Message)
+	}
+	_, _, err = b.waitInstances(ctx, res.Revision)
+	return ro, at, err
+}
+
 // waitInstances waits until the deployment has one instance per agent,
 // all on revision and running (none of the revisions the benchmark
 // applies but the last has a health check) or healthy; it returns when it
@@ -709,14 +724,8 @@ func (b *bencher) fanout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ro, at, err := b.waitRollout(ctx, res.Rollout)
+	_, at, err := b.waitSucceeded(ctx, res)
 	if err != nil {
-		return err
-	}
-	if ro.State != api.RolloutSucceeded {
-		return fmt.Errorf("rollout %s to revision %d: %s: %s", ro.ID, ro.To, ro.State, ro.Message)
-	}
-	if _, _, err := b.waitInstances(ctx, res.Revision); err != nil {
 		return err
 	}
 	lat := make([]time.Duration, len(acks))
@@ -791,14 +800,8 @@ func (b *bencher) rollout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ro, at, err := b.waitRollout(ctx, res.Rollout)
+	ro, at, err := b.waitSucceeded(ctx, res)
 	if err != nil {
-		return err
-	}
-	if ro.State != api.RolloutSucceeded {
-		return fmt.Errorf("rollout %s to revision %d: %s: %s", ro.ID, ro.To, ro.State, ro.Message)
-	}
-	if _, _, err := b.waitInstances(ctx, res.Revision); err != nil {
 		return err
 	}
 	b.rep.Rollout = &rolloutResult{Seconds: at.Sub(begin).Seconds(), Batches: ro.Batches, Instances: ro.Total}
