@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/pki"
 )
 
@@ -138,6 +139,9 @@ func parseServer(s string) (addr, host string, err error) {
 // enrollment refusal is returned; a lost server is retried for ever, with
 // exponential backoff and jitter, while the containers keep running.
 func (a *Agent) Run(ctx context.Context) error {
+	if err := datadir.Secure(a.cfg.DataDir, a.log); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	id, err := pki.LoadIdentity(a.cfg.DataDir)
 	if errors.Is(err, pki.ErrNoIdentity) {
 		id, err = a.enroll(ctx)

@@ -24,7 +24,7 @@ var ErrEnrollRefused = errors.New("enrollment refused")
 // server grants. A server that cannot be reached is retried; a refusal is final.
 func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 	if a.cfg.Token == "" {
-		return nil, fmt.Errorf("%w: this agent has no identity in %s yet and no enrollment token was given (--token)", ErrEnrollRefused, a.cfg.DataDir)
+		return nil, fmt.Errorf("%w: this agent has no identity in %s yet and no enrollment token was given (--token-file or $DOCKFLEET_AGENT_TOKEN)", ErrEnrollRefused, a.cfg.DataDir)
 	}
 	fp, _, _, err := pki.ParseEnrollToken(a.cfg.Token)
 	if err != nil {

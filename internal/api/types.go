@@ -142,9 +142,10 @@ type LabelPatch struct {
 
 // TokenRequest asks for a new enrollment token.
 type TokenRequest struct {
-	// TTL is a Go duration ("1h"); empty means the token never expires.
+	// TTL is a Go duration ("1h"); empty means an hour. The server
+	// refuses one longer than its --max-token-ttl.
 	TTL string `json:"ttl,omitempty"`
-	// Uses is how many enrollments the token allows; 0 is unlimited.
+	// Uses is how many enrollments the token allows; 0 means one.
 	Uses   int               `json:"uses,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
 }

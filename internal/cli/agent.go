@@ -2,33 +2,68 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dockfleet/dockfleet/internal/agent"
 	"github.com/dockfleet/dockfleet/internal/dockerrt"
 )
 
-// envAgentToken is where the agent finds its enrollment token when --token is
-// not given, so that it stays out of the process list.
-const envAgentToken = "DOCKFLEET_AGENT_TOKEN"
+// Where the agent and the simulator find their enrollment token besides the
+// command line, where every local user can read it (ps, /proc/PID/cmdline).
+const (
+	envAgentToken     = "DOCKFLEET_AGENT_TOKEN"
+	envAgentTokenFile = "DOCKFLEET_AGENT_TOKEN_FILE"
+)
+
+// enrollTokenFlags are the agent's and the simulator's ways to be given an
+// enrollment token. As for the API token, a token beats a token file and a
+// flag beats a variable.
+type enrollTokenFlags struct{ token, file string }
+
+func (t *enrollTokenFlags) add(f *pflag.FlagSet, what string) {
+	f.StringVar(&t.file, "token-file", "", "file holding the enrollment token, "+what+" (env "+envAgentTokenFile+")")
+	f.StringVar(&t.token, "token", "", "the enrollment token itself, visible to every local user in ps: prefer --token-file or $"+envAgentToken)
+}
+
+// resolve returns the token cmd was given, if any, and warns on e's stderr
+// when it came on the command line.
+func (t *enrollTokenFlags) resolve(cmd *cobra.Command, e *env) (string, error) {
+	fs := cmd.Flags()
+	switch {
+	case fs.Changed("token"):
+		fmt.Fprintf(e.stderr, "warning: --token puts the enrollment token where every user of this host can read it (ps); use --token-file or $%s\n", envAgentToken)
+		return t.token, nil
+	case fs.Changed("token-file"):
+		return readToken(t.file)
+	case e.getenv(envAgentToken) != "":
+		return e.getenv(envAgentToken), nil
+	case e.getenv(envAgentTokenFile) != "":
+		return readToken(e.getenv(envAgentTokenFile))
+	}
+	return "", nil
+}
 
 func newAgentCommand(e *env) *cobra.Command {
 	var (
 		cfg        agent.Config
+		token      enrollTokenFlags
 		labels     labelsValue
 		dockerHost string
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --server HOST:PORT --token TOKEN --data-dir DIR [flags]",
+		Use:   "agent --server HOST:PORT --token-file FILE --data-dir DIR [flags]",
 		Short: "Run the agent that runs this host's containers",
 		Long: `Run the dockfleet agent of this Docker host until interrupted.
 
 On first start it enrolls with the server using the token (from
-'dockfleet token create') and keeps its key and certificate in DATA_DIR; later
-starts need no token. The token may also come from $` + envAgentToken + `.`,
+'dockfleet token create', read from --token-file or $` + envAgentToken + `)
+and keeps its key and certificate in DATA_DIR; later starts need no token,
+and the token file can be deleted.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Server == "" {
@@ -40,8 +75,9 @@ starts need no token. The token may also come from $` + envAgentToken + `.`,
 			if err := checkPositive(durationFlag{"--resync", cfg.ResyncInterval}); err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("token") {
-				cfg.Token = e.getenv(envAgentToken)
+			var err error
+			if cfg.Token, err = token.resolve(cmd, e); err != nil {
+				return err
 			}
 			cfg.Labels = labels.labels
 			cfg.Logger = logs.logger(e.stderr)
@@ -50,7 +86,7 @@ starts need no token. The token may also come from $` + envAgentToken + `.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "the server's agent address, HOST:PORT (its --agent-addr; required)")
-	f.StringVar(&cfg.Token, "token", "", "enrollment token, needed on first start (env "+envAgentToken+")")
+	token.add(f, "needed on first start")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the agent's key, certificate and state (required)")
 	f.StringVar(&cfg.Name, "name", "", "node name to enroll as (default the hostname)")
 	f.Var(&labels, "labels", "node labels to enroll with, k=v,k2=v2")

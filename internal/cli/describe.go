@@ -74,7 +74,7 @@ func newFields(w io.Writer) fields {
 	return fields{tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
 }
 
-func (f fields) add(name, value string) { fmt.Fprintf(f.tw, "%s:\t%s\n", name, value) }
+func (f fields) add(name, value string) { fmt.Fprintf(f.tw, "%s:\t%s\n", name, cell(value)) }
 
 func (f fields) flush() error {
 	if err := f.tw.Flush(); err != nil {

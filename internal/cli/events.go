@@ -139,10 +139,9 @@ func (t *lineTable) write(rows [][]string) error {
 		t.widths = make([]int, len(t.headers))
 		t.started = true
 	}
-	clean := strings.NewReplacer("\t", " ", "\n", " ")
 	for _, r := range rows {
 		for i, c := range r {
-			r[i] = clean.Replace(c)
+			r[i] = cell(c)
 			if i < len(r)-1 {
 				t.widths[i] = max(t.widths[i], utf8.RuneCountInString(r[i]))
 			}

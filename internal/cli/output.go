@@ -6,9 +6,11 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -112,13 +114,45 @@ func newTable(w io.Writer, headers ...string) *table {
 	return t
 }
 
-// row writes one line; tabs and newlines in cells are replaced, since they
-// would break the columns.
+// row writes one line of cells.
 func (t *table) row(cells ...string) {
 	for i, c := range cells {
-		cells[i] = strings.NewReplacer("\t", " ", "\n", " ").Replace(c)
+		cells[i] = cell(c)
 	}
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
+
+// cell is s as one cell of a table: tabs and newlines, which would break
+// the columns, become spaces, and other control characters are escaped.
+func cell(s string) string {
+	return printable(strings.NewReplacer("\t", " ", "\n", " ").Replace(s))
+}
+
+// printable escapes the control characters in s, as Go writes them in a
+// quoted string ("\x1b", "\r"). What the CLI prints includes strings that
+// nodes reported (their hostname, a host error, an instance's last error,
+// and the events quoting them): an escape sequence in one would reach the
+// operator's terminal, which could retitle it, clear it or hide text
+// (security review, finding 13). Bidirectional overrides are escaped too:
+// they reorder what is shown.
+func printable(s string) string {
+	if strings.IndexFunc(s, unsafeRune) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unsafeRune(r) {
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 func (t *table) flush() error {

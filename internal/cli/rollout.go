@@ -294,6 +294,7 @@ func (e *env) newProgress() *progress {
 }
 
 func (p *progress) show(s string) {
+	s = printable(s) // it quotes instances' errors, which nodes report
 	if s == p.last && (p.width == nil || p.open) {
 		return
 	}

@@ -100,7 +100,12 @@ func run(ctx context.Context, args []string, e *env) int {
 // printError writes err as "error: …" and, for mistakes a user can fix, a
 // hint.
 func printError(w io.Writer, err error) {
-	fmt.Fprintf(w, "error: %v\n", err)
+	// Errors may quote what a node reported; their lines stay lines.
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	fmt.Fprintf(w, "error: %s\n", strings.Join(lines, "\n"))
 	if client.IsUnauthorized(err) {
 		fmt.Fprintln(w, "hint: give an API token with --token, --token-file, DOCKFLEET_TOKEN or DOCKFLEET_TOKEN_FILE;")
 		fmt.Fprintln(w, "      the server's admin token is admin.token in its data dir")

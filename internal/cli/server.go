@@ -35,6 +35,7 @@ CLI users and agents trust, and a bootstrap admin API token
 				durationFlag{"--heartbeat-interval", cfg.HeartbeatInterval},
 				durationFlag{"--reschedule-after", cfg.RescheduleAfter},
 				durationFlag{"--node-cert-ttl", cfg.NodeCertTTL},
+				durationFlag{"--max-token-ttl", cfg.MaxTokenTTL},
 			); err != nil {
 				return err
 			}
@@ -68,7 +69,9 @@ CLI users and agents trust, and a bootstrap admin API token
 	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a node is unreachable")
 	f.DurationVar(&cfg.RescheduleAfter, "reschedule-after", time.Minute, "how long replicated instances wait on an unreachable node before they move")
 	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents get")
-	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "HOST:PORT for Go's pprof profiles over plain HTTP, unauthenticated: use loopback (off when empty)")
+	f.DurationVar(&cfg.MaxTokenTTL, "max-token-ttl", server.DefaultMaxTokenTTL, "the longest lifetime an enrollment token may be made for")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "loopback HOST:PORT for Go's pprof profiles over plain HTTP, unauthenticated (off when empty)")
+	f.BoolVar(&cfg.DebugAllowRemote, "debug-allow-remote", false, "let --debug-addr be an address other hosts can reach")
 	f.IntVar(&cfg.PrePullParallelism, "prepull-parallelism", 50, "how many nodes pull a rollout's image at once when its spec asks for prePull")
 	f.Float64Var(&cfg.AgentSourceRate, "agent-source-rate", server.DefaultAgentSourceRate,
 		"new agent connections, and as many calls, one source address may open per second once its burst is spent; "+

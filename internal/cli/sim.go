@@ -27,11 +27,12 @@ type simOptions struct {
 
 func newSimCommand(e *env) *cobra.Command {
 	var (
-		cfg sim.Config
-		o   simOptions
+		cfg   sim.Config
+		o     simOptions
+		token enrollTokenFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "sim --server HOST:PORT --token TOKEN --agents N [flags]",
+		Use:   "sim --server HOST:PORT --token-file FILE --agents N [flags]",
 		Short: "Run simulated agents against a server, for scale tests",
 		Long: `Run N simulated agents in this process until interrupted: hollow nodes, as
 Kubernetes' kubemark has. Each is the real agent, with its own enrollment, key
@@ -56,8 +57,9 @@ several processes, each with its own --name-prefix, and spread them over
 loopback source addresses with --source-ip 127.0.0.2,127.0.0.3,...`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("token") {
-				cfg.Token = e.getenv(envAgentToken)
+			var err error
+			if cfg.Token, err = token.resolve(cmd, e); err != nil {
+				return err
 			}
 			if err := checkSimFlags(cmd, &cfg); err != nil {
 				return err
@@ -68,7 +70,7 @@ loopback source addresses with --source-ip 127.0.0.2,127.0.0.3,...`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "the server's agent address, HOST:PORT (its --agent-addr; required)")
-	f.StringVar(&cfg.Token, "token", "", "enrollment token with a use for every new agent (env "+envAgentToken+")")
+	token.add(f, "with a use for every new agent")
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "CA certificate to trust the server with, instead of the fingerprint in the token")
 	f.IntVar(&cfg.Agents, "agents", 0, "how many agents to run (required)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the agents' identities and state (default a temporary directory, removed on exit)")
@@ -96,7 +98,7 @@ func checkSimFlags(cmd *cobra.Command, cfg *sim.Config) error {
 	case cfg.Agents < 1:
 		return usageErrorf("--agents must be at least 1")
 	case cfg.DataDir == "" && cfg.Token == "":
-		return usageErrorf("--token (or $%s) is required: agents in a new data dir must enroll", envAgentToken)
+		return usageErrorf("--token-file (or $%s) is required: agents in a new data dir must enroll", envAgentToken)
 	case cfg.HealthyAfter < 0:
 		return usageErrorf("--healthy-after must not be negative")
 	case cfg.UnhealthyFraction < 0 || cfg.UnhealthyFraction > 1:
@@ -139,7 +141,7 @@ func runSim(ctx context.Context, e *env, cfg sim.Config, o *simOptions) error {
 		cfg.DataDir = dir
 	}
 	if o.debugAddr != "" {
-		ln, err := net.Listen("tcp", o.debugAddr)
+		ln, err := debugsrv.Listen(o.debugAddr, false)
 		if err != nil {
 			return fmt.Errorf("--debug-addr: %w", err)
 		}

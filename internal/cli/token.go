@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/server"
 )
 
 func newTokenCommand(e *env) *cobra.Command {
@@ -35,23 +36,22 @@ func newTokenCreateCommand(e *env) *cobra.Command {
 		Short: "Create an enrollment token and print it",
 		Long: `Create an enrollment token and print it on stdout. It is shown only now.
 
-The nodes that enroll with it get its labels, merged with their own --labels.`,
+The nodes that enroll with it get its labels, merged with their own --labels.
+A token is good for one enrollment within an hour unless --uses and --ttl say
+otherwise; the server refuses a --ttl longer than its --max-token-ttl.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if ttl < 0 {
-				return usageErrorf("--ttl must not be negative")
+			if ttl <= 0 {
+				return usageErrorf("--ttl must be above zero")
 			}
-			if uses < 0 {
-				return usageErrorf("--uses must not be negative")
+			if uses < 1 {
+				return usageErrorf("--uses must be at least 1")
 			}
 			c, _, err := e.client(cmd)
 			if err != nil {
 				return err
 			}
-			req := api.TokenRequest{Uses: uses, Labels: labels.labels}
-			if ttl > 0 {
-				req.TTL = ttl.String()
-			}
+			req := api.TokenRequest{Uses: uses, Labels: labels.labels, TTL: ttl.String()}
 			tok, err := c.CreateToken(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -60,17 +60,19 @@ The nodes that enroll with it get its labels, merged with their own --labels.`,
 				return render(e.stdout, out, tok, nil)
 			}
 			fmt.Fprintln(e.stdout, tok.Token)
-			fmt.Fprintf(e.stderr, "Token %s: %s, %s. Enroll an agent on each host with:\n\n",
+			// The hint keeps the secret out of the agent's command line,
+			// which every local user can read in /proc.
+			fmt.Fprintf(e.stderr, "Token %s: %s, %s. On each host, save it in a file only root can read, and enroll with:\n\n",
 				tok.ID, expiry(tok.ExpiresAt, e.now()), usesText(tok.MaxUses))
-			fmt.Fprintf(e.stderr, "  dockfleet agent --server %s --token %s --data-dir /var/lib/dockfleet/agent\n\n",
-				agentServerHint(c.Addr()), tok.Token)
-			fmt.Fprintf(e.stderr, "--server is the server's --agent-addr (port 7401 unless changed).\n")
+			fmt.Fprintf(e.stderr, "  dockfleet agent --server %s --token-file /etc/dockfleet/agent.token --data-dir /var/lib/dockfleet/agent\n\n",
+				agentServerHint(c.Addr()))
+			fmt.Fprintf(e.stderr, "--server is the server's --agent-addr (port 7401 unless changed); $%s works too.\n", envAgentToken)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid; 0 for ever")
-	f.IntVar(&uses, "uses", 0, "how many agents may enroll with it; 0 for any number")
+	f.DurationVar(&ttl, "ttl", server.DefaultTokenTTL, "how long the token is valid (at most the server's --max-token-ttl)")
+	f.IntVar(&uses, "uses", server.DefaultTokenUses, "how many agents may enroll with it")
 	f.Var(&labels, "labels", "labels for the nodes that enroll with it, k=v,k2=v2")
 	addOutputFlag(f, &out)
 	return cmd

@@ -34,7 +34,10 @@ func TestTokenCreate(t *testing.T) {
 	f.on("POST /v1/tokens", http.StatusCreated, api.EnrollToken{ID: "tok-1", MaxUses: 5, Token: "dft_secret", ExpiresAt: testNow.Add(24 * time.Hour)})
 	r := runCLI(t, nil, "", f.args("token", "create", "--ttl", "24h", "--uses", "5", "--labels", "site=a,tier=edge")...)
 	checkOutput(t, r, exitOK, "dft_secret\n")
-	for _, want := range []string{"Token tok-1: expires in 24h, 5 uses.", "dockfleet agent --server 127.0.0.1:7401 --token dft_secret"} {
+	if strings.Contains(r.stderr, "dft_secret") {
+		t.Errorf("the hint puts the token on a command line, where ps shows it: %q", r.stderr)
+	}
+	for _, want := range []string{"Token tok-1: expires in 24h, 5 uses.", "dockfleet agent --server 127.0.0.1:7401 --token-file /etc/dockfleet/agent.token"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr %q does not say %q", r.stderr, want)
 		}
@@ -45,15 +48,15 @@ func TestTokenCreate(t *testing.T) {
 	}
 }
 
-func TestTokenCreateNeverExpires(t *testing.T) {
+func TestTokenCreateDefaultsToOneUseWithinTheHour(t *testing.T) {
 	f := newFakeAPI(t)
-	f.on("POST /v1/tokens", http.StatusCreated, api.EnrollToken{ID: "tok-1", Token: "dft_secret"})
-	r := runCLI(t, nil, "", f.args("token", "create", "--ttl", "0")...)
+	f.on("POST /v1/tokens", http.StatusCreated, api.EnrollToken{ID: "tok-1", Token: "dft_secret", MaxUses: 1, ExpiresAt: testNow.Add(time.Hour)})
+	r := runCLI(t, nil, "", f.args("token", "create")...)
 	checkOutput(t, r, exitOK, "dft_secret\n")
-	if reqs := f.requests(); len(reqs) != 1 || reqs[0].Body != "{}" {
-		t.Errorf("requests %+v; want one with body {}", reqs)
+	if reqs := f.requests(); len(reqs) != 1 || reqs[0].Body != `{"ttl":"1h0m0s","uses":1}` {
+		t.Errorf("requests %+v; want one asking for one use within 1h", reqs)
 	}
-	if !strings.Contains(r.stderr, "never expires, any number of uses") {
+	if !strings.Contains(r.stderr, "expires in 1h, one use") {
 		t.Errorf("stderr %q", r.stderr)
 	}
 }

@@ -117,7 +117,7 @@ func createCA(dir string, now time.Time) (*CA, error) {
 	if err := writeFileAtomic(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, CACertFile), certPEM, 0o600); err != nil {
 		return nil, err
 	}
 	return parseCA(certPEM, keyPEM)

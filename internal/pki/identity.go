@@ -73,9 +73,9 @@ func SaveIdentity(dir string, key crypto.Signer, certPEM, caPEM []byte) (*Identi
 		data []byte
 		perm fs.FileMode
 	}{
-		{CACertFile, caPEM, 0o644},
+		{CACertFile, caPEM, 0o600},
 		{nodeKeyFile, keyPEM, 0o600},
-		{nodeCertFile, certPEM, 0o644},
+		{nodeCertFile, certPEM, 0o600},
 	}
 	for _, f := range files {
 		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {

@@ -179,7 +179,7 @@ func writeServerCertificate(dir string, cert tls.Certificate) error {
 	if err := writeFileAtomic(filepath.Join(dir, serverKeyFile), keyPEM, 0o600); err != nil {
 		return fmt.Errorf("storing server certificate: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, serverCertFile), chain, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, serverCertFile), chain, 0o600); err != nil {
 		return fmt.Errorf("storing server certificate: %w", err)
 	}
 	return nil

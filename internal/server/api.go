@@ -80,6 +80,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, errUnauthorized):
 		status = http.StatusUnauthorized
+		w.Header().Set("WWW-Authenticate", `Bearer realm="dockfleet"`)
 	case errors.As(err, &fields):
 		status = http.StatusBadRequest
 		body.Error = fmt.Sprintf("invalid spec: %d problem(s)", len(fields))
@@ -227,19 +228,38 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// An enrollment token lets whoever holds it add a node to the fleet, and
+// a node is given the specs of the deployments it matches: a token that
+// nobody asked to keep should not outlive its use. One host, enrolled
+// within the hour, is what a token is for unless its maker says otherwise.
+const (
+	DefaultTokenTTL  = time.Hour
+	DefaultTokenUses = 1
+	// DefaultMaxTokenTTL bounds what a token may be made for: long enough
+	// to image a batch of hosts over weeks, short of for ever.
+	DefaultMaxTokenTTL = 30 * 24 * time.Hour
+)
+
 // CreateEnrollToken makes an enrollment token, as POST /v1/tokens does. The
 // answer is the only place its secret appears.
 func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (api.EnrollToken, error) {
 	t := api.EnrollToken{ID: pki.NewTokenID(), Labels: req.Labels, MaxUses: req.Uses, CreatedAt: time.Now().UTC()}
+	ttl := DefaultTokenTTL
 	if req.TTL != "" {
-		ttl, err := time.ParseDuration(req.TTL)
-		if err != nil || ttl <= 0 {
+		var err error
+		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
 			return t, badRequestf("ttl: %q is not a positive duration (e.g. 1h, 30m)", req.TTL)
 		}
-		t.ExpiresAt = t.CreatedAt.Add(ttl)
 	}
-	if req.Uses < 0 {
-		return t, badRequestf("uses: %d is negative; use 0 for unlimited", req.Uses)
+	if ttl > s.cfg.MaxTokenTTL {
+		return t, badRequestf("ttl: %s is longer than this server allows for an enrollment token (%s, its --max-token-ttl)", req.TTL, s.cfg.MaxTokenTTL)
+	}
+	t.ExpiresAt = t.CreatedAt.Add(ttl)
+	switch {
+	case req.Uses < 0:
+		return t, badRequestf("uses: %d is negative; give how many agents may enroll with the token (default %d)", req.Uses, DefaultTokenUses)
+	case req.Uses == 0:
+		t.MaxUses = DefaultTokenUses
 	}
 	for k, v := range req.Labels {
 		if err := spec.ValidateLabelKey(k); err != nil {

@@ -3,14 +3,17 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/debugsrv"
 )
 
 // newTestServer makes a server in a temporary data dir (listeners bound on
@@ -78,6 +81,7 @@ func TestAPIErrors(t *testing.T) {
 		{"unknown body field", tok, "POST", "/v1/tokens", `{"ttl":"1h","colour":"red"}`, 400, `unknown field "colour"`},
 		{"bad ttl", tok, "POST", "/v1/tokens", `{"ttl":"soon"}`, 400, `ttl: "soon" is not a positive duration`},
 		{"negative uses", tok, "POST", "/v1/tokens", `{"uses":-1}`, 400, "uses: -1 is negative"},
+		{"token for a century", tok, "POST", "/v1/tokens", `{"ttl":"876000h"}`, 400, "ttl: 876000h is longer than this server allows for an enrollment token (720h0m0s, its --max-token-ttl)"},
 		{"bad token label", tok, "POST", "/v1/tokens", `{"labels":{"a b":"c"}}`, 400, `labels: "a b"`},
 		{"revoke unknown token", tok, "DELETE", "/v1/tokens/nope", "", 404, `no enrollment token "nope"`},
 		{"unknown deployment", tok, "GET", "/v1/projects/default/deployments/nope", "", 404, `no deployment "nope" in project "default"`},
@@ -91,6 +95,43 @@ func TestAPIErrors(t *testing.T) {
 				t.Errorf("%s %s = %d %q; want %d containing %q", tc.method, tc.path, code, e.Error, tc.status, tc.want)
 			}
 		})
+	}
+}
+
+// A 401 says how to authenticate (RFC 9110 §11.6.1), so that generic HTTP
+// clients and proxies know a bearer token is wanted.
+func TestUnauthorizedSaysBearer(t *testing.T) {
+	s, _ := newTestServer(t)
+	for _, auth := range []string{"", "Bearer nope", "Basic YTpi"} {
+		req := httptest.NewRequest("GET", "/v1/nodes", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		s.routes().ServeHTTP(rec, req)
+		if got := rec.Header().Get("WWW-Authenticate"); rec.Code != 401 || got != `Bearer realm="dockfleet"` {
+			t.Errorf("Authorization %q: %d, WWW-Authenticate %q; want 401 with Bearer realm=\"dockfleet\"", auth, rec.Code, got)
+		}
+	}
+}
+
+// Tokens default to one use within the hour (security review, finding 11:
+// they never expired and had unlimited uses).
+func TestEnrollTokenDefaults(t *testing.T) {
+	s, _ := newTestServer(t)
+	before := time.Now()
+	tok, err := s.CreateEnrollToken(context.Background(), api.TokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.MaxUses != 1 {
+		t.Errorf("max uses %d; want 1", tok.MaxUses)
+	}
+	if tok.ExpiresAt.Before(before.Add(time.Hour-time.Second)) || tok.ExpiresAt.After(time.Now().Add(time.Hour)) {
+		t.Errorf("expires at %v; want an hour from %v", tok.ExpiresAt, before)
+	}
+	if _, err := s.CreateEnrollToken(context.Background(), api.TokenRequest{TTL: "720h", Uses: 500}); err != nil {
+		t.Errorf("a token for the longest TTL allowed: %v", err)
 	}
 }
 
@@ -225,6 +266,23 @@ spec:
 	if ds, _ := s.store.ListDeployments(context.Background(), ""); len(ds) != 1 {
 		t.Errorf("%d deployments; want only the one valid apply stored", len(ds))
 	}
+}
+
+// pprof has no authentication: the server refuses to serve it where other
+// hosts could reach it unless told (security review, finding 15).
+func TestDebugListenerIsLoopbackUnlessForced(t *testing.T) {
+	_, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: ":0"})
+	if !errors.Is(err, debugsrv.ErrNotLoopback) {
+		t.Fatalf("New with --debug-addr :0 = %v; want it refused as not loopback", err)
+	}
+	s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: ":0", DebugAllowRemote: true})
+	if err != nil {
+		t.Fatalf("New with --debug-allow-remote: %v", err)
+	}
+	s.apiLn.Close()
+	s.agentLn.Close()
+	s.debugLn.Close()
+	s.store.Close()
 }
 
 func TestDebugListenerServesProfiles(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/store"
@@ -48,11 +49,16 @@ type Config struct {
 	// unreachable node before it is placed elsewhere; default 1m.
 	RescheduleAfter time.Duration
 	// DebugAddr, if set, serves Go's pprof profiles (/debug/pprof/) on a
-	// plain HTTP listener with no authentication: bind it to loopback.
-	DebugAddr string
+	// plain HTTP listener with no authentication: a loopback address,
+	// unless DebugAllowRemote.
+	DebugAddr        string
+	DebugAllowRemote bool
 	// PrePullParallelism caps how many nodes pull a rollout's image at once
 	// in its pre-pull phase; default 50.
 	PrePullParallelism int
+	// MaxTokenTTL is the longest lifetime an enrollment token may be made
+	// for; default DefaultMaxTokenTTL.
+	MaxTokenTTL time.Duration
 	// NodeCertTTL is the lifetime of the client certificates agents get; default 30 days.
 	NodeCertTTL time.Duration
 	// AgentSourceRate and AgentSourceBurst limit what one source address
@@ -96,6 +102,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PrePullParallelism <= 0 {
 		c.PrePullParallelism = 50
+	}
+	if c.MaxTokenTTL <= 0 {
+		c.MaxTokenTTL = DefaultMaxTokenTTL
 	}
 	if c.NodeCertTTL <= 0 {
 		c.NodeCertTTL = 30 * 24 * time.Hour
@@ -150,8 +159,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("server: a data directory is required (--data-dir)")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data directory: %w", err)
+	if err := datadir.Secure(cfg.DataDir, cfg.Logger); err != nil {
+		return nil, err
 	}
 	ca, created, err := pki.LoadOrCreateCA(cfg.DataDir)
 	if err != nil {
@@ -241,10 +250,10 @@ func (s *Server) listen(cert tls.Certificate) error {
 	)
 	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s, limits: limits})
 	if s.cfg.DebugAddr != "" {
-		if s.debugLn, err = net.Listen("tcp", s.cfg.DebugAddr); err != nil {
+		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
 			s.apiLn.Close()
 			s.agentLn.Close()
-			return fmt.Errorf("listening for debug on %s: %w", s.cfg.DebugAddr, err)
+			return err
 		}
 		s.debug = &http.Server{Handler: debugsrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -37,6 +38,17 @@ var _ Store = (*SQLite)(nil)
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	// The store holds every spec, environment included: it is its owner's
+	// only. SQLite gives the -wal and -shm files the mode of the database
+	// file, so making that one first, private, covers all three.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	f.Close()
+	if err := os.Chmod(abs, 0o600); err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
 	// WAL lets readers run beside the writer; immediate transactions take the

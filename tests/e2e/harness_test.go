@@ -216,7 +216,12 @@ func (f *fleet) startAgent(name, token, labels string, extra ...string) *proc {
 	f.t.Helper()
 	args := []string{"agent", "--server", f.agentAddr, "--data-dir", filepath.Join(f.dir, "agent-"+name), "--name", name, "--resync", "2s"}
 	if token != "" {
-		args = append(args, "--token", token)
+		// As the docs say: the token in a private file, not on the command line.
+		file := filepath.Join(f.dir, "token-"+name)
+		if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+			f.t.Fatal(err)
+		}
+		args = append(args, "--token-file", file)
 	}
 	if labels != "" {
 		args = append(args, "--labels", labels)
