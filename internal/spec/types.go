@@ -45,6 +45,29 @@ type DeploymentSpec struct {
 	Container Container `json:"container"`
 	// Update says how a change of the container rolls out over the instances.
 	Update Update `json:"update"`
+	// ImagePolicy says whether nodes may pin the image when the server
+	// cannot reach its registry at apply; empty means the server's default
+	// (dockfleet server --image-policy).
+	ImagePolicy ImagePolicy `json:"imagePolicy,omitempty"`
+}
+
+// ImagePolicy says what may pin a deployment's image to a digest.
+type ImagePolicy string
+
+// Image policies.
+const (
+	// ImagePolicyResolveOnServer pins only what the server resolves at
+	// apply: an apply whose registry the server cannot reach is refused.
+	ImagePolicyResolveOnServer ImagePolicy = "resolveOnServer"
+	// ImagePolicyPinFromNodes lets an apply whose registry the server
+	// cannot reach go ahead: the first digest a node reports pulling, in
+	// the image's own repository, is pinned for every other node.
+	ImagePolicyPinFromNodes ImagePolicy = "pinFromNodes"
+)
+
+// Valid reports whether p is one of the image policies.
+func (p ImagePolicy) Valid() bool {
+	return p == ImagePolicyResolveOnServer || p == ImagePolicyPinFromNodes
 }
 
 // Update is a deployment's rollout strategy (DESIGN §6). Every field has a
