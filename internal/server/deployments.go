@@ -165,13 +165,14 @@ func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment
 func registryHosts(allow []string) ([]string, error) {
 	var hosts []string
 	for _, h := range allow {
+		h = strings.ToLower(h)
 		// A name without a dot or port parses as a Docker Hub path, so the
 		// domain must come back as given (index.docker.io normalizes).
 		named, err := reference.ParseNormalizedNamed(h + "/image")
-		if err != nil || !strings.EqualFold(reference.Domain(named), h) && !strings.EqualFold(h, "index.docker.io") {
+		if err != nil || reference.Domain(named) != h && h != "index.docker.io" {
 			return nil, fmt.Errorf("server: allowed registry %q: want a registry host or host:port, e.g. ghcr.io or 10.0.0.5:5000 (--registry-allow)", h)
 		}
-		hosts = append(hosts, strings.ToLower(reference.Domain(named)))
+		hosts = append(hosts, reference.Domain(named))
 	}
 	return hosts, nil
 }
