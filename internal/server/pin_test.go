@@ -379,3 +379,37 @@ func TestRegistryHosts(t *testing.T) {
 		t.Error("New with --registry-allow nginx: got no error")
 	}
 }
+
+// TestResolveOnServerTakesNoPinFromNodes checks that once the server's
+// default is resolveOnServer, a deployment applied before (not pinned, no
+// policy of its own) takes no pin from a node's report, even a valid one.
+func TestResolveOnServerTakesNoPinFromNodes(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("apply under pinFromNodes", func(t *testing.T) {
+		f := startAbuseFleet(t, Config{DataDir: dir})
+		if _, err := f.api.Apply(context.Background(), "web.yaml", []byte(webSpec(unreachableImage, ""))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	f := startAbuseFleet(t, Config{DataDir: dir, ImagePolicy: spec.ImagePolicyResolveOnServer})
+	ctx := context.Background()
+	n := f.startRawNode(t, "edge-1", "127.0.0.3")
+	in, _ := n.waitInstance(t, "with the spec's image", func(c spec.Container) bool { return c.Image == unreachableImage })
+	reported := "127.0.0.1:1/shop/web@sha256:" + hexA
+	n.report(in, reported)
+	poll(t, func() string {
+		insts, err := f.api.ListInstances(ctx, api.DefaultProject, "web")
+		if err != nil || len(insts) != 1 || insts[0].ImageDigest != reported {
+			return fmt.Sprintf("instances of web: got %+v, %v; want edge-1's reporting %s", insts, err, reported)
+		}
+		return ""
+	})
+	other := f.startRawNode(t, "edge-2", "127.0.0.4")
+	if _, c := other.waitInstance(t, "", func(spec.Container) bool { return true }); c.Image != unreachableImage {
+		t.Errorf("edge-2 is given image %q; want the spec's %q, no pin from edge-1", c.Image, unreachableImage)
+	}
+	revs, err := f.api.ListRevisions(ctx, api.DefaultProject, "web")
+	if err != nil || len(revs) != 1 || revs[0].ImageDigest != "" {
+		t.Errorf("revisions: got %+v, %v; want revision 1 not pinned", revs, err)
+	}
+}
