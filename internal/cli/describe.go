@@ -109,7 +109,7 @@ func describeDeployment(w io.Writer, st api.DeploymentStatus, ro *api.Rollout, n
 	f.add("Replicas", replicas(d, st.Instances)+" running")
 	f.add("Selector", formatSelector(s.Selector))
 	f.add("Image", s.Container.Image)
-	f.add("Pinned image", pinnedImage(s.Container.Image, st.ImageDigest, st.PinnedBy, st.PinnedByName))
+	f.add("Pinned image", pinnedImage(s, st.ImageDigest, st.PinnedBy, st.PinnedByName))
 	f.add("Health check", formatHealthCheck(s.Container.HealthCheck))
 	f.add("Created", timestamp(d.CreatedAt, now))
 	f.add("Updated", timestamp(d.UpdatedAt, now))
@@ -121,18 +121,21 @@ func describeDeployment(w io.Writer, st api.DeploymentStatus, ro *api.Rollout, n
 
 // pinnedImage says what a revision's image is pinned to and by whom, the
 // value as stored whatever its form, and whether the server ignores it.
-func pinnedImage(image, pinned, byID, byName string) string {
-	if pinned == "" {
+func pinnedImage(s spec.DeploymentSpec, pinned, byID, byName string) string {
+	switch {
+	case pinned == "" && s.ImagePolicy == spec.ImagePolicyUnpinned:
+		return "none (imagePolicy unpinned: each node runs the tag as its Docker has it)"
+	case pinned == "":
 		return "none yet"
 	}
-	s := pinned
+	out := pinned
 	if byID != "" {
-		s += fmt.Sprintf(" (pinned by node %s, ID %s)", cmp.Or(byName, "?"), byID)
+		out += fmt.Sprintf(" (pinned by node %s, ID %s)", cmp.Or(byName, "?"), byID)
 	}
-	if _, err := registry.Pin(image, pinned); err != nil {
-		s += " (ignored: not a digest of the image's repository)"
+	if _, err := registry.Pin(s.Container.Image, pinned); err != nil {
+		out += " (ignored: not a digest of the image's repository)"
 	}
-	return s
+	return out
 }
 
 // writeInstanceDetails lists instances under a heading, with their node or

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
 func TestDescribeDeployment(t *testing.T) {
@@ -77,13 +78,18 @@ func TestDescribeDeploymentPin(t *testing.T) {
 	}{
 		{"resolved at apply", "hello@" + digest, "", "", "Pinned image:     hello@" + digest},
 		{"by a node", "hello@" + digest, "n-1a2b", "web-1", "Pinned image:     hello@" + digest + " (pinned by node web-1, ID n-1a2b)"},
+		{"unpinned", "", "", "", "Pinned image:     none (imagePolicy unpinned: each node runs the tag as its Docker has it)"},
 		{"not a digest, stored by an older server", "attacker.example.com/backdoor:latest", "n-3c4d", "",
 			"Pinned image:     attacker.example.com/backdoor:latest (pinned by node ?, ID n-3c4d) (ignored: not a digest of the image's repository)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newCannedAPI(t)
-			f.on("GET /v1/projects/default/deployments/hello", http.StatusOK, api.DeploymentStatus{Deployment: depHello,
+			dep := depHello
+			if tt.name == "unpinned" {
+				dep.Spec.Spec.ImagePolicy = spec.ImagePolicyUnpinned
+			}
+			f.on("GET /v1/projects/default/deployments/hello", http.StatusOK, api.DeploymentStatus{Deployment: dep,
 				ImageDigest: tt.pinned, PinnedBy: tt.byID, PinnedByName: tt.byName})
 			r := runCLI(t, nil, "", f.args("describe", "deployment", "hello")...)
 			if r.code != exitOK || !strings.Contains(r.stdout, "\n"+tt.want+"\n") {

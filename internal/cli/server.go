@@ -83,7 +83,7 @@ CLI users and agents trust, and a bootstrap admin API token
 		"messages one agent stream may send at once (heartbeats, and statuses in a rollout: a few per container replaced)")
 	f.Var((*imagePolicyFlag)(&cfg.ImagePolicy), "image-policy", "image policy of the deployments whose spec sets no imagePolicy: "+
 		"resolveOnServer refuses an apply whose image's registry the server cannot reach, pinFromNodes lets the first node "+
-		"to pull the image pin its digest (default pinFromNodes)")
+		"to pull the image pin its digest, unpinned asks no registry and pins nothing (default pinFromNodes)")
 	f.StringSliceVar(&cfg.RegistryAllow, "registry-allow", nil, "registry hosts (host or host:port; docker.io for Docker Hub) "+
 		"images may come from: an apply naming another is refused, and the server contacts no other (default: any; repeatable)")
 	logs.add(f)
@@ -97,7 +97,7 @@ func (p *imagePolicyFlag) String() string { return string(*p) }
 func (p *imagePolicyFlag) Type() string   { return "policy" }
 func (p *imagePolicyFlag) Set(s string) error {
 	if !spec.ImagePolicy(s).Valid() {
-		return fmt.Errorf("%q is not an image policy; use %s or %s", s, spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes)
+		return fmt.Errorf("%q is not an image policy; use %s, %s or %s", s, spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned)
 	}
 	*p = imagePolicyFlag(s)
 	return nil

@@ -128,12 +128,17 @@ func (s *Server) applyDeployment(ctx context.Context, p applyPlan) (api.ApplyRes
 // refuses the apply. When the server gets no answer, the deployment's
 // image policy decides: resolveOnServer refuses the apply, pinFromNodes
 // lets the first node to pull the image pin its digest, in the image's own
-// repository, and res gets a warning saying so.
+// repository, and res gets a warning saying so. Under unpinned no registry
+// is asked.
 func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment, res *api.ApplyResult) (string, error) {
 	image := d.Spec.Container.Image
 	where := fmt.Sprintf("%s: deployment %s: spec.container.image", filename, d.Metadata.Name)
 	if err := s.allowRegistry(image); err != nil {
 		return "", badRequestf("%s: %v", where, err)
+	}
+	policy := cmp.Or(d.Spec.ImagePolicy, s.cfg.ImagePolicy)
+	if policy == spec.ImagePolicyUnpinned {
+		return "", nil
 	}
 	digest, err := registry.Resolve(ctx, image)
 	if err == nil {
@@ -142,7 +147,6 @@ func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment
 	if ctx.Err() != nil {
 		return "", err // the client is gone
 	}
-	policy := cmp.Or(d.Spec.ImagePolicy, s.cfg.ImagePolicy)
 	log := s.log.With("project", d.Metadata.Project, "deployment", d.Metadata.Name, "image", image, "image_policy", policy)
 	switch {
 	case !errors.Is(err, registry.ErrUnreachable):

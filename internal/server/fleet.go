@@ -752,8 +752,8 @@ var validStates = map[api.InstanceState]bool{
 // server could not resolve at apply; every other node then pulls exactly it.
 // Only the digest is taken from the report, and only when it is of the
 // spec's own repository: the server writes the image reference, so no node
-// can choose what the others run. A deployment whose image policy is
-// resolveOnServer takes no pin from nodes at all.
+// can choose what the others run. A deployment whose image policy is not
+// pinFromNodes takes no pin from nodes at all.
 // It reports whether it could look at the report: not before the view knows
 // the instance and its revision, nor when the store failed.
 func (f *fleet) pin(ctx context.Context, nodeID, instanceID, reported string) bool {
@@ -771,8 +771,8 @@ func (f *fleet) pin(ctx context.Context, nodeID, instanceID, reported string) bo
 		return false
 	case ri.rev.ImageDigest != "":
 		return true // pinned at apply, or by an earlier report
-	case cmp.Or(ri.rev.Spec.Spec.ImagePolicy, f.s.cfg.ImagePolicy) == spec.ImagePolicyResolveOnServer:
-		return true
+	case cmp.Or(ri.rev.Spec.Spec.ImagePolicy, f.s.cfg.ImagePolicy) != spec.ImagePolicyPinFromNodes:
+		return true // only the server pins, or no one
 	}
 	log := f.log.With("project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "node_id", nodeID)
 	digest, err := registry.Pin(ri.rev.Spec.Spec.Container.Image, reported)

@@ -327,6 +327,12 @@ spec:
 	if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != api.ActionCreated || len(resp.Results[0].Warnings) != 1 {
 		t.Errorf("apply with imagePolicy pinFromNodes: got %+v, %v; want created with a warning", resp, err)
 	}
+	// An image built on the nodes, under unpinned: no registry is asked.
+	local, asked := registryStandIn(t, http.StatusUnauthorized, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+	resp, err = f.api.Apply(context.Background(), "local.yaml", []byte(strings.Replace(webSpec(local+"/shop/web:dev", "  imagePolicy: unpinned\n"), "name: web", "name: local", 1)))
+	if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != api.ActionCreated || len(resp.Results[0].Warnings) != 0 || asked.Load() != 0 {
+		t.Errorf("apply with imagePolicy unpinned: got %+v, %v, %d registry requests; want created, no warning, no request", resp, err, asked.Load())
+	}
 }
 
 // TestStoredPinIsChecked checks that a pin stored before reports were

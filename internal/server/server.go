@@ -162,7 +162,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.New("server: a data directory is required (--data-dir)")
 	}
 	if !cfg.ImagePolicy.Valid() {
-		return nil, fmt.Errorf("server: image policy %q: use %s or %s (--image-policy)", cfg.ImagePolicy, spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes)
+		return nil, fmt.Errorf("server: image policy %q: use %s, %s or %s (--image-policy)", cfg.ImagePolicy,
+			spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned)
 	}
 	allow, err := registryHosts(cfg.RegistryAllow)
 	if err != nil {

@@ -49,8 +49,8 @@ func (d *document) validate(dep *Deployment) {
 	d.checkContainer("spec.container", &s.Container)
 	d.checkUpdate("spec.update", s)
 	if d.set["spec.imagePolicy"] && !s.ImagePolicy.Valid() {
-		d.errorf("spec.imagePolicy", "%s is not an image policy; use %s or %s", quote(string(s.ImagePolicy)),
-			ImagePolicyResolveOnServer, ImagePolicyPinFromNodes)
+		d.errorf("spec.imagePolicy", "%s is not an image policy; use %s, %s or %s", quote(string(s.ImagePolicy)),
+			ImagePolicyResolveOnServer, ImagePolicyPinFromNodes, ImagePolicyUnpinned)
 	}
 }
 

@@ -1159,8 +1159,8 @@ spec:
   imagePolicy: ""
 `,
 			want: []string{
-				`app.yaml:6: spec.imagePolicy: "trustNodes" is not an image policy; use resolveOnServer or pinFromNodes`,
-				`app.yaml:13: spec.imagePolicy: "" is not an image policy; use resolveOnServer or pinFromNodes`,
+				`app.yaml:6: spec.imagePolicy: "trustNodes" is not an image policy; use resolveOnServer, pinFromNodes or unpinned`,
+				`app.yaml:13: spec.imagePolicy: "" is not an image policy; use resolveOnServer, pinFromNodes or unpinned`,
 			},
 		},
 		{
