@@ -160,6 +160,10 @@ type Revision struct {
 	// (name@sha256:...) every instance of the revision runs; empty until
 	// resolved at apply or reported by the first agent that pulled it.
 	ImageDigest string `json:"imageDigest,omitempty"`
+	// PinnedBy and PinnedByName are the ID and name of the node whose
+	// report pinned ImageDigest; empty when the server resolved it.
+	PinnedBy     string `json:"pinnedBy,omitempty"`
+	PinnedByName string `json:"pinnedByName,omitempty"`
 	// Cause says what made it: "apply", "undo to revision 2".
 	Cause     string    `json:"cause"`
 	CreatedAt time.Time `json:"createdAt"`
@@ -270,6 +274,9 @@ type ApplyResult struct {
 	Revision int64  `json:"revision"`
 	// Rollout is the ID of the rollout the apply started, if any.
 	Rollout string `json:"rollout,omitempty"`
+	// Warnings are what the user should know of an apply that succeeded,
+	// e.g. that its image was not resolved to a digest at apply.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ApplyResponse is the answer to POST /v1/apply.
@@ -281,4 +288,9 @@ type ApplyResponse struct {
 type DeploymentStatus struct {
 	Deployment Deployment `json:"deployment"`
 	Instances  []Instance `json:"instances"`
+	// ImageDigest, PinnedBy and PinnedByName are those of the newest
+	// revision (see Revision), as stored.
+	ImageDigest  string `json:"imageDigest,omitempty"`
+	PinnedBy     string `json:"pinnedBy,omitempty"`
+	PinnedByName string `json:"pinnedByName,omitempty"`
 }

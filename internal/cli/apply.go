@@ -62,6 +62,9 @@ exits 1 unless every one succeeded.`,
 			}
 			for _, r := range resp.Results {
 				fmt.Fprintln(e.stdout, applyLine(r))
+				for _, w := range r.Warnings {
+					fmt.Fprintf(e.stderr, "warning: deployment/%s: %s\n", r.Name, w)
+				}
 			}
 			if !wait {
 				return nil

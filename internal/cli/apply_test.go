@@ -16,7 +16,8 @@ func TestApplyPrintsEachResult(t *testing.T) {
 	f := newFakeAPI(t)
 	f.on("POST /v1/apply", http.StatusOK, api.ApplyResponse{Results: []api.ApplyResult{
 		{Project: "default", Name: "hello", Action: api.ActionCreated, Revision: 1},
-		{Project: "default", Name: "api", Action: api.ActionConfigured, Revision: 2},
+		{Project: "default", Name: "api", Action: api.ActionConfigured, Revision: 2,
+			Warnings: []string{"image 10.0.0.5:5000/api:2 was not resolved at apply (registry: unreachable)"}},
 		{Project: "default", Name: "web", Action: api.ActionUnchanged, Revision: 4},
 		{Project: "ops", Name: "probe", Action: api.ActionCreated, Revision: 1},
 	}})
@@ -31,6 +32,9 @@ func TestApplyPrintsEachResult(t *testing.T) {
 		"deployment/web unchanged",
 		"deployment/probe created (project ops, revision 1)",
 	))
+	if want := "warning: deployment/api: image 10.0.0.5:5000/api:2 was not resolved at apply (registry: unreachable)\n"; r.stderr != want {
+		t.Errorf("stderr %q; want %q", r.stderr, want)
+	}
 	reqs := f.requests()
 	if len(reqs) != 1 {
 		t.Fatalf("got %d requests; want 1", len(reqs))

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
@@ -107,6 +109,7 @@ func describeDeployment(w io.Writer, st api.DeploymentStatus, ro *api.Rollout, n
 	f.add("Replicas", replicas(d, st.Instances)+" running")
 	f.add("Selector", formatSelector(s.Selector))
 	f.add("Image", s.Container.Image)
+	f.add("Pinned image", pinnedImage(s, st.ImageDigest, st.PinnedBy, st.PinnedByName))
 	f.add("Health check", formatHealthCheck(s.Container.HealthCheck))
 	f.add("Created", timestamp(d.CreatedAt, now))
 	f.add("Updated", timestamp(d.UpdatedAt, now))
@@ -114,6 +117,25 @@ func describeDeployment(w io.Writer, st api.DeploymentStatus, ro *api.Rollout, n
 		return err
 	}
 	return writeInstanceDetails(w, "Instances", st.Instances, false)
+}
+
+// pinnedImage says what a revision's image is pinned to and by whom, the
+// value as stored whatever its form, and whether the server ignores it.
+func pinnedImage(s spec.DeploymentSpec, pinned, byID, byName string) string {
+	switch {
+	case pinned == "" && s.ImagePolicy == spec.ImagePolicyUnpinned:
+		return "none (imagePolicy unpinned: each node runs the tag as its Docker has it)"
+	case pinned == "":
+		return "none yet"
+	}
+	out := pinned
+	if byID != "" {
+		out += fmt.Sprintf(" (pinned by node %s, ID %s)", cmp.Or(byName, "?"), byID)
+	}
+	if _, err := registry.Pin(s.Container.Image, pinned); err != nil {
+		out += " (ignored: not a digest of the image's repository)"
+	}
+	return out
 }
 
 // writeInstanceDetails lists instances under a heading, with their node or
@@ -141,12 +163,17 @@ func writeInstanceDetails(w io.Writer, heading string, insts []api.Instance, byN
 }
 
 // shortDigest cuts repo@sha256:<64 hex> to sha256:<12 hex>, enough to tell
-// digests apart at a glance; "-" when unknown.
+// digests apart at a glance; "-" when unknown. Anything else is shown as
+// it is, not hidden.
 func shortDigest(d string) string {
-	_, hex, ok := strings.Cut(d, "@sha256:")
-	if !ok {
+	if d == "" {
 		return "-"
 	}
+	i := strings.LastIndex(d, "sha256:")
+	if i < 0 || (i > 0 && d[i-1] != '@') {
+		return d
+	}
+	hex := d[i+len("sha256:"):]
 	return "sha256:" + hex[:min(12, len(hex))]
 }
 

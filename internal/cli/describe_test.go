@@ -2,9 +2,11 @@ package cli
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
 func TestDescribeDeployment(t *testing.T) {
@@ -19,6 +21,7 @@ func TestDescribeDeployment(t *testing.T) {
 		"Replicas:         1/2 running",
 		"Selector:         role=web",
 		"Image:            hello:v1",
+		"Pinned image:     none yet",
 		"Health check:     http GET :8080/healthz every 2s",
 		"Created:          2026-03-01T11:50:00Z (10m ago)",
 		"Updated:          2026-03-01T11:59:00Z (1m ago)",
@@ -48,6 +51,7 @@ func TestDescribeDeploymentInRollout(t *testing.T) {
 		"Replicas:         0/0 running",
 		"Selector:         role=web",
 		"Image:            hello:v1",
+		"Pinned image:     none yet",
 		"Health check:     http GET :8080/healthz every 2s",
 		"Created:          2026-03-01T11:50:00Z (10m ago)",
 		"Updated:          2026-03-01T11:59:00Z (1m ago)",
@@ -60,6 +64,38 @@ func TestDescribeDeploymentInRollout(t *testing.T) {
 	checkOutput(t, r, exitFailure, "")
 	if want := "error: store unavailable\n"; r.stderr != want {
 		t.Errorf("stderr %q; want %q", r.stderr, want)
+	}
+}
+
+// TestDescribeDeploymentPin shows a revision's pin as stored, whatever its
+// form, with the node that reported it, and says when the server ignores it.
+func TestDescribeDeploymentPin(t *testing.T) {
+	const digest = "sha256:4f2a9c61b7de0e5f7a3c1d2b8e9f60718293a4b5c6d7e8f90123456789abcdef"
+	tests := []struct {
+		name                 string
+		pinned, byID, byName string
+		want                 string
+	}{
+		{"resolved at apply", "hello@" + digest, "", "", "Pinned image:     hello@" + digest},
+		{"by a node", "hello@" + digest, "n-1a2b", "web-1", "Pinned image:     hello@" + digest + " (pinned by node web-1, ID n-1a2b)"},
+		{"unpinned", "", "", "", "Pinned image:     none (imagePolicy unpinned: each node runs the tag as its Docker has it)"},
+		{"not a digest, stored by an older server", "attacker.example.com/backdoor:latest", "n-3c4d", "",
+			"Pinned image:     attacker.example.com/backdoor:latest (pinned by node ?, ID n-3c4d) (ignored: not a digest of the image's repository)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCannedAPI(t)
+			dep := depHello
+			if tt.name == "unpinned" {
+				dep.Spec.Spec.ImagePolicy = spec.ImagePolicyUnpinned
+			}
+			f.on("GET /v1/projects/default/deployments/hello", http.StatusOK, api.DeploymentStatus{Deployment: dep,
+				ImageDigest: tt.pinned, PinnedBy: tt.byID, PinnedByName: tt.byName})
+			r := runCLI(t, nil, "", f.args("describe", "deployment", "hello")...)
+			if r.code != exitOK || !strings.Contains(r.stdout, "\n"+tt.want+"\n") {
+				t.Errorf("exit %d, stdout:\n%s\nwant the line %q", r.code, r.stdout, tt.want)
+			}
+		})
 	}
 }
 

@@ -358,8 +358,11 @@ func writeRevisionTable(w io.Writer, revs []api.Revision, d api.Deployment, now 
 	t := newTable(w, "REVISION", "CREATED", "IMAGE", "CAUSE", "STATUS")
 	for _, r := range revs {
 		image := r.ImageDigest
-		if image == "" {
+		switch {
+		case image == "":
 			image = r.Spec.Spec.Container.Image
+		case r.PinnedBy != "":
+			image += " (pinned by node " + cmp.Or(r.PinnedByName, r.PinnedBy) + ")"
 		}
 		var marks []string
 		if r.Number == d.StableRevision {

@@ -290,16 +290,16 @@ func TestRolloutHistory(t *testing.T) {
 		{Project: "default", Deployment: "hello", Number: 1, Spec: withImage("hello:v1"), Cause: "apply",
 			CreatedAt: testNow.Add(-3 * time.Hour)},
 		{Project: "default", Deployment: "hello", Number: 2, Spec: withImage("hello:v2"), Cause: "apply",
-			ImageDigest: "hello@sha256:5f0e4d4a2b9c", CreatedAt: testNow.Add(-time.Hour)},
+			ImageDigest: "hello@sha256:5f0e4d4a2b9c", PinnedBy: "n-1a2b", PinnedByName: "web-1", CreatedAt: testNow.Add(-time.Hour)},
 		{Project: "default", Deployment: "hello", Number: 3, Spec: withImage("hello:v1"), Cause: "undo to revision 1",
 			CreatedAt: testNow.Add(-time.Minute)},
 	})
 	r := runCLI(t, nil, "", f.args("rollout", "history", "hello")...)
 	checkOutput(t, r, exitOK, lines(
-		"REVISION   CREATED   IMAGE                       CAUSE                STATUS",
-		"1          3h ago    hello:v1                    apply                -",
-		"2          1h ago    hello@sha256:5f0e4d4a2b9c   apply                stable",
-		"3          1m ago    hello:v1                    undo to revision 1   newest",
+		"REVISION   CREATED   IMAGE                                              CAUSE                STATUS",
+		"1          3h ago    hello:v1                                           apply                -",
+		"2          1h ago    hello@sha256:5f0e4d4a2b9c (pinned by node web-1)   apply                stable",
+		"3          1m ago    hello:v1                                           undo to revision 1   newest",
 	))
 
 	dep.StableRevision = 3

@@ -57,6 +57,7 @@ func TestUsageErrors(t *testing.T) {
 		{"server zero heartbeat", []string{"server", "--data-dir", "x", "--heartbeat-interval", "0s"}, "--heartbeat-interval must be above zero"},
 		{"server no missed heartbeats", []string{"server", "--data-dir", "x", "--missed-heartbeats", "0"}, "--missed-heartbeats must be at least 1"},
 		{"server bad int", []string{"server", "--data-dir", "x", "--missed-heartbeats", "three"}, `invalid argument "three"`},
+		{"server bad image policy", []string{"server", "--data-dir", "x", "--image-policy", "trustNodes"}, `"trustNodes" is not an image policy; use resolveOnServer, pinFromNodes or unpinned`},
 		{"server args", []string{"server", "now"}, `unknown command "now" for "dockfleet server"`},
 		{"agent without server", []string{"agent", "--data-dir", "x"}, "--server is required"},
 		{"agent without data dir", []string{"agent", "--server", "h:7401"}, "--data-dir is required"},

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dockfleet/dockfleet/internal/server"
+	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
 func newServerCommand(e *env) *cobra.Command {
@@ -83,8 +84,26 @@ CLI users and agents trust, and a bootstrap admin API token
 		"messages per second one agent stream may send once its burst is spent; a stream over it is closed")
 	f.IntVar(&cfg.AgentMessageBurst, "agent-message-burst", server.DefaultAgentMessageBurst,
 		"messages one agent stream may send at once (heartbeats, and statuses in a rollout: a few per container replaced)")
+	f.Var((*imagePolicyFlag)(&cfg.ImagePolicy), "image-policy", "image policy of the deployments whose spec sets no imagePolicy: "+
+		"resolveOnServer refuses an apply whose image's registry the server cannot reach, pinFromNodes lets the first node "+
+		"to pull the image pin its digest, unpinned asks no registry and pins nothing (default pinFromNodes)")
+	f.StringSliceVar(&cfg.RegistryAllow, "registry-allow", nil, "registry hosts (host or host:port; docker.io for Docker Hub) "+
+		"images may come from: an apply naming another is refused, and the server contacts no other (default: any; repeatable)")
 	logs.add(f)
 	return cmd
+}
+
+// imagePolicyFlag is --image-policy: one of the spec's image policies.
+type imagePolicyFlag spec.ImagePolicy
+
+func (p *imagePolicyFlag) String() string { return string(*p) }
+func (p *imagePolicyFlag) Type() string   { return "policy" }
+func (p *imagePolicyFlag) Set(s string) error {
+	if !spec.ImagePolicy(s).Valid() {
+		return fmt.Errorf("%q is not an image policy; use %s, %s or %s", s, spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned)
+	}
+	*p = imagePolicyFlag(s)
+	return nil
 }
 
 func runServer(ctx context.Context, e *env, cfg server.Config) error {

@@ -4,8 +4,13 @@
 //
 // Resolve tells a registry's definite answer (the tag does not exist, access
 // is denied: the apply is refused) from no answer at all (ErrUnreachable:
-// the server cannot reach the registry, though the agents may, and the
-// digest the first agent pulls is pinned instead).
+// the server cannot reach the registry, though the agents may, and, unless
+// the deployment's image policy forbids it, the digest the first agent
+// pulls is pinned instead).
+//
+// An agent's report only ever contributes a digest: Pin checks it and puts
+// it on the spec's own repository, so no node can name the image the rest
+// of the fleet runs.
 //
 // Pinned references are written in the familiar form Docker prints in an
 // image's RepoDigests and in docker pull's output: "nginx@sha256:…" for
@@ -139,6 +144,66 @@ func tryGet(ctx context.Context, headErr error) bool {
 	}
 	var te *transport.Error
 	return !errors.As(headErr, &te) || !errors.Is(classify(te), ErrUnreachable)
+}
+
+// Pin returns image's repository pinned to the digest a node reported it
+// pulled, in the form Resolve returns. reported is a bare digest
+// ("sha256:…") or a reference carrying one in image's own repository
+// ("repo@sha256:…", as agents report it); anything else is ErrInvalid: a
+// tag without a digest, another algorithm than sha256, or a digest of
+// another repository. The result never takes more than the digest from
+// reported.
+func Pin(image, reported string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return "", fmt.Errorf("pinning image %q: %w: %w", image, ErrInvalid, err)
+	}
+	repo := reference.TrimNamed(named)
+	from, dgst, err := ParseDigest(reported)
+	if err != nil {
+		return "", err
+	}
+	if from != nil && from.Name() != repo.Name() {
+		return "", fmt.Errorf("pinning image %s: %w: digest %s is of repository %s", reference.FamiliarString(named), ErrInvalid,
+			dgst, reference.FamiliarName(from))
+	}
+	return pin(repo, dgst)
+}
+
+// maxReported bounds a reported digest: a repository name (at most 255
+// characters) with "@sha256:" and 64 hex digits. A longer report is refused
+// without being echoed in the error.
+const maxReported = reference.NameTotalLengthMax + len("@sha256:") + 64
+
+// ParseDigest parses a digest an agent reports an image was pulled with:
+// a bare "sha256:…" (repo is nil) or "repo@sha256:…". Only sha256 digests
+// with valid hex are accepted, the one algorithm registries and Docker
+// use, so a node cannot pass off a weaker one.
+func ParseDigest(s string) (repo reference.Named, dgst digest.Digest, err error) {
+	if len(s) > maxReported {
+		return nil, "", fmt.Errorf("parsing digest: %w: %d bytes long; a repository and a digest fit in %d", ErrInvalid, len(s), maxReported)
+	}
+	if !strings.Contains(s, "@") {
+		dgst = digest.Digest(s)
+	} else {
+		named, err := reference.ParseNormalizedNamed(s)
+		if err != nil {
+			return nil, "", fmt.Errorf("parsing digest %q: %w: %w", s, ErrInvalid, err)
+		}
+		d, ok := named.(reference.Digested)
+		if !ok {
+			return nil, "", fmt.Errorf("parsing digest %q: %w: no digest", s, ErrInvalid)
+		}
+		repo, dgst = reference.TrimNamed(named), d.Digest()
+	}
+	// Validate first: Algorithm panics on a string without a colon.
+	if err := dgst.Validate(); err != nil {
+		return nil, "", fmt.Errorf("parsing digest %q: %w: %w", s, ErrInvalid, err)
+	}
+	if dgst.Algorithm() != digest.SHA256 {
+		return nil, "", fmt.Errorf("parsing digest %q: %w: want sha256:<64 hex digits>", s, ErrInvalid)
+	}
+	return repo, dgst, nil
 }
 
 // pin returns repo@dgst in Docker's familiar form.

@@ -225,3 +225,43 @@ func TestNormalize(t *testing.T) {
 		}
 	}
 }
+
+// TestPin covers what a node's report may pin: only a sha256 digest, put on
+// the spec image's own repository whatever repository the report names.
+func TestPin(t *testing.T) {
+	tests := []struct {
+		image, reported, want string
+	}{
+		{"127.0.0.1:1/shop/web:1.0", digestA, "127.0.0.1:1/shop/web@" + digestA},
+		{"127.0.0.1:1/shop/web:1.0", "127.0.0.1:1/shop/web@" + digestA, "127.0.0.1:1/shop/web@" + digestA},
+		{"nginx", "docker.io/library/nginx@" + digestA, "nginx@" + digestA},
+		{"docker.io/library/nginx:1.25", "nginx@" + digestA, "nginx@" + digestA},
+		{"nginx:1.25", "nginx:1.25@" + digestA, "nginx@" + digestA},
+	}
+	for _, tt := range tests {
+		got, err := registry.Pin(tt.image, tt.reported)
+		if err != nil || got != tt.want {
+			t.Errorf("Pin(%s, %s): got %q, %v; want %q, nil", tt.image, tt.reported, got, err, tt.want)
+		}
+	}
+
+	refused := []string{
+		"",
+		"attacker.example.com/backdoor:latest",
+		"attacker.example.com/backdoor@" + digestA,
+		"127.0.0.1:1/shop/other@" + digestA,
+		"127.0.0.2:1/shop/web@" + digestA,
+		"127.0.0.1:1/shop/web:1.0",
+		"sha256:abc",
+		"sha256:" + strings.Repeat("A", 64),
+		"sha512:" + strings.Repeat("a", 128),
+		"127.0.0.1:1/shop/web@sha512:" + strings.Repeat("a", 128),
+		"no-colon-at-all",
+		strings.Repeat("a", 4096) + "@" + digestA,
+	}
+	for _, reported := range refused {
+		if got, err := registry.Pin("127.0.0.1:1/shop/web:1.0", reported); !errors.Is(err, registry.ErrInvalid) || got != "" {
+			t.Errorf("Pin(127.0.0.1:1/shop/web:1.0, %.60q): got %q, %v; want ErrInvalid", reported, got, err)
+		}
+	}
+}

@@ -68,12 +68,15 @@ type abuseFleet struct {
 	events lockedBuffer
 }
 
-// startAbuseFleet starts a server with cfg's limits; its log, from Info
-// up, goes to f.logs.
+// startAbuseFleet starts a server with cfg's limits, in a new data
+// directory unless cfg names one; its log, from Info up, goes to f.logs.
 func startAbuseFleet(t *testing.T, cfg Config) *abuseFleet {
 	t.Helper()
 	f := &abuseFleet{}
-	cfg.DataDir, cfg.APIAddr, cfg.AgentAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.APIAddr, cfg.AgentAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.HeartbeatInterval, cfg.MissedHeartbeats = testHeartbeat, missedBeats
 	cfg.Logger = slog.New(slog.NewTextHandler(&f.logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())

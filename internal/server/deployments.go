@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +11,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/distribution/reference"
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/registry"
@@ -43,11 +48,19 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// Even when a later document fails, the earlier ones were applied.
+	// Every document is checked, and its image resolved, before any is
+	// written: a registry's refusal of one image refuses the whole apply.
+	plans := make([]applyPlan, len(docs))
+	for i, d := range docs {
+		if plans[i], err = s.planDeployment(r, filename, d); err != nil {
+			return err
+		}
+	}
+	// Even when a later document fails to be written, the earlier ones were applied.
 	defer s.fleet.need(reloadDeployments | place)
 	var resp api.ApplyResponse
-	for _, d := range docs {
-		res, err := s.applyDeployment(r, d)
+	for _, p := range plans {
+		res, err := s.applyDeployment(r.Context(), p)
 		if err != nil {
 			return err
 		}
@@ -57,32 +70,51 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) applyDeployment(r *http.Request, d spec.Deployment) (api.ApplyResult, error) {
+// applyPlan is what apply will write for one document.
+type applyPlan struct {
+	d      spec.Deployment
+	cur    api.Deployment
+	res    api.ApplyResult
+	digest string // the pinned image, "" when not resolved at apply
+}
+
+// planDeployment checks one document against what the server holds and
+// resolves its image unless the deployment is unchanged.
+func (s *Server) planDeployment(r *http.Request, filename string, d spec.Deployment) (applyPlan, error) {
 	ctx := r.Context()
-	res := api.ApplyResult{Project: d.Metadata.Project, Name: d.Metadata.Name}
-	now := time.Now().UTC()
-	cur, err := s.store.GetDeployment(ctx, res.Project, res.Name)
+	p := applyPlan{d: d, res: api.ApplyResult{Project: d.Metadata.Project, Name: d.Metadata.Name}}
+	cur, err := s.store.GetDeployment(ctx, p.res.Project, p.res.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		cur = api.Deployment{Project: res.Project, Name: res.Name, CreatedAt: now}
+		cur = api.Deployment{Project: p.res.Project, Name: p.res.Name, CreatedAt: time.Now().UTC()}
 	case err != nil:
-		return res, err
+		return p, err
 	default:
 		old, _ := json.Marshal(cur.Spec)
 		neu, _ := json.Marshal(d)
 		if bytes.Equal(old, neu) {
-			res.Action, res.Revision = api.ActionUnchanged, cur.Revision
-			return res, nil
+			p.res.Action, p.res.Revision = api.ActionUnchanged, cur.Revision
+			return p, nil
 		}
 	}
+	p.cur = cur
 	if err := s.checkTargets(ctx, r.URL.Query().Get("filename"), d); err != nil {
-		return res, err
+		return p, err
 	}
-	res.Action = api.ActionConfigured
+	p.res.Action = api.ActionConfigured
 	if cur.Version == 0 {
-		res.Action = api.ActionCreated
+		p.res.Action = api.ActionCreated
 	}
-	rev, ro, err := s.newRevision(ctx, cur, d, "apply", s.resolve(ctx, d))
+	p.digest, err = s.resolve(ctx, filename, d, &p.res)
+	return p, err
+}
+
+func (s *Server) applyDeployment(ctx context.Context, p applyPlan) (api.ApplyResult, error) {
+	res := p.res
+	if res.Action == api.ActionUnchanged {
+		return res, nil
+	}
+	rev, ro, err := s.newRevision(ctx, p.cur, api.Revision{Spec: p.d, Cause: "apply", ImageDigest: p.digest})
 	if err != nil {
 		return res, err
 	}
@@ -92,24 +124,87 @@ func (s *Server) applyDeployment(r *http.Request, d spec.Deployment) (api.ApplyR
 }
 
 // resolve pins a deployment's image to the digest its registry names now.
-// When the registry cannot say (unreachable, or it wants credentials the
-// agents may have), the first agent to pull the image pins it instead.
-func (s *Server) resolve(ctx context.Context, d spec.Deployment) string {
-	digest, err := registry.Resolve(ctx, d.Spec.Container.Image)
-	if err != nil {
-		s.log.Info("image not resolved at apply; the first agent to pull it pins its digest",
-			"deployment", d.Metadata.Name, "image", d.Spec.Container.Image, "reason", err)
-		return ""
+// A registry's answer other than a digest (no such tag, access denied)
+// refuses the apply. When the server gets no answer, the deployment's
+// image policy decides: resolveOnServer refuses the apply, pinFromNodes
+// lets the first node to pull the image pin its digest, in the image's own
+// repository, and res gets a warning saying so. Under unpinned no registry
+// is asked.
+func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment, res *api.ApplyResult) (string, error) {
+	image := d.Spec.Container.Image
+	where := fmt.Sprintf("%s: deployment %s: spec.container.image", filename, d.Metadata.Name)
+	if err := s.allowRegistry(image); err != nil {
+		return "", badRequestf("%s: %v", where, err)
 	}
-	return digest
+	policy := cmp.Or(d.Spec.ImagePolicy, s.cfg.ImagePolicy)
+	if policy == spec.ImagePolicyUnpinned {
+		return "", nil
+	}
+	digest, err := registry.Resolve(ctx, image)
+	if err == nil {
+		return digest, nil
+	}
+	if ctx.Err() != nil {
+		return "", err // the client is gone
+	}
+	log := s.log.With("project", d.Metadata.Project, "deployment", d.Metadata.Name, "image", image, "image_policy", policy)
+	switch {
+	case !errors.Is(err, registry.ErrUnreachable):
+		log.Info("apply refused: the registry did not resolve the image", "reason", err)
+		return "", badRequestf("%s: %v", where, err)
+	case policy == spec.ImagePolicyResolveOnServer:
+		log.Info("apply refused: the server cannot reach the image's registry", "reason", err)
+		return "", badRequestf("%s: %v; imagePolicy %s needs the server itself to reach the registry "+
+			"(check its network and registry credentials), or the spec may say imagePolicy: %s", where, err, policy, spec.ImagePolicyPinFromNodes)
+	}
+	log.Warn("image not resolved at apply; the first node to pull it pins its digest", "reason", err)
+	res.Warnings = append(res.Warnings, fmt.Sprintf("image %s was not resolved at apply (%v): the first node to pull it pins "+
+		"its digest, in the image's own repository; imagePolicy: %s refuses such an apply instead", image, err, spec.ImagePolicyResolveOnServer))
+	return "", nil
 }
 
-// newRevision makes revision N+1 of deployment cur with spec d and starts the
-// rollout to it from the stable revision, in one store transaction.
-func (s *Server) newRevision(ctx context.Context, cur api.Deployment, d spec.Deployment, cause, digest string) (api.Revision, api.Rollout, error) {
+// registryHosts checks and normalizes Config.RegistryAllow: each entry is
+// the registry part of an image reference, in the form reference.Domain
+// gives it (index.docker.io is docker.io), lower case.
+func registryHosts(allow []string) ([]string, error) {
+	var hosts []string
+	for _, h := range allow {
+		h = strings.ToLower(h)
+		// A name without a dot or port parses as a Docker Hub path, so the
+		// domain must come back as given (index.docker.io normalizes).
+		named, err := reference.ParseNormalizedNamed(h + "/image")
+		if err != nil || reference.Domain(named) != h && h != "index.docker.io" {
+			return nil, fmt.Errorf("server: allowed registry %q: want a registry host or host:port, e.g. ghcr.io or 10.0.0.5:5000 (--registry-allow)", h)
+		}
+		hosts = append(hosts, reference.Domain(named))
+	}
+	return hosts, nil
+}
+
+// allowRegistry refuses an image whose registry Config.RegistryAllow does
+// not list, before the server contacts it.
+func (s *Server) allowRegistry(image string) error {
+	if len(s.cfg.RegistryAllow) == 0 {
+		return nil
+	}
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return fmt.Errorf("image %q: %w", image, err)
+	}
+	if domain := strings.ToLower(reference.Domain(named)); !slices.Contains(s.cfg.RegistryAllow, domain) {
+		return fmt.Errorf("image %s: registry %s is not allowed on this server; allowed: %s", image, domain, strings.Join(s.cfg.RegistryAllow, ", "))
+	}
+	return nil
+}
+
+// newRevision makes revision N+1 of deployment cur from rev (its spec,
+// cause and image pin) and starts the rollout to it from the stable
+// revision, in one store transaction.
+func (s *Server) newRevision(ctx context.Context, cur api.Deployment, rev api.Revision) (api.Revision, api.Rollout, error) {
 	now := time.Now().UTC()
+	d, cause := rev.Spec, rev.Cause
 	cur.Spec, cur.Revision, cur.UpdatedAt = d, cur.Revision+1, now
-	rev := api.Revision{Project: cur.Project, Deployment: cur.Name, Number: cur.Revision, Spec: d, ImageDigest: digest, Cause: cause, CreatedAt: now}
+	rev.Project, rev.Deployment, rev.Number, rev.CreatedAt = cur.Project, cur.Name, cur.Revision, now
 	ro := api.Rollout{ID: newID(), Project: cur.Project, Deployment: cur.Name, From: cur.StableRevision, To: rev.Number,
 		State: api.RolloutRunning, CreatedAt: now, UpdatedAt: now}
 	ev := api.Event{Time: now, Project: cur.Project, Deployment: cur.Name, Rollout: ro.ID, Type: "rollout.started",
@@ -175,7 +270,18 @@ func (s *Server) undo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rev, ro, err := s.newRevision(r.Context(), cur, target.Spec, fmt.Sprintf("undo to revision %d", to), target.ImageDigest)
+	back := api.Revision{Spec: target.Spec, Cause: fmt.Sprintf("undo to revision %d", to)}
+	// The pin goes back too, with who made it, unless it is one a node
+	// chose before pins were checked: that one is not an image to run.
+	if target.ImageDigest != "" {
+		if _, err := registry.Pin(target.Spec.Spec.Container.Image, target.ImageDigest); err != nil {
+			s.log.Warn("undo leaves out the revision's invalid image pin", "project", project, "deployment", name, "revision", to,
+				"pinned_by", target.PinnedBy, "err", err)
+		} else {
+			back.ImageDigest, back.PinnedBy, back.PinnedByName = target.ImageDigest, target.PinnedBy, target.PinnedByName
+		}
+	}
+	rev, ro, err := s.newRevision(r.Context(), cur, back)
 	if err != nil {
 		return err
 	}
@@ -204,7 +310,15 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.DeploymentStatus{Deployment: d, Instances: is})
+	st := api.DeploymentStatus{Deployment: d, Instances: is}
+	if d.Revision > 0 {
+		rev, err := s.store.GetRevision(r.Context(), project, name, d.Revision)
+		if err != nil {
+			return err
+		}
+		st.ImageDigest, st.PinnedBy, st.PinnedByName = rev.ImageDigest, rev.PinnedBy, rev.PinnedByName
+	}
+	writeJSON(w, http.StatusOK, st)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,6 +19,8 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/placement"
+	"github.com/dockfleet/dockfleet/internal/registry"
+	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -78,6 +81,9 @@ type fleet struct {
 	// pinChecked remembers the instance reports whose digest pin has
 	// looked at, so a report repeated at every state change costs nothing.
 	pinChecked map[string]bool
+	// digestLog warns of digests nodes report that cannot be pinned, and
+	// of invalid pins in the store; a hostile node can send many.
+	digestLog *sparseLog
 
 	// statuses queues instance status reports; batchStatuses hands them
 	// to the run goroutine in batches.
@@ -127,7 +133,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), view: newView(), pinChecked: map[string]bool{},
+	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), view: newView(), pinChecked: map[string]bool{}, digestLog: newSparseLog(s.log),
 		statuses: make(chan store.InstanceStatus, 4096), batches: make(chan []store.InstanceStatus),
 		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
@@ -367,7 +373,7 @@ func (f *fleet) schedule(ctx context.Context) error {
 	f.pending, f.joined = 0, nil
 	f.mu.Unlock()
 	v := f.view
-	if err := v.reload(ctx, f.s.store, w); err != nil {
+	if err := v.reload(ctx, f.s.store, w, f.digestLog.warn); err != nil {
 		return err
 	}
 	for _, n := range joined {
@@ -652,9 +658,18 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 	if st.ObservedAt == 0 {
 		at = time.Now().UTC()
 	}
+	// Only a digest is worth keeping (and pinning): anything else a
+	// node sends in its place is dropped here, before it is stored.
+	digest := st.ImageDigest
+	if digest != "" {
+		if _, _, err := registry.ParseDigest(digest); err != nil {
+			f.digestLog.warn("ignoring the image digest a node reported", "node_id", nodeID, "instance_id", st.InstanceId, "err", err)
+			digest = ""
+		}
+	}
 	select {
 	case f.statuses <- store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
-		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: st.ImageDigest, At: at}:
+		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest, At: at}:
 	case <-ctx.Done():
 	}
 }
@@ -735,9 +750,13 @@ var validStates = map[api.InstanceState]bool{
 
 // pin records the first digest an agent ran for a revision whose tag the
 // server could not resolve at apply; every other node then pulls exactly it.
+// Only the digest is taken from the report, and only when it is of the
+// spec's own repository: the server writes the image reference, so no node
+// can choose what the others run. A deployment whose image policy is not
+// pinFromNodes takes no pin from nodes at all.
 // It reports whether it could look at the report: not before the view knows
 // the instance and its revision, nor when the store failed.
-func (f *fleet) pin(ctx context.Context, nodeID, instanceID, digest string) bool {
+func (f *fleet) pin(ctx context.Context, nodeID, instanceID, reported string) bool {
 	v := f.view
 	in := v.insts[instanceID]
 	if in == nil {
@@ -752,25 +771,40 @@ func (f *fleet) pin(ctx context.Context, nodeID, instanceID, digest string) bool
 		return false
 	case ri.rev.ImageDigest != "":
 		return true // pinned at apply, or by an earlier report
+	case cmp.Or(ri.rev.Spec.Spec.ImagePolicy, f.s.cfg.ImagePolicy) != spec.ImagePolicyPinFromNodes:
+		return true // only the server pins, or no one
 	}
-	pinned, err := f.s.store.PinRevisionDigest(ctx, in.Project, in.Deployment, in.Revision, digest)
+	log := f.log.With("project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "node_id", nodeID)
+	digest, err := registry.Pin(ri.rev.Spec.Spec.Container.Image, reported)
 	if err != nil {
-		f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
+		f.digestLog.warn("not pinning the image digest a node reported", "project", in.Project, "deployment", in.Deployment,
+			"revision", in.Revision, "node_id", nodeID, "instance_id", instanceID, "err", err)
+		return true
+	}
+	f.mu.Lock()
+	var nodeName string
+	if ln := f.nodes[nodeID]; ln != nil {
+		nodeName = ln.name
+	}
+	f.mu.Unlock()
+	rev, err := f.s.store.PinRevisionDigest(ctx, in.Project, in.Deployment, in.Revision, digest, nodeID, nodeName)
+	if err != nil {
+		log.Error("pinning image digest", "instance_id", instanceID, "err", err)
 		return false
 	}
-	ri.rev.ImageDigest = pinned
-	if ri, err = newRevisionInfo(ri.rev); err != nil {
-		f.log.Error("pinning image digest", "instance_id", instanceID, "err", err)
+	if ri, err = newRevisionInfo(rev, f.digestLog.warn); err != nil {
+		log.Error("pinning image digest", "instance_id", instanceID, "err", err)
 		return false
 	}
 	v.revs[key] = ri
-	if pinned != digest {
-		f.log.Warn("instance runs another digest than its revision pins", "instance_id", instanceID, "digest", digest, "pinned", pinned)
+	if rev.ImageDigest != digest {
+		log.Warn("instance runs another digest than its revision pins", "instance_id", instanceID, "digest", digest, "pinned", rev.ImageDigest)
 		return true
 	}
-	f.log.Info("image pinned", "project", in.Project, "deployment", in.Deployment, "revision", in.Revision, "digest", digest)
+	log.Info("image pinned", "digest", digest, "node_name", nodeName)
 	f.s.store.AppendEvents(ctx, []api.Event{{Time: time.Now().UTC(), Project: in.Project, Deployment: in.Deployment, Type: "image.pinned",
-		Message: fmt.Sprintf("revision %d pinned to %s, as first pulled on node %s", in.Revision, digest, nodeID)}})
+		Message: fmt.Sprintf("revision %d pinned to %s, as first pulled on node %s (ID %s): the server could not resolve the image at apply",
+			in.Revision, digest, cmp.Or(nodeName, "?"), nodeID)}})
 	f.s.events.notify()
 	return true
 }

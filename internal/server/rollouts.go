@@ -77,10 +77,7 @@ func (f *fleet) progress(ctx context.Context, mark func(nodeID string)) (map[str
 // pullImage is the image a rollout's nodes pre-pull: pinned when it can be.
 func pullImage(revs revisionSet, r api.Rollout) string {
 	ri, _ := revs.get(r.Project, r.Deployment, r.To)
-	if ri.rev.ImageDigest != "" {
-		return ri.rev.ImageDigest
-	}
-	return ri.rev.Spec.Spec.Container.Image
+	return ri.image
 }
 
 // requestPulls asks the nodes that still lack a rollout's image to pull it,
@@ -352,7 +349,7 @@ func (f *fleet) persistAction(ctx context.Context, res rollout.Result) error {
 	if err != nil {
 		return err
 	}
-	revs, err := loadRevisions(ctx, f.s.store, []api.Deployment{d})
+	revs, err := loadRevisions(ctx, f.s.store, []api.Deployment{d}, f.digestLog.warn)
 	if err != nil {
 		return err
 	}

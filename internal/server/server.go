@@ -24,6 +24,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -81,7 +82,14 @@ type Config struct {
 	// Defaults 100 a second and 1,000.
 	AgentMessageRate  float64
 	AgentMessageBurst int
-	Logger            *slog.Logger
+	// ImagePolicy is the image policy of the deployments whose spec names
+	// none (spec.imagePolicy); default pinFromNodes.
+	ImagePolicy spec.ImagePolicy
+	// RegistryAllow, when not empty, lists the registries (host or
+	// host:port; docker.io for Docker Hub) images may come from: an apply
+	// naming another is refused, and the server contacts no other.
+	RegistryAllow []string
+	Logger        *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -121,6 +129,9 @@ func (c *Config) setDefaults() {
 	if c.AgentMessageBurst <= 0 {
 		c.AgentMessageBurst = DefaultAgentMessageBurst
 	}
+	if c.ImagePolicy == "" {
+		c.ImagePolicy = spec.ImagePolicyPinFromNodes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -159,6 +170,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("server: a data directory is required (--data-dir)")
 	}
+	if !cfg.ImagePolicy.Valid() {
+		return nil, fmt.Errorf("server: image policy %q: use %s, %s or %s (--image-policy)", cfg.ImagePolicy,
+			spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned)
+	}
+	allow, err := registryHosts(cfg.RegistryAllow)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RegistryAllow = allow
 	if err := datadir.Secure(cfg.DataDir, cfg.Logger); err != nil {
 		return nil, err
 	}

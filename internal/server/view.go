@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -51,8 +52,9 @@ const (
 	reloadAll         = reloadNodes | reloadDeployments | reloadInstances | place
 )
 
-// reload reads from the store the parts of the view that w names.
-func (v *view) reload(ctx context.Context, st store.Store, w work) error {
+// reload reads from the store the parts of the view that w names. warn
+// reports revisions whose stored image pin is ignored.
+func (v *view) reload(ctx context.Context, st store.Store, w work, warn func(msg string, args ...any)) error {
 	if w&reloadNodes != 0 {
 		nodes, err := st.ListNodes(ctx)
 		if err != nil {
@@ -68,7 +70,7 @@ func (v *view) reload(ctx context.Context, st store.Store, w work) error {
 		if err != nil {
 			return err
 		}
-		revs, err := loadRevisions(ctx, st, deps)
+		revs, err := loadRevisions(ctx, st, deps, warn)
 		if err != nil {
 			return err
 		}
@@ -168,13 +170,15 @@ type revisionSet map[string]revisionInfo
 
 type revisionInfo struct {
 	rev        api.Revision
+	image      string // the image agents pull: the pinned one when valid
 	container  []byte // JSON of the container spec the agent runs
 	hash       string
 	startFirst bool
 }
 
-// loadRevisions reads every revision of deps.
-func loadRevisions(ctx context.Context, st store.Store, deps []api.Deployment) (revisionSet, error) {
+// loadRevisions reads every revision of deps; warn reports those whose
+// stored image pin is ignored.
+func loadRevisions(ctx context.Context, st store.Store, deps []api.Deployment, warn func(msg string, args ...any)) (revisionSet, error) {
 	revs := revisionSet{}
 	for _, d := range deps {
 		rs, err := st.ListRevisions(ctx, d.Project, d.Name)
@@ -182,7 +186,7 @@ func loadRevisions(ctx context.Context, st store.Store, deps []api.Deployment) (
 			return nil, err
 		}
 		for _, r := range rs {
-			ri, err := newRevisionInfo(r)
+			ri, err := newRevisionInfo(r, warn)
 			if err != nil {
 				return nil, err
 			}
@@ -192,18 +196,28 @@ func loadRevisions(ctx context.Context, st store.Store, deps []api.Deployment) (
 	return revs, nil
 }
 
-func newRevisionInfo(r api.Revision) (revisionInfo, error) {
+// newRevisionInfo prepares what agents are sent for revision r. A stored
+// pin that is not a digest of the spec's own repository (one a node chose
+// before reports were checked) is ignored, with a warning: the nodes run
+// the spec's image instead.
+func newRevisionInfo(r api.Revision, warn func(msg string, args ...any)) (revisionInfo, error) {
 	// Agents pull the pinned digest; the hash stays that of the spec, so
 	// pinning never replaces a running container.
 	c := r.Spec.Spec.Container
 	if r.ImageDigest != "" {
-		c.Image = r.ImageDigest
+		pinned, err := registry.Pin(c.Image, r.ImageDigest)
+		if err != nil {
+			warn("ignoring a revision's invalid image pin; its nodes run the spec's image", "project", r.Project,
+				"deployment", r.Deployment, "revision", r.Number, "pinned_by", r.PinnedBy, "err", err)
+		} else {
+			c.Image = pinned
+		}
 	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return revisionInfo{}, err
 	}
-	return revisionInfo{rev: r, container: b, hash: specHash(r.Spec.Spec.Container),
+	return revisionInfo{rev: r, image: c.Image, container: b, hash: specHash(r.Spec.Spec.Container),
 		startFirst: r.Spec.Spec.Update.Order == spec.OrderStartFirst}, nil
 }
 

@@ -198,6 +198,9 @@ func (d *document) spec(n *yaml.Node, path string, s *DeploymentSpec) {
 		},
 		"container": func(n *yaml.Node, p string) { d.container(n, p, &s.Container) },
 		"update":    func(n *yaml.Node, p string) { d.update(n, p, &s.Update) },
+		"imagePolicy": func(n *yaml.Node, p string) {
+			s.ImagePolicy = ImagePolicy(d.str(n, p))
+		},
 	})
 }
 

@@ -280,6 +280,7 @@ spec:
     order: start-first
     prePull: true
     batchDelay: 1m30s
+  imagePolicy: resolveOnServer
 `,
 			want: []Deployment{{
 				APIVersion: APIVersion, Kind: KindDeployment,
@@ -303,6 +304,7 @@ spec:
 						PrePull:          true,
 						BatchDelay:       Duration(90 * time.Second),
 					},
+					ImagePolicy: ImagePolicyResolveOnServer,
 				},
 			}},
 		},

@@ -45,6 +45,34 @@ type DeploymentSpec struct {
 	Container Container `json:"container"`
 	// Update says how a change of the container rolls out over the instances.
 	Update Update `json:"update"`
+	// ImagePolicy says who may pin the image to a digest: the server
+	// only, nodes too when the server cannot reach the registry, or no
+	// one; empty means the server's default (dockfleet server
+	// --image-policy).
+	ImagePolicy ImagePolicy `json:"imagePolicy,omitempty"`
+}
+
+// ImagePolicy says what may pin a deployment's image to a digest.
+type ImagePolicy string
+
+// Image policies.
+const (
+	// ImagePolicyResolveOnServer pins only what the server resolves at
+	// apply: an apply whose registry the server cannot reach is refused.
+	ImagePolicyResolveOnServer ImagePolicy = "resolveOnServer"
+	// ImagePolicyPinFromNodes lets an apply whose registry the server
+	// cannot reach go ahead: the first digest a node reports pulling, in
+	// the image's own repository, is pinned for every other node.
+	ImagePolicyPinFromNodes ImagePolicy = "pinFromNodes"
+	// ImagePolicyUnpinned pins nothing and asks no registry: every node
+	// runs the tag as its own Docker has it, for images built on the
+	// nodes and pushed nowhere.
+	ImagePolicyUnpinned ImagePolicy = "unpinned"
+)
+
+// Valid reports whether p is one of the image policies.
+func (p ImagePolicy) Valid() bool {
+	return p == ImagePolicyResolveOnServer || p == ImagePolicyPinFromNodes || p == ImagePolicyUnpinned
 }
 
 // Update is a deployment's rollout strategy (DESIGN §6). Every field has a

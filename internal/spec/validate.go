@@ -48,6 +48,10 @@ func (d *document) validate(dep *Deployment) {
 	d.checkSelector("spec.selector", s.Selector)
 	d.checkContainer("spec.container", &s.Container)
 	d.checkUpdate("spec.update", s)
+	if d.set["spec.imagePolicy"] && !s.ImagePolicy.Valid() {
+		d.errorf("spec.imagePolicy", "%s is not an image policy; use %s, %s or %s", quote(string(s.ImagePolicy)),
+			ImagePolicyResolveOnServer, ImagePolicyPinFromNodes, ImagePolicyUnpinned)
+	}
 }
 
 // checkName checks a DNS-label style name: it becomes part of container

@@ -1143,6 +1143,27 @@ spec:
 			},
 		},
 		{
+			name: "imagePolicy",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container: {image: nginx}
+  imagePolicy: trustNodes
+---
+apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  container: {image: nginx}
+  imagePolicy: ""
+`,
+			want: []string{
+				`app.yaml:6: spec.imagePolicy: "trustNodes" is not an image policy; use resolveOnServer, pinFromNodes or unpinned`,
+				`app.yaml:13: spec.imagePolicy: "" is not an image policy; use resolveOnServer, pinFromNodes or unpinned`,
+			},
+		},
+		{
 			name: "start-first with a fixed host port",
 			yaml: `apiVersion: dockfleet.io/v1
 kind: Deployment

@@ -19,8 +19,8 @@ func (s *SQLite) ApplyRevision(ctx context.Context, d api.Deployment, rev api.Re
 		if out, err = putDeployment(ctx, tx, d); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO revisions (project, deployment, number, spec, image_digest, cause, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			rev.Project, rev.Deployment, rev.Number, toJSON(rev.Spec), rev.ImageDigest, rev.Cause, nanos(rev.CreatedAt))
+		_, err = tx.ExecContext(ctx, `INSERT INTO revisions (project, deployment, number, spec, image_digest, pinned_by, pinned_by_name, cause, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			rev.Project, rev.Deployment, rev.Number, toJSON(rev.Spec), rev.ImageDigest, rev.PinnedBy, rev.PinnedByName, rev.Cause, nanos(rev.CreatedAt))
 		if isUnique(err) || (err != nil && strings.Contains(err.Error(), "PRIMARY KEY")) {
 			return fmt.Errorf("revision %d of %s/%s: %w", rev.Number, rev.Project, rev.Deployment, ErrExists)
 		}
@@ -56,7 +56,7 @@ func scanRevision(row interface{ Scan(...any) error }) (api.Revision, error) {
 		spec    string
 		created int64
 	)
-	if err := row.Scan(&r.Project, &r.Deployment, &r.Number, &spec, &r.ImageDigest, &r.Cause, &created); err != nil {
+	if err := row.Scan(&r.Project, &r.Deployment, &r.Number, &spec, &r.ImageDigest, &r.PinnedBy, &r.PinnedByName, &r.Cause, &created); err != nil {
 		return r, err
 	}
 	r.CreatedAt = fromNanos(created)
@@ -66,7 +66,7 @@ func scanRevision(row interface{ Scan(...any) error }) (api.Revision, error) {
 	return r, nil
 }
 
-const revisionCols = `project, deployment, number, spec, image_digest, cause, created_at`
+const revisionCols = `project, deployment, number, spec, image_digest, pinned_by, pinned_by_name, cause, created_at`
 
 func (s *SQLite) GetRevision(ctx context.Context, project, deployment string, number int64) (api.Revision, error) {
 	r, err := scanRevision(s.db.QueryRowContext(ctx, `SELECT `+revisionCols+` FROM revisions WHERE project = ? AND deployment = ? AND number = ?`,
@@ -94,21 +94,22 @@ func (s *SQLite) ListRevisions(ctx context.Context, project, deployment string) 
 	return out, rows.Err()
 }
 
-func (s *SQLite) PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest string) (string, error) {
-	var pinned string
+func (s *SQLite) PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest, nodeID, nodeName string) (api.Revision, error) {
+	var rev api.Revision
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE revisions SET image_digest = ? WHERE project = ? AND deployment = ? AND number = ? AND image_digest = ''`,
-			digest, project, deployment, number); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE revisions SET image_digest = ?, pinned_by = ?, pinned_by_name = ? WHERE project = ? AND deployment = ? AND number = ? AND image_digest = ''`,
+			digest, nodeID, nodeName, project, deployment, number); err != nil {
 			return err
 		}
-		err := tx.QueryRowContext(ctx, `SELECT image_digest FROM revisions WHERE project = ? AND deployment = ? AND number = ?`,
-			project, deployment, number).Scan(&pinned)
+		var err error
+		rev, err = scanRevision(tx.QueryRowContext(ctx, `SELECT `+revisionCols+` FROM revisions WHERE project = ? AND deployment = ? AND number = ?`,
+			project, deployment, number))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("revision %d of %s/%s: %w", number, project, deployment, ErrNotFound)
 		}
 		return err
 	})
-	return pinned, err
+	return rev, err
 }
 
 type querier interface {

@@ -65,9 +65,10 @@ type Store interface {
 	GetRevision(ctx context.Context, project, deployment string, number int64) (api.Revision, error)
 	// ListRevisions lists a deployment's revisions, oldest first.
 	ListRevisions(ctx context.Context, project, deployment string) ([]api.Revision, error)
-	// PinRevisionDigest records the image digest of a revision unless one is
-	// recorded already, and returns the one that holds.
-	PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest string) (string, error)
+	// PinRevisionDigest records the image digest of a revision, with the
+	// node whose report pinned it, unless one is recorded already, and
+	// returns the revision as it holds.
+	PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest, nodeID, nodeName string) (api.Revision, error)
 
 	// LatestRollout returns a deployment's newest rollout.
 	LatestRollout(ctx context.Context, project, deployment string) (api.Rollout, error)

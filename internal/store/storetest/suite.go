@@ -361,12 +361,18 @@ func testRevisionsAndRollouts(t *testing.T, s store.Store) {
 		t.Errorf("GetRevision(9): got %v; want ErrNotFound", err)
 	}
 
-	// The first digest pinned holds.
-	for _, try := range []string{"hello@sha256:aaa", "hello@sha256:bbb"} {
-		pinned, err := s.PinRevisionDigest(ctx, "default", "web", 2, try)
-		if err != nil || pinned != "hello@sha256:aaa" {
-			t.Errorf("PinRevisionDigest(%s) = %q, %v; want the first, hello@sha256:aaa", try, pinned, err)
+	// The first digest pinned holds, with the node that pinned it.
+	for _, try := range []struct{ digest, node, name string }{{"hello@sha256:aaa", "n1", "edge-1"}, {"hello@sha256:bbb", "n2", "edge-2"}} {
+		rev, err := s.PinRevisionDigest(ctx, "default", "web", 2, try.digest, try.node, try.name)
+		if err != nil || rev.ImageDigest != "hello@sha256:aaa" || rev.PinnedBy != "n1" || rev.PinnedByName != "edge-1" || rev.Number != 2 {
+			t.Errorf("PinRevisionDigest(%s) = %+v, %v; want the first, hello@sha256:aaa by n1 (edge-1)", try.digest, rev, err)
 		}
+	}
+	if rev, err := s.GetRevision(ctx, "default", "web", 2); err != nil || rev.ImageDigest != "hello@sha256:aaa" || rev.PinnedBy != "n1" || rev.PinnedByName != "edge-1" {
+		t.Errorf("GetRevision(2) = %+v, %v; want the pin by n1 (edge-1)", rev, err)
+	}
+	if _, err := s.PinRevisionDigest(ctx, "default", "web", 9, "hello@sha256:ccc", "n1", "edge-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("PinRevisionDigest(9): got %v; want ErrNotFound", err)
 	}
 
 	// A step moves instances, bumps the stable revision and records events, at once.
