@@ -139,7 +139,13 @@ func parseServer(s string) (addr, host string, err error) {
 // exponential backoff and jitter, while the containers keep running.
 func (a *Agent) Run(ctx context.Context) error {
 	id, err := pki.LoadIdentity(a.cfg.DataDir)
-	if errors.Is(err, pki.ErrNoIdentity) {
+	switch {
+	case errors.Is(err, pki.ErrNoIdentity):
+		id, err = a.enroll(ctx)
+	case err == nil && a.cfg.Token != "" && !time.Now().Before(id.NotAfter):
+		// An expired certificate cannot connect or renew; a token given
+		// with it (one made with token create --node) re-enrolls the node.
+		a.log.Warn("node certificate expired; enrolling again with the given token", "node_id", id.NodeID, "expired", id.NotAfter)
 		id, err = a.enroll(ctx)
 	}
 	if err != nil {

@@ -93,7 +93,7 @@ func (ta *testAgent) stop() {
 
 func token(t *testing.T, ts *testServer, uses int) string {
 	t.Helper()
-	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses})
+	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses, AgentLabels: []string{"role"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestSignNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignNode(csr, "n-1.a_b", time.Hour)
+	certPEM, err := ca.SignNode(csr, "n-1.a_b", 0, time.Hour)
 	if err != nil {
 		t.Fatalf("SignNode: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestSignNodeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			certPEM, err := ca.SignNode(tt.csr, tt.nodeID, tt.ttl)
+			certPEM, err := ca.SignNode(tt.csr, tt.nodeID, 0, tt.ttl)
 			if !errors.Is(err, tt.want) || (err == nil) != (tt.want == nil) {
 				t.Fatalf("got error %v; want %v", err, tt.want)
 			}
