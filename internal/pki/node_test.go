@@ -205,3 +205,31 @@ func TestNodeIDErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckCSR(t *testing.T) {
+	key, err := NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckCSR(csr); err != nil {
+		t.Errorf("CheckCSR of a P-256 CSR: %v", err)
+	}
+	weak, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, weak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckCSR(csr); !errors.Is(err, ErrBadCSR) {
+		t.Errorf("CheckCSR of a P-224 CSR = %v; want ErrBadCSR", err)
+	}
+	if _, err := CheckCSR([]byte("junk")); !errors.Is(err, ErrBadCSR) {
+		t.Errorf("CheckCSR of junk = %v; want ErrBadCSR", err)
+	}
+}

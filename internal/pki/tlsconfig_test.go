@@ -228,3 +228,41 @@ func TestCAFileClientTLSErrors(t *testing.T) {
 		})
 	}
 }
+
+// A node certificate carries its enrollment epoch, and the agent endpoint
+// refuses at the handshake what its checkNode refuses.
+func TestAgentServerChecksNode(t *testing.T) {
+	ca := newTestCA(t)
+	key, err := NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.SignNode(csr, "node-7", 3, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := SaveIdentity(t.TempDir(), key, certPEM, ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seenID string
+	var seenEpoch int64
+	allow := func(id string, epoch int64) error { seenID, seenEpoch = id, epoch; return nil }
+	state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), allow), AgentClientTLS(id, "127.0.0.1"))
+	if serverErr != nil || clientErr != nil {
+		t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
+	}
+	if gotID, gotEpoch, err := PeerNode(state); err != nil || gotID != "node-7" || gotEpoch != 3 || seenID != "node-7" || seenEpoch != 3 {
+		t.Errorf("PeerNode = %q, %d, %v; checkNode saw %q, %d; want node-7, 3", gotID, gotEpoch, err, seenID, seenEpoch)
+	}
+	refused := errors.New("node-7 was revoked")
+	deny := func(string, int64) error { return refused }
+	_, serverErr, _ = handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), deny), AgentClientTLS(id, "127.0.0.1"))
+	if !errors.Is(serverErr, refused) {
+		t.Errorf("server error %v; want %v", serverErr, refused)
+	}
+}
