@@ -420,7 +420,10 @@ func (s *SQLite) UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error 
 		return nil
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = ?, error = ?, facts = coalesce(?, facts), last_seen = max(last_seen, ?), version = version + 1 WHERE id = ?`)
+		// A revoked node stays revoked, whatever a status written
+		// from memory just before the revocation says.
+		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = CASE state WHEN 'revoked' THEN state ELSE ? END,
+			error = ?, facts = coalesce(?, facts), last_seen = max(last_seen, ?), version = version + 1 WHERE id = ?`)
 		if err != nil {
 			return err
 		}

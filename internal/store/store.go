@@ -57,7 +57,8 @@ type Store interface {
 	ListRevokedNodes(ctx context.Context) ([]RevokedNode, error)
 	// UpdateNodeStatuses records what agents told of their nodes (state,
 	// host error, facts, last seen if later than stored) in one
-	// transaction, whatever the nodes' versions; unknown IDs are ignored.
+	// transaction, whatever the nodes' versions; unknown IDs are ignored,
+	// and a revoked node's state stays revoked.
 	UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error
 
 	GetDeployment(ctx context.Context, project, name string) (api.Deployment, error)

@@ -204,6 +204,12 @@ func testRevokeAndDeleteNodes(t *testing.T, s store.Store) {
 	if got, _ := s.GetNode(ctx, "a"); got.State != api.NodeRevoked {
 		t.Errorf("stored state of a = %s; want revoked", got.State)
 	}
+	if err := s.UpdateNodeStatuses(ctx, []store.NodeStatus{{ID: "a", State: api.NodeReady, LastSeen: at}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "a"); got.State != api.NodeRevoked {
+		t.Errorf("state of a after a status write = %s; want revoked still", got.State)
+	}
 	if _, err := s.RevokeNode(ctx, "zz", "x", at); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("revoking an unknown node: got %v; want ErrNotFound", err)
 	}
