@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 
@@ -30,10 +31,14 @@ type nodeGate struct {
 	// must be of at least.
 	minEpoch map[string]int64
 	conns    map[string]map[*nodeConn]bool
+	// refusals logs what the gate refused; a refused agent retries for
+	// ever, so the log is sparse.
+	refusals *sparseLog
 }
 
-func loadNodeGate(ctx context.Context, st store.Store) (*nodeGate, error) {
-	g := &nodeGate{revoked: map[string]bool{}, minEpoch: map[string]int64{}, conns: map[string]map[*nodeConn]bool{}}
+func loadNodeGate(ctx context.Context, st store.Store, log *slog.Logger) (*nodeGate, error) {
+	g := &nodeGate{revoked: map[string]bool{}, minEpoch: map[string]int64{}, conns: map[string]map[*nodeConn]bool{},
+		refusals: newSparseLog(log)}
 	revoked, err := st.ListRevokedNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("loading revoked nodes: %w", err)
@@ -57,8 +62,12 @@ func loadNodeGate(ctx context.Context, st store.Store) (*nodeGate, error) {
 // revoked or removed, or re-enrolled since.
 func (g *nodeGate) check(id string, epoch int64) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.checkLocked(id, epoch)
+	err := g.checkLocked(id, epoch)
+	g.mu.Unlock()
+	if err != nil {
+		g.refusals.warn("node certificate refused", "node_id", id, "cert_epoch", epoch, "reason", err)
+	}
+	return err
 }
 
 func (g *nodeGate) checkLocked(id string, epoch int64) error {

@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.gate, err = loadNodeGate(ctx, st); err != nil {
+	if s.gate, err = loadNodeGate(ctx, st, s.log); err != nil {
 		st.Close()
 		return nil, err
 	}
