@@ -316,7 +316,10 @@ func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (a
 		if len(req.Labels)+len(req.AgentLabels) > 0 {
 			return t, badRequestf("node: a re-enrollment token keeps the node's labels; give no labels or agentLabels")
 		}
-		t.Node = n.Name
+		if req.Uses > 1 {
+			return t, badRequestf("uses: a re-enrollment token is good for one use; make another for a later recovery")
+		}
+		t.Node, t.MaxUses = n.Name, 1
 	}
 	secret := pki.NewSecret()
 	if err := s.store.CreateEnrollToken(ctx, t, pki.HashSecret(secret)); err != nil {

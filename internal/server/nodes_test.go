@@ -265,13 +265,23 @@ func TestReEnrollWithNodeToken(t *testing.T) {
 	if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "token create --node edge") {
 		t.Errorf("enrolling a taken name with an ordinary token = %v; want AlreadyExists pointing to token create --node", err)
 	}
-	tok := f.newToken(t, api.TokenRequest{Node: "edge", Uses: 1})
+	if _, err := f.api.CreateToken(ctx, api.TokenRequest{Node: "edge", Uses: 2}); err == nil {
+		t.Error("a re-enrollment token of two uses was made")
+	}
+	if _, err := f.api.CreateToken(ctx, api.TokenRequest{Node: "nobody"}); !client.IsNotFound(err) {
+		t.Errorf("a re-enrollment token for a node that does not exist = %v; want not found", err)
+	}
+	// The node may be named by its ID; the token is good for one use.
+	tok := f.newToken(t, api.TokenRequest{Node: old.NodeID})
 	if _, err := f.enrollAs(t, tok, "other", nil, csr); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("a re-enrollment token for edge used for node other = %v; want PermissionDenied", err)
 	}
 	resp, err := f.enrollAs(t, tok, "edge", labels, csr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := f.enrollAs(t, tok, "edge", labels, csr); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a second re-enrollment with the token = %v; want Unauthenticated (used up)", err)
 	}
 	if resp.NodeId != old.NodeID {
 		t.Errorf("re-enrolled node ID = %s; want the old one, %s", resp.NodeId, old.NodeID)
