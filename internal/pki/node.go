@@ -160,7 +160,7 @@ func NodeEpoch(cert *x509.Certificate) (int64, error) {
 }
 
 // NodeID returns the ID of the node cert names. It does not verify cert:
-// callers pass a certificate TLS has verified (see PeerNodeID) or one they
+// callers pass a certificate TLS has verified (see PeerNode) or one they
 // just loaded and checked.
 func NodeID(cert *x509.Certificate) (string, error) {
 	for _, u := range cert.URIs {
@@ -176,16 +176,11 @@ func NodeID(cert *x509.Certificate) (string, error) {
 	return "", ErrNoNodeID
 }
 
-// PeerNodeID returns the node ID of the client on a connection the agent
-// endpoint accepted (AgentServerTLS). It reads the verified chain only, and
-// returns ErrNoClientCert when the client sent no certificate, as an
-// enrolling agent does: every handler but enrollment must refuse that.
-func PeerNodeID(cs tls.ConnectionState) (string, error) {
-	id, _, err := PeerNode(cs)
-	return id, err
-}
-
-// PeerNode is PeerNodeID with the enrollment epoch of the certificate.
+// PeerNode returns the node ID and enrollment epoch of the client on a
+// connection the agent endpoint accepted (AgentServerTLS). It reads the
+// verified chain only, and returns ErrNoClientCert when the client sent no
+// certificate, as an enrolling agent does: every handler but enrollment must
+// refuse that.
 func PeerNode(cs tls.ConnectionState) (id string, epoch int64, err error) {
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 		return "", 0, ErrNoClientCert

@@ -38,7 +38,7 @@ func (s *ServerCert) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 // cert's certificate as the server's, and client certificates verified
 // against ca when sent. A client certificate is optional at the handshake
 // because the enrollment call comes before the agent has one; every other
-// call must check PeerNodeID. A certificate from another CA, an expired one,
+// call must check PeerNode. A certificate from another CA, an expired one,
 // or one not meant for client authentication fails the handshake, and so
 // does a node certificate that checkNode (if not nil) refuses: a revoked
 // node, or one from before the node's re-enrollment.
@@ -50,7 +50,7 @@ func AgentServerTLS(ca *CA, cert *ServerCert, checkNode func(id string, epoch in
 		ClientCAs:      ca.Pool(),
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if checkNode == nil || len(cs.VerifiedChains) == 0 {
-				return nil // an enrolling agent; its calls check PeerNodeID
+				return nil // an enrolling agent; its calls check PeerNode
 			}
 			id, epoch, err := PeerNode(cs)
 			if err != nil {

@@ -68,8 +68,8 @@ func TestEnrollClientTLS(t *testing.T) {
 					t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
 				}
 				// Enrollment comes without a client certificate.
-				if _, err := PeerNodeID(state); !errors.Is(err, ErrNoClientCert) {
-					t.Errorf("PeerNodeID: got error %v; want %v", err, ErrNoClientCert)
+				if _, _, err := PeerNode(state); !errors.Is(err, ErrNoClientCert) {
+					t.Errorf("PeerNode: got error %v; want %v", err, ErrNoClientCert)
 				}
 				return
 			}
@@ -98,8 +98,8 @@ func TestAgentMTLS(t *testing.T) {
 			if state.Version != tls.VersionTLS13 {
 				t.Errorf("version %s; want TLS 1.3", tls.VersionName(state.Version))
 			}
-			if got, err := PeerNodeID(state); err != nil || got != "node-42" {
-				t.Errorf("PeerNodeID = %q, %v; want node-42", got, err)
+			if got, _, err := PeerNode(state); err != nil || got != "node-42" {
+				t.Errorf("PeerNode = %q, %v; want node-42", got, err)
 			}
 		})
 	}
