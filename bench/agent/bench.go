@@ -216,7 +216,7 @@ func (b *bencher) startServer(ctx context.Context) error {
 // startAgent enrolls one agent with default flags and waits until the
 // server lists its node ready.
 func (b *bencher) startAgent(ctx context.Context) error {
-	tok, err := b.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: 1})
+	tok, err := b.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: 1, AgentLabels: []string{benchLabel}})
 	if err != nil {
 		return fmt.Errorf("creating an enrollment token: %w", err)
 	}

@@ -100,7 +100,7 @@ func (f *fleetBench) setup(ctx context.Context) error {
 		return fmt.Errorf("waiting for the server: %w", err)
 	}
 
-	tok, err := f.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: fleetAgents})
+	tok, err := f.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: fleetAgents, AgentLabels: []string{"role"}})
 	if err != nil {
 		return fmt.Errorf("creating an enrollment token: %w", err)
 	}

@@ -363,7 +363,7 @@ func (b *bencher) startServer(ctx context.Context) error {
 // enrolled and connected.
 func (b *bencher) connect(ctx context.Context) error {
 	n := b.cfg.n
-	tok, err := b.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: n})
+	tok, err := b.client.CreateToken(ctx, api.TokenRequest{TTL: "1h", Uses: n, AgentLabels: []string{nodeLabelKey}})
 	if err != nil {
 		return fmt.Errorf("creating an enrollment token: %w", err)
 	}

@@ -108,6 +108,19 @@ func New(cfg Config) (*Agent, error) {
 	return &Agent{cfg: cfg, log: cfg.Logger, addr: addr, host: host}, nil
 }
 
+// refusalHint says what to do when the server refuses the node's
+// certificate, which the agent sees only as a TLS alert; "" otherwise.
+func refusalHint(err error, id *pki.Identity, name string) string {
+	switch {
+	case !time.Now().Before(id.NotAfter):
+		return fmt.Sprintf("this node's certificate expired at %s: restart the agent with a token made by dockfleet token create --node %s (docs/operations.md)",
+			id.NotAfter.Format(time.RFC3339), name)
+	case strings.Contains(err.Error(), "tls: bad certificate"):
+		return "the server refuses this node's certificate: the node was revoked or removed, or re-enrolled with another key (docs/operations.md)"
+	}
+	return ""
+}
+
 // dialOptions adds the options every connection to the server shares to opts.
 func (a *Agent) dialOptions(opts ...grpc.DialOption) []grpc.DialOption {
 	if a.cfg.Dialer != nil {
@@ -143,7 +156,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	id, err := pki.LoadIdentity(a.cfg.DataDir)
-	if errors.Is(err, pki.ErrNoIdentity) {
+	switch {
+	case errors.Is(err, pki.ErrNoIdentity):
+		id, err = a.enroll(ctx)
+	case err == nil && a.cfg.Token != "" && !time.Now().Before(id.NotAfter):
+		// An expired certificate cannot connect or renew; a token given
+		// with it (one made with token create --node) re-enrolls the node.
+		a.log.Warn("node certificate expired; enrolling again with the given token", "node_id", id.NodeID, "expired", id.NotAfter)
 		id, err = a.enroll(ctx)
 	}
 	if err != nil {
@@ -178,7 +197,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		// Full jitter spreads a fleet's reconnections after a server restart.
 		wait := time.Duration(rand.Int64N(int64(backoff))) + 100*time.Millisecond
-		log.Warn("server connection lost; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		args := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
+		if hint := refusalHint(err, id, a.cfg.Name); hint != "" {
+			args = append(args, "hint", hint)
+		}
+		log.Warn("server connection lost; retrying", args...)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -93,7 +93,7 @@ func (ta *testAgent) stop() {
 
 func token(t *testing.T, ts *testServer, uses int) string {
 	t.Helper()
-	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses})
+	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses, AgentLabels: []string{"role"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,6 +397,57 @@ func TestRolloutWaitsForUnreachableNode(t *testing.T) {
 	waitFor(t, "the rollout to finish once c is back", func() error {
 		if ro := rollout(); ro.State != api.RolloutSucceeded || ro.Updated != 3 {
 			return fmt.Errorf("%s: %s (%d updated)", ro.State, ro.Message, ro.Updated)
+		}
+		return nil
+	})
+}
+
+// Review finding 10: an agent whose certificate expired while it was off
+// enrolls again when given a token made for its node, and is the same node.
+func TestAgentReEnrollsExpiredCertificate(t *testing.T) {
+	ts := startServerConfig(t, server.Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", NodeCertTTL: 2 * time.Second})
+	rt := fakert.New()
+	agentDir := t.TempDir()
+	ag := startAgent(t, ts, rt, agentDir, "a", token(t, ts, 1), map[string]string{"role": "web"})
+	id := nodeID(t, ts, "a")
+	ag.stop()
+	waitFor(t, "the agent's certificate to expire", func() error {
+		ident, err := pki.LoadIdentity(agentDir)
+		if err != nil {
+			return err
+		}
+		if left := time.Until(ident.NotAfter); left >= 0 {
+			return fmt.Errorf("%s left", left)
+		}
+		return nil
+	})
+
+	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Node: "a", Uses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent repeats its labels, as its unit file would.
+	startAgent(t, ts, rt, agentDir, "a", tok.Token, map[string]string{"role": "web"})
+	waitFor(t, "the node to re-enroll", func() error {
+		n, err := ts.client.GetNode(context.Background(), "a")
+		if err != nil {
+			return err
+		}
+		if n.ID != id || n.Epoch != 1 || n.Labels["role"] != "web" {
+			return fmt.Errorf("node %+v; want ID %s, epoch 1, role=web", n, id)
+		}
+		return nil
+	})
+	waitFor(t, "the agent to connect with its new certificate", func() error {
+		ident, err := pki.LoadIdentity(agentDir)
+		if err != nil {
+			return err
+		}
+		if ident.NodeID != id {
+			return fmt.Errorf("identity of node %s; want %s", ident.NodeID, id)
+		}
+		if n, err := ts.client.GetNode(context.Background(), "a"); err != nil || n.State != api.NodeReady {
+			return fmt.Errorf("node %s, %v; want ready", n.State, err)
 		}
 		return nil
 	})

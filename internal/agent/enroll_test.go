@@ -1,6 +1,13 @@
 package agent
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/pki"
+)
 
 // Enrollment gives up on a server it does not trust, and retries one that
 // cut the handshake short, as a server over its limit for the agent's
@@ -21,6 +28,25 @@ func TestDistrusted(t *testing.T) {
 	for _, tt := range tests {
 		if got := distrusted(tt.msg); got != tt.want {
 			t.Errorf("distrusted(%q) = %v; want %v", tt.msg, got, tt.want)
+		}
+	}
+}
+
+func TestRefusalHint(t *testing.T) {
+	valid := &pki.Identity{NotAfter: time.Now().Add(time.Hour)}
+	expired := &pki.Identity{NotAfter: time.Now().Add(-time.Hour)}
+	refused := errors.New(`rpc error: code = Unavailable desc = connection error: desc = "error reading server preface: remote error: tls: bad certificate"`)
+	for _, tt := range []struct {
+		id   *pki.Identity
+		err  error
+		want string
+	}{
+		{valid, errors.New("connection refused"), ""},
+		{valid, refused, "revoked or removed"},
+		{expired, refused, "token create --node edge-1"},
+	} {
+		if got := refusalHint(tt.err, tt.id, "edge-1"); !strings.Contains(got, tt.want) || (tt.want == "") != (got == "") {
+			t.Errorf("hint for %v with a certificate expiring %v = %q; want it to say %q", tt.err, tt.id.NotAfter, got, tt.want)
 		}
 	}
 }

@@ -19,6 +19,9 @@ type NodeState string
 const (
 	NodeReady       NodeState = "ready"
 	NodeUnreachable NodeState = "unreachable"
+	// NodeRevoked is a node whose identity an operator revoked: its
+	// certificates are refused and its instances count as lost.
+	NodeRevoked NodeState = "revoked"
 )
 
 // Node is one enrolled Docker host.
@@ -34,6 +37,10 @@ type Node struct {
 	Facts     Facts     `json:"facts"`
 	Usage     Usage     `json:"usage"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Epoch counts the node's re-enrollments (a token made for it with
+	// token create --node); certificates issued in an earlier epoch are
+	// refused.
+	Epoch int64 `json:"epoch,omitempty"`
 	// Version is bumped by every store write, for optimistic concurrency.
 	Version int64 `json:"version"`
 }
@@ -61,6 +68,13 @@ type Usage struct {
 type EnrollToken struct {
 	ID     string            `json:"id"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// AgentLabels are the label keys whose values an enrolling agent may
+	// choose (its --labels); "*" allows any key. An agent may ask for
+	// nothing else but the token's own Labels.
+	AgentLabels []string `json:"agentLabels,omitempty"`
+	// Node, when set, makes the token re-enroll the existing node of that
+	// name (same ID, labels and instances) instead of enrolling a new one.
+	Node string `json:"node,omitempty"`
 	// ExpiresAt zero means the token never expires.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// MaxUses zero means unlimited.
@@ -148,6 +162,9 @@ type TokenRequest struct {
 	// Uses is how many enrollments the token allows; 0 means one.
 	Uses   int               `json:"uses,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// AgentLabels and Node: see EnrollToken.
+	AgentLabels []string `json:"agentLabels,omitempty"`
+	Node        string   `json:"node,omitempty"`
 }
 
 // Revision is an immutable snapshot of a deployment's spec.

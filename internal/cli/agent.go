@@ -89,7 +89,7 @@ and the token file can be deleted.`,
 	token.add(f, "needed on first start")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the agent's key, certificate and state (required)")
 	f.StringVar(&cfg.Name, "name", "", "node name to enroll as (default the hostname)")
-	f.Var(&labels, "labels", "node labels to enroll with, k=v,k2=v2")
+	f.Var(&labels, "labels", "node labels to ask for at enrollment, k=v,k2=v2; the token must allow each (token create --agent-labels)")
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "CA certificate to trust the server with, instead of the fingerprint in the token")
 	f.StringVar(&dockerHost, "docker-host", "", "Docker daemon address, e.g. unix:///var/run/docker.sock (default $DOCKER_HOST or the local socket)")
 	f.DurationVar(&cfg.ResyncInterval, "resync", 10*time.Second, "how often to reconcile without a trigger")

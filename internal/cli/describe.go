@@ -248,6 +248,9 @@ func describeNode(w io.Writer, n api.Node, project string, insts []api.Instance,
 	f.add("Labels", formatLabels(n.Labels))
 	f.add("Last seen", timestamp(n.LastSeen, now))
 	f.add("Enrolled", timestamp(n.CreatedAt, now))
+	if n.Epoch > 0 {
+		f.add("Re-enrolled", strconv.FormatInt(n.Epoch, 10)+" time(s); older certificates are refused")
+	}
 	f.add("Hostname", orDash(n.Facts.Hostname))
 	f.add("Platform", orDash(strings.Trim(n.Facts.OS+"/"+n.Facts.Arch, "/")))
 	f.add("Agent", orDash(n.Facts.AgentVersion))

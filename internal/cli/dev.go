@@ -117,7 +117,7 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 	}
 	// A restarted dev agent has its identity already and ignores the token;
 	// it is cheap, single-use and short-lived.
-	tok, err := srv.CreateEnrollToken(ctx, api.TokenRequest{Uses: 1, TTL: "10m"})
+	tok, err := srv.CreateEnrollToken(ctx, api.TokenRequest{Uses: 1, TTL: "10m", Labels: o.labels.labels})
 	if err != nil {
 		stopServer(srv)
 		return fmt.Errorf("creating the agent's enrollment token: %w", err)

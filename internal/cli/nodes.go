@@ -92,7 +92,60 @@ func newNodeCommand(e *env) *cobra.Command {
 	}
 	makeGroup(cmd)
 	e.addConnFlags(cmd.PersistentFlags(), false)
-	cmd.AddCommand(newNodeLabelCommand(e))
+	cmd.AddCommand(newNodeLabelCommand(e), newNodeRevokeCommand(e), newNodeRemoveCommand(e))
+	return cmd
+}
+
+func newNodeRevokeCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke NODE",
+		Short: "Revoke a node's identity: its certificate is refused and its connection closed",
+		Long: `Revoke a node's identity at once: the agent endpoint refuses its certificate
+from now on and closes its connection, it cannot renew, and its instances are
+treated as those of a lost node (replicated ones move to other nodes). The
+node stays listed as revoked; remove it with dockfleet node rm. NODE is the
+node's name or ID.`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := c.RevokeNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node/%s revoked\n", n.Name)
+			return nil
+		},
+	}
+}
+
+func newNodeRemoveCommand(e *env) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NODE [--force]",
+		Aliases: []string{"remove"},
+		Short:   "Remove a node; its certificate is refused from then on",
+		Long: `Remove a node: it leaves the node list, its instances are removed (placement
+moves replicated ones to other nodes), and its certificate is refused from now
+on. A node whose agent is connected is removed only with --force, which also
+closes its connection. The host can enroll again as a new node, under the same
+name, with a new token. NODE is the node's name or ID.`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteNode(cmd.Context(), args[0], force); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node/%s removed\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove the node even while its agent is connected")
 	return cmd
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/dockfleet/dockfleet/internal/api"
@@ -61,5 +62,36 @@ func TestParseLabelPatch(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%q: got %+v, %v; want %+v", tt.args, got, err, tt.want)
 		}
+	}
+}
+
+func TestNodeRevoke(t *testing.T) {
+	f := newFakeAPI(t)
+	revoked := nodeWeb1
+	revoked.State = api.NodeRevoked
+	f.on("POST /v1/nodes/web-1/revoke", http.StatusOK, revoked)
+	r := runCLI(t, nil, "", f.args("node", "revoke", "web-1")...)
+	checkOutput(t, r, exitOK, "node/web-1 revoked\n")
+}
+
+func TestNodeRemove(t *testing.T) {
+	f := newFakeAPI(t)
+	msg := "node web-1 (n-1a2b) is connected: stop its agent first, or remove it anyway with dockfleet node rm --force (its connection is closed)"
+	f.onFunc("DELETE /v1/nodes/web-1", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("force") != "true" {
+			writeAnswer(w, answer{http.StatusConflict, api.Error{Error: msg}})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	r := runCLI(t, nil, "", f.args("node", "rm", "web-1")...)
+	checkOutput(t, r, exitFailure, "")
+	if !strings.Contains(r.stderr, msg) {
+		t.Errorf("stderr %q does not say %q", r.stderr, msg)
+	}
+	r = runCLI(t, nil, "", f.args("node", "rm", "web-1", "--force")...)
+	checkOutput(t, r, exitOK, "node/web-1 removed\n")
+	if reqs := f.requests(); len(reqs) != 2 || reqs[0].Query != "" || reqs[1].Query != "force=true" {
+		t.Errorf("requests %+v; want one without and one with force=true", reqs)
 	}
 }

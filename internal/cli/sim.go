@@ -75,7 +75,7 @@ loopback source addresses with --source-ip 127.0.0.2,127.0.0.3,...`,
 	f.IntVar(&cfg.Agents, "agents", 0, "how many agents to run (required)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the agents' identities and state (default a temporary directory, removed on exit)")
 	f.StringVar(&cfg.NamePrefix, "name-prefix", "", "agents are named PREFIX-1 to PREFIX-N (default HOSTNAME-sim)")
-	f.Var(&o.labels, "labels", "every agent's node labels, k=v,k2=v2")
+	f.Var(&o.labels, "labels", "every agent's node labels, k=v,k2=v2; the token must allow each (token create --agent-labels)")
 	f.DurationVar(&cfg.HealthyAfter, "healthy-after", 0, "how long a container runs before its exec health checks pass")
 	f.Float64Var(&cfg.UnhealthyFraction, "unhealthy-fraction", 0, "share of agents, 0 to 1, whose containers never pass a health check")
 	f.StringSliceVar(&cfg.SourceIPs, "source-ip", nil, "local address to dial the server from, in turn (repeatable or comma-separated)")

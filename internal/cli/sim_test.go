@@ -78,7 +78,7 @@ func TestSimRunsAgents(t *testing.T) {
 		cancel()
 		<-srvDone
 	}()
-	tok, err := srv.CreateEnrollToken(ctx, api.TokenRequest{Uses: 3})
+	tok, err := srv.CreateEnrollToken(ctx, api.TokenRequest{Uses: 3, AgentLabels: []string{"role"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,19 +26,30 @@ func newTokenCommand(e *env) *cobra.Command {
 
 func newTokenCreateCommand(e *env) *cobra.Command {
 	var (
-		ttl    time.Duration
-		uses   int
-		labels labelsValue
-		out    outputFormat
+		ttl         time.Duration
+		uses        int
+		labels      labelsValue
+		agentLabels []string
+		node        string
+		out         outputFormat
 	)
 	cmd := &cobra.Command{
-		Use:   "create [--ttl 1h] [--uses N] [--labels k=v,...]",
+		Use:   "create [--ttl 1h] [--uses N] [--labels k=v,...] [--agent-labels KEY,...] [--node NAME]",
 		Short: "Create an enrollment token and print it",
 		Long: `Create an enrollment token and print it on stdout. It is shown only now.
 
-The nodes that enroll with it get its labels, merged with their own --labels.
+The nodes that enroll with it get its labels. An agent's own --labels are
+accepted only for the keys named by --agent-labels ("*" for any key), or
+with the value the token sets; any other is refused, so that a host cannot
+pick the labels that would bring it other workloads and their secrets.
+
 A token is good for one enrollment within an hour unless --uses and --ttl say
-otherwise; the server refuses a --ttl longer than its --max-token-ttl.`,
+otherwise; the server refuses a --ttl longer than its --max-token-ttl.
+
+With --node NAME the token re-enrolls that existing node, for a host whose
+certificate expired while it was offline or was lost: the agent started with
+it and --name NAME gets a new certificate for the same node (same ID, labels
+and instances), and the node's older certificates are refused from then on.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 {
@@ -51,7 +62,7 @@ otherwise; the server refuses a --ttl longer than its --max-token-ttl.`,
 			if err != nil {
 				return err
 			}
-			req := api.TokenRequest{Uses: uses, Labels: labels.labels, TTL: ttl.String()}
+			req := api.TokenRequest{Uses: uses, Labels: labels.labels, AgentLabels: agentLabels, Node: node, TTL: ttl.String()}
 			tok, err := c.CreateToken(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -64,8 +75,12 @@ otherwise; the server refuses a --ttl longer than its --max-token-ttl.`,
 			// which every local user can read in /proc.
 			fmt.Fprintf(e.stderr, "Token %s: %s, %s. On each host, save it in a file only root can read, and enroll with:\n\n",
 				tok.ID, expiry(tok.ExpiresAt, e.now()), usesText(tok.MaxUses))
-			fmt.Fprintf(e.stderr, "  dockfleet agent --server %s --token-file /etc/dockfleet/agent.token --data-dir /var/lib/dockfleet/agent\n\n",
-				agentServerHint(c.Addr()))
+			name := ""
+			if tok.Node != "" {
+				name = " --name " + tok.Node
+			}
+			fmt.Fprintf(e.stderr, "  dockfleet agent --server %s --token-file /etc/dockfleet/agent.token%s --data-dir /var/lib/dockfleet/agent\n\n",
+				agentServerHint(c.Addr()), name)
 			fmt.Fprintf(e.stderr, "--server is the server's --agent-addr (port 7401 unless changed); $%s works too.\n", envAgentToken)
 			return nil
 		},
@@ -74,6 +89,8 @@ otherwise; the server refuses a --ttl longer than its --max-token-ttl.`,
 	f.DurationVar(&ttl, "ttl", server.DefaultTokenTTL, "how long the token is valid (at most the server's --max-token-ttl)")
 	f.IntVar(&uses, "uses", server.DefaultTokenUses, "how many agents may enroll with it")
 	f.Var(&labels, "labels", "labels for the nodes that enroll with it, k=v,k2=v2")
+	f.StringSliceVar(&agentLabels, "agent-labels", nil, `label keys whose values agents may choose with their --labels, k,k2 ("*": any)`)
+	f.StringVar(&node, "node", "", "re-enroll this existing node (name or ID) instead of enrolling new ones")
 	addOutputFlag(f, &out)
 	return cmd
 }

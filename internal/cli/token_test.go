@@ -67,3 +67,28 @@ func TestTokenRevoke(t *testing.T) {
 	r := runCLI(t, nil, "", f.args("token", "revoke", "tok-1")...)
 	checkOutput(t, r, exitOK, "token tok-1 revoked\n")
 }
+
+func TestTokenCreateForNode(t *testing.T) {
+	f := newFakeAPI(t)
+	f.on("POST /v1/tokens", http.StatusCreated, api.EnrollToken{ID: "tok-1", MaxUses: 1, Node: "web-1", Token: "dft_secret"})
+	r := runCLI(t, nil, "", f.args("token", "create", "--uses", "1", "--node", "web-1")...)
+	checkOutput(t, r, exitOK, "dft_secret\n")
+	if want := "--token-file /etc/dockfleet/agent.token --name web-1 "; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q does not say %q", r.stderr, want)
+	}
+	want := `{"ttl":"1h0m0s","uses":1,"node":"web-1"}`
+	if reqs := f.requests(); len(reqs) != 1 || reqs[0].Body != want {
+		t.Errorf("requests %+v; want one with body %s", reqs, want)
+	}
+}
+
+func TestTokenCreateAgentLabels(t *testing.T) {
+	f := newFakeAPI(t)
+	f.on("POST /v1/tokens", http.StatusCreated, api.EnrollToken{ID: "tok-1", Token: "dft_secret"})
+	r := runCLI(t, nil, "", f.args("token", "create", "--labels", "site=a", "--agent-labels", "role,zone")...)
+	checkOutput(t, r, exitOK, "dft_secret\n")
+	want := `{"ttl":"1h0m0s","uses":1,"labels":{"site":"a"},"agentLabels":["role","zone"]}`
+	if reqs := f.requests(); len(reqs) != 1 || reqs[0].Body != want {
+		t.Errorf("requests %+v; want one with body %s", reqs, want)
+	}
+}

@@ -234,6 +234,25 @@ func (c *Client) PatchNodeLabels(ctx context.Context, node string, patch api.Lab
 	return out, err
 }
 
+// RevokeNode revokes a node (name or ID): its certificate is refused from
+// then on and its connection closed. Revoking it again changes nothing.
+func (c *Client) RevokeNode(ctx context.Context, node string) (api.Node, error) {
+	var out api.Node
+	err := c.do(ctx, http.MethodPost, path("v1", "nodes", node, "revoke"), nil, nil, "", &out)
+	return out, err
+}
+
+// DeleteNode removes a node (name or ID) with its instances and refuses its
+// certificate from then on. A connected node is refused with a conflict
+// unless force is set.
+func (c *Client) DeleteNode(ctx context.Context, node string, force bool) error {
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	return c.do(ctx, http.MethodDelete, path("v1", "nodes", node), q, nil, "", nil)
+}
+
 // CreateToken makes an enrollment token; the answer is the only one that
 // carries its secret (Token).
 func (c *Client) CreateToken(ctx context.Context, r api.TokenRequest) (api.EnrollToken, error) {

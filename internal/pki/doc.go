@@ -11,7 +11,7 @@
 // it blindly. The agent sends a CSR with the token; the server names the node
 // in the certificate it signs (SignNode), and from then on every agent
 // connection is mutual TLS 1.3 and the node ID comes from the verified client
-// certificate (PeerNodeID), never from what the agent says.
+// certificate (PeerNode), never from what the agent says.
 //
 // Only the standard library's crypto is used. Keys are ECDSA P-256, which
 // every TLS stack supports.

@@ -20,7 +20,7 @@ func TestSaveLoadIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignNode(csr, "node-7", 24*time.Hour)
+	certPEM, err := ca.SignNode(csr, "node-7", 0, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestLoadIdentityErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		certPEM, err := ca.SignNode(csr, "n1", time.Hour)
+		certPEM, err := ca.SignNode(csr, "n1", 0, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,11 +162,11 @@ func TestSaveIdentityRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignNode(csr, "n1", time.Hour)
+	certPEM, err := ca.SignNode(csr, "n1", 0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherCertPEM, err := other.SignNode(csr, "n1", time.Hour)
+	otherCertPEM, err := other.SignNode(csr, "n1", 0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -43,16 +44,42 @@ func NewCSR(key crypto.Signer) ([]byte, error) {
 	return der, nil
 }
 
-// SignNode issues the client certificate of node nodeID for the key in the
-// DER CSR csrDER, valid for ttl (capped at the CA's expiry), and returns it in
-// PEM form. The CSR must be signed by its own key; everything else it asks
+// SignNode issues the client certificate of node nodeID, in its enrollment
+// epoch, for the key in the DER CSR csrDER, valid for ttl (capped at the
+// CA's expiry), and returns it in PEM form. The CSR must be signed by its own key; everything else it asks
 // for is ignored. The certificate names the node in its CommonName and in a
 // dockfleet://node/<id> URI, and is good for client authentication only, so
 // that a node's key can never pass for the server's.
-func (ca *CA) SignNode(csrDER []byte, nodeID string, ttl time.Duration) (certPEM []byte, err error) {
+func (ca *CA) SignNode(csrDER []byte, nodeID string, epoch int64, ttl time.Duration) (certPEM []byte, err error) {
 	if err := checkNodeID(nodeID); err != nil {
 		return nil, err
 	}
+	if epoch < 0 {
+		return nil, fmt.Errorf("%w: epoch %d is negative", ErrInvalidNodeID, epoch)
+	}
+	csr, err := CheckCSR(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: nodeID},
+		URIs:                  []*url.URL{nodeURI(nodeID, epoch)},
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	cert, err := ca.issue(tmpl, csr.PublicKey, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("issuing certificate of node %s: %w", nodeID, err)
+	}
+	return encodePEM(pemCertificate, cert.Raw), nil
+}
+
+// CheckCSR parses the DER CSR csrDER and checks what SignNode would: that
+// it is signed by its own key and that the key is of a type SignNode
+// accepts. Callers check before they record anything, so that a CSR that
+// cannot be signed changes nothing. Errors wrap ErrBadCSR.
+func CheckCSR(csrDER []byte) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
@@ -63,18 +90,7 @@ func (ca *CA) SignNode(csrDER []byte, nodeID string, ttl time.Duration) (certPEM
 	if err := checkNodeKey(csr.PublicKey); err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: nodeID},
-		URIs:                  []*url.URL{{Scheme: nodeURIScheme, Host: nodeURIHost, Path: "/" + nodeID}},
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
-	cert, err := ca.issue(tmpl, csr.PublicKey, ttl)
-	if err != nil {
-		return nil, fmt.Errorf("issuing certificate of node %s: %w", nodeID, err)
-	}
-	return encodePEM(pemCertificate, cert.Raw), nil
+	return csr, nil
 }
 
 // checkNodeKey accepts the key types TLS 1.3 can authenticate a client
@@ -110,8 +126,41 @@ func checkNodeID(id string) error {
 	return nil
 }
 
+// nodeURI is the URI SAN of node nodeID's certificates in epoch. The epoch
+// counts the node's re-enrollments (an operator's recovery of a node whose
+// certificate was lost or expired); the server refuses the certificates of
+// an earlier epoch. The first epoch, 0, is left out, as in the certificates
+// made before epochs existed.
+func nodeURI(nodeID string, epoch int64) *url.URL {
+	u := &url.URL{Scheme: nodeURIScheme, Host: nodeURIHost, Path: "/" + nodeID}
+	if epoch > 0 {
+		u.RawQuery = url.Values{"epoch": {strconv.FormatInt(epoch, 10)}}.Encode()
+	}
+	return u
+}
+
+// NodeEpoch returns the enrollment epoch of the node certificate cert; 0 when
+// it names none. Like NodeID it does not verify cert.
+func NodeEpoch(cert *x509.Certificate) (int64, error) {
+	for _, u := range cert.URIs {
+		if u.Scheme != nodeURIScheme || u.Host != nodeURIHost {
+			continue
+		}
+		e := u.Query().Get("epoch")
+		if e == "" {
+			return 0, nil
+		}
+		epoch, err := strconv.ParseInt(e, 10, 64)
+		if err != nil || epoch < 0 {
+			return 0, fmt.Errorf("%w: epoch %q is not a whole number", ErrNoNodeID, e)
+		}
+		return epoch, nil
+	}
+	return 0, ErrNoNodeID
+}
+
 // NodeID returns the ID of the node cert names. It does not verify cert:
-// callers pass a certificate TLS has verified (see PeerNodeID) or one they
+// callers pass a certificate TLS has verified (see PeerNode) or one they
 // just loaded and checked.
 func NodeID(cert *x509.Certificate) (string, error) {
 	for _, u := range cert.URIs {
@@ -127,13 +176,21 @@ func NodeID(cert *x509.Certificate) (string, error) {
 	return "", ErrNoNodeID
 }
 
-// PeerNodeID returns the node ID of the client on a connection the agent
-// endpoint accepted (AgentServerTLS). It reads the verified chain only, and
-// returns ErrNoClientCert when the client sent no certificate, as an
-// enrolling agent does: every handler but enrollment must refuse that.
-func PeerNodeID(cs tls.ConnectionState) (string, error) {
+// PeerNode returns the node ID and enrollment epoch of the client on a
+// connection the agent endpoint accepted (AgentServerTLS). It reads the
+// verified chain only, and returns ErrNoClientCert when the client sent no
+// certificate, as an enrolling agent does: every handler but enrollment must
+// refuse that.
+func PeerNode(cs tls.ConnectionState) (id string, epoch int64, err error) {
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
-		return "", ErrNoClientCert
+		return "", 0, ErrNoClientCert
 	}
-	return NodeID(cs.VerifiedChains[0][0])
+	leaf := cs.VerifiedChains[0][0]
+	if id, err = NodeID(leaf); err != nil {
+		return "", 0, err
+	}
+	if epoch, err = NodeEpoch(leaf); err != nil {
+		return "", 0, err
+	}
+	return id, epoch, nil
 }

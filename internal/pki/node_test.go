@@ -32,7 +32,7 @@ func TestSignNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignNode(csr, "n-1.a_b", time.Hour)
+	certPEM, err := ca.SignNode(csr, "n-1.a_b", 0, time.Hour)
 	if err != nil {
 		t.Fatalf("SignNode: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestSignNodeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			certPEM, err := ca.SignNode(tt.csr, tt.nodeID, tt.ttl)
+			certPEM, err := ca.SignNode(tt.csr, tt.nodeID, 0, tt.ttl)
 			if !errors.Is(err, tt.want) || (err == nil) != (tt.want == nil) {
 				t.Fatalf("got error %v; want %v", err, tt.want)
 			}
@@ -203,5 +203,33 @@ func TestNodeIDErrors(t *testing.T) {
 				t.Errorf("NodeID = %q, %v; want %q", id, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestCheckCSR(t *testing.T) {
+	key, err := NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckCSR(csr); err != nil {
+		t.Errorf("CheckCSR of a P-256 CSR: %v", err)
+	}
+	weak, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, weak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckCSR(csr); !errors.Is(err, ErrBadCSR) {
+		t.Errorf("CheckCSR of a P-224 CSR = %v; want ErrBadCSR", err)
+	}
+	if _, err := CheckCSR([]byte("junk")); !errors.Is(err, ErrBadCSR) {
+		t.Errorf("CheckCSR of junk = %v; want ErrBadCSR", err)
 	}
 }

@@ -31,7 +31,7 @@ func newTestIdentity(t *testing.T, ca *CA, nodeID string, ttl time.Duration) *Id
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignNode(csr, nodeID, ttl)
+	certPEM, err := ca.SignNode(csr, nodeID, 0, ttl)
 	if err != nil {
 		t.Fatalf("SignNode: %v", err)
 	}

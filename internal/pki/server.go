@@ -141,7 +141,7 @@ func (ca *CA) reusable(leaf *x509.Certificate, hosts []string) bool {
 	if !bytes.Equal(leaf.RawIssuer, ca.cert.RawSubject) || leaf.CheckSignatureFrom(ca.cert) != nil {
 		return false
 	}
-	if leaf.NotAfter.Sub(ca.now()) <= serverCertMinRemaining {
+	if ServerCertificateDue(leaf, ca.now()) {
 		return false
 	}
 	for _, h := range hosts {
@@ -154,6 +154,12 @@ func (ca *CA) reusable(leaf *x509.Certificate, hosts []string) bool {
 		}
 	}
 	return true
+}
+
+// ServerCertificateDue reports whether the server certificate leaf is due
+// for renewal at now: LoadOrCreateServerCertificate would replace it.
+func ServerCertificateDue(leaf *x509.Certificate, now time.Time) bool {
+	return leaf.NotAfter.Sub(now) <= serverCertMinRemaining
 }
 
 // writeServerCertificate stores the key, then the leaf and CA as one PEM

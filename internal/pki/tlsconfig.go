@@ -5,21 +5,59 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
+// ServerCert holds the certificate a server's listeners present. Set
+// replaces it for the handshakes that follow, so that a certificate renewed
+// while the server runs needs no restart; connections already made keep
+// theirs. It is safe for concurrent use.
+type ServerCert struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+// NewServerCert returns a ServerCert holding cert.
+func NewServerCert(cert tls.Certificate) *ServerCert {
+	s := &ServerCert{}
+	s.Set(cert)
+	return s
+}
+
+// Set makes cert the certificate of new handshakes.
+func (s *ServerCert) Set(cert tls.Certificate) { s.p.Store(&cert) }
+
+// Get returns the current certificate.
+func (s *ServerCert) Get() *tls.Certificate { return s.p.Load() }
+
+func (s *ServerCert) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.p.Load(), nil
+}
+
 // AgentServerTLS is the configuration of the agents' endpoint: TLS 1.3 only,
-// cert as the server certificate, and client certificates verified against
-// ca when sent. A client certificate is optional at the handshake because
-// the enrollment call comes before the agent has one; every other call must
-// check PeerNodeID. A certificate from another CA, an expired one, or one not
-// meant for client authentication fails the handshake.
-func AgentServerTLS(ca *CA, cert tls.Certificate) *tls.Config {
+// cert's certificate as the server's, and client certificates verified
+// against ca when sent. A client certificate is optional at the handshake
+// because the enrollment call comes before the agent has one; every other
+// call must check PeerNode. A certificate from another CA, an expired one,
+// or one not meant for client authentication fails the handshake, and so
+// does a node certificate that checkNode (if not nil) refuses: a revoked
+// node, or one from before the node's re-enrollment.
+func AgentServerTLS(ca *CA, cert *ServerCert, checkNode func(id string, epoch int64) error) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.Pool(),
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: cert.getCertificate,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      ca.Pool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if checkNode == nil || len(cs.VerifiedChains) == 0 {
+				return nil // an enrolling agent; its calls check PeerNode
+			}
+			id, epoch, err := PeerNode(cs)
+			if err != nil {
+				return err
+			}
+			return checkNode(id, epoch)
+		},
 	}
 }
 
@@ -42,11 +80,11 @@ var apiCipherSuites = []uint16{
 // accepts TLS 1.2 with forward-secret AEAD suites, which have no known
 // practical weakness; clients that can negotiate TLS 1.3, and Go's always
 // do. Used with http.Server.ServeTLS, HTTP/2 is offered as well.
-func APIServerTLS(cert tls.Certificate) *tls.Config {
+func APIServerTLS(cert *ServerCert) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		CipherSuites: apiCipherSuites,
-		Certificates: []tls.Certificate{cert},
+		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   apiCipherSuites,
+		GetCertificate: cert.getCertificate,
 	}
 }
 

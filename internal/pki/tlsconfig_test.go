@@ -62,14 +62,14 @@ func TestEnrollClientTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, tt.serverCert), EnrollClientTLS(tt.fingerprint, tt.serverName))
+			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(tt.serverCert), nil), EnrollClientTLS(tt.fingerprint, tt.serverName))
 			if tt.wantErr == nil && tt.wantMsg == "" {
 				if clientErr != nil || serverErr != nil {
 					t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
 				}
 				// Enrollment comes without a client certificate.
-				if _, err := PeerNodeID(state); !errors.Is(err, ErrNoClientCert) {
-					t.Errorf("PeerNodeID: got error %v; want %v", err, ErrNoClientCert)
+				if _, _, err := PeerNode(state); !errors.Is(err, ErrNoClientCert) {
+					t.Errorf("PeerNode: got error %v; want %v", err, ErrNoClientCert)
 				}
 				return
 			}
@@ -91,15 +91,15 @@ func TestAgentMTLS(t *testing.T) {
 	id := newTestIdentity(t, ca, "node-42", time.Hour)
 	for _, serverName := range []string{"127.0.0.1", "localhost"} {
 		t.Run(serverName, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, newTestServerCert(t, ca)), AgentClientTLS(id, serverName))
+			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), nil), AgentClientTLS(id, serverName))
 			if clientErr != nil || serverErr != nil {
 				t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
 			}
 			if state.Version != tls.VersionTLS13 {
 				t.Errorf("version %s; want TLS 1.3", tls.VersionName(state.Version))
 			}
-			if got, err := PeerNodeID(state); err != nil || got != "node-42" {
-				t.Errorf("PeerNodeID = %q, %v; want node-42", got, err)
+			if got, _, err := PeerNode(state); err != nil || got != "node-42" {
+				t.Errorf("PeerNode = %q, %v; want node-42", got, err)
 			}
 		})
 	}
@@ -138,7 +138,7 @@ func TestAgentServerRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, newTestServerCert(t, ca)), tt.client)
+			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), nil), tt.client)
 			if serverErr == nil || clientErr == nil {
 				t.Fatalf("client error %v, server error %v (peer certificates %d); want both", clientErr, serverErr, len(state.PeerCertificates))
 			}
@@ -153,7 +153,7 @@ func TestAgentClientRefusesOtherCA(t *testing.T) {
 	ca := newTestCA(t)
 	other := newTestCA(t)
 	id := newTestIdentity(t, ca, "n1", time.Hour)
-	_, serverErr, clientErr := handshake(t, AgentServerTLS(other, newTestServerCert(t, other)), AgentClientTLS(id, "127.0.0.1"))
+	_, serverErr, clientErr := handshake(t, AgentServerTLS(other, NewServerCert(newTestServerCert(t, other)), nil), AgentClientTLS(id, "127.0.0.1"))
 	var unknown x509.UnknownAuthorityError
 	if !errors.As(clientErr, &unknown) {
 		t.Errorf("client error %v; want %T", clientErr, unknown)
@@ -187,7 +187,7 @@ func TestAPIServerTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, APIServerTLS(newTestServerCert(t, ca)), tt.client)
+			state, serverErr, clientErr := handshake(t, APIServerTLS(NewServerCert(newTestServerCert(t, ca))), tt.client)
 			if tt.wantVersion == 0 {
 				if clientErr == nil || serverErr == nil {
 					t.Fatalf("client error %v, server error %v; want both", clientErr, serverErr)
@@ -226,5 +226,43 @@ func TestCAFileClientTLSErrors(t *testing.T) {
 				t.Errorf("got error %v; want %v", err, ErrInvalidPEM)
 			}
 		})
+	}
+}
+
+// A node certificate carries its enrollment epoch, and the agent endpoint
+// refuses at the handshake what its checkNode refuses.
+func TestAgentServerChecksNode(t *testing.T) {
+	ca := newTestCA(t)
+	key, err := NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.SignNode(csr, "node-7", 3, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := SaveIdentity(t.TempDir(), key, certPEM, ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seenID string
+	var seenEpoch int64
+	allow := func(id string, epoch int64) error { seenID, seenEpoch = id, epoch; return nil }
+	state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), allow), AgentClientTLS(id, "127.0.0.1"))
+	if serverErr != nil || clientErr != nil {
+		t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
+	}
+	if gotID, gotEpoch, err := PeerNode(state); err != nil || gotID != "node-7" || gotEpoch != 3 || seenID != "node-7" || seenEpoch != 3 {
+		t.Errorf("PeerNode = %q, %d, %v; checkNode saw %q, %d; want node-7, 3", gotID, gotEpoch, err, seenID, seenEpoch)
+	}
+	refused := errors.New("node-7 was revoked")
+	deny := func(string, int64) error { return refused }
+	_, serverErr, _ = handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), deny), AgentClientTLS(id, "127.0.0.1"))
+	if !errors.Is(serverErr, refused) {
+		t.Errorf("server error %v; want %v", serverErr, refused)
 	}
 }

@@ -61,7 +61,7 @@ const abuseTokenUses = 10_000
 type abuseFleet struct {
 	srv   *Server
 	api   *client.Client
-	token string // an enrollment token of abuseTokenUses uses
+	token string // an enrollment token of abuseTokenUses uses that lets agents choose their labels
 	host  string // the server name agents verify
 	logs  lockedBuffer
 	// events are the good agents' (sim.Event lines).
@@ -102,7 +102,7 @@ func startAbuseFleet(t *testing.T, cfg Config) *abuseFleet {
 	if f.api, err = client.New(client.Config{Addr: srv.APIURL(), Token: strings.TrimSpace(string(tok)), CACertFile: srv.CAFile()}); err != nil {
 		t.Fatal(err)
 	}
-	et, err := f.api.CreateToken(context.Background(), api.TokenRequest{Uses: abuseTokenUses})
+	et, err := f.api.CreateToken(context.Background(), api.TokenRequest{Uses: abuseTokenUses, AgentLabels: []string{"*"}})
 	if err != nil {
 		t.Fatal(err)
 	}

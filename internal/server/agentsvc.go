@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,11 @@ func checkVersion(v uint32) error {
 
 var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
 
+// nodeIDRE matches what newID makes. No node may take such a name: the API
+// looks nodes up by ID first, so a name equal to another node's ID would let
+// an operator's command land on the wrong node.
+var nodeIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
 // Enroll checks an enrollment token and signs the agent's CSR with a
 // certificate naming its new node ID. What costs nothing comes first: the
 // source's failure count, then the token's form and CA fingerprint; the
@@ -69,6 +76,9 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 	if !nodeNameRE.MatchString(req.Name) {
 		return nil, status.Errorf(codes.InvalidArgument, "node name %q is invalid: use 1-63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", req.Name)
 	}
+	if nodeIDRE.MatchString(req.Name) {
+		return nil, status.Errorf(codes.InvalidArgument, "node name %q is invalid: 16 lowercase hex digits is the form of a node ID; choose another --name", req.Name)
+	}
 	for k, v := range req.Labels {
 		if err := spec.ValidateLabelKey(k); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "label %q: %v", k, err)
@@ -77,21 +87,16 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 			return nil, status.Errorf(codes.InvalidArgument, "label %s=%q: %v", k, v, err)
 		}
 	}
-	csr, err := x509.ParseCertificateRequest(req.Csr)
-	if err == nil {
-		err = csr.CheckSignature()
-	}
-	if err != nil {
+	// A CSR the CA cannot sign is refused before the store counts a use of
+	// the token or records the node.
+	if _, err := pki.CheckCSR(req.Csr); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
 
 	now := time.Now().UTC()
 	node := api.Node{ID: newID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
 		LastSeen: now, CreatedAt: now, Facts: factsFromProto(req.Facts)}
-	for k, v := range req.Labels {
-		node.Labels[k] = v
-	}
-	check := func(t api.EnrollToken, hash string) error {
+	check := func(t api.EnrollToken, hash string, existing *api.Node) error {
 		switch {
 		case !pki.SecretMatches(secret, hash):
 			return status.Errorf(codes.Unauthenticated, "enrollment token %s is not valid", tokenID)
@@ -102,18 +107,31 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		case t.MaxUses > 0 && t.Uses >= t.MaxUses:
 			return status.Errorf(codes.Unauthenticated, "enrollment token %s is used up (%d of %d uses)", tokenID, t.Uses, t.MaxUses)
 		}
-		// The administrator's token labels win over what the agent asks for.
+		if t.Node != "" {
+			return checkReEnroll(t, req, existing)
+		}
+		if existing != nil {
+			return nameTaken(req.Name)
+		}
+		// The token decides the labels: its own, and the values an agent
+		// asks for only of the keys it lets agents choose.
+		if err := tokenAllows(t, req.Labels); err != nil {
+			return err
+		}
+		for k, v := range req.Labels {
+			node.Labels[k] = v
+		}
 		for k, v := range t.Labels {
 			node.Labels[k] = v
 		}
 		return nil
 	}
-	node, err = s.store.Enroll(ctx, tokenID, check, node)
+	enrolled, err := s.store.Enroll(ctx, tokenID, check, node)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, status.Errorf(codes.Unauthenticated, "enrollment token %s is not known to this server", tokenID)
 	case errors.Is(err, store.ErrExists):
-		return nil, status.Errorf(codes.AlreadyExists, "a node named %q is already enrolled; start this agent with another --name", req.Name)
+		return nil, nameTaken(req.Name)
 	case err != nil:
 		if _, ok := status.FromError(err); ok {
 			s.log.Warn("enrollment refused", "token_id", tokenID, "name", req.Name, "err", err)
@@ -125,7 +143,8 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		s.log.Error("enrollment failed", "err", err)
 		return nil, status.Error(codes.Unavailable, "enrollment could not be recorded now; retrying is safe")
 	}
-	cert, err := s.ca.SignNode(req.Csr, node.ID, s.cfg.NodeCertTTL)
+	node = enrolled
+	cert, err := s.ca.SignNode(req.Csr, node.ID, node.Epoch, s.cfg.NodeCertTTL)
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
@@ -133,33 +152,112 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		s.log.Error("signing node certificate", "node_id", node.ID, "err", err)
 		return nil, status.Error(codes.Internal, "signing the node certificate failed; see the server log")
 	}
+	if node.Epoch > 0 {
+		// The certificates of the node's earlier epochs are refused from
+		// now on, and the connections made with them closed.
+		s.gate.reenrolled(node.ID, node.Epoch)
+		s.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
+		s.fleet.need(reloadNodes)
+		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: s.ca.CertPEM()}, nil
+	}
 	s.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
 	s.fleet.enrolled(node)
 	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: s.ca.CertPEM()}, nil
 }
 
-// peerNodeID reads the node ID from the verified client certificate.
-func peerNodeID(ctx context.Context) (string, error) {
+// nameTaken refuses a new node the name of an enrolled one.
+func nameTaken(name string) error {
+	return status.Errorf(codes.AlreadyExists, "a node named %q is already enrolled; start this agent with another --name, "+
+		"or, to recover that node (its certificate expired or was lost), enroll with a token made for it: dockfleet token create --node %s",
+		name, name)
+}
+
+// checkReEnroll checks an enrollment with a token made for one node: the
+// agent must ask for that node's name, the node must exist and not be
+// revoked, and the agent cannot change its labels (it may repeat them).
+func checkReEnroll(t api.EnrollToken, req *agentproto.EnrollRequest, existing *api.Node) error {
+	switch {
+	case req.Name != t.Node:
+		return status.Errorf(codes.PermissionDenied, "enrollment token %s re-enrolls node %q only, not %q; start the agent with --name %s",
+			t.ID, t.Node, req.Name, t.Node)
+	case existing == nil:
+		return status.Errorf(codes.FailedPrecondition, "no node named %q is enrolled to re-enroll; enroll it with a token made without --node", t.Node)
+	case existing.State == api.NodeRevoked:
+		return status.Errorf(codes.FailedPrecondition, "node %q was revoked and cannot re-enroll; remove it (dockfleet node rm %s) and enroll the host as a new node",
+			t.Node, t.Node)
+	}
+	for _, k := range slices.Sorted(maps.Keys(req.Labels)) {
+		if v, ok := existing.Labels[k]; !ok || v != req.Labels[k] {
+			return status.Errorf(codes.InvalidArgument, "label %s=%s: a re-enrolling node keeps its labels (%s); change them with dockfleet node label",
+				k, req.Labels[k], labelList(existing.Labels))
+		}
+	}
+	return nil
+}
+
+// tokenAllows checks the labels an agent asks for against what the token
+// lets it choose: the value the token sets for a key, or any value of a key
+// in its AgentLabels ("*": any key).
+func tokenAllows(t api.EnrollToken, labels map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		v := labels[k]
+		if tv, ok := t.Labels[k]; ok {
+			if tv != v {
+				return status.Errorf(codes.InvalidArgument, "label %s=%s: enrollment token %s sets %s=%s; drop the label or ask for that value", k, v, t.ID, k, tv)
+			}
+			continue
+		}
+		if !slices.Contains(t.AgentLabels, k) && !slices.Contains(t.AgentLabels, "*") {
+			allowed := "no label keys"
+			if len(t.AgentLabels) > 0 {
+				allowed = "the label keys " + strings.Join(t.AgentLabels, ", ")
+			}
+			return status.Errorf(codes.InvalidArgument, "label %s=%s: enrollment token %s lets agents choose %s (and sets %s); "+
+				"drop the label, set it later with dockfleet node label, or enroll with a token made with --agent-labels %s",
+				k, v, t.ID, allowed, labelList(t.Labels), k)
+		}
+	}
+	return nil
+}
+
+// labelList writes labels as k=v,k2=v2, sorted, or "none".
+func labelList(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "none"
+	}
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		kv = append(kv, k+"="+labels[k])
+	}
+	return strings.Join(kv, ",")
+}
+
+// peerNodeID reads the node ID and certificate epoch from the verified
+// client certificate, and refuses a node the gate refuses.
+func (s *Server) peerNodeID(ctx context.Context) (string, int64, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", status.Error(codes.Unauthenticated, "no peer")
+		return "", 0, status.Error(codes.Unauthenticated, "no peer")
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return "", status.Error(codes.Unauthenticated, "the agent protocol needs TLS")
+		return "", 0, status.Error(codes.Unauthenticated, "the agent protocol needs TLS")
 	}
-	id, err := pki.PeerNodeID(info.State)
+	id, epoch, err := pki.PeerNode(info.State)
 	if err != nil {
-		return "", status.Errorf(codes.Unauthenticated, "a node client certificate is required; enroll first: %v", err)
+		return "", 0, status.Errorf(codes.Unauthenticated, "a node client certificate is required; enroll first: %v", err)
 	}
-	return id, nil
+	if err := s.gate.check(id, epoch); err != nil {
+		return "", 0, status.Error(codes.PermissionDenied, err.Error())
+	}
+	return id, epoch, nil
 }
 
 // Connect serves one agent's stream for as long as it stays up.
 func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	s := a.s
 	ctx := stream.Context()
-	nodeID, err := peerNodeID(ctx)
+	nodeID, _, err := s.peerNodeID(ctx)
 	if err != nil {
 		return err
 	}
@@ -322,17 +420,24 @@ func factsFromProto(f *agentproto.Facts) api.Facts {
 // Renew signs a fresh certificate for the node its current one names.
 func (a *agentService) Renew(ctx context.Context, req *agentproto.RenewRequest) (*agentproto.RenewResponse, error) {
 	s := a.s
-	nodeID, err := peerNodeID(ctx)
+	nodeID, epoch, err := s.peerNodeID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.store.GetNode(ctx, nodeID); err != nil {
+	node, err := s.store.GetNode(ctx, nodeID)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", nodeID)
 		}
 		return nil, status.Error(codes.Internal, "reading node; see the server log")
 	}
-	cert, err := s.ca.SignNode(req.Csr, nodeID, s.cfg.NodeCertTTL)
+	// The gate refused the node if it was revoked or re-enrolled since;
+	// the store says so too, for a node revoked a moment ago.
+	if node.State == api.NodeRevoked || epoch != node.Epoch {
+		s.log.Warn("renewal refused", "node_id", nodeID, "state", node.State, "cert_epoch", epoch, "epoch", node.Epoch)
+		return nil, status.Errorf(codes.PermissionDenied, "node %s may not renew its certificate: it was revoked or re-enrolled", nodeID)
+	}
+	cert, err := s.ca.SignNode(req.Csr, nodeID, node.Epoch, s.cfg.NodeCertTTL)
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}

@@ -44,6 +44,8 @@ func (s *Server) routes() http.Handler {
 	handle("GET /v1/nodes", s.listNodes)
 	handle("GET /v1/nodes/{node}", s.getNode)
 	handle("PATCH /v1/nodes/{node}/labels", s.patchNodeLabels)
+	handle("POST /v1/nodes/{node}/revoke", s.revokeNode)
+	handle("DELETE /v1/nodes/{node}", s.deleteNode)
 	handle("POST /v1/tokens", s.createToken)
 	handle("GET /v1/tokens", s.listTokens)
 	handle("DELETE /v1/tokens/{id}", s.revokeToken)
@@ -137,13 +139,14 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// findNode resolves a node by ID or by name.
-func (s *Server) findNode(r *http.Request, ref string) (api.Node, error) {
-	n, err := s.store.GetNode(r.Context(), ref)
+// findNode resolves a node by ID or by name. No name has the form of an
+// ID (Enroll refuses those), so the two cannot be confused.
+func (s *Server) findNode(ctx context.Context, ref string) (api.Node, error) {
+	n, err := s.store.GetNode(ctx, ref)
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		return n, err
 	}
-	nodes, err := s.store.ListNodes(r.Context())
+	nodes, err := s.store.ListNodes(ctx)
 	if err != nil {
 		return api.Node{}, err
 	}
@@ -156,7 +159,7 @@ func (s *Server) findNode(r *http.Request, ref string) (api.Node, error) {
 }
 
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
-	n, err := s.findNode(r, r.PathValue("node"))
+	n, err := s.findNode(r.Context(), r.PathValue("node"))
 	if err != nil {
 		return err
 	}
@@ -185,7 +188,7 @@ func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Liveness writes the same row; retry a few times on a version race.
 	for attempt := 0; ; attempt++ {
-		n, err := s.findNode(r, r.PathValue("node"))
+		n, err := s.findNode(r.Context(), r.PathValue("node"))
 		if err != nil {
 			return err
 		}
@@ -213,6 +216,48 @@ func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, n)
 		return nil
 	}
+}
+
+// revokeNode revokes a node's identity: its certificates are refused from
+// now on, its connections are closed, and its instances count as lost.
+// Revoking a revoked node changes nothing.
+func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
+	n, err := s.findNode(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	n, err = s.store.RevokeNode(r.Context(), n.ID, "revoked", time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	s.gate.revoke(n.ID)
+	s.fleet.revoked(n.ID)
+	s.log.Warn("node revoked", "node_id", n.ID, "name", n.Name)
+	s.fleet.live(&n)
+	writeJSON(w, http.StatusOK, n)
+	return nil
+}
+
+// deleteNode removes a node: its row and instances go (placement moves what
+// they ran, as for a node that left), and its identity is refused from now
+// on. A connected node is removed only with ?force=true.
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
+	force := r.URL.Query().Get("force") == "true"
+	n, err := s.findNode(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	if !force && s.fleet.connected(n.ID) {
+		return conflict{fmt.Sprintf("node %s (%s) is connected: stop its agent first, or remove it anyway with dockfleet node rm --force (its connection is closed)", n.Name, n.ID)}
+	}
+	if err := s.store.DeleteNode(r.Context(), n.ID, "removed", time.Now().UTC()); err != nil {
+		return err
+	}
+	s.gate.revoke(n.ID)
+	s.fleet.removed(n.ID)
+	s.log.Warn("node removed", "node_id", n.ID, "name", n.Name, "forced", force)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
@@ -243,7 +288,8 @@ const (
 // CreateEnrollToken makes an enrollment token, as POST /v1/tokens does. The
 // answer is the only place its secret appears.
 func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (api.EnrollToken, error) {
-	t := api.EnrollToken{ID: pki.NewTokenID(), Labels: req.Labels, MaxUses: req.Uses, CreatedAt: time.Now().UTC()}
+	t := api.EnrollToken{ID: pki.NewTokenID(), Labels: req.Labels, MaxUses: req.Uses, CreatedAt: time.Now().UTC(),
+		AgentLabels: req.AgentLabels, Node: req.Node}
 	ttl := DefaultTokenTTL
 	if req.TTL != "" {
 		var err error
@@ -268,6 +314,32 @@ func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (a
 		if err := spec.ValidateLabelValue(v); err != nil {
 			return t, badRequestf("labels: %s=%q: %v", k, v, err)
 		}
+	}
+	for _, k := range req.AgentLabels {
+		if k == "*" {
+			continue
+		}
+		if err := spec.ValidateLabelKey(k); err != nil {
+			return t, badRequestf("agentLabels: %q: %v", k, err)
+		}
+	}
+	if req.Node != "" {
+		// A re-enrollment token names a node that exists, and is for it
+		// alone: the node keeps its labels.
+		n, err := s.findNode(ctx, req.Node)
+		if err != nil {
+			return t, err
+		}
+		if n.State == api.NodeRevoked {
+			return t, conflict{fmt.Sprintf("node %s was revoked and cannot re-enroll; remove it (dockfleet node rm %s) and enroll the host as a new node", n.Name, n.Name)}
+		}
+		if len(req.Labels)+len(req.AgentLabels) > 0 {
+			return t, badRequestf("node: a re-enrollment token keeps the node's labels; give no labels or agentLabels")
+		}
+		if req.Uses > 1 {
+			return t, badRequestf("uses: a re-enrollment token is good for one use; make another for a later recovery")
+		}
+		t.Node, t.MaxUses = n.Name, 1
 	}
 	secret := pki.NewSecret()
 	if err := s.store.CreateEnrollToken(ctx, t, pki.HashSecret(secret)); err != nil {

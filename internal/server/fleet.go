@@ -420,9 +420,10 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 			f.nodes[n.ID] = ln
 		}
 		ln.name = n.Name
+		// A revoked node is lost at once: it will not come back.
 		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
 			Ready: ln.state == api.NodeReady,
-			Lost:  ln.state != api.NodeReady && ln.silence(now) > f.s.cfg.RescheduleAfter})
+			Lost:  ln.state == api.NodeRevoked || ln.state != api.NodeReady && ln.silence(now) > f.s.cfg.RescheduleAfter})
 	}
 	f.mu.Unlock()
 
@@ -565,6 +566,33 @@ func (f *fleet) enrolledNode(ctx context.Context, id string) error {
 	return nil
 }
 
+// revoked records that node id was revoked: its instances are lost.
+func (f *fleet) revoked(id string) {
+	f.mu.Lock()
+	if ln := f.nodes[id]; ln != nil {
+		ln.state = api.NodeRevoked
+	}
+	f.mu.Unlock()
+	f.need(reloadNodes | place)
+}
+
+// removed forgets node id, which the store no longer has: its instances
+// are gone, and placement moves what they ran.
+func (f *fleet) removed(id string) {
+	f.mu.Lock()
+	delete(f.nodes, id)
+	f.mu.Unlock()
+	f.need(reloadNodes | reloadInstances | place)
+}
+
+// connected reports whether node id has a stream open.
+func (f *fleet) connected(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ln := f.nodes[id]
+	return ln != nil && ln.session != nil
+}
+
 // connect registers an agent's stream, replacing an older one of the same
 // node, and queues the node's current desired state on it.
 func (f *fleet) connect(nodeID string, hello *agentproto.Hello) *session {
@@ -581,7 +609,9 @@ func (f *fleet) connect(nodeID string, hello *agentproto.Hello) *session {
 	ln.session = sess
 	ln.lastSeen = time.Now()
 	wasReady := ln.state == api.NodeReady
-	ln.state = api.NodeReady
+	if ln.state != api.NodeRevoked { // a stream that raced its node's revocation
+		ln.state = api.NodeReady
+	}
 	if ln.desired != nil {
 		sess.push(ln.desired)
 	}
@@ -608,7 +638,7 @@ func (f *fleet) disconnect(sess *session) {
 func (f *fleet) heartbeat(nodeID string, hb *agentproto.Heartbeat) {
 	f.mu.Lock()
 	ln := f.nodes[nodeID]
-	if ln == nil {
+	if ln == nil || ln.state == api.NodeRevoked {
 		f.mu.Unlock()
 		return
 	}

@@ -25,7 +25,7 @@ func TestRestartGivesNodesTimeToReconnect(t *testing.T) {
 	}
 	hourAgo := time.Now().Add(-time.Hour).UTC()
 	node := api.Node{ID: "n1", Name: "edge-1", Labels: map[string]string{}, State: api.NodeReady, LastSeen: hourAgo, CreatedAt: hourAgo}
-	if _, err := first.store.Enroll(ctx, tok.ID, func(api.EnrollToken, string) error { return nil }, node); err != nil {
+	if _, err := first.store.Enroll(ctx, tok.ID, func(api.EnrollToken, string, *api.Node) error { return nil }, node); err != nil {
 		t.Fatal(err)
 	}
 	first.apiLn.Close()

@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -159,6 +158,9 @@ type Server struct {
 	debugLn  net.Listener
 	grpc     *grpc.Server
 	fleet    *fleet
+	gate     *nodeGate
+	cert     *pki.ServerCert
+	hosts    []string // the server certificate's
 	events   *eventBell
 	adminTok string // path
 }
@@ -198,7 +200,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
+		events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token")}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -208,8 +211,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if s.gate, err = loadNodeGate(ctx, st, s.log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.checkFDLimit(ctx)
-	if err := s.listen(cert); err != nil {
+	if err := s.listen(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -225,7 +232,7 @@ func serverHosts() []string {
 	return hosts
 }
 
-func (s *Server) listen(cert tls.Certificate) error {
+func (s *Server) listen() error {
 	var err error
 	s.apiLn, err = net.Listen("tcp", s.cfg.APIAddr)
 	if err != nil {
@@ -240,12 +247,12 @@ func (s *Server) listen(cert tls.Certificate) error {
 	s.agentLn = limits.listener(s.agentLn)
 	s.http = &http.Server{
 		Handler:           s.routes(),
-		TLSConfig:         pki.APIServerTLS(cert),
+		TLSConfig:         pki.APIServerTLS(s.cert),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(pki.AgentServerTLS(s.ca, cert))),
+		grpc.Creds(gatedCreds{credentials.NewTLS(pki.AgentServerTLS(s.ca, s.cert, s.gate.check)), s.gate}),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
 		grpc.InTapHandle(limits.tap),
 		// gRPC waits 120s by default for a new connection's TLS and
@@ -315,6 +322,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.fleet.writeNodes(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.renewServerCertificate(ctx)
+	}()
 	if s.debug != nil {
 		wg.Add(1)
 		go func() {
@@ -346,6 +358,43 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return err
+}
+
+// serverCertCheckInterval is how often a running server looks at its
+// certificate's expiry; it renews it a month before (pki.ServerCertificateDue).
+const serverCertCheckInterval = time.Hour
+
+// renewServerCertificate renews the server certificate in place, for new
+// handshakes on both listeners, when it is due, until ctx ends: a server
+// that runs for longer than its certificate lives needs no restart.
+func (s *Server) renewServerCertificate(ctx context.Context) {
+	t := time.NewTicker(serverCertCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.checkServerCertificate()
+	}
+}
+
+// checkServerCertificate replaces the server certificate if it is due,
+// with the one LoadOrCreateServerCertificate stores (a new one, unless an
+// operator put a fresh one in the data dir). A failure is logged and tried
+// again at the next check; the old certificate serves meanwhile.
+func (s *Server) checkServerCertificate() {
+	if !pki.ServerCertificateDue(s.cert.Get().Leaf, time.Now()) {
+		return
+	}
+	cert, err := pki.LoadOrCreateServerCertificate(s.cfg.DataDir, s.ca, s.hosts)
+	if err != nil {
+		s.log.Error("renewing server certificate; will retry", "expires", s.cert.Get().Leaf.NotAfter, "err", err)
+		return
+	}
+	s.cert.Set(cert)
+	s.log.Info("server certificate renewed", "expires", cert.Leaf.NotAfter)
 }
 
 // APIURL is the REST API's base URL, e.g. https://127.0.0.1:7400.

@@ -57,7 +57,7 @@ func startServer(t *testing.T) *testServer {
 
 func (ts *testServer) token(t *testing.T, uses int) string {
 	t.Helper()
-	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses})
+	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses, AgentLabels: []string{"role"}})
 	if err != nil {
 		t.Fatal(err)
 	}

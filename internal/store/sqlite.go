@@ -153,28 +153,38 @@ func (s *SQLite) APITokenHash(ctx context.Context, id string) (string, error) {
 }
 
 func (s *SQLite) CreateEnrollToken(ctx context.Context, t api.EnrollToken, secretHash string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, secretHash, toJSON(t.Labels), nanos(t.ExpiresAt), t.MaxUses, t.Uses, t.Revoked, nanos(t.CreatedAt))
+	agentLabels := t.AgentLabels
+	if agentLabels == nil {
+		agentLabels = []string{}
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at, node, agent_labels)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, secretHash, toJSON(t.Labels), nanos(t.ExpiresAt), t.MaxUses, t.Uses, t.Revoked, nanos(t.CreatedAt), t.Node, toJSON(agentLabels))
 	if isUnique(err) {
 		return fmt.Errorf("enrollment token %s: %w", t.ID, ErrExists)
 	}
 	return err
 }
 
-const enrollTokenCols = `id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at`
+const enrollTokenCols = `id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at, node, agent_labels`
 
 func scanEnrollToken(row interface{ Scan(...any) error }) (api.EnrollToken, string, error) {
 	var (
-		t                api.EnrollToken
-		hash, labels     string
-		expires, created int64
+		t                         api.EnrollToken
+		hash, labels, agentLabels string
+		expires, created          int64
 	)
-	if err := row.Scan(&t.ID, &hash, &labels, &expires, &t.MaxUses, &t.Uses, &t.Revoked, &created); err != nil {
+	if err := row.Scan(&t.ID, &hash, &labels, &expires, &t.MaxUses, &t.Uses, &t.Revoked, &created, &t.Node, &agentLabels); err != nil {
 		return t, "", err
 	}
 	if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
 		return t, "", fmt.Errorf("enrollment token %s labels: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(agentLabels), &t.AgentLabels); err != nil {
+		return t, "", fmt.Errorf("enrollment token %s agent labels: %w", t.ID, err)
+	}
+	if len(t.AgentLabels) == 0 {
+		t.AgentLabels = nil
 	}
 	t.ExpiresAt, t.CreatedAt = fromNanos(expires), fromNanos(created)
 	return t, hash, nil
@@ -208,7 +218,7 @@ func (s *SQLite) RevokeEnrollToken(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *SQLite) Enroll(ctx context.Context, tokenID string, check func(api.EnrollToken, string) error, n api.Node) (api.Node, error) {
+func (s *SQLite) Enroll(ctx context.Context, tokenID string, check func(api.EnrollToken, string, *api.Node) error, n api.Node) (api.Node, error) {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		t, hash, err := scanEnrollToken(tx.QueryRowContext(ctx, `SELECT `+enrollTokenCols+` FROM enroll_tokens WHERE id = ?`, tokenID))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -217,14 +227,34 @@ func (s *SQLite) Enroll(ctx context.Context, tokenID string, check func(api.Enro
 		if err != nil {
 			return err
 		}
-		if err := check(t, hash); err != nil {
+		var existing *api.Node
+		switch old, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM nodes WHERE name = ?`, n.Name)); {
+		case err == nil:
+			existing = &old
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		if err := check(t, hash, existing); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?`, tokenID); err != nil {
 			return err
 		}
-		n.Version = 1
-		return insertNode(ctx, tx, n)
+		if t.Node == "" {
+			n.Version = 1
+			return insertNode(ctx, tx, n)
+		}
+		if existing == nil || existing.Name != t.Node {
+			return fmt.Errorf("node %q: %w", t.Node, ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET epoch = epoch + 1, facts = ?, version = version + 1 WHERE id = ?`,
+			toJSON(n.Facts), existing.ID); err != nil {
+			return err
+		}
+		n = *existing
+		n.Epoch++
+		n.Version++
+		return nil
 	})
 	return n, err
 }
@@ -239,7 +269,7 @@ func insertNode(ctx context.Context, tx *sql.Tx, n api.Node) error {
 	return err
 }
 
-const nodeCols = `id, name, labels, state, last_seen, error, facts, usage, created_at, version`
+const nodeCols = `id, name, labels, state, last_seen, error, facts, usage, created_at, version, epoch`
 
 func scanNode(row interface{ Scan(...any) error }) (api.Node, error) {
 	var (
@@ -247,7 +277,7 @@ func scanNode(row interface{ Scan(...any) error }) (api.Node, error) {
 		labels, facts, usage string
 		lastSeen, created    int64
 	)
-	if err := row.Scan(&n.ID, &n.Name, &labels, &n.State, &lastSeen, &n.Error, &facts, &usage, &created, &n.Version); err != nil {
+	if err := row.Scan(&n.ID, &n.Name, &labels, &n.State, &lastSeen, &n.Error, &facts, &usage, &created, &n.Version, &n.Epoch); err != nil {
 		return n, err
 	}
 	for _, f := range []struct {
@@ -307,6 +337,75 @@ func (s *SQLite) UpdateNode(ctx context.Context, n api.Node) (api.Node, error) {
 	return n, nil
 }
 
+func (s *SQLite) RevokeNode(ctx context.Context, id, reason string, at time.Time) (api.Node, error) {
+	var n api.Node
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if n, err = revokeNode(ctx, tx, id, reason, at); err != nil {
+			return err
+		}
+		if n.State == api.NodeRevoked {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET state = ?, version = version + 1 WHERE id = ?`, api.NodeRevoked, id); err != nil {
+			return err
+		}
+		n.State = api.NodeRevoked
+		n.Version++
+		return nil
+	})
+	return n, err
+}
+
+func (s *SQLite) DeleteNode(ctx context.Context, id, reason string, at time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := revokeNode(ctx, tx, id, reason, at); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM instances WHERE node_id = ?`, id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id)
+		return err
+	})
+}
+
+// revokeNode adds node id to the revoked identities, unless it is there
+// already, and returns the node as it was.
+func revokeNode(ctx context.Context, tx *sql.Tx, id, reason string, at time.Time) (api.Node, error) {
+	n, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM nodes WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, fmt.Errorf("node %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return n, err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO revoked_nodes (node_id, name, reason, revoked_at) VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO NOTHING`,
+		id, n.Name, reason, nanos(at))
+	return n, err
+}
+
+func (s *SQLite) ListRevokedNodes(ctx context.Context) ([]RevokedNode, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT node_id, name, reason, revoked_at FROM revoked_nodes ORDER BY revoked_at, node_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []RevokedNode
+	for rows.Next() {
+		var (
+			r  RevokedNode
+			at int64
+		)
+		if err := rows.Scan(&r.ID, &r.Name, &r.Reason, &at); err != nil {
+			return nil, err
+		}
+		r.At = fromNanos(at)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 func (s *SQLite) SetLastSeen(ctx context.Context, seen map[string]time.Time) error {
 	if len(seen) == 0 {
 		return nil
@@ -333,7 +432,10 @@ func (s *SQLite) UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error 
 		return nil
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = ?, error = ?, facts = coalesce(?, facts), last_seen = max(last_seen, ?), version = version + 1 WHERE id = ?`)
+		// A revoked node stays revoked, whatever a status written
+		// from memory just before the revocation says.
+		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET state = CASE state WHEN 'revoked' THEN state ELSE ? END,
+			error = ?, facts = coalesce(?, facts), last_seen = max(last_seen, ?), version = version + 1 WHERE id = ?`)
 		if err != nil {
 			return err
 		}

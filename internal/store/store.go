@@ -35,8 +35,11 @@ type Store interface {
 	RevokeEnrollToken(ctx context.Context, id string) error
 	// Enroll runs check on enrollment token tokenID and, if it passes, counts
 	// one use of the token and creates node n, all in one transaction, so a
-	// token's use limit holds under concurrent enrollments.
-	Enroll(ctx context.Context, tokenID string, check func(t api.EnrollToken, secretHash string) error, n api.Node) (api.Node, error)
+	// token's use limit holds under concurrent enrollments. check also gets
+	// the node already named n.Name, nil if none. A token bound to a node
+	// (t.Node) creates nothing: it re-enrolls that node, which must exist,
+	// raising its epoch by one and recording n's facts, and returns it.
+	Enroll(ctx context.Context, tokenID string, check func(t api.EnrollToken, secretHash string, existing *api.Node) error, n api.Node) (api.Node, error)
 
 	GetNode(ctx context.Context, id string) (api.Node, error)
 	ListNodes(ctx context.Context) ([]api.Node, error)
@@ -44,9 +47,18 @@ type Store interface {
 	UpdateNode(ctx context.Context, n api.Node) (api.Node, error)
 	// SetLastSeen records heartbeat times in one batch; unknown IDs are ignored.
 	SetLastSeen(ctx context.Context, seen map[string]time.Time) error
+	// RevokeNode marks node id revoked and adds it to the revoked
+	// identities, with reason; revoking a revoked node changes nothing.
+	RevokeNode(ctx context.Context, id, reason string, at time.Time) (api.Node, error)
+	// DeleteNode deletes node id with its instances and adds it to the
+	// revoked identities, all in one transaction.
+	DeleteNode(ctx context.Context, id, reason string, at time.Time) error
+	// ListRevokedNodes lists the revoked identities, removed nodes' too.
+	ListRevokedNodes(ctx context.Context) ([]RevokedNode, error)
 	// UpdateNodeStatuses records what agents told of their nodes (state,
 	// host error, facts, last seen if later than stored) in one
-	// transaction, whatever the nodes' versions; unknown IDs are ignored.
+	// transaction, whatever the nodes' versions; unknown IDs are ignored,
+	// and a revoked node's state stays revoked.
 	UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error
 
 	GetDeployment(ctx context.Context, project, name string) (api.Deployment, error)
@@ -99,6 +111,14 @@ type Store interface {
 	// UpdateInstanceStatuses records many reports in one transaction and
 	// says which of them matched an instance, by the same rules.
 	UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error)
+}
+
+// RevokedNode is a node identity the agent endpoint refuses.
+type RevokedNode struct {
+	ID     string
+	Name   string
+	Reason string
+	At     time.Time
 }
 
 // NodeStatus is what the controller learned of a node from its agent.

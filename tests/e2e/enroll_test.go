@@ -125,7 +125,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		certPEM, err := otherCA.SignNode(csr, f.node("first").ID, time.Hour)
+		certPEM, err := otherCA.SignNode(csr, f.node("first").ID, 0, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -234,7 +235,20 @@ func (f *fleet) startAgent(name, token, labels string, extra ...string) *proc {
 // addAgents enrolls agents name=labels and waits until all are ready.
 func (f *fleet) addAgents(specs ...[2]string) {
 	f.t.Helper()
-	tok := f.token("--uses", fmt.Sprint(len(specs)))
+	// The token lets the agents choose the label keys they ask for.
+	var keys []string
+	for _, s := range specs {
+		for _, kv := range strings.Split(s[1], ",") {
+			if k, _, ok := strings.Cut(kv, "="); ok && !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	args := []string{"--uses", fmt.Sprint(len(specs))}
+	if len(keys) > 0 {
+		args = append(args, "--agent-labels", strings.Join(keys, ","))
+	}
+	tok := f.token(args...)
 	for _, s := range specs {
 		f.startAgent(s[0], tok, s[1])
 	}

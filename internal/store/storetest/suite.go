@@ -25,6 +25,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EnrollTokens", testEnrollTokens},
 		{"EnrollUseLimitUnderConcurrency", testEnrollConcurrent},
 		{"Nodes", testNodes},
+		{"ReEnroll", testReEnroll},
+		{"RevokeAndDeleteNodes", testRevokeAndDeleteNodes},
 		{"Deployments", testDeployments},
 		{"Instances", testInstances},
 		{"RevisionsAndRollouts", testRevisionsAndRollouts},
@@ -73,7 +75,7 @@ func testEnrollTokens(t *testing.T, s store.Store) {
 	}
 
 	var seenHash string
-	check := func(t api.EnrollToken, hash string) error {
+	check := func(t api.EnrollToken, hash string, _ *api.Node) error {
 		seenHash = hash
 		if t.MaxUses > 0 && t.Uses >= t.MaxUses {
 			return errors.New("used up")
@@ -114,11 +116,131 @@ func testEnrollTokens(t *testing.T, s store.Store) {
 	}
 }
 
+// A token bound to a node re-enrolls it: same ID, labels and instances, a
+// new epoch, and no second node.
+func testReEnroll(t *testing.T, s store.Store) {
+	for _, tok := range []api.EnrollToken{
+		{ID: "t", AgentLabels: []string{"zone"}, CreatedAt: time.Now()},
+		{ID: "re", Node: "alpha", MaxUses: 1, CreatedAt: time.Now()},
+	} {
+		if err := s.CreateEnrollToken(ctx, tok, "h"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toks, err := s.ListEnrollTokens(ctx)
+	if err != nil || len(toks) != 2 || toks[0].AgentLabels[0] != "zone" || toks[1].Node != "alpha" || toks[1].AgentLabels != nil {
+		t.Fatalf("ListEnrollTokens = %+v, %v; want t with agent labels [zone], re for node alpha", toks, err)
+	}
+	var seen *api.Node
+	check := func(_ api.EnrollToken, _ string, existing *api.Node) error {
+		seen = existing
+		return nil
+	}
+	a, err := s.Enroll(ctx, "t", check, newNode("a", "alpha"))
+	if err != nil || seen != nil {
+		t.Fatalf("Enroll = %v, check saw %+v; want a new node, no existing one", err, seen)
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{{ID: "i1", Project: "p", Deployment: "d", NodeID: "a", Version: 1}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	again := newNode("other-id", "alpha")
+	again.Facts = api.Facts{Hostname: "rebuilt"}
+	again.Labels = map[string]string{"role": "db"}
+	n, err := s.Enroll(ctx, "re", check, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen == nil || seen.ID != "a" {
+		t.Errorf("check saw existing node %+v; want a", seen)
+	}
+	if n.ID != "a" || n.Epoch != a.Epoch+1 || n.Labels["role"] != "web" || n.Version != a.Version+1 {
+		t.Errorf("re-enrolled node = %+v; want ID a, epoch %d, role=web kept, version %d", n, a.Epoch+1, a.Version+1)
+	}
+	got, err := s.GetNode(ctx, "a")
+	if err != nil || got.Epoch != n.Epoch || got.Facts.Hostname != "rebuilt" {
+		t.Errorf("GetNode(a) = %+v, %v; want epoch %d, new facts", got, err, n.Epoch)
+	}
+	if nodes, _ := s.ListNodes(ctx); len(nodes) != 1 {
+		t.Errorf("nodes after re-enrollment = %+v; want one", nodes)
+	}
+	if ins, _ := s.ListInstances(ctx, store.InstanceFilter{NodeID: "a"}); len(ins) != 1 {
+		t.Errorf("instances of a after re-enrollment = %+v; want i1 kept", ins)
+	}
+	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "gone", Node: "nobody", CreatedAt: time.Now()}, "h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enroll(ctx, "gone", check, newNode("x", "nobody")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("re-enrolling a node that does not exist: got %v; want ErrNotFound", err)
+	}
+	if _, err := s.GetNode(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a failed re-enrollment created node x: %v", err)
+	}
+}
+
+func testRevokeAndDeleteNodes(t *testing.T, s store.Store) {
+	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t", CreatedAt: time.Now()}, "h"); err != nil {
+		t.Fatal(err)
+	}
+	pass := func(api.EnrollToken, string, *api.Node) error { return nil }
+	for _, n := range []api.Node{newNode("a", "alpha"), newNode("b", "beta")} {
+		if _, err := s.Enroll(ctx, "t", pass, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{
+		{ID: "ia", Project: "p", Deployment: "d", NodeID: "a", Version: 1},
+		{ID: "ib", Project: "p", Deployment: "d", NodeID: "b", Version: 1},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	n, err := s.RevokeNode(ctx, "a", "revoked", at)
+	if err != nil || n.State != api.NodeRevoked {
+		t.Fatalf("RevokeNode(a) = %+v, %v; want state revoked", n, err)
+	}
+	if n2, err := s.RevokeNode(ctx, "a", "again", at.Add(time.Hour)); err != nil || n2.Version != n.Version {
+		t.Errorf("revoking again = %+v, %v; want no change (version %d)", n2, err, n.Version)
+	}
+	if got, _ := s.GetNode(ctx, "a"); got.State != api.NodeRevoked {
+		t.Errorf("stored state of a = %s; want revoked", got.State)
+	}
+	if err := s.UpdateNodeStatuses(ctx, []store.NodeStatus{{ID: "a", State: api.NodeReady, LastSeen: at}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "a"); got.State != api.NodeRevoked {
+		t.Errorf("state of a after a status write = %s; want revoked still", got.State)
+	}
+	if _, err := s.RevokeNode(ctx, "zz", "x", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking an unknown node: got %v; want ErrNotFound", err)
+	}
+	if err := s.DeleteNode(ctx, "b", "removed", at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetNode(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetNode(b) after delete: %v; want ErrNotFound", err)
+	}
+	if ins, _ := s.ListInstances(ctx, store.InstanceFilter{}); len(ins) != 1 || ins[0].ID != "ia" {
+		t.Errorf("instances after deleting b = %+v; want ia only", ins)
+	}
+	if err := s.DeleteNode(ctx, "b", "removed", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting b again: got %v; want ErrNotFound", err)
+	}
+	// The name of a deleted node is free again; its ID stays refused.
+	if _, err := s.Enroll(ctx, "t", pass, newNode("b2", "beta")); err != nil {
+		t.Errorf("enrolling a new node named beta: %v", err)
+	}
+	revoked, err := s.ListRevokedNodes(ctx)
+	want := []store.RevokedNode{{ID: "a", Name: "alpha", Reason: "revoked", At: at}, {ID: "b", Name: "beta", Reason: "removed", At: at}}
+	if err != nil || fmt.Sprint(revoked) != fmt.Sprint(want) {
+		t.Errorf("ListRevokedNodes = %v, %v; want %v", revoked, err, want)
+	}
+}
+
 func testEnrollConcurrent(t *testing.T, s store.Store) {
 	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t", MaxUses: 5, CreatedAt: time.Now()}, "h"); err != nil {
 		t.Fatal(err)
 	}
-	check := func(t api.EnrollToken, _ string) error {
+	check := func(t api.EnrollToken, _ string, _ *api.Node) error {
 		if t.Uses >= t.MaxUses {
 			return errors.New("used up")
 		}
@@ -149,7 +271,7 @@ func testNodes(t *testing.T, s store.Store) {
 	if err := s.CreateEnrollToken(ctx, tok, "h"); err != nil {
 		t.Fatal(err)
 	}
-	pass := func(api.EnrollToken, string) error { return nil }
+	pass := func(api.EnrollToken, string, *api.Node) error { return nil }
 	a, err := s.Enroll(ctx, "t", pass, newNode("a", "alpha"))
 	if err != nil {
 		t.Fatal(err)
