@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,11 +57,12 @@ const (
 )
 
 type abuseFleet struct {
-	srv   *Server
-	api   *client.Client
-	token string // an enrollment token of unlimited uses
-	host  string // the server name agents verify
-	logs  lockedBuffer
+	srv       *Server // nil when the server runs in another process
+	agentAddr string
+	api       *client.Client
+	token     string // an enrollment token of unlimited uses
+	host      string // the server name agents verify
+	logs      lockedBuffer
 	// events are the good agents' (sim.Event lines).
 	events lockedBuffer
 }
@@ -88,12 +90,21 @@ func startAbuseFleet(t *testing.T, cfg Config) *abuseFleet {
 		}
 	})
 	f.srv = srv
-	f.host, _, _ = net.SplitHostPort(srv.AgentAddr())
-	tok, err := os.ReadFile(srv.AdminTokenFile())
+	f.useServer(t, cfg.DataDir, srv.APIURL(), srv.AgentAddr())
+	return f
+}
+
+// useServer points f at the server of dataDir serving the API at apiURL
+// and agents at agentAddr, and makes f's enrollment token.
+func (f *abuseFleet) useServer(t *testing.T, dataDir, apiURL, agentAddr string) {
+	t.Helper()
+	f.agentAddr = agentAddr
+	f.host, _, _ = net.SplitHostPort(agentAddr)
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.api, err = client.New(client.Config{Addr: srv.APIURL(), Token: strings.TrimSpace(string(tok)), CACertFile: srv.CAFile()}); err != nil {
+	if f.api, err = client.New(client.Config{Addr: apiURL, Token: strings.TrimSpace(string(tok)), CACertFile: filepath.Join(dataDir, "ca.crt")}); err != nil {
 		t.Fatal(err)
 	}
 	et, err := f.api.CreateToken(context.Background(), api.TokenRequest{})
@@ -101,7 +112,6 @@ func startAbuseFleet(t *testing.T, cfg Config) *abuseFleet {
 		t.Fatal(err)
 	}
 	f.token = et.Token
-	return f
 }
 
 // simRun is a running simulation; the test's cleanup stops it.
@@ -109,7 +119,7 @@ type simRun struct{ done chan error }
 
 func (f *abuseFleet) runSim(t *testing.T, cfg sim.Config) *simRun {
 	t.Helper()
-	cfg.Server, cfg.Token, cfg.DataDir = f.srv.AgentAddr(), f.token, t.TempDir()
+	cfg.Server, cfg.Token, cfg.DataDir = f.agentAddr, f.token, t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &simRun{done: make(chan error, 1)}
 	go func() { r.done <- sim.Run(ctx, cfg) }()
@@ -297,7 +307,7 @@ func dialFrom(src string) func(context.Context, string) (net.Conn, error) {
 // conn is a gRPC client connection to the agent endpoint from src.
 func (f *abuseFleet) conn(t *testing.T, src string, creds credentials.TransportCredentials) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(f.srv.AgentAddr(), grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialFrom(src)))
+	conn, err := grpc.NewClient(f.agentAddr, grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialFrom(src)))
 	if err != nil {
 		t.Fatal(err)
 	}

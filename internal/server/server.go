@@ -75,7 +75,14 @@ type Config struct {
 	// Defaults 100 a second and 1,000.
 	AgentMessageRate  float64
 	AgentMessageBurst int
-	Logger            *slog.Logger
+	// APIConnsPerSource caps the REST API connections one source address
+	// holds at once; one more is closed when accepted. Default 100.
+	APIConnsPerSource int
+	// AgentCertlessConnsPerSource caps the agent endpoint connections
+	// without a client certificate (enrolling agents) one source address
+	// holds at once; each lasts 30s at most. Default 32.
+	AgentCertlessConnsPerSource int
+	Logger                      *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +119,12 @@ func (c *Config) setDefaults() {
 	if c.AgentMessageBurst <= 0 {
 		c.AgentMessageBurst = DefaultAgentMessageBurst
 	}
+	if c.APIConnsPerSource <= 0 {
+		c.APIConnsPerSource = DefaultAPIConnsPerSource
+	}
+	if c.AgentCertlessConnsPerSource <= 0 {
+		c.AgentCertlessConnsPerSource = DefaultAgentCertlessConnsPerSource
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -125,6 +138,20 @@ const agentWindow = 2 * maxAgentMessage
 // maxAgentMessage bounds what one agent message may weigh, so a broken or
 // hostile agent cannot make the server allocate without limit.
 const maxAgentMessage = 1 << 20
+
+// The REST API's timeouts. The TLS handshake must end within the
+// shortest of them (net/http), so ReadHeaderTimeout bounds it too. The
+// write timeout outlasts the longest events poll (maxEventWait). The idle
+// timeout closes HTTP/1.1 and HTTP/2 connections without a request in
+// flight; HTTP/2 PINGs do not count as requests.
+const (
+	apiReadHeaderTimeout = 10 * time.Second
+	apiReadTimeout       = time.Minute
+	apiWriteTimeout      = maxEventWait + 30*time.Second
+)
+
+// apiIdleTimeout is a variable so that tests can shorten it.
+var apiIdleTimeout = 2 * time.Minute
 
 // Server is a running control plane.
 type Server struct {
@@ -209,20 +236,25 @@ func (s *Server) listen(cert tls.Certificate) error {
 	}
 	limits := newAgentLimits(s.cfg, s.log)
 	s.agentLn = limits.listener(s.agentLn)
+	s.apiLn = newCapListener(s.apiLn, s.cfg.APIConnsPerSource, s.log)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		TLSConfig:         pki.APIServerTLS(cert),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       apiIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(pki.AgentServerTLS(s.ca, cert))),
+		grpc.Creds(newCertlessCreds(credentials.NewTLS(pki.AgentServerTLS(s.ca, cert)), s.cfg.AgentCertlessConnsPerSource, s.log)),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
 		grpc.InTapHandle(limits.tap),
 		// gRPC waits 120s by default for a new connection's TLS and
-		// HTTP/2 handshakes; an agent gives up after 20s, and a client
-		// that never completes them should not hold a connection longer.
-		grpc.ConnectionTimeout(20*time.Second),
+		// HTTP/2 handshakes; an agent gives up after 20s, and takes well
+		// under a second on any link it can work over: a client that
+		// does not complete them in 10s should not hold a connection.
+		grpc.ConnectionTimeout(10*time.Second),
 		// One server holds thousands of mostly idle agent streams, so
 		// every per-connection cost counts. TLS already buffers a whole
 		// record, so gRPC's own read buffer (32 KiB by default) only
@@ -236,7 +268,9 @@ func (s *Server) listen(cert tls.Certificate) error {
 		// window larger than its biggest message.
 		grpc.StaticStreamWindowSize(agentWindow),
 		grpc.StaticConnWindowSize(agentWindow),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// An agent's connection always carries its stream; one without a
+		// call for minutes is a leftover, and holds an open file.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s, limits: limits})
