@@ -332,7 +332,9 @@ func (f *abuseFleet) enroll(t *testing.T, name, src string) credentials.Transpor
 		t.Fatal(err)
 	}
 	conn := f.conn(t, src, credentials.NewTLS(pki.EnrollClientTLS(fp, f.host)))
-	resp, err := agentproto.NewAgentClient(conn).Enroll(context.Background(), &agentproto.EnrollRequest{
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := agentproto.NewAgentClient(conn).Enroll(ctx, &agentproto.EnrollRequest{
 		ProtocolVersion: agentproto.Version, Token: f.token, Csr: csr, Name: name})
 	if err != nil {
 		t.Fatalf("enrolling %s: %v", name, err)

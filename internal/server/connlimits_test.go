@@ -75,9 +75,9 @@ func holdH2(c net.Conn, every time.Duration) <-chan struct{} {
 
 // dialTLS dials addr from src and makes a TLS handshake offering proto
 // (ALPN) and no client certificate. It returns nil when the connection
-// or the handshake failed within 10s.
+// or the handshake failed within 5s, ample for a server not out of files.
 func dialTLS(t *testing.T, src, addr, proto string) *tls.Conn {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	raw, err := dialFrom(src)(ctx, addr)
 	if err != nil {

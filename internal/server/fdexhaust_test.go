@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,21 +79,38 @@ func TestFDExhaustionByUnauthenticatedClients(t *testing.T) {
 	creds := f.enroll(t, "enrolled-before", goodSource)
 
 	const src, conns = "127.0.0.10", 250 // per listener: more than the limit, together
-	apiHeld := holdMany(t, src, strings.TrimPrefix(apiURL, "https://"), conns, time.Second)
-	agentHeld := holdMany(t, src, agentAddr, conns, 0)
+	var apiHeld, agentHeld []<-chan struct{}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		apiHeld = holdMany(t, src, strings.TrimPrefix(apiURL, "https://"), conns, time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		agentHeld = holdMany(t, src, agentAddr, conns, 0)
+	}()
+	wg.Wait()
 	t.Logf("the server took %d API and %d agent connections from %s", len(apiHeld), len(agentHeld), src)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := f.api.Health(ctx); err != nil {
-		t.Errorf("GET /v1/health while %s holds connections: %v", src, err)
+	// Each check on a new connection, as a client that comes now makes.
+	check := func(what string, fn func(ctx context.Context) error) {
+		f.api.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := fn(ctx); err != nil {
+			t.Errorf("%s while %s holds connections: %v", what, src, err)
+		}
 	}
-	if _, err := f.api.ListNodes(ctx); err != nil {
-		t.Errorf("listing nodes while %s holds connections: %v", src, err)
-	}
-	if _, err := openStream(ctx, f.conn(t, goodSource, creds)); err != nil {
-		t.Errorf("an enrolled agent reconnecting while %s holds connections: %v", src, err)
-	}
+	check("GET /v1/health", f.api.Health)
+	check("listing nodes", func(ctx context.Context) error {
+		_, err := f.api.ListNodes(ctx)
+		return err
+	})
+	check("an enrolled agent reconnecting", func(ctx context.Context) error {
+		_, err := openStream(ctx, f.conn(t, goodSource, creds))
+		return err
+	})
 	f.enroll(t, "enrolled-during", goodSource) // fails the test if it cannot
 	// And the abuser holds no more than its caps.
 	deadline := time.Now().Add(2 * time.Second)
