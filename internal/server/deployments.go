@@ -32,6 +32,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	if filename == "" {
 		filename = "<request>"
 	}
+	release, err := s.applySlot(r)
+	if err != nil {
+		return err
+	}
+	defer release()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxSpecFile+1))
 	if err != nil {
 		return badRequestf("reading spec: %v", err)
@@ -76,6 +81,9 @@ func (s *Server) applyDeployment(r *http.Request, d spec.Deployment) (api.ApplyR
 		}
 	}
 	if err := s.checkTargets(ctx, r.URL.Query().Get("filename"), d); err != nil {
+		return res, err
+	}
+	if err := s.checkDesiredSize(ctx, r.URL.Query().Get("filename"), d); err != nil {
 		return res, err
 	}
 	res.Action = api.ActionConfigured

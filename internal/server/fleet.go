@@ -102,6 +102,7 @@ type fleet struct {
 	// answers: node → image → result (trackPulls).
 	pulls          map[string]map[string]pullResult
 	unaskedPullLog *sparseLog
+	oversizeLog    *sparseLog
 	// gen numbers desired states. It starts from the clock so that numbers
 	// keep growing across server restarts.
 	gen uint64
@@ -131,7 +132,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	}
 	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), view: newView(), pinChecked: map[string]bool{},
 		statuses: make(chan store.InstanceStatus, 4096), batches: make(chan []store.InstanceStatus),
-		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, unaskedPullLog: newSparseLog(s.log), gen: uint64(time.Now().UnixNano())}
+		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, unaskedPullLog: newSparseLog(s.log), oversizeLog: newSparseLog(s.log), gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		f.nodes[n.ID] = &liveNode{name: n.Name, state: n.State, lastSeen: n.LastSeen, grace: now.Add(restartGrace), flushed: n.LastSeen, hostErr: n.Error}
@@ -516,8 +517,12 @@ func (f *fleet) push(dirty map[string]bool, pullReqs map[string][]string) {
 		if ln.desired != nil && key == ln.key {
 			continue
 		}
+		d := &agentproto.DesiredState{Generation: f.gen + 1, Instances: specs, PullImages: pulls}
+		if f.desiredTooLarge(id, d) {
+			continue
+		}
 		f.gen++
-		ln.desired, ln.key = &agentproto.DesiredState{Generation: f.gen, Instances: specs, PullImages: pulls}, key
+		ln.desired, ln.key = d, key
 		if ln.session != nil {
 			ln.session.push(ln.desired)
 		}

@@ -167,7 +167,8 @@ type Server struct {
 	grpc     *grpc.Server
 	fleet    *fleet
 	events   *eventBell
-	adminTok string // path
+	adminTok string        // path
+	applies  chan struct{} // the apply slots (applySlot)
 }
 
 // New opens the store, loads or creates the CA and certificates, makes the
@@ -196,7 +197,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token"),
+		applies: make(chan struct{}, maxApplies)}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
