@@ -67,9 +67,9 @@ type Config struct {
 	AgentSourceRate  float64
 	AgentSourceBurst int
 	// AgentMessageRate and AgentMessageBurst limit the messages of one
-	// agent stream: AgentMessageBurst at once and AgentMessageRate a
-	// second after that; a stream over them is closed with
-	// ResourceExhausted. A healthy agent sends a heartbeat every
+	// agent, over all its streams: AgentMessageBurst at once and
+	// AgentMessageRate a second after that; a stream over them is closed
+	// with ResourceExhausted, and a new one finds the budget as it was. A healthy agent sends a heartbeat every
 	// HeartbeatInterval and, in a rollout, a few statuses for each
 	// instance it replaces: a few hundred at once on a busy host.
 	// Defaults 100 a second and 1,000.
@@ -82,7 +82,15 @@ type Config struct {
 	// without a client certificate (enrolling agents) one source address
 	// holds at once; each lasts 30s at most. Default 32.
 	AgentCertlessConnsPerSource int
-	Logger                      *slog.Logger
+	// RevisionHistory is how many of its newest revisions a deployment
+	// keeps; older ones go, but for those its stable revision, an active
+	// rollout or an instance still uses. Default 50.
+	RevisionHistory int
+	// EventRetention is how long events are kept, and MaxEvents how many
+	// of the newest at most. Defaults 30 days and 100,000.
+	EventRetention time.Duration
+	MaxEvents      int
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -124,6 +132,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.AgentCertlessConnsPerSource <= 0 {
 		c.AgentCertlessConnsPerSource = DefaultAgentCertlessConnsPerSource
+	}
+	if c.RevisionHistory <= 0 {
+		c.RevisionHistory = DefaultRevisionHistory
+	}
+	if c.EventRetention <= 0 {
+		c.EventRetention = DefaultEventRetention
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = DefaultMaxEvents
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -321,6 +338,11 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		s.fleet.writeNodes(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.pruneHistory(ctx)
 	}()
 	if s.debug != nil {
 		wg.Add(1)
