@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -32,19 +31,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	if filename == "" {
 		filename = "<request>"
 	}
-	release, err := s.applySlot(r)
-	if err != nil {
-		return err
-	}
-	defer release()
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSpecFile+1))
-	if err != nil {
-		return badRequestf("reading spec: %v", err)
-	}
-	if len(body) > maxSpecFile {
-		return badRequestf("%s: spec is larger than %d bytes", filename, maxSpecFile)
-	}
-	docs, err := spec.Parse(filename, body)
+	docs, err := s.parseSpec(r, filename)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -31,32 +32,50 @@ const (
 	instanceOverhead = 512
 )
 
-// Applies parse and check a spec of up to maxSpecFile in memory; a spec
+// Applies parse a spec of up to maxSpecFile in memory; a spec
 // made of tiny list items costs the server a hundred times its size while
 // it is parsed. maxApplies bounds how many run at once; one more waits up
 // to applyWait for its turn, then is refused with 503.
-const (
-	maxApplies = 2
-	applyWait  = 30 * time.Second
-)
+const maxApplies = 2
+
+// applyWait is a variable so that tests can shorten it.
+var applyWait = 30 * time.Second
 
 // busy is a refusal for now: the server has no room for the request; 503.
 type busy struct{ msg string }
 
 func (e busy) Error() string { return e.msg }
 
-// applySlot waits for one of the maxApplies slots and returns its release.
-func (s *Server) applySlot(r *http.Request) (func(), error) {
+// parseSpec reads and parses the spec file of apply request r in one of
+// the maxApplies slots: that is what costs memory; storing the result and
+// resolving its images, which may wait on a registry, need no slot.
+func (s *Server) parseSpec(r *http.Request, filename string) ([]spec.Deployment, error) {
+	if err := s.applySlot(r); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.applies }()
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSpecFile+1))
+	if err != nil {
+		return nil, badRequestf("reading spec: %v", err)
+	}
+	if len(body) > maxSpecFile {
+		return nil, badRequestf("%s: spec is larger than %d bytes", filename, maxSpecFile)
+	}
+	return spec.Parse(filename, body)
+}
+
+// applySlot waits for one of the maxApplies slots; the caller frees it.
+func (s *Server) applySlot(r *http.Request) error {
 	t := time.NewTimer(applyWait)
 	defer t.Stop()
 	select {
 	case s.applies <- struct{}{}:
-		return func() { <-s.applies }, nil
+		return nil
 	case <-t.C:
 		s.log.Warn("refusing an apply: others held every apply slot for too long", "max_applies", maxApplies, "waited", applyWait)
-		return nil, busy{fmt.Sprintf("the server is busy: %d applies ran for longer than %s while this one waited; retry later", maxApplies, applyWait)}
+		return busy{fmt.Sprintf("the server is busy: %d applies ran for longer than %s while this one waited; retry later", maxApplies, applyWait)}
 	case <-r.Context().Done():
-		return nil, r.Context().Err()
+		return r.Context().Err()
 	}
 }
 

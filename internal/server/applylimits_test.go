@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -201,5 +202,29 @@ func TestOversizeDesiredStateIsNotSent(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "not sending a node its desired state"); n != 1 {
 		t.Errorf("logged %d times for 3 held back; want once:\n%s", n, logs.String())
+	}
+}
+
+// An apply that finds every apply slot taken for applyWait is refused with
+// 503, saying the server is busy, and stores nothing.
+func TestApplyWhenBusy(t *testing.T) {
+	old := applyWait
+	applyWait = 50 * time.Millisecond
+	t.Cleanup(func() { applyWait = old })
+	s, tok := newTestServer(t)
+	for range maxApplies {
+		s.applies <- struct{}{}
+	}
+	req := httptest.NewRequest("POST", "/v1/apply", strings.NewReader(goodSpec))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	rec := httptest.NewRecorder()
+	s.routes().ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "the server is busy") || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("apply with every slot taken: %d %s (Retry-After %q); want 503 saying the server is busy, with Retry-After",
+			rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+	}
+	<-s.applies // one slot frees: the next apply goes through
+	if code, e := call(t, s.routes(), tok, "POST", "/v1/apply", goodSpec); code != http.StatusOK {
+		t.Errorf("apply with a slot free: %d %v; want 200", code, e)
 	}
 }
