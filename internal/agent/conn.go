@@ -35,7 +35,11 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 		grpc.WithReadBufferSize(0),
 		grpc.WithSharedWriteBuffer(true),
 		grpc.WithStaticStreamWindowSize(streamWindow),
-		grpc.WithStaticConnWindowSize(streamWindow))...)
+		grpc.WithStaticConnWindowSize(streamWindow),
+		// Explicit rather than gRPC's default of 4 MiB: the server keeps
+		// each node's desired state below it, and refuses at apply a
+		// deployment that would not fit.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(agentproto.MaxServerMessage)))...)
 	if err != nil {
 		return false, err
 	}

@@ -17,3 +17,8 @@ const Version = 1
 
 // MinVersion is the oldest agent protocol version the server still serves.
 const MinVersion = 1
+
+// MaxServerMessage is the largest ServerMessage, a node's whole desired
+// state, that an agent accepts. Agents built before it was set (2026-12-06)
+// keep gRPC's default of 4 MiB; the server sends less than both.
+const MaxServerMessage = 16 << 20

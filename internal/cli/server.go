@@ -37,6 +37,7 @@ CLI users and agents trust, and a bootstrap admin API token
 				durationFlag{"--reschedule-after", cfg.RescheduleAfter},
 				durationFlag{"--node-cert-ttl", cfg.NodeCertTTL},
 				durationFlag{"--max-token-ttl", cfg.MaxTokenTTL},
+				durationFlag{"--event-retention", cfg.EventRetention},
 			); err != nil {
 				return err
 			}
@@ -54,6 +55,12 @@ CLI users and agents trust, and a bootstrap admin API token
 			}
 			if cfg.AgentSourceBurst < 1 || cfg.AgentMessageBurst < 1 {
 				return usageErrorf("--agent-source-burst and --agent-message-burst must be at least 1")
+			}
+			if cfg.APIConnsPerSource < 1 || cfg.AgentCertlessConnsPerSource < 1 {
+				return usageErrorf("--api-max-conns-per-source and --agent-max-enroll-conns-per-source must be at least 1")
+			}
+			if cfg.RevisionHistory < 1 || cfg.MaxEvents < 1 {
+				return usageErrorf("--revision-history and --max-events must be at least 1")
 			}
 			cfg.Logger = logs.logger(e.stderr)
 			return runServer(cmd.Context(), e, cfg)
@@ -81,14 +88,23 @@ CLI users and agents trust, and a bootstrap admin API token
 		"agent connections, and as many calls, one source address may open at once: at least the number of agents "+
 			"behind one address (a NAT), which all reconnect together after a server restart")
 	f.Float64Var(&cfg.AgentMessageRate, "agent-message-rate", server.DefaultAgentMessageRate,
-		"messages per second one agent stream may send once its burst is spent; a stream over it is closed")
+		"messages per second one agent may send, over all its streams, once its burst is spent; a stream over it is closed")
 	f.IntVar(&cfg.AgentMessageBurst, "agent-message-burst", server.DefaultAgentMessageBurst,
-		"messages one agent stream may send at once (heartbeats, and statuses in a rollout: a few per container replaced)")
+		"messages one agent may send at once, over all its streams (heartbeats, and statuses in a rollout: a few per container replaced)")
 	f.Var((*imagePolicyFlag)(&cfg.ImagePolicy), "image-policy", "image policy of the deployments whose spec sets no imagePolicy: "+
 		"resolveOnServer refuses an apply whose image's registry the server cannot reach, pinFromNodes lets the first node "+
 		"to pull the image pin its digest, unpinned asks no registry and pins nothing (default pinFromNodes)")
 	f.StringSliceVar(&cfg.RegistryAllow, "registry-allow", nil, "registry hosts (host or host:port; docker.io for Docker Hub) "+
 		"images may come from: an apply naming another is refused, and the server contacts no other (default: any; repeatable)")
+	f.IntVar(&cfg.APIConnsPerSource, "api-max-conns-per-source", server.DefaultAPIConnsPerSource,
+		"API connections one source address may hold at once; one more is closed when accepted")
+	f.IntVar(&cfg.AgentCertlessConnsPerSource, "agent-max-enroll-conns-per-source", server.DefaultAgentCertlessConnsPerSource,
+		"agent connections without a client certificate (enrolling agents) one source address may hold at once, each for 30s at most; "+
+			"agents over it retry with backoff")
+	f.IntVar(&cfg.RevisionHistory, "revision-history", server.DefaultRevisionHistory,
+		"newest revisions each deployment keeps; older ones are deleted unless still in use")
+	f.DurationVar(&cfg.EventRetention, "event-retention", server.DefaultEventRetention, "how long events are kept")
+	f.IntVar(&cfg.MaxEvents, "max-events", server.DefaultMaxEvents, "newest events kept at most")
 	logs.add(f)
 	return cmd
 }

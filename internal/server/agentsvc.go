@@ -63,6 +63,7 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 	if err := checkVersion(req.ProtocolVersion); err != nil {
 		return nil, err
 	}
+	a.limits.cleanFacts("", req.Facts)
 	if req.Token == "" {
 		return nil, status.Error(codes.Unauthenticated, "an enrollment token is required (dockfleet token create)")
 	}
@@ -275,6 +276,7 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	if err := checkVersion(hello.ProtocolVersion); err != nil {
 		return err
 	}
+	a.limits.cleanMessage(nodeID, first)
 	log := s.log.With("node_id", nodeID)
 	sess := s.fleet.connect(nodeID, hello)
 	defer s.fleet.disconnect(sess)
@@ -289,7 +291,6 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		s.fleet.status(ctx, nodeID, st)
 	}
 
-	msgs := a.limits.newStreamLimiter()
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -299,9 +300,10 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		if err := sess.err(); err != nil {
 			return err
 		}
-		if !msgs.Allow() {
-			return a.limits.streamOverLimit(nodeID)
+		if err := a.limits.message(nodeID); err != nil {
+			return err
 		}
+		a.limits.cleanMessage(nodeID, msg)
 		switch m := msg.Msg.(type) {
 		case *agentproto.AgentMessage_Heartbeat:
 			s.fleet.heartbeat(nodeID, m.Heartbeat)

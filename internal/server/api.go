@@ -15,8 +15,11 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// maxSpecFile bounds an apply body; real specs are a few KiB.
-const maxSpecFile = 4 << 20
+// maxSpecFile bounds an apply body; real specs are a few KiB. Parsing
+// costs up to a hundred times the body (a YAML node per list item), so
+// the bound is also what one apply may cost (review finding 14: 4 MiB of
+// args took 900 MB).
+const maxSpecFile = 1 << 20
 
 // badRequest is a client error that changed nothing.
 type badRequest struct{ msg string }
@@ -77,6 +80,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		br     badRequest
 		nf     notFound
 		cf     conflict
+		bz     busy
 		fields spec.ErrorList
 	)
 	switch {
@@ -95,6 +99,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusNotFound
 	case errors.As(err, &cf), errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
 		status = http.StatusConflict
+	case errors.As(err, &bz):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "10")
 	default:
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		body.Error = "internal server error; see the server log"

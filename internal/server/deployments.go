@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -37,14 +36,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	if filename == "" {
 		filename = "<request>"
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSpecFile+1))
-	if err != nil {
-		return badRequestf("reading spec: %v", err)
-	}
-	if len(body) > maxSpecFile {
-		return badRequestf("%s: spec is larger than %d bytes", filename, maxSpecFile)
-	}
-	docs, err := spec.Parse(filename, body)
+	docs, err := s.parseSpec(r, filename)
 	if err != nil {
 		return err
 	}
@@ -99,6 +91,9 @@ func (s *Server) planDeployment(r *http.Request, filename string, d spec.Deploym
 	}
 	p.cur = cur
 	if err := s.checkTargets(ctx, r.URL.Query().Get("filename"), d); err != nil {
+		return p, err
+	}
+	if err := s.checkDesiredSize(ctx, r.URL.Query().Get("filename"), d); err != nil {
 		return p, err
 	}
 	p.res.Action = api.ActionConfigured

@@ -104,8 +104,11 @@ type fleet struct {
 	// minimum healthy time or deadline); one timer serves every rollout.
 	timer   *time.Timer
 	timerAt time.Time
-	// pulls holds nodes' answers to pre-pull requests: node → image → result.
-	pulls map[string]map[string]pullResult
+	// pulls holds the pre-pull requests of rollouts in pre-pull and their
+	// answers: node → image → result (trackPulls).
+	pulls          map[string]map[string]pullResult
+	unaskedPullLog *sparseLog
+	oversizeLog    *sparseLog
 	// gen numbers desired states. It starts from the clock so that numbers
 	// keep growing across server restarts.
 	gen uint64
@@ -135,7 +138,7 @@ func newFleet(ctx context.Context, s *Server) (*fleet, error) {
 	}
 	f := &fleet{s: s, log: s.log, wake: make(chan struct{}, 1), view: newView(), pinChecked: map[string]bool{}, digestLog: newSparseLog(s.log),
 		statuses: make(chan store.InstanceStatus, 4096), batches: make(chan []store.InstanceStatus),
-		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, gen: uint64(time.Now().UnixNano())}
+		nodes: map[string]*liveNode{}, pending: reloadAll, nodeWrites: map[string]*api.Facts{}, nodeWrote: make(chan struct{}, 1), pulls: map[string]map[string]pullResult{}, unaskedPullLog: newSparseLog(s.log), oversizeLog: newSparseLog(s.log), gen: uint64(time.Now().UnixNano())}
 	now := time.Now()
 	for _, n := range nodes {
 		f.nodes[n.ID] = &liveNode{name: n.Name, state: n.State, lastSeen: n.LastSeen, grace: now.Add(restartGrace), flushed: n.LastSeen, hostErr: n.Error}
@@ -521,8 +524,12 @@ func (f *fleet) push(dirty map[string]bool, pullReqs map[string][]string) {
 		if ln.desired != nil && key == ln.key {
 			continue
 		}
+		d := &agentproto.DesiredState{Generation: f.gen + 1, Instances: specs, PullImages: pulls}
+		if f.desiredTooLarge(id, d) {
+			continue
+		}
 		f.gen++
-		ln.desired, ln.key = &agentproto.DesiredState{Generation: f.gen, Instances: specs, PullImages: pulls}, key
+		ln.desired, ln.key = d, key
 		if ln.session != nil {
 			ln.session.push(ln.desired)
 		}

@@ -48,9 +48,12 @@ const (
 //
 //   - a message weighs at most maxAgentMessage: gRPC refuses a larger one
 //     with ResourceExhausted before reading it, which ends that stream only;
-//   - a stream may send Config.AgentMessageBurst messages at once and
-//     Config.AgentMessageRate a second after; one over it is closed with
-//     ResourceExhausted;
+//   - a node may send Config.AgentMessageBurst messages at once and
+//     Config.AgentMessageRate a second after, over all its streams: a
+//     node that reconnects finds its budget as it left it. A stream over
+//     it is closed with ResourceExhausted;
+//   - the strings a node sends are cut to a bound and their control
+//     characters escaped before they are kept (cleanMessage);
 //   - a source address may open Config.AgentSourceBurst connections at once
 //     and Config.AgentSourceRate a second after, and start as many calls.
 //     A connection over it is reset as soon as it is accepted, before the
@@ -65,26 +68,25 @@ const (
 // Agents retry what is refused with ResourceExhausted or a reset
 // connection, with exponential backoff.
 type agentLimits struct {
-	conns          *sourceLimiter
-	calls          *sourceLimiter
-	enrollFailures *sourceLimiter
-	messageRate    rate.Limit
-	messageBurst   int
+	conns          *sourceLimiter[netip.Addr]
+	calls          *sourceLimiter[netip.Addr]
+	enrollFailures *sourceLimiter[netip.Addr]
+	messages       *sourceLimiter[string] // by node ID
 
-	connLog, callLog, messageLog, enrollLog *sparseLog
+	connLog, callLog, messageLog, enrollLog, textLog *sparseLog
 }
 
 func newAgentLimits(cfg Config, log *slog.Logger) *agentLimits {
 	return &agentLimits{
-		conns:          newSourceLimiter(rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
-		calls:          newSourceLimiter(rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
-		enrollFailures: newSourceLimiter(enrollFailureRate, enrollFailureBurst),
-		messageRate:    rate.Limit(cfg.AgentMessageRate),
-		messageBurst:   cfg.AgentMessageBurst,
+		conns:          newSourceLimiter[netip.Addr](rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
+		calls:          newSourceLimiter[netip.Addr](rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
+		enrollFailures: newSourceLimiter[netip.Addr](enrollFailureRate, enrollFailureBurst),
+		messages:       newSourceLimiter[string](rate.Limit(cfg.AgentMessageRate), cfg.AgentMessageBurst),
 		connLog:        newSparseLog(log),
 		callLog:        newSparseLog(log),
 		messageLog:     newSparseLog(log),
 		enrollLog:      newSparseLog(log),
+		textLog:        newSparseLog(log),
 	}
 }
 
@@ -107,19 +109,20 @@ func (l *agentLimits) tap(ctx context.Context, info *tap.Info) (context.Context,
 		src, l.calls.burst, float64(l.calls.limit))
 }
 
-// newStreamLimiter is the message limiter of one agent stream.
-func (l *agentLimits) newStreamLimiter() *rate.Limiter {
-	return rate.NewLimiter(l.messageRate, l.messageBurst)
-}
-
-// streamOverLimit logs that nodeID's stream went over its message rate
-// and returns the status that closes it.
-func (l *agentLimits) streamOverLimit(nodeID string) error {
-	l.messageLog.warn("closing an agent stream: it sent messages over its rate",
-		"node_id", nodeID, "rate", float64(l.messageRate), "burst", l.messageBurst)
+// message takes one message from nodeID's budget. It returns nil, or the
+// status that closes the stream when the node is over its message rate.
+// The budget is the node's, not the stream's: reconnecting does not
+// refill it.
+func (l *agentLimits) message(nodeID string) error {
+	m := l.messages
+	if m.allow(nodeID) {
+		return nil
+	}
+	l.messageLog.warn("closing an agent stream: its node sent messages over its rate",
+		"node_id", nodeID, "rate", float64(m.limit), "burst", m.burst)
 	return status.Errorf(codes.ResourceExhausted,
-		"this stream sent more than %d messages at once or %g a second after, more than a healthy agent sends; the server closed it",
-		l.messageBurst, float64(l.messageRate))
+		"this node sent more than %d messages at once or %g a second after, over all its streams, more than a healthy agent sends; the server closed the stream",
+		m.burst, float64(m.limit))
 }
 
 // enrollBlocked returns the status refusing an enrollment from the source
@@ -191,23 +194,24 @@ func peerSource(ctx context.Context) netip.Addr {
 	return source(p.Addr)
 }
 
-// sourceLimiter keeps a token bucket for each source address. A bucket
-// that has filled up again is forgotten, so idle addresses cost nothing.
-type sourceLimiter struct {
+// sourceLimiter keeps a token bucket for each source: an address, or a
+// node ID. A bucket that has filled up again is forgotten, as it is the
+// same as a new one, so idle or departed sources cost nothing.
+type sourceLimiter[K comparable] struct {
 	limit rate.Limit
 	burst int
 
 	mu      sync.Mutex
-	buckets map[netip.Addr]*rate.Limiter
+	buckets map[K]*rate.Limiter
 	swept   time.Time
 }
 
-func newSourceLimiter(limit rate.Limit, burst int) *sourceLimiter {
-	return &sourceLimiter{limit: limit, burst: burst, buckets: map[netip.Addr]*rate.Limiter{}, swept: time.Now()}
+func newSourceLimiter[K comparable](limit rate.Limit, burst int) *sourceLimiter[K] {
+	return &sourceLimiter[K]{limit: limit, burst: burst, buckets: map[K]*rate.Limiter{}, swept: time.Now()}
 }
 
 // allow takes a token from src's bucket and reports whether there was one.
-func (l *sourceLimiter) allow(src netip.Addr) bool {
+func (l *sourceLimiter[K]) allow(src K) bool {
 	l.mu.Lock()
 	l.sweep()
 	b := l.buckets[src]
@@ -220,7 +224,7 @@ func (l *sourceLimiter) allow(src netip.Addr) bool {
 }
 
 // empty reports whether src's bucket has no whole token left.
-func (l *sourceLimiter) empty(src netip.Addr) bool {
+func (l *sourceLimiter[K]) empty(src K) bool {
 	l.mu.Lock()
 	b := l.buckets[src]
 	l.mu.Unlock()
@@ -228,7 +232,7 @@ func (l *sourceLimiter) empty(src netip.Addr) bool {
 }
 
 // sweep forgets the full buckets, at most once a sourceSweepInterval; l.mu is held.
-func (l *sourceLimiter) sweep() {
+func (l *sourceLimiter[K]) sweep() {
 	now := time.Now()
 	if now.Sub(l.swept) < sourceSweepInterval {
 		return

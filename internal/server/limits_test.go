@@ -39,7 +39,7 @@ func TestSource(t *testing.T) {
 
 func TestSourceLimiter(t *testing.T) {
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	l := newSourceLimiter(rate.Every(time.Hour), 3)
+	l := newSourceLimiter[netip.Addr](rate.Every(time.Hour), 3)
 	for i := range 3 {
 		if !l.allow(a) {
 			t.Fatalf("call %d from %s refused; want the burst of 3 allowed", i+1, a)
@@ -59,7 +59,7 @@ func TestSourceLimiter(t *testing.T) {
 // A source whose bucket has filled up again is forgotten.
 func TestSourceLimiterForgetsIdleSources(t *testing.T) {
 	busy, idle, next := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
-	l := newSourceLimiter(rate.Every(time.Hour), 2)
+	l := newSourceLimiter[netip.Addr](rate.Every(time.Hour), 2)
 	l.allow(busy)
 	l.buckets[idle] = rate.NewLimiter(l.limit, l.burst) // full
 	l.swept = time.Now().Add(-2 * sourceSweepInterval)

@@ -20,11 +20,16 @@ import (
 // images nodes must pull for rollouts in their pre-pull phase.
 func (f *fleet) progress(ctx context.Context, mark func(nodeID string)) (map[string][]string, error) {
 	active, err := f.s.store.ActiveRollouts(ctx)
-	if err != nil || len(active) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	if len(active) == 0 {
+		f.trackPulls(nil, nil)
+		return nil, nil
 	}
 	v := f.view
 	pullReqs := map[string][]string{}
+	prePulling := map[string]bool{} // the images of rollouts in pre-pull
 	ready := f.ready()
 	now := time.Now()
 	for _, r := range active {
@@ -36,7 +41,7 @@ func (f *fleet) progress(ctx context.Context, mark func(nodeID string)) (map[str
 		image := pullImage(v.revs, r)
 		f.mu.Lock()
 		for k := range insts {
-			if p, ok := f.pulls[insts[k].NodeID][image]; ok {
+			if p, ok := f.pulls[insts[k].NodeID][image]; ok && p.answered {
 				insts[k].Pulled, insts[k].PullError = p.err == "", p.err
 			}
 		}
@@ -46,6 +51,7 @@ func (f *fleet) progress(ctx context.Context, mark func(nodeID string)) (map[str
 			f.wakeAt(res.Wake)
 		}
 		if res.Rollout.Phase == api.PhasePrePull && res.Rollout.State == api.RolloutRunning {
+			prePulling[image] = true
 			f.requestPulls(pullReqs, res.Rollout, insts, image)
 		}
 		if !res.Changed {
@@ -71,7 +77,37 @@ func (f *fleet) progress(ctx context.Context, mark func(nodeID string)) (map[str
 			v.deps[depKey(r.Project, r.Deployment)] = d
 		}
 	}
+	f.trackPulls(pullReqs, prePulling)
 	return pullReqs, nil
+}
+
+// trackPulls notes the pull requests of this pass, so that pulled accepts
+// their answers, and forgets the requests and answers of images no
+// rollout pre-pulls any more and of nodes that are gone: what f.pulls
+// holds is bounded by what the server asked for, never by what nodes send.
+func (f *fleet) trackPulls(reqs map[string][]string, prePulling map[string]bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for nodeID, images := range reqs {
+		if f.pulls[nodeID] == nil {
+			f.pulls[nodeID] = map[string]pullResult{}
+		}
+		for _, img := range images {
+			if _, ok := f.pulls[nodeID][img]; !ok {
+				f.pulls[nodeID][img] = pullResult{}
+			}
+		}
+	}
+	for nodeID, m := range f.pulls {
+		for img := range m {
+			if !prePulling[img] {
+				delete(m, img)
+			}
+		}
+		if _, ok := f.nodes[nodeID]; !ok || len(m) == 0 {
+			delete(f.pulls, nodeID)
+		}
+	}
 }
 
 // pullImage is the image a rollout's nodes pre-pull: pinned when it can be.
@@ -98,17 +134,29 @@ func (f *fleet) requestPulls(reqs map[string][]string, r api.Rollout, insts []ro
 	}
 }
 
-// pullResult is a node's answer to a pre-pull request.
-type pullResult struct{ err string }
+// pullResult is a pre-pull request and, once answered, the node's answer.
+type pullResult struct {
+	answered bool
+	err      string
+}
 
-// pulled records a node's answer to a pre-pull request.
+// pulled records a node's answer to a pre-pull request. An answer to no
+// request (an image the server did not ask this node for, or no longer
+// pre-pulls) is dropped, and logged sparsely: a node that sends them is
+// broken or hostile.
 func (f *fleet) pulled(nodeID string, p *agentproto.ImagePull) {
 	f.mu.Lock()
-	if f.pulls[nodeID] == nil {
-		f.pulls[nodeID] = map[string]pullResult{}
+	_, ok := f.pulls[nodeID][p.Image]
+	if ok {
+		f.pulls[nodeID][p.Image] = pullResult{answered: true, err: p.Error}
 	}
-	f.pulls[nodeID][p.Image] = pullResult{err: p.Error}
 	f.mu.Unlock()
+	if !ok {
+		img, _ := nodeText(p.Image, 64)
+		f.unaskedPullLog.warn("ignoring an image pull answer: the server did not ask this node for that image",
+			"node_id", nodeID, "image", img, "image_bytes", len(p.Image))
+		return
+	}
 	f.trigger()
 }
 

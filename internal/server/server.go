@@ -73,9 +73,9 @@ type Config struct {
 	AgentSourceRate  float64
 	AgentSourceBurst int
 	// AgentMessageRate and AgentMessageBurst limit the messages of one
-	// agent stream: AgentMessageBurst at once and AgentMessageRate a
-	// second after that; a stream over them is closed with
-	// ResourceExhausted. A healthy agent sends a heartbeat every
+	// agent, over all its streams: AgentMessageBurst at once and
+	// AgentMessageRate a second after that; a stream over them is closed
+	// with ResourceExhausted, and a new one finds the budget as it was. A healthy agent sends a heartbeat every
 	// HeartbeatInterval and, in a rollout, a few statuses for each
 	// instance it replaces: a few hundred at once on a busy host.
 	// Defaults 100 a second and 1,000.
@@ -88,7 +88,22 @@ type Config struct {
 	// host:port; docker.io for Docker Hub) images may come from: an apply
 	// naming another is refused, and the server contacts no other.
 	RegistryAllow []string
-	Logger        *slog.Logger
+	// APIConnsPerSource caps the REST API connections one source address
+	// holds at once; one more is closed when accepted. Default 100.
+	APIConnsPerSource int
+	// AgentCertlessConnsPerSource caps the agent endpoint connections
+	// without a client certificate (enrolling agents) one source address
+	// holds at once; each lasts 30s at most. Default 32.
+	AgentCertlessConnsPerSource int
+	// RevisionHistory is how many of its newest revisions a deployment
+	// keeps; older ones go, but for those its stable revision, an active
+	// rollout or an instance still uses. Default 50.
+	RevisionHistory int
+	// EventRetention is how long events are kept, and MaxEvents how many
+	// of the newest at most. Defaults 30 days and 100,000.
+	EventRetention time.Duration
+	MaxEvents      int
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -131,6 +146,21 @@ func (c *Config) setDefaults() {
 	if c.ImagePolicy == "" {
 		c.ImagePolicy = spec.ImagePolicyPinFromNodes
 	}
+	if c.APIConnsPerSource <= 0 {
+		c.APIConnsPerSource = DefaultAPIConnsPerSource
+	}
+	if c.AgentCertlessConnsPerSource <= 0 {
+		c.AgentCertlessConnsPerSource = DefaultAgentCertlessConnsPerSource
+	}
+	if c.RevisionHistory <= 0 {
+		c.RevisionHistory = DefaultRevisionHistory
+	}
+	if c.EventRetention <= 0 {
+		c.EventRetention = DefaultEventRetention
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -144,6 +174,20 @@ const agentWindow = 2 * maxAgentMessage
 // maxAgentMessage bounds what one agent message may weigh, so a broken or
 // hostile agent cannot make the server allocate without limit.
 const maxAgentMessage = 1 << 20
+
+// The REST API's timeouts. The TLS handshake must end within the
+// shortest of them (net/http), so ReadHeaderTimeout bounds it too. The
+// write timeout outlasts the longest events poll (maxEventWait). The idle
+// timeout closes HTTP/1.1 and HTTP/2 connections without a request in
+// flight; HTTP/2 PINGs do not count as requests.
+const (
+	apiReadHeaderTimeout = 10 * time.Second
+	apiReadTimeout       = time.Minute
+	apiWriteTimeout      = maxEventWait + 30*time.Second
+)
+
+// apiIdleTimeout is a variable so that tests can shorten it.
+var apiIdleTimeout = 2 * time.Minute
 
 // Server is a running control plane.
 type Server struct {
@@ -162,7 +206,8 @@ type Server struct {
 	cert     *pki.ServerCert
 	hosts    []string // the server certificate's
 	events   *eventBell
-	adminTok string // path
+	adminTok string        // path
+	applies  chan struct{} // the apply slots (applySlot)
 }
 
 // New opens the store, loads or creates the CA and certificates, makes the
@@ -201,7 +246,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+		events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -245,20 +290,28 @@ func (s *Server) listen() error {
 	}
 	limits := newAgentLimits(s.cfg, s.log)
 	s.agentLn = limits.listener(s.agentLn)
+	s.apiLn = newCapListener(s.apiLn, s.cfg.APIConnsPerSource, s.log)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		TLSConfig:         pki.APIServerTLS(s.cert),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       apiIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.grpc = grpc.NewServer(
-		grpc.Creds(gatedCreds{credentials.NewTLS(pki.AgentServerTLS(s.ca, s.cert, s.gate.check)), s.gate}),
+		// Certificate-less connections are counted and timed (enrolling
+		// agents); those with a node certificate pass the node gate.
+		grpc.Creds(newCertlessCreds(gatedCreds{credentials.NewTLS(pki.AgentServerTLS(s.ca, s.cert, s.gate.check)), s.gate},
+			s.cfg.AgentCertlessConnsPerSource, s.log)),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
 		grpc.InTapHandle(limits.tap),
 		// gRPC waits 120s by default for a new connection's TLS and
-		// HTTP/2 handshakes; an agent gives up after 20s, and a client
-		// that never completes them should not hold a connection longer.
-		grpc.ConnectionTimeout(20*time.Second),
+		// HTTP/2 handshakes; an agent gives up after 20s, and takes well
+		// under a second on any link it can work over: a client that
+		// does not complete them in 10s should not hold a connection.
+		grpc.ConnectionTimeout(10*time.Second),
 		// One server holds thousands of mostly idle agent streams, so
 		// every per-connection cost counts. TLS already buffers a whole
 		// record, so gRPC's own read buffer (32 KiB by default) only
@@ -272,7 +325,9 @@ func (s *Server) listen() error {
 		// window larger than its biggest message.
 		grpc.StaticStreamWindowSize(agentWindow),
 		grpc.StaticConnWindowSize(agentWindow),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// An agent's connection always carries its stream; one without a
+		// call for minutes is a leftover, and holds an open file.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s, limits: limits})
@@ -326,6 +381,11 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		s.renewServerCertificate(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.pruneHistory(ctx)
 	}()
 	if s.debug != nil {
 		wg.Add(1)

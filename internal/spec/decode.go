@@ -33,6 +33,18 @@ type document struct {
 	budget int
 }
 
+// Bounds of what a spec may hold. Each list and mapping item costs the
+// server memory and every targeted agent a share of its desired state,
+// which travels as one message; far more than real specs use.
+const (
+	// MaxItems bounds each list (args, command, ports, volumes, ...) and
+	// each mapping (env, labels).
+	MaxItems = 1000
+	// MaxString bounds each string, in bytes: a certificate in an env
+	// value fits.
+	MaxString = 64 << 10
+)
+
 // aliasRatio is how many times over the decoder may visit a document's nodes
 // by following aliases; reusing an anchor a few times stays far below it.
 const aliasRatio = 10
@@ -352,8 +364,15 @@ func (d *document) pairs(n *yaml.Node, path string, fn func(key string, keyLine 
 		d.typeError(n, path, "a mapping")
 		return
 	}
+	if !d.fewItems(len(n.Content)/2, path) {
+		return
+	}
+	kvs := d.expand(n, path, map[*yaml.Node]bool{})
+	if !d.fewItems(len(kvs), path) { // with what merge keys brought in
+		return
+	}
 	seen := map[string]int{}
-	for _, kv := range d.expand(n, path, map[*yaml.Node]bool{}) {
+	for _, kv := range kvs {
 		key := kv.key.Value
 		p := join(path, key)
 		if first, dup := seen[key]; dup {
@@ -434,7 +453,7 @@ func (d *document) list(n *yaml.Node, path string, item func(n *yaml.Node, path 
 		d.typeError(n, path, "a list")
 		return
 	}
-	if !d.spend(len(n.Content), n.Line) {
+	if !d.fewItems(len(n.Content), path) || !d.spend(len(n.Content), n.Line) {
 		return
 	}
 	for i, c := range n.Content {
@@ -443,6 +462,16 @@ func (d *document) list(n *yaml.Node, path string, item func(n *yaml.Node, path 
 		d.set[p] = true
 		item(resolve(c), p)
 	}
+}
+
+// fewItems reports whether the list or mapping at path, of count items,
+// has at most MaxItems, and records the problem when it has more.
+func (d *document) fewItems(count int, path string) bool {
+	if count <= MaxItems {
+		return true
+	}
+	d.fail(path, "has %d items; at most %d are allowed", count, MaxItems)
+	return false
 }
 
 func (d *document) strList(n *yaml.Node, path string) []string {
@@ -466,6 +495,9 @@ func (d *document) str(n *yaml.Node, path string) string {
 		return ""
 	case strings.ContainsRune(n.Value, 0):
 		d.fail(path, "contains a NUL character")
+		return ""
+	case len(n.Value) > MaxString:
+		d.fail(path, "is %d bytes long; at most %d are allowed", len(n.Value), MaxString)
 		return ""
 	}
 	return n.Value

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -691,6 +692,43 @@ spec:
 			want: []string{"app.yaml:7: aliases expand this document too much; write the repeated parts out"},
 		},
 		{
+			name: "lists, mappings and strings over their bounds",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  container:
+    image: nginx
+    args: [` + strings.Repeat("a, ", 1000) + `a]
+    command: [sh]
+    env:
+` + envLines(1001) + `    labels: {team: ` + strings.Repeat("x", 70000) + `}
+`,
+			want: []string{
+				"app.yaml:7: spec.container.args: has 1001 items; at most 1000 are allowed",
+				"app.yaml:9: spec.container.env: has 1001 items; at most 1000 are allowed",
+				"app.yaml:1011: spec.container.labels.team: is 70000 bytes long; at most 65536 are allowed",
+			},
+		},
+		{
+			name: "a mapping over its bound through a merge key",
+			yaml: `apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+x: &big {` + envPairs(600) + `}
+spec:
+  container:
+    image: nginx
+    env:
+      <<: *big
+` + envLines(500) + `
+`,
+			want: []string{
+				"app.yaml:4: x: unknown field; accepted fields are apiVersion, kind, metadata, spec",
+				"app.yaml:8: spec.container.env: has 1100 items; at most 1000 are allowed",
+			},
+		},
+		{
 			name: "keys that are not strings",
 			yaml: `apiVersion: dockfleet.io/v1
 kind: Deployment
@@ -1268,4 +1306,22 @@ func TestFieldError(t *testing.T) {
 	if got, want := list.Error(), "a.yaml:3: spec.mode: bad\na.yaml:1: invalid YAML: x"; got != want {
 		t.Errorf("ErrorList.Error() = %q; want %q", got, want)
 	}
+}
+
+// envLines is n env entries, one a line, indented for spec.container.env.
+func envLines(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "      V%d: x\n", i)
+	}
+	return b.String()
+}
+
+// envPairs is n env entries of a flow mapping, named apart from envLines'.
+func envPairs(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "M%d: x, ", i)
+	}
+	return strings.TrimSuffix(b.String(), ", ")
 }

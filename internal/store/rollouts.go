@@ -235,3 +235,32 @@ func (s *SQLite) ListEvents(ctx context.Context, f EventFilter) ([]api.Event, er
 	}
 	return out, rows.Err()
 }
+
+func (s *SQLite) PruneRevisions(ctx context.Context, keep int) (int64, error) {
+	// Revision numbers count up from 1 without gaps but for pruned ones,
+	// so the keep newest are the numbers above revision - keep.
+	res, err := s.db.ExecContext(ctx, `DELETE FROM revisions WHERE rowid IN (
+		SELECT r.rowid FROM revisions r JOIN deployments d ON d.project = r.project AND d.name = r.deployment
+		WHERE r.number <= d.revision - ? AND r.number <> d.stable_revision
+		AND NOT EXISTS (SELECT 1 FROM instances i
+			WHERE i.project = r.project AND i.deployment = r.deployment AND i.revision = r.number)
+		AND NOT EXISTS (SELECT 1 FROM rollouts o
+			WHERE o.project = r.project AND o.deployment = r.deployment AND o.state IN (?, ?)
+			AND r.number IN (json_extract(o.data, '$.fromRevision'), json_extract(o.data, '$.toRevision'))))`,
+		keep, api.RolloutRunning, api.RolloutPaused)
+	if err != nil {
+		return 0, fmt.Errorf("pruning revisions: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+func (s *SQLite) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	// Sequence numbers have no gaps but for pruned events, so the keep
+	// newest are the numbers above the last one less keep.
+	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE time < ? OR seq <= (SELECT MAX(seq) FROM events) - ?`,
+		nanos(before), keep)
+	if err != nil {
+		return 0, fmt.Errorf("pruning events: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -77,6 +77,11 @@ type Store interface {
 	GetRevision(ctx context.Context, project, deployment string, number int64) (api.Revision, error)
 	// ListRevisions lists a deployment's revisions, oldest first.
 	ListRevisions(ctx context.Context, project, deployment string) ([]api.Revision, error)
+	// PruneRevisions deletes, in every deployment, the revisions older than
+	// its keep newest, except its stable revision, those its running or
+	// paused rollouts go from or to, and those an instance is on. It
+	// returns how many it deleted.
+	PruneRevisions(ctx context.Context, keep int) (int64, error)
 	// PinRevisionDigest records the image digest of a revision, with the
 	// node whose report pinned it, unless one is recorded already, and
 	// returns the revision as it holds.
@@ -96,6 +101,9 @@ type Store interface {
 	AppendEvents(ctx context.Context, events []api.Event) error
 	// ListEvents lists events in sequence order.
 	ListEvents(ctx context.Context, f EventFilter) ([]api.Event, error)
+	// PruneEvents deletes the events older than before, and all but the
+	// newest keep. It returns how many it deleted.
+	PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error)
 
 	ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error)
 	// ApplyPlacement creates add and deletes the instances remove in one transaction.

@@ -31,6 +31,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Instances", testInstances},
 		{"RevisionsAndRollouts", testRevisionsAndRollouts},
 		{"Events", testEvents},
+		{"PruneRevisions", testPruneRevisions},
+		{"PruneEvents", testPruneEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
@@ -559,5 +561,82 @@ func testEvents(t *testing.T, s store.Store) {
 	after, _ := s.ListEvents(ctx, store.EventFilter{After: all[2].Seq, Limit: 1})
 	if len(after) != 1 || after[0].Seq != all[3].Seq {
 		t.Errorf("after %d limit 1 = %+v; want event %d", all[2].Seq, after, all[3].Seq)
+	}
+}
+
+// testPruneRevisions makes revisions 1 to 10 of a deployment, with 3
+// stable, an instance on 2 and a rollout running from 7 to 10, and keeps
+// the newest 2: 9 and 10, and 2, 3 and 7 for what still uses them.
+func testPruneRevisions(t *testing.T, s store.Store) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	d := newDeployment("default", "web")
+	for n := int64(1); n <= 10; n++ {
+		d.Revision = n
+		rev := api.Revision{Project: "default", Deployment: "web", Number: n, Spec: d.Spec, Cause: "apply", CreatedAt: now}
+		ro := api.Rollout{ID: fmt.Sprint("r", n), Project: "default", Deployment: "web", From: 3, To: n, State: api.RolloutRunning, CreatedAt: now}
+		if n == 10 {
+			ro.From = 7
+		}
+		var err error
+		if d, err = s.ApplyRevision(ctx, d, rev, ro, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.StableRevision = 3
+	if _, err := s.PutDeployment(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyPlacement(ctx, []api.Instance{{ID: "i1", Project: "default", Deployment: "web", NodeID: "n", Revision: 2}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	other := newDeployment("default", "api") // one revision: nothing to prune
+	if _, err := s.ApplyRevision(ctx, other, api.Revision{Project: "default", Deployment: "api", Number: 1, Spec: other.Spec, CreatedAt: now},
+		api.Rollout{ID: "a1", Project: "default", Deployment: "api", To: 1, State: api.RolloutSucceeded, CreatedAt: now}, nil); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PruneRevisions(ctx, 2)
+	if err != nil || n != 5 {
+		t.Errorf("PruneRevisions(2) = %d, %v; want 5 deleted (1, 4, 5, 6, 8)", n, err)
+	}
+	revs, _ := s.ListRevisions(ctx, "default", "web")
+	var got []int64
+	for _, r := range revs {
+		got = append(got, r.Number)
+	}
+	if want := []int64{2, 3, 7, 9, 10}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("revisions after pruning: %v; want %v", got, want)
+	}
+	if revs, _ := s.ListRevisions(ctx, "default", "api"); len(revs) != 1 {
+		t.Errorf("pruning left api %d revisions; want its 1", len(revs))
+	}
+	if n, err := s.PruneRevisions(ctx, 2); err != nil || n != 0 {
+		t.Errorf("PruneRevisions again = %d, %v; want 0", n, err)
+	}
+}
+
+func testPruneEvents(t *testing.T, s store.Store) {
+	now := time.Now()
+	var evs []api.Event
+	for i := range 10 {
+		at := now
+		if i < 3 {
+			at = now.Add(-48 * time.Hour)
+		}
+		evs = append(evs, api.Event{Time: at, Project: "default", Deployment: "web", Type: "t", Message: fmt.Sprint(i)})
+	}
+	if err := s.AppendEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	// Older than a day: 0 to 2; beyond the newest 5: 0 to 4.
+	n, err := s.PruneEvents(ctx, now.Add(-24*time.Hour), 5)
+	if err != nil || n != 5 {
+		t.Errorf("PruneEvents = %d, %v; want 5 deleted", n, err)
+	}
+	left, _ := s.ListEvents(ctx, store.EventFilter{})
+	if len(left) != 5 || left[0].Message != "5" {
+		t.Errorf("events left: %+v; want 5 to 9", left)
+	}
+	if n, _ := s.PruneEvents(ctx, now.Add(-24*time.Hour), 100); n != 0 {
+		t.Errorf("PruneEvents again deleted %d; want 0", n)
 	}
 }

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/api"
+)
+
+func TestNodeText(t *testing.T) {
+	tests := []struct {
+		name, in string
+		max      int
+		want     string
+		changed  bool
+	}{
+		{name: "plain", in: "docker 27.1", max: 256, want: "docker 27.1"},
+		{name: "unicode", in: "höst-ü", max: 256, want: "höst-ü"},
+		{name: "escape sequences", in: "\x1b]0;owned\x07\x1b[2Jhost", max: 256, want: `\x1b]0;owned\a\x1b[2Jhost`, changed: true},
+		{name: "line rewrite", in: "\x1b[2K\rall good", max: 256, want: `\x1b[2K\rall good`, changed: true},
+		{name: "bidi override", in: "a\u202eb", max: 256, want: `a\u202eb`, changed: true},
+		{name: "invalid UTF-8", in: "a\xffb", max: 256, want: `a\xffb`, changed: true},
+		{name: "cut", in: strings.Repeat("x", 300), max: 256, want: strings.Repeat("x", 253) + "…", changed: true},
+		{name: "cut between runes", in: strings.Repeat("é", 200), max: 256, want: strings.Repeat("é", 126) + "…", changed: true},
+		{name: "cut before an escape", in: strings.Repeat("x", 250) + "\x1b", max: 256, want: strings.Repeat("x", 250) + "…", changed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, changed := nodeText(tt.in, tt.max)
+			if got != tt.want || changed != tt.changed {
+				t.Errorf("nodeText(%q, %d) = %q, %v; want %q, %v", tt.in, tt.max, got, changed, tt.want, tt.changed)
+			}
+			if len(got) > tt.max {
+				t.Errorf("nodeText(%q, %d) is %d bytes; want %d at most", tt.in, tt.max, len(got), tt.max)
+			}
+		})
+	}
+}
+
+// A node that answers pre-pull requests the server never made, each with
+// an image name of 512 KiB, costs the server no memory: the answers are
+// dropped, and said so sparsely (review finding 4: 800 such answers kept
+// 405 MiB of heap).
+func TestUnaskedPullAnswersAreDropped(t *testing.T) {
+	f := startAbuseFleet(t, Config{})
+	f.startGoodAgents(t)
+
+	const src, answers = "127.0.0.10", 800
+	conn := f.conn(t, src, f.enroll(t, "abuser", src))
+	before := liveHeap()
+	began := time.Now()
+	stop := abuse(func(context.Context) {
+		// All the answers are sent, however long the good agents' check
+		// takes: the stream does not end with the abuse's context.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		stream, err := openStream(ctx, conn)
+		if err != nil {
+			t.Errorf("opening a stream: %v", err)
+			return
+		}
+		for i := range answers {
+			img := fmt.Sprintf("%d-%s", i, strings.Repeat("x", 512<<10))
+			if err := stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Pulled{Pulled: &agentproto.ImagePull{Image: img}}}); err != nil {
+				t.Errorf("answer %d: the stream ended: %v", i+1, recvUntilError(stream))
+				return
+			}
+		}
+		// The server reads a stream's messages in order: once it has seen
+		// the end, it has handled every answer.
+		stream.CloseSend()
+		if err := recvUntilError(stream); !errors.Is(err, io.EOF) {
+			t.Errorf("the stream ended with %v; want the server to read all %d answers and end it cleanly", err, answers)
+		}
+	})
+	f.checkGoodAgents(t)
+	stop()
+	elapsed := time.Since(began)
+
+	after := liveHeap()
+	if grew := int64(after) - int64(before); grew > 64<<20 {
+		t.Errorf("the live heap grew by %d MiB (%d -> %d MiB) after %d unasked pull answers of 512 KiB; want it bounded",
+			grew>>20, before>>20, after>>20, answers)
+	}
+	f.srv.fleet.mu.Lock()
+	kept := len(f.srv.fleet.pulls)
+	f.srv.fleet.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("the server keeps pull answers of %d nodes; want none: it asked for no pull", kept)
+	}
+	if n := f.countLines("ignoring an image pull answer"); n < 1 || n > maxLogLines(elapsed) {
+		t.Errorf("the server logged %d lines about %d unasked answers in %s; want 1 to %d", n, answers, elapsed.Round(time.Second), maxLogLines(elapsed))
+	}
+}
+
+// liveHeap is the bytes of the heap still reachable after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// What a node says about itself (facts, its host error) is kept cut to a
+// bound and with its control characters escaped, so it cannot fill the
+// store or steer an operator's terminal (review findings 4 and 13).
+func TestNodeStringsAreBoundedAndEscaped(t *testing.T) {
+	f := startAbuseFleet(t, Config{})
+	const src = "127.0.0.10"
+	conn := f.conn(t, src, f.enroll(t, "abuser", src))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := openStream(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostname := "\x1b]0;owned\x07\x1b[2J\x1b[1;31mTRUSTED-HOST\x1b[0m" + strings.Repeat("h", 100<<10)
+	hostErr := "\x1b[2K\rall good \x1b[8m(hidden)" + strings.Repeat("e", 100<<10)
+	if err := stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Heartbeat{Heartbeat: &agentproto.Heartbeat{
+		Error: hostErr, Facts: &agentproto.Facts{Hostname: hostname, Os: "linux"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var n api.Node
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if n, err = f.api.GetNode(ctx, "abuser"); err != nil {
+			t.Fatal(err)
+		}
+		if n.Facts.OS == "linux" && n.Error != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node's facts and error never reached the API: %+v", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, tt := range []struct {
+		field, got, prefix string
+		max                int
+	}{
+		{"facts.hostname", n.Facts.Hostname, `\x1b]0;owned\a\x1b[2J\x1b[1;31mTRUSTED-HOST\x1b[0mhhh`, maxNodeFact},
+		{"error", n.Error, `\x1b[2K\rall good \x1b[8m(hidden)eee`, maxNodeText},
+	} {
+		if len(tt.got) > tt.max || !strings.HasPrefix(tt.got, tt.prefix) || strings.ContainsAny(tt.got, "\x1b\x07\r") {
+			t.Errorf("%s kept as %d bytes %.80q...; want at most %d bytes starting %q, its control characters escaped",
+				tt.field, len(tt.got), tt.got, tt.max, tt.prefix)
+		}
+	}
+	if f.countLines("cut or escaped a string an agent sent") != 1 {
+		t.Errorf("the server did not say once that it cut the node's strings; log:\n%s", f.logs.String())
+	}
+}
