@@ -106,6 +106,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		body.Error = "internal server error; see the server log"
 	}
+	// A refusal is logged too, for the operator who was not the caller;
+	// sparsely, since a client can send many. "Not found" is an answer.
+	if status != http.StatusNotFound && status < 500 || status == http.StatusServiceUnavailable {
+		s.refusals.warn("api request refused", "method", r.Method, "path", r.URL.Path, "source", r.RemoteAddr,
+			"status", status, "err", body.Error, "details", len(body.Details))
+	}
 	writeJSON(w, status, body)
 }
 

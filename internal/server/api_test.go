@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -95,6 +96,31 @@ func TestAPIErrors(t *testing.T) {
 				t.Errorf("%s %s = %d %q; want %d containing %q", tc.method, tc.path, code, e.Error, tc.status, tc.want)
 			}
 		})
+	}
+}
+
+// A refused request is in the server's log, for the operator, but a
+// client sending many cannot flood it.
+func TestRefusalsAreLoggedSparsely(t *testing.T) {
+	var logs lockedBuffer
+	s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.apiLn.Close()
+		s.agentLn.Close()
+		s.store.Close()
+	}()
+	for range 100 {
+		call(t, s.routes(), "", "POST", "/v1/tokens", `{}`)
+	}
+	if n := strings.Count(logs.String(), "api request refused"); n != 1 {
+		t.Errorf("100 refused requests logged %d times; want once (then counted):\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "status=401") || !strings.Contains(logs.String(), "path=/v1/tokens") {
+		t.Errorf("the log does not say what was refused and why:\n%s", logs.String())
 	}
 }
 

@@ -206,6 +206,8 @@ type Server struct {
 	cert     *pki.ServerCert
 	hosts    []string // the server certificate's
 	events   *eventBell
+	// refusals logs the API requests refused for their caller's fault.
+	refusals *sparseLog
 	adminTok string        // path
 	applies  chan struct{} // the apply slots (applySlot)
 }
@@ -246,7 +248,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		events: newEventBell(), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
+		events: newEventBell(), refusals: newSparseLog(cfg.Logger), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
