@@ -21,15 +21,21 @@ import (
 // loopback, not served) and returns it with its admin token.
 func newTestServer(t testing.TB) (*Server, string) {
 	t.Helper()
-	s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0"})
+	return newTestServerConfig(t, Config{})
+}
+
+// newTestServerConfig is newTestServer with cfg, in cfg.DataDir if given.
+func newTestServerConfig(t testing.TB, cfg Config) (*Server, string) {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.APIAddr, cfg.AgentAddr = "127.0.0.1:0", "127.0.0.1:0"
+	s, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.apiLn.Close()
-		s.agentLn.Close()
-		s.store.Close()
-	})
+	t.Cleanup(func() { closeUnserved(s) })
 	tok, err := os.ReadFile(s.AdminTokenFile())
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +44,16 @@ func newTestServer(t testing.TB) (*Server, string) {
 		t.Errorf("admin.token mode = %v, %v; want 0600", info.Mode().Perm(), err)
 	}
 	return s, strings.TrimSpace(string(tok))
+}
+
+// closeUnserved releases what New holds of a server that never ran.
+func closeUnserved(s *Server) {
+	s.apiLn.Close()
+	s.agentLn.Close()
+	if s.debugLn != nil {
+		s.debugLn.Close()
+	}
+	s.store.Close()
 }
 
 func call(t testing.TB, h http.Handler, token, method, path, body string) (int, api.Error) {
@@ -103,16 +119,7 @@ func TestAPIErrors(t *testing.T) {
 // client sending many cannot flood it.
 func TestRefusalsAreLoggedSparsely(t *testing.T) {
 	var logs lockedBuffer
-	s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		s.apiLn.Close()
-		s.agentLn.Close()
-		s.store.Close()
-	}()
+	s, _ := newTestServerConfig(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	for range 100 {
 		call(t, s.routes(), "", "POST", "/v1/tokens", `{}`)
 	}
@@ -301,14 +308,7 @@ func TestDebugListenerIsLoopbackUnlessForced(t *testing.T) {
 	if !errors.Is(err, debugsrv.ErrNotLoopback) {
 		t.Fatalf("New with --debug-addr :0 = %v; want it refused as not loopback", err)
 	}
-	s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: ":0", DebugAllowRemote: true})
-	if err != nil {
-		t.Fatalf("New with --debug-allow-remote: %v", err)
-	}
-	s.apiLn.Close()
-	s.agentLn.Close()
-	s.debugLn.Close()
-	s.store.Close()
+	newTestServerConfig(t, Config{DebugAddr: ":0", DebugAllowRemote: true})
 }
 
 func TestDebugListenerServesProfiles(t *testing.T) {

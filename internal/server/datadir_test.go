@@ -39,11 +39,6 @@ func TestDataDirIsPrivateWhateverItWasBefore(t *testing.T) {
 		}
 		return s, logs.String()
 	}
-	stop := func(s *Server) {
-		s.apiLn.Close()
-		s.agentLn.Close()
-		s.store.Close()
-	}
 	checkPrivate := func(when string) {
 		t.Helper()
 		var files []string
@@ -84,9 +79,9 @@ func TestDataDirIsPrivateWhateverItWasBefore(t *testing.T) {
 		}
 		return os.Chmod(p, mode)
 	})
-	stop(s)
+	closeUnserved(s)
 	s, logs = start()
-	defer stop(s)
+	defer closeUnserved(s)
 	if !strings.Contains(logs, "dockfleet.db") {
 		t.Errorf("the server did not say it narrowed the store's mode:\n%s", logs)
 	}

@@ -65,9 +65,7 @@ func TestNewWarnsOfLowFDLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.apiLn.Close()
-		s.agentLn.Close()
-		s.store.Close()
+		closeUnserved(s)
 		if got := strings.Contains(buf.String(), "open-file limit too low"); got != tt.warn {
 			t.Errorf("expecting %d agents with a limit of %d: warned %v; want %v; log:\n%s", tt.expected, limit, got, tt.warn, buf.String())
 		}

@@ -28,19 +28,13 @@ func TestRestartGivesNodesTimeToReconnect(t *testing.T) {
 	if _, err := first.store.Enroll(ctx, tok.ID, func(api.EnrollToken, string, *api.Node) error { return nil }, node); err != nil {
 		t.Fatal(err)
 	}
-	first.apiLn.Close()
-	first.agentLn.Close()
-	first.store.Close()
+	closeUnserved(first)
 
 	s, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		s.apiLn.Close()
-		s.agentLn.Close()
-		s.store.Close()
-	}()
+	defer closeUnserved(s)
 	state := func() api.NodeState {
 		n := api.Node{ID: "n1"}
 		s.fleet.live(&n)

@@ -191,21 +191,21 @@ var apiIdleTimeout = 2 * time.Minute
 
 // Server is a running control plane.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	store    store.Store
-	ca       *pki.CA
-	apiLn    net.Listener
-	agentLn  net.Listener
-	http     *http.Server
-	debug    *http.Server // nil unless Config.DebugAddr is set
-	debugLn  net.Listener
-	grpc     *grpc.Server
-	fleet    *fleet
-	gate     *nodeGate
-	cert     *pki.ServerCert
-	hosts    []string // the server certificate's
-	events   *eventBell
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	ca      *pki.CA
+	apiLn   net.Listener
+	agentLn net.Listener
+	http    *http.Server
+	debug   *http.Server // nil unless Config.DebugAddr is set
+	debugLn net.Listener
+	grpc    *grpc.Server
+	fleet   *fleet
+	gate    *nodeGate
+	cert    *pki.ServerCert
+	hosts   []string // the server certificate's
+	events  *eventBell
 	// refusals logs the API requests refused for their caller's fault.
 	refusals *sparseLog
 	adminTok string        // path
