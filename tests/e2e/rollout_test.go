@@ -400,8 +400,8 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	})
 	out, _ := f.cli("", "describe", "deployment", "web")
 	short := "sha256:" + pinV1[strings.Index(pinV1, "@sha256:")+8:][:12]
-	if strings.Count(out, short) != 6 {
-		t.Errorf("describe shows the digest %s %d times; want once per instance:\n%s", short, strings.Count(out, short), out)
+	if strings.Count(out, short+" ") != 6 || !strings.Contains(out, "Pinned image:     "+pinV1+"\n") {
+		t.Errorf("describe shows the digest %s %d times; want once per instance, and the pin %s in full:\n%s", short, strings.Count(out, short+" "), pinV1, out)
 	}
 
 	out, code := f.cli(rolloutSpec(repo+":v2", "    batchSize: 2\n    minHealthyTime: 1s\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
@@ -436,10 +436,22 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	for _, n := range nodeNames(6) {
 		before[n] = f.containers(n)[0].ID
 	}
-	out, code = f.cli(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
+	// A tag the registry does not have: the server asks it at apply and
+	// refuses, with the registry's words, and nothing changes.
+	out, code = f.cli(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-")
+	if code == 0 || !strings.Contains(out, "manifest unknown") {
+		t.Errorf("a missing image: apply exit %d:\n%s\nwant it refused with the registry's reason", code, out)
+	}
+	if revs, err := f.client.ListRevisions(context.Background(), api.DefaultProject, "web"); err != nil || len(revs) != 2 {
+		t.Errorf("after a refused apply: %d revisions, %v; want still 2", len(revs), err)
+	}
+	// Unpinned, the server asks no registry: the nodes' pre-pull fails,
+	// with the registry's reason, before any container changes.
+	unpinned := strings.Replace(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "  mode: global\n", "  mode: global\n  imagePolicy: unpinned\n", 1)
+	out, code = f.cli(unpinned, "apply", "-f", "-", "--wait", "--timeout", "120s")
 	ro = f.waitRollout(10 * time.Second)
 	if code == 0 || ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "manifest unknown") {
-		t.Errorf("a missing image: apply exit %d, rollout %s (%s); want it to fail in the pre-pull with the registry's reason", code, ro.State, ro.Message)
+		t.Errorf("a missing unpinned image: apply exit %d, rollout %s (%s); want it to fail in the pre-pull with the registry's reason:\n%s", code, ro.State, ro.Message, out)
 	}
 	for _, n := range nodeNames(6) {
 		if cs := f.containers(n); len(cs) != 1 || cs[0].ID != before[n] {
