@@ -195,8 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if connected {
 			backoff = time.Second
 		}
-		// Full jitter spreads a fleet's reconnections after a server restart.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + 100*time.Millisecond
+		wait := jittered(backoff)
 		args := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
 		if hint := refusalHint(err, id, a.cfg.Name); hint != "" {
 			args = append(args, "hint", hint)
@@ -209,4 +208,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
+}
+
+// jittered is how long to wait before a retry whose backoff is backoff:
+// "full jitter", anything up to it. A fleet that lost its server, or a
+// crowd of agents enrolling at once over a server's limit, then comes back
+// spread out instead of in waves that are refused together.
+func jittered(backoff time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(backoff))) + 100*time.Millisecond
 }

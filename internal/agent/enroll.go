@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -49,19 +50,11 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(a.addr, a.dialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))...)
-	if err != nil {
-		return nil, fmt.Errorf("enrolling with %s: %w", a.addr, err)
-	}
-	defer conn.Close()
-	client := agentproto.NewAgentClient(conn)
 	facts := a.facts(ctx)
 	backoff := time.Second
 	for {
-		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err := client.Enroll(callCtx, &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
+		resp, err := a.enrollOnce(ctx, tlsConf, &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
 			Csr: csr, Name: a.cfg.Name, Labels: a.cfg.Labels, Facts: facts})
-		cancel()
 		if err == nil {
 			id, err := pki.SaveIdentity(a.cfg.DataDir, key, resp.Certificate, resp.CaCertificate)
 			if err != nil {
@@ -81,14 +74,31 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 		if distrusted(st.Message()) {
 			return nil, fmt.Errorf("%w: not trusting %s: %s", ErrEnrollRefused, a.addr, st.Message())
 		}
-		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", a.addr, "err", err, "retry_in", backoff)
+		wait := jittered(backoff)
+		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", a.addr, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
+}
+
+// enrollOnce makes one enrollment call on a connection of its own, closed
+// after it. A connection kept between attempts would reconnect by itself
+// while the agent backs off, and hold, idle, one of the few connections
+// without a client certificate a server allows an address (a crowd of
+// agents behind one NAT enrolling at once).
+func (a *Agent) enrollOnce(ctx context.Context, tlsConf *tls.Config, req *agentproto.EnrollRequest) (*agentproto.EnrollResponse, error) {
+	conn, err := grpc.NewClient(a.addr, a.dialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))...)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "enrolling with %s: %v", a.addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return agentproto.NewAgentClient(conn).Enroll(ctx, req)
 }
 
 // distrusted reports whether a call failed because the agent does not
