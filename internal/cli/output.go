@@ -6,16 +6,15 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/termtext"
 )
 
 // outputFormat is the value of -o: a table for people, JSON or YAML for
@@ -128,31 +127,11 @@ func cell(s string) string {
 	return printable(strings.NewReplacer("\t", " ", "\n", " ").Replace(s))
 }
 
-// printable escapes the control characters in s, as Go writes them in a
-// quoted string ("\x1b", "\r"). What the CLI prints includes strings that
-// nodes reported (their hostname, a host error, an instance's last error,
-// and the events quoting them): an escape sequence in one would reach the
-// operator's terminal, which could retitle it, clear it or hide text
-// (security review, finding 13). Bidirectional overrides are escaped too:
-// they reorder what is shown.
+// printable escapes the control characters in s: what the CLI prints
+// includes strings that nodes reported (termtext says why).
 func printable(s string) string {
-	if strings.IndexFunc(s, unsafeRune) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unsafeRune(r) {
-			q := strconv.QuoteRuneToASCII(r)
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func unsafeRune(r rune) bool {
-	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
+	e, _ := termtext.Escape(s, 0)
+	return e
 }
 
 func (t *table) flush() error {

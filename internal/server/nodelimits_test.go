@@ -14,36 +14,6 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 )
 
-func TestNodeText(t *testing.T) {
-	tests := []struct {
-		name, in string
-		max      int
-		want     string
-		changed  bool
-	}{
-		{name: "plain", in: "docker 27.1", max: 256, want: "docker 27.1"},
-		{name: "unicode", in: "höst-ü", max: 256, want: "höst-ü"},
-		{name: "escape sequences", in: "\x1b]0;owned\x07\x1b[2Jhost", max: 256, want: `\x1b]0;owned\a\x1b[2Jhost`, changed: true},
-		{name: "line rewrite", in: "\x1b[2K\rall good", max: 256, want: `\x1b[2K\rall good`, changed: true},
-		{name: "bidi override", in: "a\u202eb", max: 256, want: `a\u202eb`, changed: true},
-		{name: "invalid UTF-8", in: "a\xffb", max: 256, want: `a\xffb`, changed: true},
-		{name: "cut", in: strings.Repeat("x", 300), max: 256, want: strings.Repeat("x", 253) + "…", changed: true},
-		{name: "cut between runes", in: strings.Repeat("é", 200), max: 256, want: strings.Repeat("é", 126) + "…", changed: true},
-		{name: "cut before an escape", in: strings.Repeat("x", 250) + "\x1b", max: 256, want: strings.Repeat("x", 250) + "…", changed: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, changed := nodeText(tt.in, tt.max)
-			if got != tt.want || changed != tt.changed {
-				t.Errorf("nodeText(%q, %d) = %q, %v; want %q, %v", tt.in, tt.max, got, changed, tt.want, tt.changed)
-			}
-			if len(got) > tt.max {
-				t.Errorf("nodeText(%q, %d) is %d bytes; want %d at most", tt.in, tt.max, len(got), tt.max)
-			}
-		})
-	}
-}
-
 // A node that answers pre-pull requests the server never made, each with
 // an image name of 512 KiB, costs the server no memory: the answers are
 // dropped, and said so sparsely (review finding 4: 800 such answers kept

@@ -13,6 +13,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/rollout"
 	"github.com/dockfleet/dockfleet/internal/store"
+	"github.com/dockfleet/dockfleet/internal/termtext"
 )
 
 // progress steps every active rollout once, persists what each step
@@ -152,7 +153,7 @@ func (f *fleet) pulled(nodeID string, p *agentproto.ImagePull) {
 	}
 	f.mu.Unlock()
 	if !ok {
-		img, _ := nodeText(p.Image, 64)
+		img, _ := termtext.Escape(p.Image, 64)
 		f.unaskedPullLog.warn("ignoring an image pull answer: the server did not ask this node for that image",
 			"node_id", nodeID, "image", img, "image_bytes", len(p.Image))
 		return
