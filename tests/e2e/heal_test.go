@@ -119,3 +119,51 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 		return fmt.Errorf("events: %+v", f.events())
 	})
 }
+
+// TestFailedFirstRolloutKeepsWhatRuns: a first rollout whose second batch
+// cannot start (the four nodes share one Docker daemon, so only the first
+// container gets the host port) fails and removes nothing: there is no
+// earlier revision to roll back to, and the healthy instance keeps running.
+func TestFailedFirstRolloutKeepsWhatRuns(t *testing.T) {
+	f := fourNodes(t)
+	_, port, _ := strings.Cut(freeAddr(t), ":")
+	out, code := f.cli(fmt.Sprintf(`apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  mode: global
+  selector:
+    matchLabels: {role: web}
+  container:
+    image: hello:v1
+    ports:
+      - {containerPort: 8080, hostPort: %s}
+    healthCheck:
+      http: {path: /healthz, port: 8080}
+      interval: 1s
+  update: {batchSize: 1, minHealthyTime: 1s, autoRollback: true}
+`, port), "apply", "-f", "-", "--wait", "--timeout", "90s")
+	if code == 0 {
+		t.Errorf("apply --wait of a rollout that cannot start exited 0; want non-zero. Output:\n%s", out)
+	}
+	ro := f.waitRollout(30 * time.Second)
+	if ro.State != api.RolloutFailed || !strings.Contains(ro.Message, "no earlier revision") {
+		t.Fatalf("rollout %s (%s); want failed, saying there is no earlier revision", ro.State, ro.Message)
+	}
+	var healthy []api.Instance
+	for _, in := range f.instances("web") {
+		if in.State == api.InstanceHealthy {
+			healthy = append(healthy, in)
+		}
+	}
+	if len(healthy) != 1 {
+		t.Fatalf("instances %+v; want one healthy", f.instances("web"))
+	}
+	running := f.images(healthy[0].NodeName)[healthy[0].NodeName]
+	if len(running) != 1 || running[0] != "hello:v1" {
+		t.Errorf("node %s runs %v after the failed rollout; want its hello:v1 kept", healthy[0].NodeName, running)
+	}
+	if evs := f.events("rollout.rolled_back"); len(evs) > 0 {
+		t.Errorf("events %+v; want no roll back", evs)
+	}
+}
