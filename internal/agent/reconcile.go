@@ -60,8 +60,12 @@ type instance struct {
 	status observed
 	// digest is the pinned image the instance's container runs, once the
 	// agent pulled it; the server pins the first one it hears of.
-	digest   string
-	restarts restart.Tracker
+	digest string
+	// restarts counts the restarts of the container of spec restartsOf: a
+	// new spec starts afresh, so a revision never inherits the crash loop
+	// of the one before.
+	restarts   restart.Tracker
+	restartsOf string
 	// events are what the agent did on its own (restarted, recreated),
 	// for the server's event log; sent with the next report.
 	events []string
@@ -369,6 +373,11 @@ func (r *reconciler) reconcile(ctx context.Context) {
 // converge brings one instance's containers in line with its spec and
 // reports whether its container is running.
 func (r *reconciler) converge(ctx context.Context, id string, w wanted, cs []container.State) bool {
+	r.mu.Lock()
+	if in := r.insts[id]; in.restartsOf != w.spec.SpecHash {
+		in.restarts, in.restartsOf = restart.Tracker{}, w.spec.SpecHash
+	}
+	r.mu.Unlock()
 	var cur *container.State
 	var stale []container.State
 	for i := range cs {

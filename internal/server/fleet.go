@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -720,7 +721,8 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 	}
 	select {
 	case f.statuses <- store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
-		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest, At: at}:
+		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest,
+		Restarts: int(min(st.Restarts, math.MaxInt32)), At: at}:
 	case <-ctx.Done():
 	}
 }

@@ -118,6 +118,35 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 		}
 		return fmt.Errorf("events: %+v", f.events())
 	})
+
+	// A crash (here a kill) is restarted, counted and told.
+	crashed := f.containers(nodes[1])[0].ID
+	if _, err := testenv.SDK(t).ContainerKill(context.Background(), crashed, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the killed container to be restarted and counted", func() error {
+		for _, in := range f.instances("web") {
+			if in.NodeName == nodes[1] && (in.Restarts != 1 || in.State != api.InstanceHealthy) {
+				return fmt.Errorf("instance on %s: %s, %d restarts", nodes[1], in.State, in.Restarts)
+			}
+		}
+		for _, e := range f.events("instance.restarted") {
+			if strings.HasSuffix(e.Message, nodes[1]+": exited 137, restarted") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no instance.restarted event for %s", nodes[1])
+	})
+	if cs := f.containers(nodes[1]); len(cs) != 1 || cs[0].ID != crashed {
+		t.Errorf("node %s has containers %v; want %.12s restarted in place", nodes[1], cs, crashed)
+	}
+	out, _ := f.cli("", "describe", "deployment", "web")
+	if !strings.Contains(out, "RESTARTS") {
+		t.Errorf("describe deployment web does not show restarts:\n%s", out)
+	}
+	if evs := f.events("instance.failed", "rollout.rolled_back", "rollout.failed"); len(evs) > 0 {
+		t.Errorf("events %+v after the crash; want no failure", evs)
+	}
 }
 
 // TestFailedFirstRolloutKeepsWhatRuns: a first rollout whose second batch
