@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,21 +16,17 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/container"
 	"github.com/dockfleet/dockfleet/internal/health"
+	"github.com/dockfleet/dockfleet/internal/restart"
 	"github.com/dockfleet/dockfleet/internal/spec"
-)
-
-// Restart backoff: the first restart of an exited container is immediate,
-// later ones wait twice as long each time, up to maxRestartDelay; a
-// container that stays up for restartResetAfter starts the count again.
-const (
-	firstRestartDelay = time.Second
-	maxRestartDelay   = time.Minute
-	restartResetAfter = 5 * time.Minute
 )
 
 // maxParallel bounds the containers one agent creates, starts or removes at
 // once: enough for a batch, few enough not to swamp a small host's engine.
 const maxParallel = 8
+
+// maxPendingEvents bounds the events an instance keeps for the server
+// while it is away; the newest are kept.
+const maxPendingEvents = 8
 
 // desiredFile caches the last desired state in the data dir, so an agent
 // restarted while the server is away keeps its containers and heals them.
@@ -63,9 +60,15 @@ type instance struct {
 	status observed
 	// digest is the pinned image the instance's container runs, once the
 	// agent pulled it; the server pins the first one it hears of.
-	digest      string
-	restarts    int
-	nextAttempt time.Time
+	digest string
+	// restarts counts the restarts of the container of spec restartsOf: a
+	// new spec starts afresh, so a revision never inherits the crash loop
+	// of the one before.
+	restarts   restart.Tracker
+	restartsOf string
+	// events are what the agent did on its own (restarted, recreated),
+	// for the server's event log; sent with the next report.
+	events []string
 	// watch is the running health watch, for watchedID's container.
 	watch     context.CancelFunc
 	watchedID string
@@ -82,7 +85,14 @@ type observed struct {
 func (in *instance) proto(id string) *agentproto.InstanceStatus {
 	s := in.status
 	return &agentproto.InstanceStatus{InstanceId: id, State: string(s.state), Reason: s.reason, ContainerId: s.containerID,
-		SpecHash: s.hash, ObservedAt: s.at.UnixNano(), ImageDigest: in.digest}
+		SpecHash: s.hash, ObservedAt: s.at.UnixNano(), ImageDigest: in.digest, Restarts: uint32(in.restarts.Restarts()), Events: in.events}
+}
+
+// take returns the instance's report and forgets its events: they are sent once.
+func (in *instance) take(id string) *agentproto.InstanceStatus {
+	st := in.proto(id)
+	in.events = nil
+	return st
 }
 
 func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, log *slog.Logger) *reconciler {
@@ -151,7 +161,7 @@ func (r *reconciler) snapshot() (uint64, []*agentproto.InstanceStatus) {
 	}
 	out := make([]*agentproto.InstanceStatus, 0, len(r.insts))
 	for id, in := range r.insts {
-		out = append(out, in.proto(id))
+		out = append(out, in.take(id))
 	}
 	clear(r.outbox) // hello carries them all
 	return gen, out
@@ -163,7 +173,7 @@ func (r *reconciler) drainOutbox() []*agentproto.InstanceStatus {
 	out := make([]*agentproto.InstanceStatus, 0, len(r.outbox))
 	for id := range r.outbox {
 		if in := r.insts[id]; in != nil {
-			out = append(out, in.proto(id))
+			out = append(out, in.take(id))
 		}
 	}
 	clear(r.outbox)
@@ -208,14 +218,27 @@ func (r *reconciler) setHostErr(msg string) {
 
 // setStatus records an instance's state and queues it for the server when it changed.
 func (r *reconciler) setStatus(id, hash string, state api.InstanceState, reason, containerID string) {
+	r.setStatusEvent(id, hash, state, reason, containerID, "")
+}
+
+// setStatusEvent is setStatus with an event to report, if event is not empty.
+func (r *reconciler) setStatusEvent(id, hash string, state api.InstanceState, reason, containerID, event string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	in := r.insts[id]
 	if in == nil {
 		return
 	}
+	if event != "" {
+		// Bounded: events wait here only while the server is away.
+		if len(in.events) >= maxPendingEvents {
+			in.events = in.events[1:]
+		}
+		in.events = append(in.events, event)
+		r.log.Info("instance event", "instance_id", id, "event", event)
+	}
 	s := observed{state: state, reason: reason, containerID: containerID, hash: hash}
-	if s == (observed{in.status.state, in.status.reason, in.status.containerID, in.status.hash, time.Time{}}) {
+	if event == "" && s == (observed{in.status.state, in.status.reason, in.status.containerID, in.status.hash, time.Time{}}) {
 		return
 	}
 	s.at = time.Now()
@@ -350,6 +373,11 @@ func (r *reconciler) reconcile(ctx context.Context) {
 // converge brings one instance's containers in line with its spec and
 // reports whether its container is running.
 func (r *reconciler) converge(ctx context.Context, id string, w wanted, cs []container.State) bool {
+	r.mu.Lock()
+	if in := r.insts[id]; in.restartsOf != w.spec.SpecHash {
+		in.restarts, in.restartsOf = restart.Tracker{}, w.spec.SpecHash
+	}
+	r.mu.Unlock()
 	var cur *container.State
 	var stale []container.State
 	for i := range cs {
@@ -374,7 +402,11 @@ func (r *reconciler) converge(ctx context.Context, id string, w wanted, cs []con
 	}
 	switch {
 	case cur == nil:
-		r.create(ctx, w)
+		event := ""
+		if r.vanished(id, w) {
+			event = eventRecreated
+		}
+		r.create(ctx, w, event)
 	case !cur.Running:
 		r.exited(ctx, w, cur)
 	default:
@@ -424,30 +456,47 @@ func (r *reconciler) forgetUndesired(want map[string]wanted) {
 	}
 }
 
+// Events the agent reports of its own actions.
+const (
+	eventRecreated = "removed outside dockfleet, recreated"
+	eventRestarted = "exited %d, restarted"
+	eventReplaced  = "could not be restarted, recreated"
+)
+
+// vanished reports whether the instance's container of w's spec, which
+// the agent created, is gone: someone removed it.
+func (r *reconciler) vanished(id string, w wanted) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.insts[id].status
+	return st.containerID != "" && st.hash == w.spec.SpecHash
+}
+
 // due reports whether an instance's backoff allows an attempt now, and
 // otherwise schedules a pass for when it does.
 func (r *reconciler) due(id string) bool {
 	r.mu.Lock()
-	next := r.insts[id].nextAttempt
+	wait := r.insts[id].restarts.Wait(time.Now())
 	r.mu.Unlock()
-	if wait := time.Until(next); wait > 0 {
+	if wait > 0 {
 		time.AfterFunc(wait, r.trigger)
 		return false
 	}
 	return true
 }
 
-// backoff records a failed attempt or a restart and sets when the next may come.
-func (r *reconciler) backoff(id string) {
+// failedStart records an attempt that could not start the instance: it
+// has failed, and the next attempt waits its backoff.
+func (r *reconciler) failedStart(id, hash string, err error, containerID string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	in := r.insts[id]
-	delay := firstRestartDelay << min(in.restarts, 6)
-	in.restarts++
-	in.nextAttempt = time.Now().Add(min(delay, maxRestartDelay))
+	r.insts[id].restarts.Failed(time.Now())
+	r.mu.Unlock()
+	r.setStatus(id, hash, api.InstanceFailed, err.Error(), containerID)
 }
 
-func (r *reconciler) create(ctx context.Context, w wanted) {
+// create makes and starts the instance's container; event, if not empty,
+// is reported once it runs.
+func (r *reconciler) create(ctx context.Context, w wanted, event string) {
 	id, hash, c := w.spec.Id, w.spec.SpecHash, w.container
 	if !r.due(id) {
 		return
@@ -456,8 +505,7 @@ func (r *reconciler) create(ctx context.Context, w wanted) {
 	r.setStatus(id, hash, api.InstancePulling, "", "")
 	digest, err := r.rt.EnsureImage(ctx, c.Image)
 	if err != nil {
-		r.backoff(id)
-		r.setStatus(id, hash, api.InstanceFailed, err.Error(), "")
+		r.failedStart(id, hash, err, "")
 		return
 	}
 	r.mu.Lock()
@@ -466,66 +514,78 @@ func (r *reconciler) create(ctx context.Context, w wanted) {
 	r.setStatus(id, hash, api.InstanceStarting, "", "")
 	cid, err := r.rt.Create(ctx, containerConfig(r.nodeID, w))
 	if err != nil {
-		r.backoff(id)
-		r.setStatus(id, hash, api.InstanceFailed, err.Error(), "")
+		r.failedStart(id, hash, err, "")
 		return
 	}
 	if err := r.rt.Start(ctx, r.nodeID, cid); err != nil {
-		r.backoff(id)
-		r.setStatus(id, hash, api.InstanceFailed, err.Error(), cid)
+		r.failedStart(id, hash, err, cid)
 		return
 	}
-	r.setStatus(id, hash, api.InstanceRunning, "", cid)
+	r.setStatusEvent(id, hash, api.InstanceRunning, "", cid, event)
 	// The next pass finds it running, starts its health watch and counts it.
 	r.trigger()
 }
 
-// exited applies the restart policy to a container that stopped.
+// exited applies the restart policy to a container that stopped. An exit
+// the policy restarts is no failure of the instance until it crash-loops
+// (restart.Tolerance); a container that cannot be started again (removed
+// from outside dockfleet as it exited: "marked for removal") is replaced by
+// a new one.
 func (r *reconciler) exited(ctx context.Context, w wanted, c *container.State) {
 	id, hash := w.spec.Id, w.spec.SpecHash
 	r.stopWatch(id)
-	reason := fmt.Sprintf("exited with code %d", c.ExitCode)
-	if c.Error != "" {
-		reason += ": " + c.Error
-	}
-	restart := false
-	switch w.container.RestartPolicy {
-	case spec.RestartNever:
-	case spec.RestartOnFailure:
-		restart = c.ExitCode != 0
-	default:
-		restart = true
-	}
-	if !restart {
-		state := api.InstanceStopped
-		if c.ExitCode != 0 {
-			state = api.InstanceFailed
+	if c.StartedAt.IsZero() {
+		// Created but never started: the start that failed said why, and
+		// a failed start is the instance's failure.
+		r.mu.Lock()
+		st := r.insts[id].status
+		r.mu.Unlock()
+		if st.state != api.InstanceFailed || st.containerID != c.ID {
+			r.setStatus(id, hash, api.InstanceFailed, cmp.Or(c.Error, "created but never started"), c.ID)
 		}
-		r.setStatus(id, hash, state, reason, c.ID)
-		return
-	}
-	r.mu.Lock()
-	in := r.insts[id]
-	if !c.StartedAt.IsZero() && c.FinishedAt.Sub(c.StartedAt) > restartResetAfter {
-		in.restarts, in.nextAttempt = 0, time.Time{}
-	}
-	restarts := in.restarts
-	r.mu.Unlock()
-	if restarts > 0 {
-		r.setStatus(id, hash, api.InstanceFailed, fmt.Sprintf("%s; restarted %d times", reason, restarts), c.ID)
 	} else {
-		r.setStatus(id, hash, api.InstanceFailed, reason, c.ID)
+		reason := fmt.Sprintf("exited with code %d", c.ExitCode)
+		if c.Error != "" {
+			reason += ": " + c.Error
+		}
+		r.mu.Lock()
+		d := r.insts[id].restarts.Exited(w.container.RestartPolicy, c.ExitCode, c.FinishedAt.Sub(c.StartedAt))
+		streak := r.insts[id].restarts.Streak()
+		r.mu.Unlock()
+		switch {
+		case !d.Restart:
+			state := api.InstanceStopped
+			if c.ExitCode != 0 {
+				state = api.InstanceFailed
+			}
+			r.setStatus(id, hash, state, reason, c.ID)
+			return
+		case d.CrashLoop:
+			r.setStatus(id, hash, api.InstanceFailed, fmt.Sprintf("%s; crash-looping: restarted %d times in a row, restarting with backoff up to %s",
+				reason, streak, restart.MaxDelay), c.ID)
+		default:
+			r.setStatus(id, hash, api.InstanceStarting, reason+"; restarting", c.ID)
+		}
 	}
 	if !r.due(id) {
 		return
 	}
-	r.backoff(id)
-	r.log.Info("restarting exited container", "instance_id", id, "container_id", short(c.ID), "reason", reason)
+	r.log.Info("restarting exited container", "instance_id", id, "container_id", short(c.ID))
 	if err := r.rt.Start(ctx, r.nodeID, c.ID); err != nil {
-		r.setStatus(id, hash, api.InstanceFailed, fmt.Sprintf("restarting: %v", err), c.ID)
+		r.log.Warn("restarting container failed; replacing it", "instance_id", id, "container_id", short(c.ID), "err", err)
+		if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+			// Its removal is under way: its destroy event brings the pass
+			// that finds it gone and creates the new one.
+			r.log.Info("container still being removed; recreating it once it is gone", "instance_id", id, "container_id", short(c.ID), "err", err)
+			return
+		}
+		r.create(ctx, w, eventReplaced)
 		return
 	}
-	r.setStatus(id, hash, api.InstanceRunning, "", c.ID)
+	r.mu.Lock()
+	r.insts[id].restarts.Restarted(time.Now())
+	r.mu.Unlock()
+	r.setStatusEvent(id, hash, api.InstanceRunning, "", c.ID, fmt.Sprintf(eventRestarted, c.ExitCode))
 	r.trigger()
 }
 

@@ -643,7 +643,12 @@ type InstanceStatus struct {
 	ObservedAt int64 `protobuf:"varint,6,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
 	// image_digest is the image the instance runs, pinned by digest
 	// (repo@sha256:...), once the agent knows it.
-	ImageDigest   string `protobuf:"bytes,7,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	ImageDigest string `protobuf:"bytes,7,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	// restarts is how many times the agent restarted the instance's container.
+	Restarts uint32 `protobuf:"varint,8,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// events say what the agent did on its own since its last report, for
+	// users: "exited 137, restarted", "removed outside dockfleet, recreated".
+	Events        []string `protobuf:"bytes,9,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -725,6 +730,20 @@ func (x *InstanceStatus) GetImageDigest() string {
 		return x.ImageDigest
 	}
 	return ""
+}
+
+func (x *InstanceStatus) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *InstanceStatus) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
 }
 
 type ServerMessage struct {
@@ -1231,7 +1250,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x03Ack\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"\xe3\x01\n" +
+	"generation\"\x97\x02\n" +
 	"\x0eInstanceStatus\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
@@ -1241,7 +1260,9 @@ const file_agent_proto_rawDesc = "" +
 	"\tspec_hash\x18\x05 \x01(\tR\bspecHash\x12\x1f\n" +
 	"\vobserved_at\x18\x06 \x01(\x03R\n" +
 	"observedAt\x12!\n" +
-	"\fimage_digest\x18\a \x01(\tR\vimageDigest\"\x8d\x01\n" +
+	"\fimage_digest\x18\a \x01(\tR\vimageDigest\x12\x1a\n" +
+	"\brestarts\x18\b \x01(\rR\brestarts\x12\x16\n" +
+	"\x06events\x18\t \x03(\tR\x06events\"\x8d\x01\n" +
 	"\rServerMessage\x127\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1b.dockfleet.agent.v1.WelcomeH\x00R\awelcome\x12<\n" +
 	"\adesired\x18\x02 \x01(\v2 .dockfleet.agent.v1.DesiredStateH\x00R\adesiredB\x05\n" +

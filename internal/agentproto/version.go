@@ -13,7 +13,11 @@ package agentproto
 //     per node, acks, instance status, heartbeats with facts and usage,
 //     certificate renewal, image digests in instance status, pre-pull,
 //     start-first replacement.
-const Version = 1
+//   - 2 (2026-12-06): InstanceStatus carries the container's restart count
+//     and the agent's own actions (restarted, recreated) as events; an exit
+//     the agent restarts is reported starting, not failed. A version 1
+//     agent still works: it reports neither, and its restarts fail rollouts.
+const Version = 2
 
 // MinVersion is the oldest agent protocol version the server still serves.
 const MinVersion = 1

@@ -139,6 +139,8 @@ type Instance struct {
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
 	Version     int64     `json:"version"`
+	// Restarts is how many times the agent restarted the instance's container.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // Error is the body of every non-2xx API answer.

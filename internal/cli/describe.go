@@ -150,13 +150,13 @@ func writeInstanceDetails(w io.Writer, heading string, insts []api.Instance, byN
 	if byNode {
 		second = "DEPLOYMENT"
 	}
-	t := newTable(&indent{w: w, prefix: "  "}, "ID", second, "REVISION", "STATE", "HEALTH", "CONTAINER", "DIGEST", "LAST ERROR")
+	t := newTable(&indent{w: w, prefix: "  "}, "ID", second, "REVISION", "STATE", "HEALTH", "RESTARTS", "CONTAINER", "DIGEST", "LAST ERROR")
 	for _, in := range insts {
 		col := nodeName(in)
 		if byNode {
 			col = in.Deployment
 		}
-		t.row(in.ID, col, strconv.FormatInt(in.Revision, 10), string(in.State), health(in.State), shortID(in.ContainerID),
+		t.row(in.ID, col, strconv.FormatInt(in.Revision, 10), string(in.State), health(in.State), strconv.Itoa(in.Restarts), shortID(in.ContainerID),
 			shortDigest(in.ImageDigest), orDash(in.Reason))
 	}
 	return t.flush()

@@ -27,9 +27,9 @@ func TestDescribeDeployment(t *testing.T) {
 		"Updated:          2026-03-01T11:59:00Z (1m ago)",
 		"",
 		"Instances:",
-		"  ID          NODE    REVISION   STATE     HEALTH      CONTAINER      DIGEST                LAST ERROR",
-		"  i-hello-1   web-1   2          healthy   healthy     0123456789ab   sha256:4f2a9c61b7de   -",
-		"  i-hello-2   web-2   2          failed    unhealthy   -              -                     exited with code 1",
+		"  ID          NODE    REVISION   STATE     HEALTH      RESTARTS   CONTAINER      DIGEST                LAST ERROR",
+		"  i-hello-1   web-1   2          healthy   healthy     0          0123456789ab   sha256:4f2a9c61b7de   -",
+		"  i-hello-2   web-2   2          failed    unhealthy   4          -              -                     exited with code 1",
 	))
 }
 
@@ -118,9 +118,9 @@ func TestDescribeNode(t *testing.T) {
 		"Containers:  3",
 		"",
 		"Instances in project default:",
-		"  ID          DEPLOYMENT   REVISION   STATE     HEALTH    CONTAINER      DIGEST                LAST ERROR",
-		"  i-hello-1   hello        2          healthy   healthy   0123456789ab   sha256:4f2a9c61b7de   -",
-		"  i-api-1     api          1          running   -         fedcba987654   -                     -",
-		"  i-api-2     api          1          pending   -         -              -                     -",
+		"  ID          DEPLOYMENT   REVISION   STATE     HEALTH    RESTARTS   CONTAINER      DIGEST                LAST ERROR",
+		"  i-hello-1   hello        2          healthy   healthy   0          0123456789ab   sha256:4f2a9c61b7de   -",
+		"  i-api-1     api          1          running   -         0          fedcba987654   -                     -",
+		"  i-api-2     api          1          pending   -         0          -              -                     -",
 	))
 }

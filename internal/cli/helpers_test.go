@@ -204,7 +204,7 @@ var (
 		{ID: "i-hello-1", Project: "default", Deployment: "hello", NodeID: "n-1a2b", NodeName: "web-1", Revision: 2,
 			State: api.InstanceHealthy, ImageDigest: "hello@sha256:4f2a9c61b7de0e5f7a3c1d2b8e9f60718293a4b5c6d7e8f90123456789abcdef", ContainerID: "0123456789abcdef0123", CreatedAt: testNow.Add(-time.Minute), UpdatedAt: testNow.Add(-30 * time.Second)},
 		{ID: "i-hello-2", Project: "default", Deployment: "hello", NodeID: "n-3c4d", NodeName: "web-2", Revision: 2,
-			State: api.InstanceFailed, Reason: "exited with code 1", CreatedAt: testNow.Add(-time.Minute), UpdatedAt: testNow.Add(-20 * time.Second)},
+			State: api.InstanceFailed, Reason: "exited with code 1", Restarts: 4, CreatedAt: testNow.Add(-time.Minute), UpdatedAt: testNow.Add(-20 * time.Second)},
 		{ID: "i-api-1", Project: "default", Deployment: "api", NodeID: "n-1a2b", NodeName: "web-1", Revision: 1,
 			State: api.InstanceRunning, ContainerID: "fedcba9876543210", CreatedAt: testNow.Add(-3 * time.Hour), UpdatedAt: testNow.Add(-3 * time.Hour)},
 		{ID: "i-api-2", Project: "default", Deployment: "api", NodeID: "n-1a2b", Revision: 1,

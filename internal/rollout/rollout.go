@@ -117,24 +117,49 @@ func (s *stepper) healthyEnough(i Instance) bool {
 	return true
 }
 
-// failed reports whether an instance moved by this rollout has failed: it
-// reported failed or unhealthy, or was not healthy by the healthy deadline.
-// An instance on an unreachable node has not failed; the rollout waits.
+// failed reports whether an instance moved by this rollout has failed,
+// and asks for a step when it may fail next.
 func (s *stepper) failed(i Instance) bool {
-	if i.Revision != s.r.To || !i.Reachable {
+	if i.Revision != s.r.To {
 		return false
 	}
-	if i.State == api.InstanceFailed || i.State == api.InstanceUnhealthy {
-		return true
+	var deadline time.Time
+	if s.batch[i.ID] {
+		deadline = s.r.BatchStarted.Add(time.Duration(s.u.HealthyDeadline))
 	}
-	if s.batch[i.ID] && !i.up() {
-		deadline := s.r.BatchStarted.Add(time.Duration(s.u.HealthyDeadline))
-		if !s.now.Before(deadline) {
-			return true
-		}
-		s.wakeAt(deadline)
+	failed, recheck := Failed(i, deadline, s.now)
+	s.wakeAt(recheck)
+	return failed
+}
+
+// Failed is the rule for what fails an instance during a rollout; i is on
+// the rollout's new revision. It has failed when:
+//   - its agent reports it failed: the revision cannot start (the pull,
+//     the create or the start of its container failed, or its spec is
+//     unreadable), or it crash-loops beyond the restart policy's
+//     tolerance (restart.Tolerance restarts in a row). An exit the agent
+//     restarts, or a container removed from outside dockfleet and
+//     recreated, is reported starting, not failed: it fails nothing;
+//   - its health check failed its retries (unhealthy);
+//   - it is in the batch in flight and not up (healthy, or running when
+//     unchecked) by deadline, the batch's start plus healthyDeadline; a
+//     zero deadline is none.
+//
+// An instance on an unreachable node has not failed: what it last reported
+// may be stale, and the rollout waits for it. recheck, when not zero, is
+// when the instance fails unless it changes first.
+func Failed(i Instance, deadline, now time.Time) (failed bool, recheck time.Time) {
+	switch {
+	case !i.Reachable:
+		return false, time.Time{}
+	case i.State == api.InstanceFailed || i.State == api.InstanceUnhealthy:
+		return true, time.Time{}
+	case deadline.IsZero() || i.up():
+		return false, time.Time{}
+	case !now.Before(deadline):
+		return true, time.Time{}
 	}
-	return false
+	return false, deadline
 }
 
 // Step decides what rollout r does next, given the deployment's instances
@@ -259,10 +284,20 @@ func (s *stepper) why(i Instance) string {
 }
 
 // end fails the rollout: with autoRollback every instance it moved returns
-// to the revision it came from.
+// to the revision it came from. A first rollout (from revision 0) has no
+// earlier good revision: rolling back would remove every container it
+// started, the healthy ones too, so it stops and leaves the choice to the
+// user (undo, a fixed apply, or delete).
 func (s *stepper) end(why string) {
 	s.r.Phase, s.r.BatchInstances = api.PhaseDone, nil
 	clear(s.batch)
+	if s.r.From == 0 {
+		s.r.State = api.RolloutFailed
+		s.r.Message = why + "; no earlier revision to roll back to, so the instances keep running as they are: " +
+			"apply a fixed spec, or `dockfleet delete` the deployment"
+		s.event("rollout.failed", "rollout to revision %d failed: %s", s.r.To, s.r.Message)
+		return
+	}
 	if !s.u.AutoRollback {
 		s.r.State, s.r.Message = api.RolloutFailed, why
 		s.event("rollout.failed", "rollout to revision %d failed: %s", s.r.To, why)

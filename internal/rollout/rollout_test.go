@@ -418,3 +418,66 @@ func TestBatchesSpreadOverNodes(t *testing.T) {
 		t.Errorf("first batch %v; want one instance of each reachable node first: a0 b0 c0 a1", got)
 	}
 }
+
+func TestFailed(t *testing.T) {
+	deadline := t0.Add(time.Minute)
+	tests := []struct {
+		name     string
+		i        Instance
+		deadline time.Time
+		now      time.Time
+		failed   bool
+		recheck  time.Time
+	}{
+		{"cannot start", Instance{State: api.InstanceFailed, Reachable: true}, time.Time{}, t0, true, time.Time{}},
+		{"crash-looping after its batch", Instance{State: api.InstanceFailed, Reachable: true}, time.Time{}, t0, true, time.Time{}},
+		{"unhealthy", Instance{State: api.InstanceUnhealthy, Reachable: true, Checked: true}, deadline, t0, true, time.Time{}},
+		{"restarting in its batch", Instance{State: api.InstanceStarting, Reason: "exited with code 137; restarting", Reachable: true, Checked: true},
+			deadline, t0, false, deadline},
+		{"restarting after its batch", Instance{State: api.InstanceStarting, Reachable: true, Checked: true}, time.Time{}, t0, false, time.Time{}},
+		{"recreated, pulling", Instance{State: api.InstancePulling, Reachable: true, Checked: true}, deadline, t0, false, deadline},
+		{"not healthy by the deadline", Instance{State: api.InstanceRunning, Reachable: true, Checked: true}, deadline, deadline, true, time.Time{}},
+		{"healthy", Instance{State: api.InstanceHealthy, Reachable: true, Checked: true}, deadline, deadline.Add(time.Hour), false, time.Time{}},
+		{"running unchecked", Instance{State: api.InstanceRunning, Reachable: true}, deadline, deadline, false, time.Time{}},
+		{"unreachable", Instance{State: api.InstanceFailed}, deadline, deadline, false, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			failed, recheck := Failed(tt.i, tt.deadline, tt.now)
+			if failed != tt.failed || !recheck.Equal(tt.recheck) {
+				t.Errorf("got failed %v, recheck %v; want %v, %v", failed, recheck, tt.failed, tt.recheck)
+			}
+		})
+	}
+}
+
+// TestFirstRolloutFailureKeepsWhatRuns: a first rollout has no earlier
+// revision to return to, so a failure stops it and removes nothing, with
+// or without autoRollback; the healthy instances keep running.
+func TestFirstRolloutFailureKeepsWhatRuns(t *testing.T) {
+	for _, autoRollback := range []bool{true, false} {
+		t.Run(fmt.Sprint("autoRollback=", autoRollback), func(t *testing.T) {
+			u := update(n(1), n(1), n(0))
+			u.MinHealthyTime, u.AutoRollback = 0, autoRollback
+			insts := []Instance{
+				{ID: "a", NodeName: "n1", Revision: 1, State: api.InstanceHealthy, Since: t0, Reachable: true, Checked: true},
+				{ID: "b", NodeName: "n2", Revision: 1, State: api.InstanceFailed, Reason: "pulling image: not found", Since: t0, Reachable: true, Checked: true},
+				{ID: "c", NodeName: "n3", Revision: 0, State: api.InstancePending, Since: t0, Reachable: true, Checked: true},
+			}
+			r := newRollout(0, 1)
+			r.Phase, r.Batch, r.Batches, r.BatchInstances, r.BatchStarted = api.PhaseBatches, 2, 3, []string{"b"}, t0
+			res := Step(r, u, insts, t0.Add(time.Second))
+			if res.Rollout.State != api.RolloutFailed {
+				t.Fatalf("state %s; want failed", res.Rollout.State)
+			}
+			if len(res.Moves) != 0 {
+				t.Errorf("moves %+v; want none", res.Moves)
+			}
+			for _, want := range []string{"pulling image: not found", "no earlier revision"} {
+				if !strings.Contains(res.Rollout.Message, want) {
+					t.Errorf("message %q; want it to say %q", res.Rollout.Message, want)
+				}
+			}
+		})
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
+	"github.com/dockfleet/dockfleet/internal/termtext"
 )
 
 // minPassInterval spaces the passes that only agents asked for: status
@@ -109,6 +112,9 @@ type fleet struct {
 	pulls          map[string]map[string]pullResult
 	unaskedPullLog *sparseLog
 	oversizeLog    *sparseLog
+	// instEvents holds what agents did on their own to their instances
+	// (restarted, recreated), for record to write as events.
+	instEvents []instEvent
 	// gen numbers desired states. It starts from the clock so that numbers
 	// keep growing across server restarts.
 	gen uint64
@@ -704,9 +710,20 @@ func (f *fleet) status(ctx context.Context, nodeID string, st *agentproto.Instan
 			digest = ""
 		}
 	}
+	if len(st.Events) > 0 {
+		f.mu.Lock()
+		for _, e := range st.Events[:min(len(st.Events), maxEventsPerStatus)] {
+			if len(f.instEvents) < maxQueuedInstEvents {
+				text, _ := termtext.Escape(e, maxInstEventBytes)
+				f.instEvents = append(f.instEvents, instEvent{nodeID: nodeID, instanceID: st.InstanceId, text: text})
+			}
+		}
+		f.mu.Unlock()
+	}
 	select {
 	case f.statuses <- store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
-		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest, At: at}:
+		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest,
+		Restarts: int(min(st.Restarts, math.MaxInt32)), At: at}:
 	case <-ctx.Done():
 	}
 }
@@ -777,7 +794,57 @@ func (f *fleet) record(ctx context.Context, batch []store.InstanceStatus) {
 			f.pinChecked[st.ID+"@"+st.ImageDigest] = true
 		}
 	}
+	f.recordInstEvents(ctx)
 	f.trigger() // a rollout may wait on these instances
+}
+
+// An agent's own actions on its instances become events. Bounds, as a
+// hostile node may send any: what one status carries, the text of each, and
+// what waits for record.
+const (
+	maxEventsPerStatus  = 8
+	maxInstEventBytes   = 200
+	maxQueuedInstEvents = 1000
+)
+
+// instEvent is what an agent did on its own to one of its instances.
+type instEvent struct{ nodeID, instanceID, text string }
+
+// recordInstEvents writes the queued agent events of instances the view
+// knows on the nodes that reported them; others are dropped.
+func (f *fleet) recordInstEvents(ctx context.Context) {
+	f.mu.Lock()
+	queued := f.instEvents
+	f.instEvents = nil
+	names := map[string]string{}
+	for _, e := range queued {
+		if ln := f.nodes[e.nodeID]; ln != nil {
+			names[e.nodeID] = ln.name
+		}
+	}
+	f.mu.Unlock()
+	var evs []api.Event
+	now := time.Now().UTC()
+	for _, e := range queued {
+		in := f.view.insts[e.instanceID]
+		if in == nil || in.NodeID != e.nodeID {
+			continue
+		}
+		typ := "instance.healed"
+		if strings.HasSuffix(e.text, "restarted") {
+			typ = "instance.restarted"
+		}
+		evs = append(evs, api.Event{Time: now, Project: in.Project, Deployment: in.Deployment, Type: typ,
+			Message: fmt.Sprintf("instance %s on %s: %s", in.ID, cmp.Or(names[e.nodeID], e.nodeID), e.text)})
+	}
+	if len(evs) == 0 {
+		return
+	}
+	if err := f.s.store.AppendEvents(ctx, evs); err != nil {
+		f.log.Error("recording instance events", "count", len(evs), "err", err)
+		return
+	}
+	f.s.events.notify()
 }
 
 var validStates = map[api.InstanceState]bool{

@@ -150,7 +150,7 @@ func (v *view) status(st store.InstanceStatus) {
 	if in == nil {
 		return
 	}
-	in.State, in.Reason, in.ContainerID, in.ImageDigest, in.UpdatedAt = st.State, st.Reason, st.ContainerID, st.ImageDigest, st.At
+	in.State, in.Reason, in.ContainerID, in.ImageDigest, in.Restarts, in.UpdatedAt = st.State, st.Reason, st.ContainerID, st.ImageDigest, st.Restarts, st.At
 	in.Version++
 }
 

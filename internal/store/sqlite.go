@@ -554,7 +554,7 @@ func (s *SQLite) DeleteDeployment(ctx context.Context, project, name string) err
 	})
 }
 
-const instanceCols = `id, project, deployment, node_id, revision, spec_hash, state, reason, container_id, image_digest, created_at, updated_at, version`
+const instanceCols = `id, project, deployment, node_id, revision, spec_hash, state, reason, container_id, image_digest, created_at, updated_at, version, restarts`
 
 func (s *SQLite) ListInstances(ctx context.Context, f InstanceFilter) ([]api.Instance, error) {
 	// Only the filters given go into the query, so SQLite can use the
@@ -583,7 +583,7 @@ func (s *SQLite) ListInstances(ctx context.Context, f InstanceFilter) ([]api.Ins
 			created, updated int64
 		)
 		if err := rows.Scan(&i.ID, &i.Project, &i.Deployment, &i.NodeID, &i.Revision, &i.SpecHash, &i.State, &i.Reason, &i.ContainerID,
-			&i.ImageDigest, &created, &updated, &i.Version); err != nil {
+			&i.ImageDigest, &created, &updated, &i.Version, &i.Restarts); err != nil {
 			return nil, err
 		}
 		i.CreatedAt, i.UpdatedAt = fromNanos(created), fromNanos(updated)
@@ -603,8 +603,8 @@ func (s *SQLite) ApplyPlacement(ctx context.Context, add []api.Instance, remove 
 			}
 		}
 		for _, i := range add {
-			_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instanceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
-				i.ID, i.Project, i.Deployment, i.NodeID, i.Revision, i.SpecHash, i.State, i.Reason, i.ContainerID, i.ImageDigest, nanos(i.CreatedAt), nanos(i.UpdatedAt))
+			_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instanceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)`,
+				i.ID, i.Project, i.Deployment, i.NodeID, i.Revision, i.SpecHash, i.State, i.Reason, i.ContainerID, i.ImageDigest, nanos(i.CreatedAt), nanos(i.UpdatedAt), i.Restarts)
 			if isUnique(err) {
 				return fmt.Errorf("instance %s: %w", i.ID, ErrExists)
 			}
@@ -627,14 +627,14 @@ func (s *SQLite) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) er
 func (s *SQLite) UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error) {
 	matched := make([]bool, len(ss))
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, updated_at = ?, version = version + 1
+		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, restarts = ?, updated_at = ?, version = version + 1
 			WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for i, st := range ss {
-			res, err := stmt.ExecContext(ctx, st.State, st.Reason, st.ContainerID, st.ImageDigest, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
+			res, err := stmt.ExecContext(ctx, st.State, st.Reason, st.ContainerID, st.ImageDigest, st.Restarts, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
 			if err != nil {
 				return err
 			}

@@ -172,5 +172,7 @@ type InstanceStatus struct {
 	Reason      string
 	ContainerID string
 	ImageDigest string
-	At          time.Time
+	// Restarts is how many times the agent restarted the instance's container.
+	Restarts int
+	At       time.Time
 }

@@ -404,7 +404,7 @@ func testInstances(t *testing.T, s store.Store) {
 		t.Errorf("instances of web = %d; want 2", len(is))
 	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
-	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", NodeID: "a", State: api.InstanceFailed, Reason: "exit 1", ContainerID: "c1", ImageDigest: "hello@sha256:abc", At: at}); err != nil {
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", NodeID: "a", State: api.InstanceFailed, Reason: "exit 1", ContainerID: "c1", ImageDigest: "hello@sha256:abc", Restarts: 3, At: at}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "nope", NodeID: "a", State: api.InstanceRunning}); !errors.Is(err, store.ErrNotFound) {
@@ -439,8 +439,8 @@ func testInstances(t *testing.T, s store.Store) {
 		got[i.ID] = i
 	}
 	if len(got) != 2 || got["i1"].State != api.InstanceFailed || got["i1"].Reason != "exit 1" || got["i1"].ContainerID != "c1" || got["i1"].ImageDigest != "hello@sha256:abc" ||
-		!got["i1"].UpdatedAt.Equal(at) || got["i4"].NodeID != "c" {
-		t.Errorf("instances of web after status and placement = %+v; want i1 failed (exit 1, c1) and i4 on c", got)
+		got["i1"].Restarts != 3 || !got["i1"].UpdatedAt.Equal(at) || got["i4"].NodeID != "c" {
+		t.Errorf("instances of web after status and placement = %+v; want i1 failed (exit 1, c1, 3 restarts) and i4 on c", got)
 	}
 }
 
