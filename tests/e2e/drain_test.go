@@ -224,3 +224,53 @@ func TestReEnrollAdoptsContainers(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeDrainResumesAfterRestart: a drain that waits for room survives a
+// server killed -9, and goes on once room appears.
+func TestNodeDrainResumesAfterRestart(t *testing.T) {
+	testenv.HelloImages(t)
+	f := newFleet(t)
+	f.addAgents([2]string{"n1", "pool=yes"}, [2]string{"n2", ""}, [2]string{"n3", "pool=yes"})
+	f.apply(strings.Replace(drainReplicated, "replicas: 3\n", "replicas: 2\n  selector:\n    matchLabels:\n      pool: \"yes\"\n", 1))
+	f.waitHealthy("api", 2, 90*time.Second)
+	if out, code := f.cli("", "node", "cordon", "n1"); code != 0 || out != "node/n1 cordoned\n" {
+		t.Fatalf("node cordon n1: exit %d: %q", code, out)
+	}
+	if out, code := f.cli("", "node", "drain", "n3"); code != 0 || out != "node/n3 draining\n" {
+		t.Fatalf("node drain n3: exit %d: %q", code, out)
+	}
+	// With n1 cordoned and n2 not in the pool, n3's instance has nowhere
+	// to go: it stays, healthy.
+	if out, code := f.cli("", "node", "drain", "n3", "--wait", "--timeout", "3s"); code != 1 || !strings.Contains(out, "still draining") {
+		t.Fatalf("node drain --wait with nowhere to go: exit %d: %q; want 1, still draining", code, out)
+	}
+	on3 := 0
+	for _, in := range f.waitHealthy("api", 2, 10*time.Second) {
+		if in.NodeName == "n3" {
+			on3++
+		}
+	}
+	if on3 != 1 {
+		t.Fatalf("%d api instances on n3 while its drain waits; want 1", on3)
+	}
+
+	f.server.kill()
+	f.startServer()
+	if n := f.node("n3"); n.Scheduling != api.NodeDraining {
+		t.Errorf("n3 after the restart: scheduling %q; want draining", n.Scheduling)
+	}
+	if n := f.node("n1"); n.Scheduling != api.NodeCordoned {
+		t.Errorf("n1 after the restart: scheduling %q; want cordoned", n.Scheduling)
+	}
+	if out, code := f.cli("", "node", "uncordon", "n1"); code != 0 {
+		t.Fatalf("node uncordon n1: exit %d: %q", code, out)
+	}
+	if out, code := f.cli("", "node", "drain", "n3", "--wait", "--timeout", "3m"); code != 0 || !strings.HasSuffix(out, "node/n3 drained\n") {
+		t.Fatalf("node drain --wait after the restart: exit %d: %q; want 0, drained", code, out)
+	}
+	for _, in := range f.waitHealthy("api", 2, 60*time.Second) {
+		if in.NodeName != "n1" {
+			t.Errorf("api instance on %s after the drain; want both on n1", in.NodeName)
+		}
+	}
+}
