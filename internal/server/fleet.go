@@ -434,9 +434,19 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 			DrainGlobal: draining && !f.runsReplicated(n.ID)})
 	}
 	f.mu.Unlock()
-	ready := make(map[string]bool, len(pnodes))
+	// Only a drain looks at instances' health; without one, placement
+	// costs no revision lookups.
+	var ready map[string]bool
 	for _, n := range pnodes {
-		ready[n.ID] = n.Ready
+		if n.Draining {
+			ready = make(map[string]bool, len(pnodes))
+			break
+		}
+	}
+	if ready != nil {
+		for _, n := range pnodes {
+			ready[n.ID] = n.Ready
+		}
 	}
 
 	var add []api.Instance
@@ -452,7 +462,11 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 		existing := v.byDep[k]
 		pex := make([]placement.Instance, 0, len(existing))
 		for _, in := range existing {
-			pex = append(pex, f.placementInstance(in, ready[in.NodeID]))
+			if ready == nil {
+				pex = append(pex, placement.Instance{ID: in.ID, NodeID: in.NodeID})
+			} else {
+				pex = append(pex, f.placementInstance(in, ready[in.NodeID]))
+			}
 		}
 		plan := placement.Place(d.Spec.Spec, pnodes, pex)
 		// New instances start on the stable revision (nothing, before the
