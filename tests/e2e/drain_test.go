@@ -57,9 +57,8 @@ spec:
 `
 
 // running reports whether Docker runs container id; a removed one does not.
-func running(t *testing.T, id string) bool {
-	t.Helper()
-	res, err := testenv.SDK(t).ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
+func running(sdk *client.Client, id string) bool {
+	res, err := sdk.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
 	return err == nil && res.Container.State.Running
 }
 
@@ -91,6 +90,7 @@ func TestNodeDrain(t *testing.T) {
 	// Watch the drain: whenever n3's api container is down, the three api
 	// instances elsewhere must be healthy; whenever its logs container is
 	// down, the api one must be too.
+	sdk := testenv.SDK(t)
 	stop := make(chan struct{})
 	var (
 		wg         sync.WaitGroup
@@ -103,7 +103,7 @@ func TestNodeDrain(t *testing.T) {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			apiUp, logsUp := running(t, replicated), running(t, global)
+			apiUp, logsUp := running(sdk, replicated), running(sdk, global)
 			is, err := f.client.ListInstances(context.Background(), api.DefaultProject, "api")
 			if err != nil {
 				continue // the server is busy; the next sample counts
@@ -131,8 +131,8 @@ func TestNodeDrain(t *testing.T) {
 	if len(violations) > 0 {
 		t.Errorf("during the drain:\n%s", strings.Join(slices.Compact(violations), "\n"))
 	}
-	if running(t, replicated) || running(t, global) {
-		t.Errorf("n3's containers run after the drain: api %v, logs %v", running(t, replicated), running(t, global))
+	if running(sdk, replicated) || running(sdk, global) {
+		t.Errorf("n3's containers run after the drain: api %v, logs %v", running(sdk, replicated), running(sdk, global))
 	}
 	f.waitHealthy("api", 3, 60*time.Second)
 	for _, in := range f.instances("api") {
