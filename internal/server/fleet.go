@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -425,25 +426,20 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 			f.nodes[n.ID] = ln
 		}
 		ln.name = n.Name
-		// A revoked node is lost at once: it will not come back.
 		draining := n.Scheduling == api.NodeDraining || n.Scheduling == api.NodeDrained
 		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
-			Ready:    ln.state == api.NodeReady,
+			Ready: ln.state == api.NodeReady,
+			// A revoked node is lost at once: it will not come back.
 			Lost:     ln.state == api.NodeRevoked || ln.state != api.NodeReady && ln.silence(now) > f.s.cfg.RescheduleAfter,
 			Cordoned: n.Scheduling == api.NodeCordoned, Draining: draining,
 			DrainGlobal: draining && !f.runsReplicated(n.ID)})
 	}
 	f.mu.Unlock()
-	// Only a drain looks at instances' health; without one, placement
-	// costs no revision lookups.
+	// Only a drain looks at instances' health: without one, placement
+	// spends no revision lookups on it. ready is nil then.
 	var ready map[string]bool
-	for _, n := range pnodes {
-		if n.Draining {
-			ready = make(map[string]bool, len(pnodes))
-			break
-		}
-	}
-	if ready != nil {
+	if slices.ContainsFunc(pnodes, func(n placement.Node) bool { return n.Draining }) {
+		ready = make(map[string]bool, len(pnodes))
 		for _, n := range pnodes {
 			ready[n.ID] = n.Ready
 		}
