@@ -41,9 +41,26 @@ type Node struct {
 	// token create --node); certificates issued in an earlier epoch are
 	// refused.
 	Epoch int64 `json:"epoch,omitempty"`
+	// Scheduling says whether the node takes new work; empty means it does.
+	Scheduling NodeScheduling `json:"scheduling,omitempty"`
 	// Version is bumped by every store write, for optimistic concurrency.
 	Version int64 `json:"version"`
 }
+
+// NodeScheduling is whether a node takes new work, as an operator set it
+// with node cordon, drain and uncordon.
+type NodeScheduling string
+
+// Node scheduling settings; the zero value takes new work.
+const (
+	// NodeCordoned takes no new instances; those it runs stay.
+	NodeCordoned NodeScheduling = "cordoned"
+	// NodeDraining takes no new instances; its replicated instances are
+	// moving to other nodes, then its global ones stop.
+	NodeDraining NodeScheduling = "draining"
+	// NodeDrained is a draining node with nothing left on it.
+	NodeDrained NodeScheduling = "drained"
+)
 
 // Facts describe a node's host; the agent reports them.
 type Facts struct {

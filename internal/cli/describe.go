@@ -242,6 +242,9 @@ func describeNode(w io.Writer, n api.Node, project string, insts []api.Instance,
 	f.add("Name", n.Name)
 	f.add("ID", n.ID)
 	f.add("State", string(n.State))
+	if n.Scheduling != "" {
+		f.add("Scheduling", schedulingNote(n.Scheduling))
+	}
 	if n.Error != "" {
 		f.add("Error", n.Error)
 	}

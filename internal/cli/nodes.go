@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -49,7 +51,11 @@ func writeNodeTable(w io.Writer, nodes []api.Node, now time.Time) error {
 	}
 	t := newTable(w, headers...)
 	for _, n := range nodes {
-		row := []string{n.Name, n.ID, string(n.State), formatLabels(n.Labels), ago(n.LastSeen, now),
+		state := string(n.State)
+		if n.Scheduling != "" {
+			state += "," + string(n.Scheduling)
+		}
+		row := []string{n.Name, n.ID, state, formatLabels(n.Labels), ago(n.LastSeen, now),
 			nodeCPU(n), nodeMemory(n), strconv.Itoa(n.Usage.Containers)}
 		if withErr {
 			row = append(row, orDash(n.Error))
@@ -92,8 +98,133 @@ func newNodeCommand(e *env) *cobra.Command {
 	}
 	makeGroup(cmd)
 	e.addConnFlags(cmd.PersistentFlags(), false)
-	cmd.AddCommand(newNodeLabelCommand(e), newNodeRevokeCommand(e), newNodeRemoveCommand(e))
+	cmd.AddCommand(newNodeLabelCommand(e), newNodeRevokeCommand(e), newNodeRemoveCommand(e),
+		newNodeCordonCommand(e), newNodeDrainCommand(e), newNodeUncordonCommand(e))
 	return cmd
+}
+
+// schedulingNote says what a node's scheduling means, for describe node.
+func schedulingNote(s api.NodeScheduling) string {
+	switch s {
+	case api.NodeCordoned:
+		return "cordoned: takes no new instances; dockfleet node uncordon brings it back"
+	case api.NodeDraining:
+		return "draining: takes no new instances; its instances are moving to other nodes"
+	case api.NodeDrained:
+		return "drained: runs nothing and takes no new instances; dockfleet node uncordon brings it back"
+	}
+	return string(s)
+}
+
+func newNodeCordonCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cordon NODE",
+		Short: "Place no new instances on a node; what it runs stays",
+		Long: `Cordon a node: placement puts no new instances on it, and what it runs stays
+there. A draining node stays draining. dockfleet node uncordon brings it back.
+NODE is the node's name or ID.`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := c.CordonNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node/%s %s\n", n.Name, cmp.Or(n.Scheduling, "cordoned"))
+			return nil
+		},
+	}
+}
+
+// drainPoll is how often node drain --wait asks how the drain goes.
+const drainPoll = time.Second
+
+func newNodeDrainCommand(e *env) *cobra.Command {
+	var (
+		wait    bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "drain NODE [--wait [--timeout D]]",
+		Short: "Move a node's instances to other nodes and place nothing new on it",
+		Long: `Drain a node before maintenance: it takes no new instances, each of its
+replicated instances moves to another node (the replacement starts first, and
+the instance on the drained node stops once its replacement is healthy, never
+taking a deployment below its replicas less update.maxUnavailable), and then
+its global instances stop. dockfleet nodes shows it draining, then drained.
+dockfleet node uncordon brings it back. With --wait, drain returns once the
+node is drained (exit 0), or exits 1 at the timeout. NODE is the node's name
+or ID.`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout > 0 && !wait {
+				return usageErrorf("--timeout applies with --wait only")
+			}
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := c.DrainNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node/%s %s\n", n.Name, n.Scheduling)
+			if !wait {
+				return nil
+			}
+			ctx, cancel := withWaitTimeout(cmd.Context(), timeout)
+			defer cancel()
+			tick := time.NewTicker(drainPoll)
+			defer tick.Stop()
+			for n.Scheduling == api.NodeDraining {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("node %s is still draining: %w", n.Name, context.Cause(ctx))
+				case <-tick.C:
+				}
+				// A poll that fails (server restarting) is tried again.
+				if got, err := c.GetNode(ctx, n.ID); err == nil {
+					n = got
+				}
+			}
+			if n.Scheduling != api.NodeDrained {
+				return fmt.Errorf("node %s is no longer draining (%s): someone uncordoned it", n.Name, cmp.Or(string(n.Scheduling), "schedulable"))
+			}
+			fmt.Fprintf(e.stdout, "node/%s drained\n", n.Name)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the node is drained")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up waiting after this long and exit 1 (0: no limit)")
+	return cmd
+}
+
+func newNodeUncordonCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "uncordon NODE",
+		Aliases: []string{"undrain"},
+		Short:   "Let a cordoned or drained node take work again",
+		Long: `Uncordon a node: placement uses it again, so its global instances return and
+replicated ones may be placed on it as they need a node (running ones are not
+moved back). This also ends a drain that is under way. NODE is the node's name
+or ID.`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := c.UncordonNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "node/%s uncordoned\n", n.Name)
+			return nil
+		},
+	}
 }
 
 func newNodeRevokeCommand(e *env) *cobra.Command {

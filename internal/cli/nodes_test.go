@@ -95,3 +95,46 @@ func TestNodeRemove(t *testing.T) {
 		t.Errorf("requests %+v; want one without and one with force=true", reqs)
 	}
 }
+
+func TestNodeCordonDrainUncordon(t *testing.T) {
+	f := newFakeAPI(t)
+	cordoned, draining, drained := nodeWeb1, nodeWeb1, nodeWeb1
+	cordoned.Scheduling, draining.Scheduling, drained.Scheduling = api.NodeCordoned, api.NodeDraining, api.NodeDrained
+	f.on("POST /v1/nodes/web-1/cordon", http.StatusOK, cordoned)
+	f.on("POST /v1/nodes/web-1/drain", http.StatusOK, draining)
+	f.on("POST /v1/nodes/web-1/uncordon", http.StatusOK, nodeWeb1)
+	f.on("GET /v1/nodes/"+nodeWeb1.ID, http.StatusOK, drained)
+
+	checkOutput(t, runCLI(t, nil, "", f.args("node", "cordon", "web-1")...), exitOK, "node/web-1 cordoned\n")
+	checkOutput(t, runCLI(t, nil, "", f.args("node", "drain", "web-1")...), exitOK, "node/web-1 draining\n")
+	checkOutput(t, runCLI(t, nil, "", f.args("node", "drain", "web-1", "--wait")...), exitOK, "node/web-1 draining\nnode/web-1 drained\n")
+	checkOutput(t, runCLI(t, nil, "", f.args("node", "undrain", "web-1")...), exitOK, "node/web-1 uncordoned\n")
+	if r := runCLI(t, nil, "", f.args("node", "drain", "web-1", "--timeout", "1m")...); r.code != exitUsage {
+		t.Errorf("drain --timeout without --wait: exit %d; want %d", r.code, exitUsage)
+	}
+}
+
+func TestNodeDrainWaitGivesUp(t *testing.T) {
+	f := newFakeAPI(t)
+	draining := nodeWeb1
+	draining.Scheduling = api.NodeDraining
+	f.on("POST /v1/nodes/web-1/drain", http.StatusOK, draining)
+	f.on("GET /v1/nodes/"+nodeWeb1.ID, http.StatusOK, draining)
+	r := runCLI(t, nil, "", f.args("node", "drain", "web-1", "--wait", "--timeout", "100ms")...)
+	checkOutput(t, r, exitFailure, "node/web-1 draining\n")
+	if !strings.Contains(r.stderr, "still draining") {
+		t.Errorf("stderr %q; want it to say the node is still draining", r.stderr)
+	}
+}
+
+func TestNodesTableShowsScheduling(t *testing.T) {
+	var b strings.Builder
+	n := nodeWeb1
+	n.Scheduling = api.NodeDraining
+	if err := writeNodeTable(&b, []api.Node{n}, n.LastSeen); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "ready,draining") {
+		t.Errorf("nodes table:\n%s\nwant state ready,draining", b.String())
+	}
+}

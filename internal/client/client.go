@@ -242,6 +242,30 @@ func (c *Client) RevokeNode(ctx context.Context, node string) (api.Node, error) 
 	return out, err
 }
 
+// CordonNode stops placing new instances on a node (name or ID); what it
+// runs stays. A draining node stays draining.
+func (c *Client) CordonNode(ctx context.Context, node string) (api.Node, error) {
+	return c.scheduleNode(ctx, node, "cordon")
+}
+
+// DrainNode cordons a node and moves its instances away: replicated ones to
+// other nodes, then its global ones stop. The node's Scheduling says drained
+// once nothing is left.
+func (c *Client) DrainNode(ctx context.Context, node string) (api.Node, error) {
+	return c.scheduleNode(ctx, node, "drain")
+}
+
+// UncordonNode lets a cordoned or drained node take work again.
+func (c *Client) UncordonNode(ctx context.Context, node string) (api.Node, error) {
+	return c.scheduleNode(ctx, node, "uncordon")
+}
+
+func (c *Client) scheduleNode(ctx context.Context, node, action string) (api.Node, error) {
+	var out api.Node
+	err := c.do(ctx, http.MethodPost, path("v1", "nodes", node, action), nil, nil, "", &out)
+	return out, err
+}
+
 // DeleteNode removes a node (name or ID) with its instances and refuses its
 // certificate from then on. A connected node is refused with a conflict
 // unless force is set.

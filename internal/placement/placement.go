@@ -22,7 +22,17 @@ type Node struct {
 	// Lost means the node has been unreachable for longer than the
 	// reschedule grace period; it counts only when Ready is false.
 	Lost bool
+	// Cordoned means the node takes no new instances; those it runs stay.
+	Cordoned bool
+	// Draining means the node takes no new instances and its replicated
+	// ones move to other nodes (Place says when each may stop).
+	// DrainGlobal, set by the caller once no replicated instance is left
+	// on the node, stops its global instances too: they go last.
+	Draining, DrainGlobal bool
 }
+
+// schedulable reports whether n may take new instances.
+func (n Node) schedulable() bool { return n.Ready && !n.Cordoned && !n.Draining }
 
 // lost reports whether n's instances should run elsewhere.
 func (n Node) lost() bool { return !n.Ready && n.Lost }
@@ -30,6 +40,10 @@ func (n Node) lost() bool { return !n.Ready && n.Lost }
 // Instance is an existing instance of the deployment being placed.
 type Instance struct {
 	ID, NodeID string
+	// Up means the instance serves: healthy, or running with no health
+	// check, on a ready node. Settled means it is up or has failed: it is
+	// no longer on its way up. Only a drain looks at them.
+	Up, Settled bool
 }
 
 // Plan is what to change. Keep and Remove split the existing instances
@@ -52,6 +66,13 @@ type Plan struct {
 // new instances go to the ready nodes with the fewest, and surplus ones come
 // off the nodes that are not ready, then the nodes with the most. Running
 // instances are never moved only to even out the spread.
+//
+// Cordoned and draining nodes take no new instances. A draining node's
+// replicated instances do not count towards s.Replicas, so their
+// replacements start elsewhere at once; each one stops only when it is
+// replaced (drainable says when), never taking the deployment below its
+// replicas less update.maxUnavailable healthy instances. Its global
+// instances stop once the caller sets DrainGlobal.
 //
 // Place expects a validated spec; any mode but replicated is placed as
 // global, the default.
@@ -85,7 +106,7 @@ func global(s spec.DeploymentSpec, byID map[string]Node, nodes []Node, instances
 		n, ok := byID[in.NodeID]
 		// Of several instances on one node the lowest ID stays, so that the
 		// choice does not depend on the order the store lists them in.
-		if !ok || !s.Selector.Matches(n.Labels) || has[n.ID] {
+		if !ok || !s.Selector.Matches(n.Labels) || has[n.ID] || n.Draining && n.DrainGlobal {
 			p.Remove = append(p.Remove, in)
 			continue
 		}
@@ -93,7 +114,7 @@ func global(s spec.DeploymentSpec, byID map[string]Node, nodes []Node, instances
 		p.Keep = append(p.Keep, in)
 	}
 	for _, n := range nodes {
-		if n.Ready && !has[n.ID] && s.Selector.Matches(n.Labels) {
+		if n.schedulable() && !has[n.ID] && s.Selector.Matches(n.Labels) {
 			p.Add = append(p.Add, n.ID)
 		}
 	}
@@ -104,11 +125,16 @@ func replicated(s spec.DeploymentSpec, byID map[string]Node, nodes []Node, insta
 	var p Plan
 	// kept holds the instances on each node that may stay, lowest ID first.
 	kept := map[string][]Instance{}
+	var draining []Instance
 	total := 0
 	for _, in := range instances {
 		n, ok := byID[in.NodeID]
 		if !ok || !s.Selector.Matches(n.Labels) || n.lost() {
 			p.Remove = append(p.Remove, in)
+			continue
+		}
+		if n.Draining {
+			draining = append(draining, in)
 			continue
 		}
 		kept[n.ID] = append(kept[n.ID], in)
@@ -148,6 +174,14 @@ func replicated(s spec.DeploymentSpec, byID map[string]Node, nodes []Node, insta
 	for _, ins := range kept {
 		p.Keep = append(p.Keep, ins...)
 	}
+	stop := drainable(s, p.Keep, draining)
+	for _, in := range draining {
+		if stop[in.ID] {
+			p.Remove = append(p.Remove, in)
+		} else {
+			p.Keep = append(p.Keep, in)
+		}
+	}
 
 	// Each new instance goes to the ready node with the fewest, by name and
 	// then ID on a tie, so that 5 over 3 empty nodes spread 2/2/1.
@@ -161,7 +195,7 @@ func replicated(s spec.DeploymentSpec, byID map[string]Node, nodes []Node, insta
 		return a < b
 	}}
 	for _, n := range nodes {
-		if n.Ready && s.Selector.Matches(n.Labels) {
+		if n.schedulable() && s.Selector.Matches(n.Labels) {
 			q.ids = append(q.ids, n.ID)
 		}
 	}
@@ -177,6 +211,43 @@ func replicated(s spec.DeploymentSpec, byID map[string]Node, nodes []Node, insta
 		heap.Fix(q, 0)
 	}
 	return p
+}
+
+// drainable returns the instances on draining nodes that may stop now,
+// given the instances kept elsewhere (others). One that is not up serves
+// nothing and stops at once. Up ones stop as their replacements settle: of
+// the D instances on draining nodes, others holds s.Replicas-D that were
+// there before the drain and the replacements started for it, so the
+// settled ones beyond s.Replicas-D stand for replaced instances. A
+// replacement that failed settles too, so the second bound keeps the
+// deployment at s.Replicas less update.maxUnavailable instances up: one
+// already below keeps its draining instances. The newest (highest ID) stop
+// first.
+func drainable(s spec.DeploymentSpec, others, draining []Instance) map[string]bool {
+	stop := map[string]bool{}
+	settled, up := 0, 0
+	for _, in := range others {
+		if in.Settled {
+			settled++
+		}
+		if in.Up {
+			up++
+		}
+	}
+	var serving []Instance
+	for _, in := range draining {
+		if in.Up {
+			serving = append(serving, in)
+		} else {
+			stop[in.ID] = true
+		}
+	}
+	floor := s.Replicas - s.Update.MaxUnavailable.Of(s.Replicas)
+	n := min(settled-(s.Replicas-len(draining)), up+len(serving)-floor, len(serving))
+	for i := len(serving) - 1; i >= len(serving)-n; i-- {
+		stop[serving[i].ID] = true
+	}
+	return stop
 }
 
 // queue is a heap of node IDs in the order less gives.

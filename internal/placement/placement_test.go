@@ -345,3 +345,150 @@ func sameInstances(a, b []Instance) bool {
 	slices.SortFunc(b, cmp)
 	return slices.Equal(a, b)
 }
+
+func cordoned(n Node) Node { n.Cordoned = true; return n }
+
+func draining(n Node, global bool) Node { n.Draining, n.DrainGlobal = true, global; return n }
+
+// up, starting and failed are instances in the states a drain tells apart.
+func up(id, nodeID string) Instance       { return Instance{ID: id, NodeID: nodeID, Up: true, Settled: true} }
+func starting(id, nodeID string) Instance { return Instance{ID: id, NodeID: nodeID} }
+func failed(id, nodeID string) Instance   { return Instance{ID: id, NodeID: nodeID, Settled: true} }
+
+func withMaxUnavailable(s spec.DeploymentSpec, n int) spec.DeploymentSpec {
+	s.Update.MaxUnavailable = spec.IntOrPercent{Value: n}
+	return s
+}
+
+// TestPlaceDrain follows drains step by step: each case is the state one
+// pass sees, and what it may stop.
+func TestPlaceDrain(t *testing.T) {
+	tests := []struct {
+		name     string
+		spec     spec.DeploymentSpec
+		nodes    []Node
+		existing []Instance
+		want     Plan
+	}{
+		{
+			name:  "cordoned: nothing new, replicated",
+			spec:  replicatedSpec(2, spec.Selector{}),
+			nodes: []Node{cordoned(node("a", true)), node("b", true)},
+			want:  Plan{Add: []string{"b", "b"}},
+		},
+		{
+			name:     "cordoned: what runs stays, nothing moves",
+			spec:     replicatedSpec(2, spec.Selector{}),
+			nodes:    []Node{cordoned(node("a", true)), node("b", true)},
+			existing: []Instance{up("i1", "a"), up("i2", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "a")}},
+		},
+		{
+			name:     "cordoned: global stays, no new one",
+			spec:     globalSpec(spec.Selector{}),
+			nodes:    []Node{cordoned(node("a", true)), cordoned(node("b", true))},
+			existing: []Instance{up("i1", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a")}},
+		},
+		{
+			name:     "draining: replacements start elsewhere, the drained instance stays up",
+			spec:     withMaxUnavailable(replicatedSpec(3, spec.Selector{}), 1),
+			nodes:    []Node{node("a", true), node("b", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), up("i2", "b"), up("i3", "c")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "b"), up("i3", "c")}, Add: []string{"a"}},
+		},
+		{
+			name:     "draining: waits while the replacement starts, whatever maxUnavailable allows",
+			spec:     withMaxUnavailable(replicatedSpec(3, spec.Selector{}), 3),
+			nodes:    []Node{node("a", true), node("b", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), up("i2", "b"), up("i3", "c"), starting("i4", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "b"), up("i3", "c"), starting("i4", "a")}},
+		},
+		{
+			name:     "draining: stops once the replacement is healthy",
+			spec:     withMaxUnavailable(replicatedSpec(3, spec.Selector{}), 0),
+			nodes:    []Node{node("a", true), node("b", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), up("i2", "b"), up("i3", "c"), up("i4", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "b"), up("i4", "a")}, Remove: []Instance{up("i3", "c")}},
+		},
+		{
+			name:  "draining: one for one as replacements become healthy, the newest first",
+			spec:  withMaxUnavailable(replicatedSpec(3, spec.Selector{}), 1),
+			nodes: []Node{node("a", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "c"), up("i2", "c"), up("i3", "c"),
+				up("i4", "a"), starting("i5", "a"), starting("i6", "a")},
+			want: Plan{Keep: []Instance{up("i1", "c"), up("i2", "c"), up("i4", "a"), starting("i5", "a"), starting("i6", "a")},
+				Remove: []Instance{up("i3", "c")}},
+		},
+		{
+			name:     "draining: a failed replacement does not take the deployment below maxUnavailable",
+			spec:     withMaxUnavailable(replicatedSpec(2, spec.Selector{}), 0),
+			nodes:    []Node{node("a", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), up("i2", "c"), failed("i3", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "c"), failed("i3", "a")}},
+		},
+		{
+			name:     "draining: a failed replacement lets one stop within maxUnavailable",
+			spec:     withMaxUnavailable(replicatedSpec(3, spec.Selector{}), 1),
+			nodes:    []Node{node("a", true), node("b", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), up("i2", "b"), up("i3", "c"), failed("i4", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "b"), failed("i4", "a")}, Remove: []Instance{up("i3", "c")}},
+		},
+		{
+			name:     "draining: a deployment already degraded elsewhere moves once a replacement is up",
+			spec:     withMaxUnavailable(replicatedSpec(3, spec.Selector{}), 1),
+			nodes:    []Node{node("a", true), node("b", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), failed("i2", "b"), up("i3", "c"), up("i4", "a")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), failed("i2", "b"), up("i4", "a")}, Remove: []Instance{up("i3", "c")}},
+		},
+		{
+			name:     "draining: instances not up stop at once",
+			spec:     withMaxUnavailable(replicatedSpec(2, spec.Selector{}), 0),
+			nodes:    []Node{node("a", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), failed("i2", "c")},
+			want:     Plan{Keep: []Instance{up("i1", "a")}, Remove: []Instance{failed("i2", "c")}, Add: []string{"a"}},
+		},
+		{
+			name:     "draining: with nowhere to go, everything waits",
+			spec:     withMaxUnavailable(replicatedSpec(2, spec.Selector{}), 1),
+			nodes:    []Node{cordoned(node("a", true)), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "c"), up("i2", "c")},
+			want:     Plan{Keep: []Instance{up("i1", "c"), up("i2", "c")}},
+		},
+		{
+			name:     "draining: global instances stay until the replicated ones moved",
+			spec:     globalSpec(spec.Selector{}),
+			nodes:    []Node{node("a", true), draining(node("c", true), false)},
+			existing: []Instance{up("i1", "a"), up("i2", "c")},
+			want:     Plan{Keep: []Instance{up("i1", "a"), up("i2", "c")}},
+		},
+		{
+			name:     "draining: global instances stop last",
+			spec:     globalSpec(spec.Selector{}),
+			nodes:    []Node{node("a", true), draining(node("c", true), true)},
+			existing: []Instance{up("i1", "a"), up("i2", "c")},
+			want:     Plan{Keep: []Instance{up("i1", "a")}, Remove: []Instance{up("i2", "c")}},
+		},
+		{
+			name:  "draining: no new global instance",
+			spec:  globalSpec(spec.Selector{}),
+			nodes: []Node{draining(node("c", true), false)},
+			want:  Plan{},
+		},
+		{
+			name:     "draining and lost: the instances go at once",
+			spec:     withMaxUnavailable(replicatedSpec(1, spec.Selector{}), 0),
+			nodes:    []Node{node("a", true), draining(lostNode("c"), false)},
+			existing: []Instance{up("i1", "c")},
+			want:     Plan{Remove: []Instance{up("i1", "c")}, Add: []string{"a"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Place(tt.spec, tt.nodes, tt.existing)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,9 @@ func (s *Server) routes() http.Handler {
 	handle("PATCH /v1/nodes/{node}/labels", s.patchNodeLabels)
 	handle("POST /v1/nodes/{node}/revoke", s.revokeNode)
 	handle("DELETE /v1/nodes/{node}", s.deleteNode)
+	handle("POST /v1/nodes/{node}/cordon", s.scheduleNode(api.NodeCordoned, ""))
+	handle("POST /v1/nodes/{node}/drain", s.scheduleNode(api.NodeDraining, "", api.NodeCordoned))
+	handle("POST /v1/nodes/{node}/uncordon", s.scheduleNode(""))
 	handle("POST /v1/tokens", s.createToken)
 	handle("GET /v1/tokens", s.listTokens)
 	handle("DELETE /v1/tokens/{id}", s.revokeToken)
@@ -168,7 +172,7 @@ func (s *Server) findNode(ctx context.Context, ref string) (api.Node, error) {
 			return n, nil
 		}
 	}
-	return api.Node{}, notFound{fmt.Sprintf("no node with ID or name %q", ref)}
+	return api.Node{}, notFound{fmt.Sprintf("no node with ID or name %q; dockfleet nodes lists them", ref)}
 }
 
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
@@ -249,6 +253,32 @@ func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
 	s.fleet.live(&n)
 	writeJSON(w, http.StatusOK, n)
 	return nil
+}
+
+// scheduleNode returns the handler that sets a node's scheduling to to,
+// if it is one of from (any, if from is empty): cordon leaves a draining
+// node draining, drain a drained one drained. The controller does the
+// rest: a drain moves instances, an uncordon lets placement use the node.
+func (s *Server) scheduleNode(to api.NodeScheduling, from ...api.NodeScheduling) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		n, err := s.findNode(r.Context(), r.PathValue("node"))
+		if err != nil {
+			return err
+		}
+		if n.State == api.NodeRevoked {
+			return conflict{fmt.Sprintf("node %s (%s) is revoked: it takes no work and its instances have moved already; remove it with dockfleet node rm %s",
+				n.Name, n.ID, n.Name)}
+		}
+		n, err = s.store.SetNodeScheduling(r.Context(), n.ID, from, to)
+		if err != nil {
+			return err
+		}
+		s.log.Info("node scheduling set", "node_id", n.ID, "name", n.Name, "scheduling", cmp.Or(string(n.Scheduling), "schedulable"))
+		s.fleet.need(reloadNodes | place)
+		s.fleet.live(&n)
+		writeJSON(w, http.StatusOK, n)
+		return nil
+	}
 }
 
 // deleteNode removes a node: its row and instances go (placement moves what

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -115,6 +116,8 @@ type fleet struct {
 	// instEvents holds what agents did on their own to their instances
 	// (restarted, recreated), for record to write as events.
 	instEvents []instEvent
+	// draining says that a node is draining and runs instances still.
+	draining bool
 	// gen numbers desired states. It starts from the clock so that numbers
 	// keep growing across server restarts.
 	gen uint64
@@ -429,12 +432,24 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 			f.nodes[n.ID] = ln
 		}
 		ln.name = n.Name
-		// A revoked node is lost at once: it will not come back.
+		draining := n.Scheduling == api.NodeDraining || n.Scheduling == api.NodeDrained
 		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
 			Ready: ln.state == api.NodeReady,
-			Lost:  ln.state == api.NodeRevoked || ln.state != api.NodeReady && ln.silence(now) > f.s.cfg.RescheduleAfter})
+			// A revoked node is lost at once: it will not come back.
+			Lost:     ln.state == api.NodeRevoked || ln.state != api.NodeReady && ln.silence(now) > f.s.cfg.RescheduleAfter,
+			Cordoned: n.Scheduling == api.NodeCordoned, Draining: draining,
+			DrainGlobal: draining && !f.runsReplicated(n.ID)})
 	}
 	f.mu.Unlock()
+	// Only a drain looks at instances' health: without one, placement
+	// spends no revision lookups on it. ready is nil then.
+	var ready map[string]bool
+	if slices.ContainsFunc(pnodes, func(n placement.Node) bool { return n.Draining }) {
+		ready = make(map[string]bool, len(pnodes))
+		for _, n := range pnodes {
+			ready[n.ID] = n.Ready
+		}
+	}
 
 	var add []api.Instance
 	var remove []string
@@ -449,7 +464,11 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 		existing := v.byDep[k]
 		pex := make([]placement.Instance, 0, len(existing))
 		for _, in := range existing {
-			pex = append(pex, placement.Instance{ID: in.ID, NodeID: in.NodeID})
+			if ready == nil {
+				pex = append(pex, placement.Instance{ID: in.ID, NodeID: in.NodeID})
+			} else {
+				pex = append(pex, f.placementInstance(in, ready[in.NodeID]))
+			}
 		}
 		plan := placement.Place(d.Spec.Spec, pnodes, pex)
 		// New instances start on the stable revision (nothing, before the
@@ -466,11 +485,10 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 			f.log.Info("placed", "project", d.Project, "deployment", d.Name, "added", len(plan.Add), "removed", len(plan.Remove))
 		}
 	}
-	if len(add)+len(remove) == 0 {
-		return nil
-	}
-	if err := st.ApplyPlacement(ctx, add, remove); err != nil {
-		return err
+	if len(add)+len(remove) > 0 {
+		if err := st.ApplyPlacement(ctx, add, remove); err != nil {
+			return err
+		}
 	}
 	for _, in := range add {
 		v.add(in)
@@ -480,6 +498,68 @@ func (f *fleet) place(ctx context.Context, mark func(nodeID string)) error {
 		if in := v.remove(id); in != nil {
 			mark(in.NodeID)
 		}
+	}
+	return f.drained(ctx, len(remove) > 0)
+}
+
+// runsReplicated reports whether node id still runs an instance of a
+// replicated deployment: until it does not, a drain keeps its global ones.
+func (f *fleet) runsReplicated(id string) bool {
+	v := f.view
+	for _, in := range v.byNode[id] {
+		if d, ok := v.deps[depKey(in.Project, in.Deployment)]; ok && d.Spec.Spec.Mode == spec.ModeReplicated {
+			return true
+		}
+	}
+	return false
+}
+
+// placementInstance is in as placement sees it: up when it serves on a
+// ready node, as a rollout counts it, settled when it is up or failed.
+func (f *fleet) placementInstance(in *api.Instance, ready bool) placement.Instance {
+	ri, _ := f.view.revs.get(in.Project, in.Deployment, in.Revision)
+	checked := ri.rev.Spec.Spec.Container.HealthCheck != nil
+	up := ready && (in.State == api.InstanceHealthy || !checked && in.State == api.InstanceRunning)
+	return placement.Instance{ID: in.ID, NodeID: in.NodeID, Up: up,
+		Settled: up || in.State == api.InstanceFailed || in.State == api.InstanceUnhealthy}
+}
+
+// drained marks the draining nodes with nothing left on them drained, and
+// notes whether a drain goes on: while one does, every status report may
+// let an instance leave, so it asks for placement (record). A pass that
+// removed instances asks for another, in which a node that no longer runs
+// replicated instances stops its global ones.
+func (f *fleet) drained(ctx context.Context, removed bool) error {
+	v := f.view
+	active := false
+	for id, n := range v.nodes {
+		if n.Scheduling != api.NodeDraining {
+			continue
+		}
+		if len(v.byNode[id]) > 0 {
+			active = true
+			continue
+		}
+		n, err := f.s.store.SetNodeScheduling(ctx, id, []api.NodeScheduling{api.NodeDraining}, api.NodeDrained)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed meanwhile; the next reload forgets it
+		}
+		if err != nil {
+			return fmt.Errorf("marking node %s drained: %w", id, err)
+		}
+		v.nodes[id] = n
+		if n.Scheduling == api.NodeDrained {
+			f.log.Info("node drained", "node_id", id, "name", n.Name)
+		}
+	}
+	f.mu.Lock()
+	f.draining = active
+	if active && removed {
+		f.pending |= place
+	}
+	f.mu.Unlock()
+	if active && removed {
+		f.trigger()
 	}
 	return nil
 }
@@ -795,7 +875,13 @@ func (f *fleet) record(ctx context.Context, batch []store.InstanceStatus) {
 		}
 	}
 	f.recordInstEvents(ctx)
-	f.trigger() // a rollout may wait on these instances
+	// A rollout may wait on these instances, and a drain too.
+	f.mu.Lock()
+	if f.draining {
+		f.pending |= place
+	}
+	f.mu.Unlock()
+	f.trigger()
 }
 
 // An agent's own actions on its instances become events. Bounds, as a

@@ -273,8 +273,11 @@ func TestReEnrollWithNodeToken(t *testing.T) {
 	}
 	// The node may be named by its ID; the token is good for one use.
 	tok := f.newToken(t, api.TokenRequest{Node: old.NodeID})
-	if _, err := f.enrollAs(t, tok, "other", nil, csr); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("a re-enrollment token for edge used for node other = %v; want PermissionDenied", err)
+	if _, err := f.enrollAs(t, tok, "other", nil, csr); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "--name edge") {
+		t.Errorf("a re-enrollment token for edge used for node other = %v; want PermissionDenied saying to start the agent with --name edge", err)
+	}
+	if _, err := f.api.GetNode(ctx, "other"); !client.IsNotFound(err) {
+		t.Errorf("node other after the refused re-enrollment: %v; want none", err)
 	}
 	resp, err := f.enrollAs(t, tok, "edge", labels, csr)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -269,7 +270,7 @@ func insertNode(ctx context.Context, tx *sql.Tx, n api.Node) error {
 	return err
 }
 
-const nodeCols = `id, name, labels, state, last_seen, error, facts, usage, created_at, version, epoch`
+const nodeCols = `id, name, labels, state, last_seen, error, facts, usage, created_at, version, epoch, scheduling`
 
 func scanNode(row interface{ Scan(...any) error }) (api.Node, error) {
 	var (
@@ -277,7 +278,7 @@ func scanNode(row interface{ Scan(...any) error }) (api.Node, error) {
 		labels, facts, usage string
 		lastSeen, created    int64
 	)
-	if err := row.Scan(&n.ID, &n.Name, &labels, &n.State, &lastSeen, &n.Error, &facts, &usage, &created, &n.Version, &n.Epoch); err != nil {
+	if err := row.Scan(&n.ID, &n.Name, &labels, &n.State, &lastSeen, &n.Error, &facts, &usage, &created, &n.Version, &n.Epoch, &n.Scheduling); err != nil {
 		return n, err
 	}
 	for _, f := range []struct {
@@ -351,6 +352,27 @@ func (s *SQLite) RevokeNode(ctx context.Context, id, reason string, at time.Time
 			return err
 		}
 		n.State = api.NodeRevoked
+		n.Version++
+		return nil
+	})
+	return n, err
+}
+
+func (s *SQLite) SetNodeScheduling(ctx context.Context, id string, from []api.NodeScheduling, to api.NodeScheduling) (api.Node, error) {
+	var n api.Node
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM nodes WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("node %s: %w", id, ErrNotFound)
+		}
+		if err != nil || n.Scheduling == to || len(from) > 0 && !slices.Contains(from, n.Scheduling) {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET scheduling = ?, version = version + 1 WHERE id = ?`, to, id); err != nil {
+			return err
+		}
+		n.Scheduling = to
 		n.Version++
 		return nil
 	})

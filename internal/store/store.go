@@ -53,6 +53,9 @@ type Store interface {
 	// DeleteNode deletes node id with its instances and adds it to the
 	// revoked identities, all in one transaction.
 	DeleteNode(ctx context.Context, id, reason string, at time.Time) error
+	// SetNodeScheduling sets node id's scheduling to to, if it is one of
+	// from (any, when from is empty), and returns the node as it is then.
+	SetNodeScheduling(ctx context.Context, id string, from []api.NodeScheduling, to api.NodeScheduling) (api.Node, error)
 	// ListRevokedNodes lists the revoked identities, removed nodes' too.
 	ListRevokedNodes(ctx context.Context) ([]RevokedNode, error)
 	// UpdateNodeStatuses records what agents told of their nodes (state,

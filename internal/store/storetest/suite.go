@@ -27,6 +27,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Nodes", testNodes},
 		{"ReEnroll", testReEnroll},
 		{"RevokeAndDeleteNodes", testRevokeAndDeleteNodes},
+		{"NodeScheduling", testNodeScheduling},
 		{"Deployments", testDeployments},
 		{"Instances", testInstances},
 		{"RevisionsAndRollouts", testRevisionsAndRollouts},
@@ -235,6 +236,41 @@ func testRevokeAndDeleteNodes(t *testing.T, s store.Store) {
 	want := []store.RevokedNode{{ID: "a", Name: "alpha", Reason: "revoked", At: at}, {ID: "b", Name: "beta", Reason: "removed", At: at}}
 	if err != nil || fmt.Sprint(revoked) != fmt.Sprint(want) {
 		t.Errorf("ListRevokedNodes = %v, %v; want %v", revoked, err, want)
+	}
+}
+
+func testNodeScheduling(t *testing.T, s store.Store) {
+	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t", CreatedAt: time.Now()}, "h"); err != nil {
+		t.Fatal(err)
+	}
+	pass := func(api.EnrollToken, string, *api.Node) error { return nil }
+	if _, err := s.Enroll(ctx, "t", pass, newNode("a", "alpha")); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.SetNodeScheduling(ctx, "a", nil, api.NodeDraining)
+	if err != nil || n.Scheduling != api.NodeDraining {
+		t.Fatalf("SetNodeScheduling(a, draining) = %+v, %v; want draining", n, err)
+	}
+	// A label edit, which writes the whole node, keeps it.
+	n.Labels = map[string]string{"x": "y"}
+	if _, err := s.UpdateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "a"); got.Scheduling != api.NodeDraining {
+		t.Errorf("scheduling after a label edit = %q; want draining", got.Scheduling)
+	}
+	// Only from draining to drained: an uncordon that came first wins.
+	if _, err := s.SetNodeScheduling(ctx, "a", nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SetNodeScheduling(ctx, "a", []api.NodeScheduling{api.NodeDraining}, api.NodeDrained); err != nil || n.Scheduling != "" {
+		t.Errorf("drained after an uncordon = %+v, %v; want scheduling empty", n, err)
+	}
+	if nodes, _ := s.ListNodes(ctx); len(nodes) != 1 || nodes[0].Scheduling != "" {
+		t.Errorf("ListNodes = %+v; want alpha taking work", nodes)
+	}
+	if _, err := s.SetNodeScheduling(ctx, "zz", nil, api.NodeCordoned); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("cordoning an unknown node: got %v; want ErrNotFound", err)
 	}
 }
 
