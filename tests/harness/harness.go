@@ -83,7 +83,12 @@ func (s *syncBuffer) String() string {
 // when the test ends; its output is logged if the test failed.
 func Start(t *testing.T, name string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{name: name, cmd: exec.Command(binary, args...), Out: &syncBuffer{}, done: make(chan struct{})}
+	return startCmd(t, name, exec.Command(binary, args...))
+}
+
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{name: name, cmd: cmd, Out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.Out, p.Out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
@@ -152,14 +157,24 @@ type Fleet struct {
 	Agents    map[string]*Proc
 	NodeIDs   map[string]string // name → ID
 	Heartbeat time.Duration
+	// ServerArgs are more flags for the server, after the harness's own:
+	// the last of a flag given twice wins.
+	ServerArgs []string
+	// Netns maps agents' names to the network namespace each runs in
+	// (ip netns exec), for the agents that do not run in the test's own.
+	Netns map[string]string
 }
 
-// NewFleet starts a server with a 1 s heartbeat and no agents; the
-// containers of its agents are removed when the test ends.
-func NewFleet(t *testing.T) *Fleet {
+// NewFleet starts a server with a 1 s heartbeat and no agents, after opts
+// changed the fleet (such as its ServerArgs); the containers of its agents
+// are removed when the test ends.
+func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
 	t.Helper()
 	f := &Fleet{t: t, Dir: t.TempDir(), APIAddr: FreeAddr(t), AgentAddr: FreeAddr(t), Agents: map[string]*Proc{},
-		NodeIDs: map[string]string{}, Heartbeat: time.Second}
+		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
+	for _, o := range opts {
+		o(f)
+	}
 	f.StartServer()
 	t.Cleanup(f.removeContainers)
 	return f
@@ -169,8 +184,9 @@ func NewFleet(t *testing.T) *Fleet {
 // waits until its API answers.
 func (f *Fleet) StartServer() {
 	f.t.Helper()
-	f.Server = Start(f.t, "server", "server", "--data-dir", filepath.Join(f.Dir, "server"),
-		"--api-addr", f.APIAddr, "--agent-addr", f.AgentAddr, "--heartbeat-interval", f.Heartbeat.String())
+	args := []string{"server", "--data-dir", filepath.Join(f.Dir, "server"),
+		"--api-addr", f.APIAddr, "--agent-addr", f.AgentAddr, "--heartbeat-interval", f.Heartbeat.String()}
+	f.Server = Start(f.t, "server", append(args, f.ServerArgs...)...)
 	caFile := filepath.Join(f.Dir, "server", "ca.crt")
 	tokFile := filepath.Join(f.Dir, "server", "admin.token")
 	WaitFor(f.t, 20*time.Second, "server to start", func() error {
@@ -228,7 +244,8 @@ func (f *Fleet) Token(args ...string) string {
 	return ""
 }
 
-// startAgent starts an agent process; token may be empty on restarts.
+// StartAgent starts an agent process, in its network namespace if f.Netns
+// names one; token may be empty on restarts.
 func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
 	f.t.Helper()
 	args := []string{"agent", "--server", f.AgentAddr, "--data-dir", filepath.Join(f.Dir, "agent-"+name), "--name", name, "--resync", "2s"}
@@ -243,7 +260,13 @@ func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
 	if labels != "" {
 		args = append(args, "--labels", labels)
 	}
-	p := Start(f.t, "agent "+name, append(args, extra...)...)
+	args = append(args, extra...)
+	var p *Proc
+	if ns := f.Netns[name]; ns != "" {
+		p = startCmd(f.t, "agent "+name, exec.Command("ip", append([]string{"netns", "exec", ns, binary}, args...)...))
+	} else {
+		p = Start(f.t, "agent "+name, args...)
+	}
 	f.Agents[name] = p
 	return p
 }
