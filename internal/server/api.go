@@ -106,6 +106,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &bz):
 		status = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "10")
+	case store.IsFull(err):
+		// The operator must act: logged every time, as a failure is.
+		s.log.Error("api request failed: the store's disk is full", "method", r.Method, "path", r.URL.Path, "err", err)
+		status = http.StatusInsufficientStorage
+		body.Error = "the server's disk is full: this change was not saved; free space where the server keeps its data (--data-dir), then retry"
 	default:
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		body.Error = "internal server error; see the server log"

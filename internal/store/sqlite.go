@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // the pure-Go driver keeps the binary static
+	"modernc.org/sqlite" // the pure-Go driver keeps the binary static
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/dockfleet/dockfleet/internal/api"
 )
@@ -129,6 +130,14 @@ func toJSON(v any) string {
 		return "null"
 	}
 	return string(b)
+}
+
+// IsFull reports whether err is SQLite's "database or disk is full": the
+// disk of the store has no room left, and writes fail until it has. Reads
+// go on, and a failed write changed nothing (SQLite rolls it back).
+func IsFull(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_FULL
 }
 
 func isUnique(err error) bool {

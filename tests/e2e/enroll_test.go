@@ -24,26 +24,27 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // TestEnrollmentRefusals checks that every bad token is refused with a
 // message that says what is wrong, and that the refused agent exits non-zero.
 func TestEnrollmentRefusals(t *testing.T) {
 	testenv.RequireDocker(t)
-	f := newFleet(t)
+	f := harness.NewFleet(t)
 
-	good := f.token("--uses", "1")
+	good := f.Token("--uses", "1")
 	parts := strings.Split(good, "-")
 	wrongSecret := strings.Join(append(parts[:len(parts)-1], strings.Repeat("a", len(parts[len(parts)-1]))), "-")
 
-	expired := f.token("--ttl", "1s")
-	revoked := f.token()
-	toks, err := f.client.ListTokens(context.Background())
+	expired := f.Token("--ttl", "1s")
+	revoked := f.Token()
+	toks, err := f.Client.ListTokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	revokedID := toks[len(toks)-1].ID
-	if out, code := f.cli("", "token", "revoke", revokedID); code != 0 {
+	if out, code := f.CLI("", "token", "revoke", revokedID); code != 0 {
 		t.Fatalf("token revoke: exit %d: %s", code, out)
 	}
 	otherCA, _, err := pki.LoadOrCreateCA(t.TempDir())
@@ -53,8 +54,8 @@ func TestEnrollmentRefusals(t *testing.T) {
 	foreign := pki.FormatEnrollToken(otherCA.Fingerprint(), "abcdefghijkl", "abcdefghijklmnopqrstuvwxyz234567")
 
 	// The good token's one use goes first, so "used up" can be checked.
-	f.startAgent("first", good, "")
-	f.waitNodeState("first", api.NodeReady, 20*time.Second)
+	f.StartAgent("first", good, "")
+	f.WaitNodeState("first", api.NodeReady, 20*time.Second)
 	time.Sleep(1100 * time.Millisecond) // let the 1s token expire
 
 	tests := []struct {
@@ -70,21 +71,21 @@ func TestEnrollmentRefusals(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := f.startAgent("refused"+string(rune('a'+i)), tc.token, "")
-			done, err := p.exited(20 * time.Second)
+			p := f.StartAgent("refused"+string(rune('a'+i)), tc.token, "")
+			done, err := p.Exited(20 * time.Second)
 			if !done {
-				t.Fatalf("agent still running; want it to exit refused. Output:\n%s", p.out)
+				t.Fatalf("agent still running; want it to exit refused. Output:\n%s", p.Out)
 			}
 			var ee interface{ ExitCode() int }
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Errorf("agent exit: %v; want exit code 1", err)
 			}
-			if !strings.Contains(p.out.String(), tc.want) {
-				t.Errorf("agent said:\n%s\nwant it to contain %q", p.out, tc.want)
+			if !strings.Contains(p.Out.String(), tc.want) {
+				t.Errorf("agent said:\n%s\nwant it to contain %q", p.Out, tc.want)
 			}
 		})
 	}
-	nodes, err := f.client.ListNodes(context.Background())
+	nodes, err := f.Client.ListNodes(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,14 +94,14 @@ func TestEnrollmentRefusals(t *testing.T) {
 	}
 
 	t.Run("API without a token answers 401", func(t *testing.T) {
-		caPEM := readFile(t, filepath.Join(f.dir, "server", "ca.crt"))
+		caPEM := harness.ReadFile(t, filepath.Join(f.Dir, "server", "ca.crt"))
 		tlsConf, err := pki.CAFileClientTLS(caPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
 		for _, auth := range []string{"", "Bearer nonsense", "Bearer dfa1-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"} {
-			req, _ := http.NewRequest("GET", "https://"+f.apiAddr+"/v1/nodes", nil)
+			req, _ := http.NewRequest("GET", "https://"+f.APIAddr+"/v1/nodes", nil)
 			if auth != "" {
 				req.Header.Set("Authorization", auth)
 			}
@@ -125,7 +126,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		certPEM, err := otherCA.SignNode(csr, f.node("first").ID, 0, time.Hour)
+		certPEM, err := otherCA.SignNode(csr, f.Node("first").ID, 0, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,9 +140,9 @@ func TestEnrollmentRefusals(t *testing.T) {
 		}
 		// The impostor trusts the real server's CA, so only its own certificate is wrong.
 		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(readFile(t, filepath.Join(f.dir, "server", "ca.crt")))
+		roots.AppendCertsFromPEM(harness.ReadFile(t, filepath.Join(f.Dir, "server", "ca.crt")))
 		tlsConf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"}
-		conn, err := grpc.NewClient(f.agentAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+		conn, err := grpc.NewClient(f.AgentAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +162,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		}
 		// In TLS 1.3 the server's verdict on a client certificate arrives
 		// as an alert after the client's side of the handshake: read it.
-		raw, err := tls.Dial("tcp", f.agentAddr, tlsConf)
+		raw, err := tls.Dial("tcp", f.AgentAddr, tlsConf)
 		if err != nil {
 			if !strings.Contains(err.Error(), "certificate") {
 				t.Errorf("handshake error = %v; want a certificate error", err)
@@ -183,7 +184,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 // reported on the node by an agent that keeps running.
 func TestBadInput(t *testing.T) {
 	testenv.RequireDocker(t)
-	f := newFleet(t)
+	f := harness.NewFleet(t)
 
 	t.Run("invalid spec", func(t *testing.T) {
 		bad := `apiVersion: dockfleet.io/v1
@@ -203,7 +204,7 @@ spec:
 		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, code := f.cli("", "apply", "-f", path)
+		out, code := f.CLI("", "apply", "-f", path)
 		if code != 1 {
 			t.Errorf("apply of an invalid spec: exit %d; want 1", code)
 		}
@@ -212,14 +213,14 @@ spec:
 				t.Errorf("apply output lacks %q:\n%s", want, out)
 			}
 		}
-		if ds, err := f.client.ListDeployments(context.Background(), api.DefaultProject); err != nil || len(ds) != 0 {
+		if ds, err := f.Client.ListDeployments(context.Background(), api.DefaultProject); err != nil || len(ds) != 0 {
 			t.Errorf("after a refused apply: %d deployments, %v; want none", len(ds), err)
 		}
 	})
 
 	t.Run("unreachable server", func(t *testing.T) {
-		addr := freeAddr(t)
-		out, code := f.cli("", "nodes", "--addr", "https://"+addr)
+		addr := harness.FreeAddr(t)
+		out, code := f.CLI("", "nodes", "--addr", "https://"+addr)
 		if code != 1 || !strings.Contains(out, addr) || !strings.Contains(out, "refused") {
 			t.Errorf("nodes against a closed port: exit %d, %q; want exit 1 naming %s and why", code, out, addr)
 		}
@@ -227,25 +228,25 @@ spec:
 
 	t.Run("usage errors exit 2", func(t *testing.T) {
 		for _, args := range [][]string{{"apply"}, {"nodes", "--no-such-flag"}, {"get", "deployments", "-o", "xml"}, {"no-such-command"}} {
-			if out, code := f.cli("", args...); code != 2 {
+			if out, code := f.CLI("", args...); code != 2 {
 				t.Errorf("dockfleet %v: exit %d; want 2. Output:\n%s", args, code, out)
 			}
 		}
 	})
 
 	t.Run("docker unreachable is reported on the node", func(t *testing.T) {
-		p := f.startAgent("nodocker", f.token("--uses", "1"), "", "--docker-host", "unix://"+t.TempDir()+"/no.sock")
-		f.waitNodeState("nodocker", api.NodeReady, 20*time.Second)
-		waitFor(t, 20*time.Second, "the node to report Docker unreachable", func() error {
-			if n := f.node("nodocker"); !strings.Contains(n.Error, "no.sock") {
+		p := f.StartAgent("nodocker", f.Token("--uses", "1"), "", "--docker-host", "unix://"+t.TempDir()+"/no.sock")
+		f.WaitNodeState("nodocker", api.NodeReady, 20*time.Second)
+		harness.WaitFor(t, 20*time.Second, "the node to report Docker unreachable", func() error {
+			if n := f.Node("nodocker"); !strings.Contains(n.Error, "no.sock") {
 				return fmt.Errorf("node error %q", n.Error)
 			}
 			return nil
 		})
-		if done, err := p.exited(0); done {
+		if done, err := p.Exited(0); done {
 			t.Errorf("agent exited without Docker: %v", err)
 		}
-		out, _ := f.cli("", "nodes")
+		out, _ := f.CLI("", "nodes")
 		if !strings.Contains(out, "no.sock") {
 			t.Errorf("nodes does not show the Docker error:\n%s", out)
 		}

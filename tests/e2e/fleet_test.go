@@ -12,6 +12,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 const globalWeb = `apiVersion: dockfleet.io/v1
@@ -60,11 +61,11 @@ spec:
 // lose and regain a node, restart the server, delete.
 func TestWalkingFleet(t *testing.T) {
 	testenv.HelloImages(t)
-	f := newFleet(t)
-	f.addAgents([2]string{"n1", "role=web"}, [2]string{"n2", "role=web"}, [2]string{"n3", "role=db"})
+	f := harness.NewFleet(t)
+	f.AddAgents([2]string{"n1", "role=web"}, [2]string{"n2", "role=web"}, [2]string{"n3", "role=db"})
 
 	t.Run("nodes report facts", func(t *testing.T) {
-		out, code := f.cli("", "nodes")
+		out, code := f.CLI("", "nodes")
 		if code != 0 {
 			t.Fatalf("nodes: exit %d: %s", code, out)
 		}
@@ -72,7 +73,7 @@ func TestWalkingFleet(t *testing.T) {
 			if !strings.Contains(out, name) {
 				t.Errorf("nodes output lacks %s:\n%s", name, out)
 			}
-			n := f.node(name)
+			n := f.Node(name)
 			if n.Facts.DockerVersion == "" || n.Facts.CPUs == 0 || n.Facts.MemoryBytes == 0 {
 				t.Errorf("node %s facts = %+v; want Docker version, CPUs and memory", name, n.Facts)
 			}
@@ -80,11 +81,11 @@ func TestWalkingFleet(t *testing.T) {
 	})
 
 	t.Run("global deployment lands on the 2 matching nodes", func(t *testing.T) {
-		out := f.apply(globalWeb)
+		out := f.Apply(globalWeb)
 		if !strings.Contains(out, "deployment/web created") {
 			t.Errorf("apply said %q; want deployment/web created", out)
 		}
-		is := f.waitHealthy("web", 2, 30*time.Second)
+		is := f.WaitHealthy("web", 2, 30*time.Second)
 		nodes := map[string]bool{}
 		for _, i := range is {
 			nodes[i.NodeName] = true
@@ -93,38 +94,38 @@ func TestWalkingFleet(t *testing.T) {
 			t.Errorf("instances on %v; want n1 and n2", nodes)
 		}
 		for name, want := range map[string]int{"n1": 1, "n2": 1, "n3": 0} {
-			if got := len(f.containers(name)); got != want {
+			if got := len(f.Containers(name)); got != want {
 				t.Errorf("%s runs %d containers; want %d", name, got, want)
 			}
 		}
-		out, _ = f.cli(globalWeb, "apply", "-f", "-")
+		out, _ = f.CLI(globalWeb, "apply", "-f", "-")
 		if !strings.Contains(out, "unchanged") {
 			t.Errorf("second apply said %q; want unchanged", out)
 		}
 	})
 
 	t.Run("a container removed by hand is healed within 10s", func(t *testing.T) {
-		cs := f.containers("n1")
+		cs := f.Containers("n1")
 		if len(cs) != 1 {
 			t.Fatalf("n1 runs %d containers; want 1", len(cs))
 		}
 		sdk := testenv.SDK(t)
 		removeForce(t, sdk, cs[0].ID)
 		begin := time.Now()
-		waitFor(t, 10*time.Second, "n1's container to be recreated", func() error {
-			cs := f.containers("n1")
+		harness.WaitFor(t, 10*time.Second, "n1's container to be recreated", func() error {
+			cs := f.Containers("n1")
 			if len(cs) != 1 || cs[0].ID == "" || cs[0].State != "running" {
 				return fmt.Errorf("%d containers", len(cs))
 			}
 			return nil
 		})
 		t.Logf("healed in %v", time.Since(begin).Round(time.Millisecond))
-		f.waitHealthy("web", 2, 15*time.Second)
+		f.WaitHealthy("web", 2, 15*time.Second)
 	})
 
 	t.Run("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
-		f.apply(replicatedApi)
-		is := f.waitHealthy("api", 5, 40*time.Second)
+		f.Apply(replicatedApi)
+		is := f.WaitHealthy("api", 5, 40*time.Second)
 		per := map[string]int{}
 		for _, i := range is {
 			per[i.NodeName]++
@@ -145,16 +146,16 @@ func TestWalkingFleet(t *testing.T) {
 	})
 
 	t.Run("relabelling a node moves the global deployment", func(t *testing.T) {
-		if out, code := f.cli("", "node", "label", "n3", "role=web"); code != 0 {
+		if out, code := f.CLI("", "node", "label", "n3", "role=web"); code != 0 {
 			t.Fatalf("node label: exit %d: %s", code, out)
 		}
-		f.waitHealthy("web", 3, 30*time.Second)
-		if out, code := f.cli("", "node", "label", "n3", "role-"); code != 0 {
+		f.WaitHealthy("web", 3, 30*time.Second)
+		if out, code := f.CLI("", "node", "label", "n3", "role-"); code != 0 {
 			t.Fatalf("node label: exit %d: %s", code, out)
 		}
-		f.waitHealthy("web", 2, 30*time.Second)
-		waitFor(t, 15*time.Second, "n3 to run only its api instance", func() error {
-			for _, c := range f.containers("n3") {
+		f.WaitHealthy("web", 2, 30*time.Second)
+		harness.WaitFor(t, 15*time.Second, "n3 to run only its api instance", func() error {
+			for _, c := range f.Containers("n3") {
 				if c.Labels["dockfleet.deployment"] == "web" {
 					return fmt.Errorf("web container %s still there", c.ID[:12])
 				}
@@ -164,19 +165,19 @@ func TestWalkingFleet(t *testing.T) {
 	})
 
 	t.Run("a killed agent's node turns unreachable, its containers keep running", func(t *testing.T) {
-		before := f.containers("n1")
+		before := f.Containers("n1")
 		started := startTimes(t, before)
-		f.agents["n1"].kill()
-		took := f.waitNodeState("n1", api.NodeUnreachable, 3*f.heartbeat+2*time.Second+time.Second)
+		f.Agents["n1"].Kill()
+		took := f.WaitNodeState("n1", api.NodeUnreachable, 3*f.Heartbeat+2*time.Second+time.Second)
 		t.Logf("unreachable after %v", took.Round(time.Millisecond))
-		if got := startTimes(t, f.containers("n1")); !sameStarts(started, got) {
+		if got := startTimes(t, f.Containers("n1")); !sameStarts(started, got) {
 			t.Errorf("containers of n1 changed while its agent was down: before %v, after %v", started, got)
 		}
-		f.startAgent("n1", "", "")
-		f.waitNodeState("n1", api.NodeReady, 20*time.Second)
-		f.waitHealthy("web", 2, 20*time.Second)
+		f.StartAgent("n1", "", "")
+		f.WaitNodeState("n1", api.NodeReady, 20*time.Second)
+		f.WaitHealthy("web", 2, 20*time.Second)
 		time.Sleep(3 * time.Second) // a full resync pass of the restarted agent
-		if got := startTimes(t, f.containers("n1")); !sameStarts(started, got) {
+		if got := startTimes(t, f.Containers("n1")); !sameStarts(started, got) {
 			t.Errorf("restarting the agent restarted containers: before %v, after %v", started, got)
 		}
 	})
@@ -184,18 +185,18 @@ func TestWalkingFleet(t *testing.T) {
 	t.Run("a server restart restarts no container", func(t *testing.T) {
 		var started []map[string]time.Time
 		for _, n := range []string{"n1", "n2", "n3"} {
-			started = append(started, startTimes(t, f.containers(n)))
+			started = append(started, startTimes(t, f.Containers(n)))
 		}
-		f.server.stop()
-		f.startServer()
+		f.Server.Stop()
+		f.StartServer()
 		for _, n := range []string{"n1", "n2", "n3"} {
-			f.waitNodeState(n, api.NodeReady, 30*time.Second)
+			f.WaitNodeState(n, api.NodeReady, 30*time.Second)
 		}
-		f.waitHealthy("web", 2, 20*time.Second)
-		f.waitHealthy("api", 5, 20*time.Second)
+		f.WaitHealthy("web", 2, 20*time.Second)
+		f.WaitHealthy("api", 5, 20*time.Second)
 		time.Sleep(3 * time.Second)
 		for i, n := range []string{"n1", "n2", "n3"} {
-			if got := startTimes(t, f.containers(n)); !sameStarts(started[i], got) {
+			if got := startTimes(t, f.Containers(n)); !sameStarts(started[i], got) {
 				t.Errorf("server restart changed containers on %s: before %v, after %v", n, started[i], got)
 			}
 		}
@@ -203,19 +204,19 @@ func TestWalkingFleet(t *testing.T) {
 
 	t.Run("delete removes every container", func(t *testing.T) {
 		for _, d := range []string{"web", "api"} {
-			if out, code := f.cli("", "delete", "deployment", d); code != 0 || !strings.Contains(out, "deleted") {
+			if out, code := f.CLI("", "delete", "deployment", d); code != 0 || !strings.Contains(out, "deleted") {
 				t.Fatalf("delete %s: exit %d: %s", d, code, out)
 			}
 		}
-		waitFor(t, 20*time.Second, "all containers to go", func() error {
+		harness.WaitFor(t, 20*time.Second, "all containers to go", func() error {
 			for _, n := range []string{"n1", "n2", "n3"} {
-				if cs := f.containers(n); len(cs) != 0 {
+				if cs := f.Containers(n); len(cs) != 0 {
 					return fmt.Errorf("%s still runs %d", n, len(cs))
 				}
 			}
 			return nil
 		})
-		if is := f.instances(""); len(is) != 0 {
+		if is := f.Instances(""); len(is) != 0 {
 			t.Errorf("%d instances left after delete", len(is))
 		}
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // rolloutSpec is a global deployment of image over every node labelled
@@ -39,73 +40,22 @@ spec:
 %s`, image, update)
 }
 
-func sixNodes(t *testing.T) *fleet {
+func sixNodes(t *testing.T) *harness.Fleet {
 	t.Helper()
 	testenv.HelloImages(t)
-	f := newFleet(t)
+	f := harness.NewFleet(t)
 	var specs [][2]string
 	for i := 1; i <= 6; i++ {
 		specs = append(specs, [2]string{fmt.Sprintf("w%d", i), "role=web"})
 	}
-	f.addAgents(specs...)
+	f.AddAgents(specs...)
 	return f
-}
-
-// waitRollout waits until the deployment's newest rollout is final.
-func (f *fleet) waitRollout(within time.Duration) api.Rollout {
-	f.t.Helper()
-	var ro api.Rollout
-	waitFor(f.t, within, "the rollout to end", func() error {
-		var err error
-		ro, err = f.client.GetRollout(context.Background(), api.DefaultProject, "web")
-		if err != nil {
-			return err
-		}
-		if !ro.State.Final() {
-			return fmt.Errorf("%s %s: %s", ro.State, ro.Phase, ro.Message)
-		}
-		return nil
-	})
-	return ro
-}
-
-// images maps each node to the images of its running containers.
-func (f *fleet) images(nodes ...string) map[string][]string {
-	out := map[string][]string{}
-	for _, n := range nodes {
-		for _, c := range f.containers(n) {
-			if c.State == "running" {
-				out[n] = append(out[n], c.Image)
-			}
-		}
-	}
-	return out
 }
 
 func nodeNames(k int) []string {
 	var out []string
 	for i := 1; i <= k; i++ {
 		out = append(out, fmt.Sprintf("w%d", i))
-	}
-	return out
-}
-
-func (f *fleet) events(types ...string) []api.Event {
-	f.t.Helper()
-	evs, err := f.client.ListEvents(context.Background(), api.DefaultProject, "web", 0, 0)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if len(types) == 0 {
-		return evs
-	}
-	var out []api.Event
-	for _, e := range evs {
-		for _, t := range types {
-			if e.Type == t {
-				out = append(out, e)
-			}
-		}
 	}
 	return out
 }
@@ -117,11 +67,11 @@ func TestRolloutInBatches(t *testing.T) {
 	f := sixNodes(t)
 	nodes := nodeNames(6)
 	update := "    batchSize: 2\n    minHealthyTime: 2s\n"
-	out := f.apply(rolloutSpec("hello:v1", update))
+	out := f.Apply(rolloutSpec("hello:v1", update))
 	if !strings.Contains(out, "created (revision 1)") {
 		t.Errorf("apply said %q", out)
 	}
-	if ro := f.waitRollout(60 * time.Second); ro.State != api.RolloutSucceeded || ro.Batch != 3 {
+	if ro := f.WaitRollout("web", 60*time.Second); ro.State != api.RolloutSucceeded || ro.Batch != 3 {
 		t.Fatalf("first rollout: %s after %d batches (%s); want succeeded in 3 batches of 2 — the first deployment follows the batches too", ro.State, ro.Batch, ro.Message)
 	}
 
@@ -133,7 +83,7 @@ func TestRolloutInBatches(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			is, err := f.client.ListInstances(ctx, api.DefaultProject, "web")
+			is, err := f.Client.ListInstances(ctx, api.DefaultProject, "web")
 			if err == nil {
 				down := 0
 				for _, i := range is {
@@ -146,8 +96,8 @@ func TestRolloutInBatches(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	f.apply(rolloutSpec("hello:v2", update))
-	ro := f.waitRollout(90 * time.Second)
+	f.Apply(rolloutSpec("hello:v2", update))
+	ro := f.WaitRollout("web", 90*time.Second)
 	stop()
 	wg.Wait()
 	if ro.State != api.RolloutSucceeded || ro.From != 1 || ro.To != 2 {
@@ -156,7 +106,7 @@ func TestRolloutInBatches(t *testing.T) {
 	if maxDown > 2 {
 		t.Errorf("up to %d instances were unavailable at once; want at most 2 (maxUnavailable defaults to batchSize)", maxDown)
 	}
-	for n, imgs := range f.images(nodes...) {
+	for n, imgs := range f.Images(nodes...) {
 		if len(imgs) != 1 || imgs[0] != "hello:v2" {
 			t.Errorf("node %s runs %v; want hello:v2", n, imgs)
 		}
@@ -164,7 +114,7 @@ func TestRolloutInBatches(t *testing.T) {
 	// The timeline: each batch healthy at least minHealthyTime after it started.
 	var started map[int]time.Time = map[int]time.Time{}
 	batches := 0
-	for _, e := range f.events("batch.started", "batch.healthy") {
+	for _, e := range f.Events("web", "batch.started", "batch.healthy") {
 		if e.Rollout != ro.ID {
 			continue
 		}
@@ -183,7 +133,7 @@ func TestRolloutInBatches(t *testing.T) {
 	if batches != 3 {
 		t.Errorf("%d batches in the event timeline; want 3", batches)
 	}
-	out, code := f.cli("", "rollout", "status", "web")
+	out, code := f.CLI("", "rollout", "status", "web")
 	if code != 0 || !strings.Contains(out, "succeeded") {
 		t.Errorf("rollout status: exit %d: %s", code, out)
 	}
@@ -196,18 +146,18 @@ func TestBrokenCanaryRollsBack(t *testing.T) {
 	f := sixNodes(t)
 	nodes := nodeNames(6)
 	quick := "    batchSize: 100%\n    minHealthyTime: 0s\n"
-	f.apply(rolloutSpec("hello:v2", quick))
-	f.waitRollout(60 * time.Second)
+	f.Apply(rolloutSpec("hello:v2", quick))
+	f.WaitRollout("web", 60*time.Second)
 	before := map[string]string{}
 	for _, n := range nodes {
-		cs := f.containers(n)
+		cs := f.Containers(n)
 		if len(cs) != 1 {
 			t.Fatalf("node %s runs %d containers; want 1", n, len(cs))
 		}
 		before[n] = cs[0].ID
 	}
 
-	out, code := f.cli(rolloutSpec("hello:broken", "    batchSize: 2\n    canary: 1\n    autoPromote: true\n    minHealthyTime: 1s\n    healthyDeadline: 30s\n"),
+	out, code := f.CLI(rolloutSpec("hello:broken", "    batchSize: 2\n    canary: 1\n    autoPromote: true\n    minHealthyTime: 1s\n    healthyDeadline: 30s\n"),
 		"apply", "-f", "-", "--wait", "--timeout", "90s")
 	if code == 0 {
 		t.Errorf("apply --wait of a broken image exited 0; want non-zero. Output:\n%s", out)
@@ -215,12 +165,12 @@ func TestBrokenCanaryRollsBack(t *testing.T) {
 	if !strings.Contains(out, "rolled_back") && !strings.Contains(out, "rolled back") {
 		t.Errorf("apply --wait output does not say it rolled back:\n%s", out)
 	}
-	ro := f.waitRollout(10 * time.Second)
+	ro := f.WaitRollout("web", 10*time.Second)
 	if ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "status 500") {
 		t.Fatalf("rollout %s (%s); want rolled_back naming the failed health check", ro.State, ro.Message)
 	}
-	waitFor(t, 30*time.Second, "every node back on hello:v2", func() error {
-		for n, imgs := range f.images(nodes...) {
+	harness.WaitFor(t, 30*time.Second, "every node back on hello:v2", func() error {
+		for n, imgs := range f.Images(nodes...) {
 			if len(imgs) != 1 || imgs[0] != "hello:v2" {
 				return fmt.Errorf("%s runs %v", n, imgs)
 			}
@@ -229,14 +179,14 @@ func TestBrokenCanaryRollsBack(t *testing.T) {
 	})
 	touched := 0
 	for _, n := range nodes {
-		if cs := f.containers(n); len(cs) != 1 || cs[0].ID != before[n] {
+		if cs := f.Containers(n); len(cs) != 1 || cs[0].ID != before[n] {
 			touched++
 		}
 	}
 	if touched != 1 {
 		t.Errorf("%d nodes had their container replaced; want only the canary's", touched)
 	}
-	if evs := f.events("instance.failed"); len(evs) != 1 {
+	if evs := f.Events("web", "instance.failed"); len(evs) != 1 {
 		t.Errorf("instance.failed events: %+v; want one, for the canary", evs)
 	}
 }
@@ -245,19 +195,19 @@ func TestBrokenCanaryRollsBack(t *testing.T) {
 func TestCanaryPromotePauseResumeUndo(t *testing.T) {
 	f := sixNodes(t)
 	nodes := nodeNames(6)
-	f.apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
-	f.waitRollout(60 * time.Second)
+	f.Apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.WaitRollout("web", 60*time.Second)
 
-	f.apply(rolloutSpec("hello:v2", "    batchSize: 1\n    canary: 1\n    minHealthyTime: 1s\n"))
-	waitFor(t, 60*time.Second, "the canary to await promotion", func() error {
-		ro, err := f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+	f.Apply(rolloutSpec("hello:v2", "    batchSize: 1\n    canary: 1\n    minHealthyTime: 1s\n"))
+	harness.WaitFor(t, 60*time.Second, "the canary to await promotion", func() error {
+		ro, err := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
 		if err != nil || ro.Phase != api.PhaseAwaitingPromotion {
 			return fmt.Errorf("%s %s %v", ro.State, ro.Phase, err)
 		}
 		return nil
 	})
 	v2 := 0
-	for _, imgs := range f.images(nodes...) {
+	for _, imgs := range f.Images(nodes...) {
 		if imgs[0] == "hello:v2" {
 			v2++
 		}
@@ -265,46 +215,46 @@ func TestCanaryPromotePauseResumeUndo(t *testing.T) {
 	if v2 != 1 {
 		t.Errorf("%d nodes on v2 while the canary waits; want 1", v2)
 	}
-	if out, code := f.cli("", "rollout", "promote", "web"); code != 0 {
+	if out, code := f.CLI("", "rollout", "promote", "web"); code != 0 {
 		t.Fatalf("promote: exit %d: %s", code, out)
 	}
-	if out, code := f.cli("", "rollout", "promote", "web"); code == 0 {
+	if out, code := f.CLI("", "rollout", "promote", "web"); code == 0 {
 		t.Errorf("a second promote succeeded; want it refused. Output: %s", out)
 	}
-	if out, code := f.cli("", "rollout", "pause", "web"); code != 0 {
+	if out, code := f.CLI("", "rollout", "pause", "web"); code != 0 {
 		t.Fatalf("pause: exit %d: %s", code, out)
 	}
-	ro, _ := f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+	ro, _ := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
 	paused := ro.Updated
 	time.Sleep(4 * time.Second)
-	if ro, _ = f.client.GetRollout(context.Background(), api.DefaultProject, "web"); ro.State != api.RolloutPaused || ro.Updated > paused+1 {
+	if ro, _ = f.Client.GetRollout(context.Background(), api.DefaultProject, "web"); ro.State != api.RolloutPaused || ro.Updated > paused+1 {
 		t.Errorf("while paused: state %s, updated %d (was %d); want paused with no new batch", ro.State, ro.Updated, paused)
 	}
-	if out, code := f.cli("", "rollout", "resume", "web"); code != 0 {
+	if out, code := f.CLI("", "rollout", "resume", "web"); code != 0 {
 		t.Fatalf("resume: exit %d: %s", code, out)
 	}
-	if ro := f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("after resume: %s (%s)", ro.State, ro.Message)
 	}
 
-	out, code := f.cli("", "rollout", "undo", "web", "--to-revision", "1")
+	out, code := f.CLI("", "rollout", "undo", "web", "--to-revision", "1")
 	if code != 0 {
 		t.Fatalf("undo: exit %d: %s", code, out)
 	}
-	ro = f.waitRollout(90 * time.Second)
+	ro = f.WaitRollout("web", 90*time.Second)
 	if ro.State != api.RolloutSucceeded || ro.To != 3 {
 		t.Fatalf("undo rollout: %s to %d (%s); want succeeded to revision 3", ro.State, ro.To, ro.Message)
 	}
-	for n, imgs := range f.images(nodes...) {
+	for n, imgs := range f.Images(nodes...) {
 		if len(imgs) != 1 || imgs[0] != "hello:v1" {
 			t.Errorf("after undo to revision 1, %s runs %v; want hello:v1", n, imgs)
 		}
 	}
-	out, _ = f.cli("", "rollout", "history", "web")
+	out, _ = f.CLI("", "rollout", "history", "web")
 	if !strings.Contains(out, "undo to revision 1") {
 		t.Errorf("history does not show the undo:\n%s", out)
 	}
-	if out, code := f.cli("", "rollout", "undo", "web", "--to-revision", "9"); code != 1 || !strings.Contains(out, "no revision 9") {
+	if out, code := f.CLI("", "rollout", "undo", "web", "--to-revision", "9"); code != 1 || !strings.Contains(out, "no revision 9") {
 		t.Errorf("undo to a missing revision: exit %d: %s", code, out)
 	}
 }
@@ -314,8 +264,8 @@ func TestCanaryPromotePauseResumeUndo(t *testing.T) {
 func TestServerKilledMidRollout(t *testing.T) {
 	f := sixNodes(t)
 	nodes := nodeNames(6)
-	f.apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
-	f.waitRollout(60 * time.Second)
+	f.Apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.WaitRollout("web", 60*time.Second)
 
 	// Record every container each node ever runs on v2.
 	ctx, stop := context.WithCancel(context.Background())
@@ -327,7 +277,7 @@ func TestServerKilledMidRollout(t *testing.T) {
 		defer wg.Done()
 		for ctx.Err() == nil {
 			for _, n := range nodes {
-				for _, c := range f.containers(n) {
+				for _, c := range f.Containers(n) {
 					if c.Image == "hello:v2" {
 						mu.Lock()
 						if seen[n] == nil {
@@ -342,25 +292,25 @@ func TestServerKilledMidRollout(t *testing.T) {
 		}
 	}()
 
-	f.apply(rolloutSpec("hello:v2", "    batchSize: 2\n    minHealthyTime: 3s\n"))
-	waitFor(t, 60*time.Second, "batch 2", func() error {
-		ro, err := f.client.GetRollout(context.Background(), api.DefaultProject, "web")
+	f.Apply(rolloutSpec("hello:v2", "    batchSize: 2\n    minHealthyTime: 3s\n"))
+	harness.WaitFor(t, 60*time.Second, "batch 2", func() error {
+		ro, err := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
 		if err != nil || ro.Batch < 2 {
 			return fmt.Errorf("batch %d %v", ro.Batch, err)
 		}
 		return nil
 	})
-	f.server.kill()
+	f.Server.Kill()
 	time.Sleep(time.Second)
-	f.startServer()
-	ro := f.waitRollout(120 * time.Second)
+	f.StartServer()
+	ro := f.WaitRollout("web", 120*time.Second)
 	stop()
 	wg.Wait()
 	if ro.State != api.RolloutSucceeded || ro.Batch != 3 {
 		t.Fatalf("after the restart the rollout is %s at batch %d (%s); want succeeded after 3 batches", ro.State, ro.Batch, ro.Message)
 	}
 	for _, n := range nodes {
-		cs := f.containers(n)
+		cs := f.Containers(n)
 		if len(cs) != 1 || cs[0].Image != "hello:v2" {
 			t.Errorf("%s ends with %d containers (%v); want one on hello:v2", n, len(cs), cs)
 		}
@@ -382,36 +332,36 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	pinV1 := testenv.Push(t, "hello:v1", repo+":v1", true)
 	pinV2 := testenv.Push(t, "hello:v2", repo+":v2", true)
 
-	f.apply(rolloutSpec(repo+":v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
-	if ro := f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+	f.Apply(rolloutSpec(repo+":v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
 	}
-	revs, err := f.client.ListRevisions(context.Background(), api.DefaultProject, "web")
+	revs, err := f.Client.ListRevisions(context.Background(), api.DefaultProject, "web")
 	if err != nil || len(revs) != 1 || revs[0].ImageDigest != pinV1 {
 		t.Fatalf("revisions = %+v, %v; want revision 1 pinned to %s", revs, err, pinV1)
 	}
-	waitFor(t, 10*time.Second, "every instance to report the pinned digest", func() error {
-		for _, i := range f.instances("web") {
+	harness.WaitFor(t, 10*time.Second, "every instance to report the pinned digest", func() error {
+		for _, i := range f.Instances("web") {
 			if i.ImageDigest != pinV1 {
 				return fmt.Errorf("instance %s on %s runs %q", i.ID, i.NodeName, i.ImageDigest)
 			}
 		}
 		return nil
 	})
-	out, _ := f.cli("", "describe", "deployment", "web")
+	out, _ := f.CLI("", "describe", "deployment", "web")
 	short := "sha256:" + pinV1[strings.Index(pinV1, "@sha256:")+8:][:12]
 	if strings.Count(out, short+" ") != 6 || !strings.Contains(out, "Pinned image:     "+pinV1+"\n") {
 		t.Errorf("describe shows the digest %s %d times; want once per instance, and the pin %s in full:\n%s", short, strings.Count(out, short+" "), pinV1, out)
 	}
 
-	out, code := f.cli(rolloutSpec(repo+":v2", "    batchSize: 2\n    minHealthyTime: 1s\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
+	out, code := f.CLI(rolloutSpec(repo+":v2", "    batchSize: 2\n    minHealthyTime: 1s\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
 	if code != 0 {
 		t.Fatalf("apply --wait with prePull: exit %d:\n%s", code, out)
 	}
-	ro := f.waitRollout(10 * time.Second)
+	ro := f.WaitRollout("web", 10*time.Second)
 	var order []string
 	pulled := 0
-	for _, e := range f.events() {
+	for _, e := range f.Events("web") {
 		if e.Rollout != ro.ID {
 			continue
 		}
@@ -426,7 +376,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	if pulled != 6 || len(order) < 8 || order[6] != "prepull.done" || order[7] != "batch.started" {
 		t.Errorf("event order %v; want 6 pulls, prepull.done, then the batches", order)
 	}
-	for _, i := range f.instances("web") {
+	for _, i := range f.Instances("web") {
 		if i.ImageDigest != pinV2 || i.Revision != 2 {
 			t.Errorf("instance %s on %s: revision %d digest %q; want revision 2 on %s", i.ID, i.NodeName, i.Revision, i.ImageDigest, pinV2)
 		}
@@ -434,27 +384,27 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 
 	before := map[string]string{}
 	for _, n := range nodeNames(6) {
-		before[n] = f.containers(n)[0].ID
+		before[n] = f.Containers(n)[0].ID
 	}
 	// A tag the registry does not have: the server asks it at apply and
 	// refuses, with the registry's words, and nothing changes.
-	out, code = f.cli(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-")
+	out, code = f.CLI(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-")
 	if code == 0 || !strings.Contains(out, "manifest unknown") {
 		t.Errorf("a missing image: apply exit %d:\n%s\nwant it refused with the registry's reason", code, out)
 	}
-	if revs, err := f.client.ListRevisions(context.Background(), api.DefaultProject, "web"); err != nil || len(revs) != 2 {
+	if revs, err := f.Client.ListRevisions(context.Background(), api.DefaultProject, "web"); err != nil || len(revs) != 2 {
 		t.Errorf("after a refused apply: %d revisions, %v; want still 2", len(revs), err)
 	}
 	// Unpinned, the server asks no registry: the nodes' pre-pull fails,
 	// with the registry's reason, before any container changes.
 	unpinned := strings.Replace(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "  mode: global\n", "  mode: global\n  imagePolicy: unpinned\n", 1)
-	out, code = f.cli(unpinned, "apply", "-f", "-", "--wait", "--timeout", "120s")
-	ro = f.waitRollout(10 * time.Second)
+	out, code = f.CLI(unpinned, "apply", "-f", "-", "--wait", "--timeout", "120s")
+	ro = f.WaitRollout("web", 10*time.Second)
 	if code == 0 || ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "manifest unknown") {
 		t.Errorf("a missing unpinned image: apply exit %d, rollout %s (%s); want it to fail in the pre-pull with the registry's reason:\n%s", code, ro.State, ro.Message, out)
 	}
 	for _, n := range nodeNames(6) {
-		if cs := f.containers(n); len(cs) != 1 || cs[0].ID != before[n] {
+		if cs := f.Containers(n); len(cs) != 1 || cs[0].ID != before[n] {
 			t.Errorf("node %s's container changed though the pre-pull failed", n)
 		}
 	}
@@ -485,8 +435,8 @@ spec:
     minHealthyTime: 1s
 `, replicas, image, maxUnavailable)
 	}
-	f.apply(spec("hello:v1"))
-	if ro := f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+	f.Apply(spec("hello:v1"))
+	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
 	}
 
@@ -495,7 +445,7 @@ spec:
 	serving := func() int {
 		n := 0
 		for _, node := range nodeNames(6) {
-			for _, c := range f.containers(node) {
+			for _, c := range f.Containers(node) {
 				if c.State != "running" {
 					continue
 				}
@@ -531,8 +481,8 @@ spec:
 			samples++
 		}
 	}()
-	f.apply(spec("hello:v2"))
-	ro := f.waitRollout(120 * time.Second)
+	f.Apply(spec("hello:v2"))
+	ro := f.WaitRollout("web", 120*time.Second)
 	stop()
 	wg.Wait()
 	if ro.State != api.RolloutSucceeded {
@@ -542,10 +492,10 @@ spec:
 	if least < replicas-maxUnavailable {
 		t.Errorf("only %d containers served at one point; want at least replicas - maxUnavailable = %d", least, replicas-maxUnavailable)
 	}
-	waitFor(t, 20*time.Second, "the old containers to go", func() error {
+	harness.WaitFor(t, 20*time.Second, "the old containers to go", func() error {
 		total := 0
 		for _, node := range nodeNames(6) {
-			for _, c := range f.containers(node) {
+			for _, c := range f.Containers(node) {
 				total++
 				if c.Image != "hello:v2" {
 					return fmt.Errorf("%s still runs %s", node, c.Image)

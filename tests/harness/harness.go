@@ -1,0 +1,479 @@
+// Package harness runs the real dockfleet binary as a server and agents, as
+// separate processes, against the real Docker daemon, and drives them with
+// the CLI and the API: the end-to-end tests (tests/e2e) and the
+// fault-injection suite (tests/faults) share it.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mcontainer "github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	dfclient "github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/container"
+	"github.com/dockfleet/dockfleet/internal/testenv"
+)
+
+// binary is the dockfleet binary Main builds.
+var binary string
+
+// Main builds the dockfleet binary, runs the package's tests and exits: call
+// it from TestMain.
+func Main(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dockfleet-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "dockfleet")
+	_, file, _, _ := runtime.Caller(0)
+	build := exec.Command("go", "build", "-o", binary, filepath.Join(filepath.Dir(file), "..", "..", "cmd", "dockfleet"))
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building dockfleet: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Proc is a dockfleet process whose output is kept for failure messages.
+type Proc struct {
+	name string
+	cmd  *exec.Cmd
+	Out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start starts the dockfleet binary with args as a process named name, stopped
+// when the test ends; its output is logged if the test failed.
+func Start(t *testing.T, name string, args ...string) *Proc {
+	t.Helper()
+	return startCmd(t, name, exec.Command(binary, args...))
+}
+
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{name: name, cmd: cmd, Out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.Out, p.Out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, p.Out)
+		}
+	})
+	return p
+}
+
+// stop ends the process with SIGTERM, as a user would.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// kill ends the process with SIGKILL: no clean-up of any kind.
+func (p *Proc) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Exited reports whether the process ended within the duration, and how.
+func (p *Proc) Exited(within time.Duration) (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	case <-time.After(within):
+		return false, nil
+	}
+}
+
+// FreeAddr returns a loopback address nothing listens on now.
+func FreeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Fleet is one server and its agents.
+type Fleet struct {
+	t         *testing.T
+	Dir       string // the server's data dir is Dir/server, agent NAME's Dir/agent-NAME
+	APIAddr   string
+	AgentAddr string
+	Server    *Proc
+	Client    *dfclient.Client // the admin's, for the server now running
+	Agents    map[string]*Proc
+	NodeIDs   map[string]string // name → ID
+	Heartbeat time.Duration
+	// ServerArgs are more flags for the server, after the harness's own:
+	// the last of a flag given twice wins.
+	ServerArgs []string
+	// Netns maps agents' names to the network namespace each runs in
+	// (ip netns exec), for the agents that do not run in the test's own.
+	Netns map[string]string
+}
+
+// NewFleet starts a server with a 1 s heartbeat and no agents, after opts
+// changed the fleet (such as its ServerArgs); the containers of its agents
+// are removed when the test ends.
+func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
+	t.Helper()
+	f := &Fleet{t: t, Dir: t.TempDir(), APIAddr: FreeAddr(t), AgentAddr: FreeAddr(t), Agents: map[string]*Proc{},
+		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
+	for _, o := range opts {
+		o(f)
+	}
+	f.StartServer()
+	t.Cleanup(f.removeContainers)
+	return f
+}
+
+// StartServer starts the server on the fleet's data dir and addresses, and
+// waits until its API answers.
+func (f *Fleet) StartServer() {
+	f.t.Helper()
+	args := []string{"server", "--data-dir", filepath.Join(f.Dir, "server"),
+		"--api-addr", f.APIAddr, "--agent-addr", f.AgentAddr, "--heartbeat-interval", f.Heartbeat.String()}
+	f.Server = Start(f.t, "server", append(args, f.ServerArgs...)...)
+	caFile := filepath.Join(f.Dir, "server", "ca.crt")
+	tokFile := filepath.Join(f.Dir, "server", "admin.token")
+	WaitFor(f.t, 20*time.Second, "server to start", func() error {
+		if ok, err := f.Server.Exited(0); ok {
+			f.t.Fatalf("server exited: %v\n%s", err, f.Server.Out)
+		}
+		tok, err := os.ReadFile(tokFile)
+		if err != nil {
+			return err
+		}
+		c, err := dfclient.New(dfclient.Config{Addr: "https://" + f.APIAddr, Token: strings.TrimSpace(string(tok)), CACertFile: caFile})
+		if err != nil {
+			return err
+		}
+		if _, err := c.ListNodes(context.Background()); err != nil {
+			return err
+		}
+		f.Client = c
+		return nil
+	})
+}
+
+// cli runs a CLI command against the fleet's server and returns its output and exit code.
+func (f *Fleet) CLI(stdin string, args ...string) (string, int) {
+	f.t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(),
+		"DOCKFLEET_ADDR=https://"+f.APIAddr,
+		"DOCKFLEET_CACERT="+filepath.Join(f.Dir, "server", "ca.crt"),
+		"DOCKFLEET_TOKEN_FILE="+filepath.Join(f.Dir, "server", "admin.token"))
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		f.t.Fatalf("running dockfleet %v: %v", args, err)
+	}
+	return string(out), code
+}
+
+// Token creates an enrollment token with token create's args.
+func (f *Fleet) Token(args ...string) string {
+	f.t.Helper()
+	out, code := f.CLI("", append([]string{"token", "create"}, args...)...)
+	if code != 0 {
+		f.t.Fatalf("token create: exit %d: %s", code, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "dft1-") {
+			return strings.TrimSpace(line)
+		}
+	}
+	f.t.Fatalf("no token in output of token create: %q", out)
+	return ""
+}
+
+// StartAgent starts an agent process, in its network namespace if f.Netns
+// names one; token may be empty on restarts.
+func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
+	f.t.Helper()
+	args := []string{"agent", "--server", f.AgentAddr, "--data-dir", filepath.Join(f.Dir, "agent-"+name), "--name", name, "--resync", "2s"}
+	if token != "" {
+		// As the docs say: the token in a private file, not on the command line.
+		file := filepath.Join(f.Dir, "token-"+name)
+		if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+			f.t.Fatal(err)
+		}
+		args = append(args, "--token-file", file)
+	}
+	if labels != "" {
+		args = append(args, "--labels", labels)
+	}
+	args = append(args, extra...)
+	var p *Proc
+	if ns := f.Netns[name]; ns != "" {
+		p = startCmd(f.t, "agent "+name, exec.Command("ip", append([]string{"netns", "exec", ns, binary}, args...)...))
+	} else {
+		p = Start(f.t, "agent "+name, args...)
+	}
+	f.Agents[name] = p
+	return p
+}
+
+// addAgents enrolls agents name=labels and waits until all are ready.
+func (f *Fleet) AddAgents(specs ...[2]string) {
+	f.t.Helper()
+	// The token lets the agents choose the label keys they ask for.
+	var keys []string
+	for _, s := range specs {
+		for _, kv := range strings.Split(s[1], ",") {
+			if k, _, ok := strings.Cut(kv, "="); ok && !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	args := []string{"--uses", fmt.Sprint(len(specs))}
+	if len(keys) > 0 {
+		args = append(args, "--agent-labels", strings.Join(keys, ","))
+	}
+	tok := f.Token(args...)
+	for _, s := range specs {
+		f.StartAgent(s[0], tok, s[1])
+	}
+	for _, s := range specs {
+		f.WaitNodeState(s[0], api.NodeReady, 20*time.Second)
+	}
+}
+
+// Node gets a node by name and records its ID.
+func (f *Fleet) Node(name string) api.Node {
+	f.t.Helper()
+	n, err := f.Client.GetNode(context.Background(), name)
+	if err != nil {
+		f.t.Fatalf("getting node %s: %v", name, err)
+	}
+	f.NodeIDs[name] = n.ID
+	return n
+}
+
+// WaitNodeState waits until the node is in state want and returns how long that took.
+func (f *Fleet) WaitNodeState(name string, want api.NodeState, within time.Duration) time.Duration {
+	f.t.Helper()
+	begin := time.Now()
+	WaitFor(f.t, within, fmt.Sprintf("node %s to be %s", name, want), func() error {
+		n, err := f.Client.GetNode(context.Background(), name)
+		if err != nil {
+			return err
+		}
+		f.NodeIDs[name] = n.ID
+		if n.State != want {
+			return fmt.Errorf("state %s", n.State)
+		}
+		return nil
+	})
+	return time.Since(begin)
+}
+
+// containers lists the containers a node's agent owns, as Docker sees them.
+func (f *Fleet) Containers(name string) []mcontainer.Summary {
+	f.t.Helper()
+	sdk := testenv.SDK(f.t)
+	id := f.NodeIDs[name]
+	if id == "" {
+		f.Node(name)
+		id = f.NodeIDs[name]
+	}
+	res, err := sdk.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+		Filters: make(client.Filters).Add("label", container.LabelNode+"="+id)})
+	if err != nil {
+		f.t.Fatalf("listing containers of %s: %v", name, err)
+	}
+	return res.Items
+}
+
+// removeContainers removes every container the fleet's agents made.
+func (f *Fleet) removeContainers() {
+	for _, p := range f.Agents {
+		p.Stop()
+	}
+	sdk := testenv.SDK(f.t)
+	for _, id := range f.NodeIDs {
+		res, err := sdk.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+			Filters: make(client.Filters).Add("label", container.LabelNode+"="+id)})
+		if err != nil {
+			continue
+		}
+		for _, c := range res.Items {
+			sdk.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		}
+	}
+}
+
+// Apply applies the YAML with the CLI and returns its output.
+func (f *Fleet) Apply(yaml string) string {
+	f.t.Helper()
+	out, code := f.CLI(yaml, "apply", "-f", "-")
+	if code != 0 {
+		f.t.Fatalf("apply: exit %d: %s", code, out)
+	}
+	return out
+}
+
+// Instances lists the deployment's instances.
+func (f *Fleet) Instances(deployment string) []api.Instance {
+	f.t.Helper()
+	is, err := f.Client.ListInstances(context.Background(), api.DefaultProject, deployment)
+	if err != nil {
+		f.t.Fatalf("listing instances: %v", err)
+	}
+	return is
+}
+
+// waitHealthy waits until deployment has exactly n instances, all healthy.
+func (f *Fleet) WaitHealthy(deployment string, n int, within time.Duration) []api.Instance {
+	f.t.Helper()
+	var is []api.Instance
+	WaitFor(f.t, within, fmt.Sprintf("%d healthy instances of %s", n, deployment), func() error {
+		is = f.Instances(deployment)
+		if len(is) != n {
+			return fmt.Errorf("%d instances", len(is))
+		}
+		for _, i := range is {
+			if i.State != api.InstanceHealthy {
+				return fmt.Errorf("instance %s on %s is %s %s", i.ID, i.NodeName, i.State, i.Reason)
+			}
+		}
+		return nil
+	})
+	return is
+}
+
+// WaitFor polls cond every 100 ms until it returns nil, and fails the test
+// with cond's last error after within.
+func WaitFor(t *testing.T, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %v", within, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ReadFile reads a file or fails the test.
+func ReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// WaitRollout waits until the deployment's newest rollout is final.
+func (f *Fleet) WaitRollout(deployment string, within time.Duration) api.Rollout {
+	f.t.Helper()
+	var ro api.Rollout
+	WaitFor(f.t, within, "the rollout to end", func() error {
+		var err error
+		ro, err = f.Client.GetRollout(context.Background(), api.DefaultProject, deployment)
+		if err != nil {
+			return err
+		}
+		if !ro.State.Final() {
+			return fmt.Errorf("%s %s: %s", ro.State, ro.Phase, ro.Message)
+		}
+		return nil
+	})
+	return ro
+}
+
+// Images maps each node to the images of its running containers.
+func (f *Fleet) Images(nodes ...string) map[string][]string {
+	out := map[string][]string{}
+	for _, n := range nodes {
+		for _, c := range f.Containers(n) {
+			if c.State == "running" {
+				out[n] = append(out[n], c.Image)
+			}
+		}
+	}
+	return out
+}
+
+// Events lists the deployment's events, only those of the given types if any.
+func (f *Fleet) Events(deployment string, types ...string) []api.Event {
+	f.t.Helper()
+	evs, err := f.Client.ListEvents(context.Background(), api.DefaultProject, deployment, 0, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(types) == 0 {
+		return evs
+	}
+	var out []api.Event
+	for _, e := range evs {
+		for _, t := range types {
+			if e.Type == t {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
