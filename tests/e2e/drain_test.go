@@ -18,6 +18,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/container"
 	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 const drainGlobal = `apiVersion: dockfleet.io/v1
@@ -68,17 +69,17 @@ func running(sdk *client.Client, id string) bool {
 // and uncordon brings the global instance back.
 func TestNodeDrain(t *testing.T) {
 	testenv.HelloImages(t)
-	f := newFleet(t)
-	f.addAgents([2]string{"n1", ""}, [2]string{"n2", ""}, [2]string{"n3", ""})
-	f.apply(drainGlobal + "---\n" + drainReplicated)
-	f.waitHealthy("logs", 3, 90*time.Second)
+	f := harness.NewFleet(t)
+	f.AddAgents([2]string{"n1", ""}, [2]string{"n2", ""}, [2]string{"n3", ""})
+	f.Apply(drainGlobal + "---\n" + drainReplicated)
+	f.WaitHealthy("logs", 3, 90*time.Second)
 	var replicated, global string // the containers on n3
-	for _, in := range f.waitHealthy("api", 3, 90*time.Second) {
+	for _, in := range f.WaitHealthy("api", 3, 90*time.Second) {
 		if in.NodeName == "n3" {
 			replicated = in.ContainerID
 		}
 	}
-	for _, in := range f.instances("logs") {
+	for _, in := range f.Instances("logs") {
 		if in.NodeName == "n3" {
 			global = in.ContainerID
 		}
@@ -104,7 +105,7 @@ func TestNodeDrain(t *testing.T) {
 			case <-time.After(100 * time.Millisecond):
 			}
 			apiUp, logsUp := running(sdk, replicated), running(sdk, global)
-			is, err := f.client.ListInstances(context.Background(), api.DefaultProject, "api")
+			is, err := f.Client.ListInstances(context.Background(), api.DefaultProject, "api")
 			if err != nil {
 				continue // the server is busy; the next sample counts
 			}
@@ -122,7 +123,7 @@ func TestNodeDrain(t *testing.T) {
 			}
 		}
 	})
-	out, code := f.cli("", "node", "drain", "n3", "--wait", "--timeout", "3m")
+	out, code := f.CLI("", "node", "drain", "n3", "--wait", "--timeout", "3m")
 	close(stop)
 	wg.Wait()
 	if code != 0 || !strings.Contains(out, "node/n3 drained") {
@@ -134,31 +135,31 @@ func TestNodeDrain(t *testing.T) {
 	if running(sdk, replicated) || running(sdk, global) {
 		t.Errorf("n3's containers run after the drain: api %v, logs %v", running(sdk, replicated), running(sdk, global))
 	}
-	f.waitHealthy("api", 3, 60*time.Second)
-	for _, in := range f.instances("api") {
+	f.WaitHealthy("api", 3, 60*time.Second)
+	for _, in := range f.Instances("api") {
 		if in.NodeName == "n3" {
 			t.Errorf("an api instance is on the drained node: %+v", in)
 		}
 	}
-	if out, code := f.cli("", "nodes"); code != 0 || !strings.Contains(out, "ready,drained") {
+	if out, code := f.CLI("", "nodes"); code != 0 || !strings.Contains(out, "ready,drained") {
 		t.Errorf("nodes: exit %d; want n3 ready,drained:\n%s", code, out)
 	}
-	if out, code := f.cli("", "describe", "node", "n3"); code != 0 || !strings.Contains(out, "drained: runs nothing") {
+	if out, code := f.CLI("", "describe", "node", "n3"); code != 0 || !strings.Contains(out, "drained: runs nothing") {
 		t.Errorf("describe node n3: exit %d; want it drained:\n%s", code, out)
 	}
 
-	if out, code := f.cli("", "node", "undrain", "n3"); code != 0 || out != "node/n3 uncordoned\n" {
+	if out, code := f.CLI("", "node", "undrain", "n3"); code != 0 || out != "node/n3 uncordoned\n" {
 		t.Fatalf("node undrain: exit %d: %q", code, out)
 	}
-	waitFor(t, 60*time.Second, "the logs instance back on n3", func() error {
-		for _, in := range f.instances("logs") {
+	harness.WaitFor(t, 60*time.Second, "the logs instance back on n3", func() error {
+		for _, in := range f.Instances("logs") {
 			if in.NodeName == "n3" && in.State == api.InstanceHealthy {
 				return nil
 			}
 		}
 		return errors.New("not yet")
 	})
-	if out, code := f.cli("", "node", "drain", "ghost"); code != 1 || !strings.Contains(out, `no node with ID or name "ghost"`) {
+	if out, code := f.CLI("", "node", "drain", "ghost"); code != 1 || !strings.Contains(out, `no node with ID or name "ghost"`) {
 		t.Errorf("node drain ghost: exit %d: %q; want 1, saying there is no such node", code, out)
 	}
 }
@@ -169,31 +170,31 @@ func TestNodeDrain(t *testing.T) {
 // run, restarting none.
 func TestReEnrollAdoptsContainers(t *testing.T) {
 	testenv.HelloImages(t)
-	f := newFleet(t)
-	f.addAgents([2]string{"host", "role=web"})
-	f.apply(globalWeb + "---\n" + strings.Replace(replicatedApi, "replicas: 5", "replicas: 2", 1))
-	web := f.waitHealthy("web", 1, 90*time.Second)
-	apis := f.waitHealthy("api", 2, 90*time.Second)
-	before := f.node("host")
-	containers := f.containers("host")
+	f := harness.NewFleet(t)
+	f.AddAgents([2]string{"host", "role=web"})
+	f.Apply(globalWeb + "---\n" + strings.Replace(replicatedApi, "replicas: 5", "replicas: 2", 1))
+	web := f.WaitHealthy("web", 1, 90*time.Second)
+	apis := f.WaitHealthy("api", 2, 90*time.Second)
+	before := f.Node("host")
+	containers := f.Containers("host")
 	starts := startTimes(t, containers)
 	if len(starts) != 3 {
 		t.Fatalf("%d containers on host; want 3", len(starts))
 	}
 
-	f.agents["host"].stop()
-	if err := os.RemoveAll(filepath.Join(f.dir, "agent-host")); err != nil {
+	f.Agents["host"].Stop()
+	if err := os.RemoveAll(filepath.Join(f.Dir, "agent-host")); err != nil {
 		t.Fatal(err)
 	}
-	tok := f.token("--node", "host")
-	agent := f.startAgent("host", tok, "")
+	tok := f.Token("--node", "host")
+	agent := f.StartAgent("host", tok, "")
 	// The new agent logs each instance's state as it first sees it.
 	var ids []string
 	for _, in := range append(web, apis...) {
 		ids = append(ids, in.ID)
 	}
-	waitFor(t, 60*time.Second, "the new agent to see every instance healthy", func() error {
-		out := agent.out.String()
+	harness.WaitFor(t, 60*time.Second, "the new agent to see every instance healthy", func() error {
+		out := agent.Out.String()
 		for _, id := range ids {
 			if !strings.Contains(out, "instance_id="+id+" state=healthy") {
 				return fmt.Errorf("instance %s not yet healthy in the agent's log", id)
@@ -202,23 +203,23 @@ func TestReEnrollAdoptsContainers(t *testing.T) {
 		return nil
 	})
 
-	after := f.node("host")
+	after := f.Node("host")
 	if after.ID != before.ID || !maps.Equal(after.Labels, before.Labels) || after.Epoch != before.Epoch+1 || after.State != api.NodeReady {
 		t.Errorf("node after re-enrollment = %+v; want ID %s, labels %v, epoch %d, ready", after, before.ID, before.Labels, before.Epoch+1)
 	}
-	if got := startTimes(t, f.containers("host")); !sameStarts(starts, got) {
+	if got := startTimes(t, f.Containers("host")); !sameStarts(starts, got) {
 		t.Errorf("containers after re-enrollment = %v; want the same ones, not restarted: %v", got, starts)
 	}
-	for _, in := range append(f.instances("web"), f.instances("api")...) {
+	for _, in := range append(f.Instances("web"), f.Instances("api")...) {
 		if !slices.Contains(ids, in.ID) {
 			t.Errorf("instance %s on %s is new; want the old ones kept", in.ID, in.NodeName)
 		}
 	}
-	if got := len(f.instances("")); got != 3 {
+	if got := len(f.Instances("")); got != 3 {
 		t.Errorf("%d instances after re-enrollment; want 3", got)
 	}
 	// Docker still labels each container with its instance.
-	for _, c := range f.containers("host") {
+	for _, c := range f.Containers("host") {
 		if !slices.Contains(ids, c.Labels[container.LabelInstance]) {
 			t.Errorf("container %s belongs to instance %q; want one of %v", c.ID, c.Labels[container.LabelInstance], ids)
 		}
@@ -229,23 +230,23 @@ func TestReEnrollAdoptsContainers(t *testing.T) {
 // server killed -9, and goes on once room appears.
 func TestNodeDrainResumesAfterRestart(t *testing.T) {
 	testenv.HelloImages(t)
-	f := newFleet(t)
-	f.addAgents([2]string{"n1", "pool=yes"}, [2]string{"n2", ""}, [2]string{"n3", "pool=yes"})
-	f.apply(strings.Replace(drainReplicated, "replicas: 3\n", "replicas: 2\n  selector:\n    matchLabels:\n      pool: \"yes\"\n", 1))
-	f.waitHealthy("api", 2, 90*time.Second)
-	if out, code := f.cli("", "node", "cordon", "n1"); code != 0 || out != "node/n1 cordoned\n" {
+	f := harness.NewFleet(t)
+	f.AddAgents([2]string{"n1", "pool=yes"}, [2]string{"n2", ""}, [2]string{"n3", "pool=yes"})
+	f.Apply(strings.Replace(drainReplicated, "replicas: 3\n", "replicas: 2\n  selector:\n    matchLabels:\n      pool: \"yes\"\n", 1))
+	f.WaitHealthy("api", 2, 90*time.Second)
+	if out, code := f.CLI("", "node", "cordon", "n1"); code != 0 || out != "node/n1 cordoned\n" {
 		t.Fatalf("node cordon n1: exit %d: %q", code, out)
 	}
-	if out, code := f.cli("", "node", "drain", "n3"); code != 0 || out != "node/n3 draining\n" {
+	if out, code := f.CLI("", "node", "drain", "n3"); code != 0 || out != "node/n3 draining\n" {
 		t.Fatalf("node drain n3: exit %d: %q", code, out)
 	}
 	// With n1 cordoned and n2 not in the pool, n3's instance has nowhere
 	// to go: it stays, healthy.
-	if out, code := f.cli("", "node", "drain", "n3", "--wait", "--timeout", "3s"); code != 1 || !strings.Contains(out, "still draining") {
+	if out, code := f.CLI("", "node", "drain", "n3", "--wait", "--timeout", "3s"); code != 1 || !strings.Contains(out, "still draining") {
 		t.Fatalf("node drain --wait with nowhere to go: exit %d: %q; want 1, still draining", code, out)
 	}
 	on3 := 0
-	for _, in := range f.waitHealthy("api", 2, 10*time.Second) {
+	for _, in := range f.WaitHealthy("api", 2, 10*time.Second) {
 		if in.NodeName == "n3" {
 			on3++
 		}
@@ -254,21 +255,21 @@ func TestNodeDrainResumesAfterRestart(t *testing.T) {
 		t.Fatalf("%d api instances on n3 while its drain waits; want 1", on3)
 	}
 
-	f.server.kill()
-	f.startServer()
-	if n := f.node("n3"); n.Scheduling != api.NodeDraining {
+	f.Server.Kill()
+	f.StartServer()
+	if n := f.Node("n3"); n.Scheduling != api.NodeDraining {
 		t.Errorf("n3 after the restart: scheduling %q; want draining", n.Scheduling)
 	}
-	if n := f.node("n1"); n.Scheduling != api.NodeCordoned {
+	if n := f.Node("n1"); n.Scheduling != api.NodeCordoned {
 		t.Errorf("n1 after the restart: scheduling %q; want cordoned", n.Scheduling)
 	}
-	if out, code := f.cli("", "node", "uncordon", "n1"); code != 0 {
+	if out, code := f.CLI("", "node", "uncordon", "n1"); code != 0 {
 		t.Fatalf("node uncordon n1: exit %d: %q", code, out)
 	}
-	if out, code := f.cli("", "node", "drain", "n3", "--wait", "--timeout", "3m"); code != 0 || !strings.HasSuffix(out, "node/n3 drained\n") {
+	if out, code := f.CLI("", "node", "drain", "n3", "--wait", "--timeout", "3m"); code != 0 || !strings.HasSuffix(out, "node/n3 drained\n") {
 		t.Fatalf("node drain --wait after the restart: exit %d: %q; want 0, drained", code, out)
 	}
-	for _, in := range f.waitHealthy("api", 2, 60*time.Second) {
+	for _, in := range f.WaitHealthy("api", 2, 60*time.Second) {
 		if in.NodeName != "n1" {
 			t.Errorf("api instance on %s after the drain; want both on n1", in.NodeName)
 		}

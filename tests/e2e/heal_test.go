@@ -12,18 +12,19 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // fourNodes is a fleet of four agents labelled role=web.
-func fourNodes(t *testing.T) *fleet {
+func fourNodes(t *testing.T) *harness.Fleet {
 	t.Helper()
 	testenv.HelloImages(t)
-	f := newFleet(t)
+	f := harness.NewFleet(t)
 	var specs [][2]string
 	for _, n := range nodeNames(4) {
 		specs = append(specs, [2]string{n, "role=web"})
 	}
-	f.addAgents(specs...)
+	f.AddAgents(specs...)
 	return f
 }
 
@@ -54,12 +55,12 @@ spec:
 func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 	f := fourNodes(t)
 	nodes := nodeNames(4)
-	f.apply(healSpec("hello:v1"))
+	f.Apply(healSpec("hello:v1"))
 
 	var ro api.Rollout
-	waitFor(t, 60*time.Second, "the rollout to reach batch 2", func() error {
+	harness.WaitFor(t, 60*time.Second, "the rollout to reach batch 2", func() error {
 		var err error
-		if ro, err = f.client.GetRollout(context.Background(), api.DefaultProject, "web"); err != nil {
+		if ro, err = f.Client.GetRollout(context.Background(), api.DefaultProject, "web"); err != nil {
 			return err
 		}
 		if ro.State.Final() {
@@ -72,7 +73,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 	})
 	// The instance of batch 1: on the new revision, out of the batch in flight.
 	var victim api.Instance
-	for _, in := range f.instances("web") {
+	for _, in := range f.Instances("web") {
 		if in.Revision == ro.To && !slices.Contains(ro.BatchInstances, in.ID) {
 			victim = in
 		}
@@ -80,7 +81,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 	if victim.ID == "" {
 		t.Fatalf("no instance of batch 1 found in rollout %+v", ro)
 	}
-	cs := f.containers(victim.NodeName)
+	cs := f.Containers(victim.NodeName)
 	if len(cs) != 1 {
 		t.Fatalf("node %s runs %d containers; want 1", victim.NodeName, len(cs))
 	}
@@ -90,61 +91,61 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, 30*time.Second, "the removed container to be recreated", func() error {
-		for _, c := range f.containers(victim.NodeName) {
+	harness.WaitFor(t, 30*time.Second, "the removed container to be recreated", func() error {
+		for _, c := range f.Containers(victim.NodeName) {
 			if c.ID != removed && c.State == "running" {
 				return nil
 			}
 		}
 		return fmt.Errorf("no new running container on %s", victim.NodeName)
 	})
-	if ro = f.waitRollout(90 * time.Second); ro.State != api.RolloutSucceeded {
+	if ro = f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("rollout %s (%s); want succeeded", ro.State, ro.Message)
 	}
-	f.waitHealthy("web", 4, 30*time.Second)
+	f.WaitHealthy("web", 4, 30*time.Second)
 	for _, n := range nodes {
-		if cs := f.containers(n); len(cs) != 1 || cs[0].State != "running" {
+		if cs := f.Containers(n); len(cs) != 1 || cs[0].State != "running" {
 			t.Errorf("node %s has containers %v; want one running", n, cs)
 		}
 	}
-	if evs := f.events("instance.failed", "rollout.rolled_back", "rollout.failed"); len(evs) > 0 {
+	if evs := f.Events("web", "instance.failed", "rollout.rolled_back", "rollout.failed"); len(evs) > 0 {
 		t.Errorf("events %+v; want no failure", evs)
 	}
-	waitFor(t, 10*time.Second, "an event that says the container was recreated", func() error {
-		for _, e := range f.events() {
+	harness.WaitFor(t, 10*time.Second, "an event that says the container was recreated", func() error {
+		for _, e := range f.Events("web") {
 			if strings.HasSuffix(e.Message, ", recreated") {
 				return nil
 			}
 		}
-		return fmt.Errorf("events: %+v", f.events())
+		return fmt.Errorf("events: %+v", f.Events("web"))
 	})
 
 	// A crash (here a kill) is restarted, counted and told.
-	crashed := f.containers(nodes[1])[0].ID
+	crashed := f.Containers(nodes[1])[0].ID
 	if _, err := testenv.SDK(t).ContainerKill(context.Background(), crashed, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the killed container to be restarted and counted", func() error {
-		for _, in := range f.instances("web") {
+	harness.WaitFor(t, 30*time.Second, "the killed container to be restarted and counted", func() error {
+		for _, in := range f.Instances("web") {
 			if in.NodeName == nodes[1] && (in.Restarts != 1 || in.State != api.InstanceHealthy) {
 				return fmt.Errorf("instance on %s: %s, %d restarts", nodes[1], in.State, in.Restarts)
 			}
 		}
-		for _, e := range f.events("instance.restarted") {
+		for _, e := range f.Events("web", "instance.restarted") {
 			if strings.HasSuffix(e.Message, nodes[1]+": exited 137, restarted") {
 				return nil
 			}
 		}
 		return fmt.Errorf("no instance.restarted event for %s", nodes[1])
 	})
-	if cs := f.containers(nodes[1]); len(cs) != 1 || cs[0].ID != crashed {
+	if cs := f.Containers(nodes[1]); len(cs) != 1 || cs[0].ID != crashed {
 		t.Errorf("node %s has containers %v; want %.12s restarted in place", nodes[1], cs, crashed)
 	}
-	out, _ := f.cli("", "describe", "deployment", "web")
+	out, _ := f.CLI("", "describe", "deployment", "web")
 	if !strings.Contains(out, "RESTARTS") {
 		t.Errorf("describe deployment web does not show restarts:\n%s", out)
 	}
-	if evs := f.events("instance.failed", "rollout.rolled_back", "rollout.failed"); len(evs) > 0 {
+	if evs := f.Events("web", "instance.failed", "rollout.rolled_back", "rollout.failed"); len(evs) > 0 {
 		t.Errorf("events %+v after the crash; want no failure", evs)
 	}
 }
@@ -155,8 +156,8 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 // earlier revision to roll back to, and the healthy instance keeps running.
 func TestFailedFirstRolloutKeepsWhatRuns(t *testing.T) {
 	f := fourNodes(t)
-	_, port, _ := strings.Cut(freeAddr(t), ":")
-	out, code := f.cli(fmt.Sprintf(`apiVersion: dockfleet.io/v1
+	_, port, _ := strings.Cut(harness.FreeAddr(t), ":")
+	out, code := f.CLI(fmt.Sprintf(`apiVersion: dockfleet.io/v1
 kind: Deployment
 metadata: {name: web}
 spec:
@@ -175,24 +176,24 @@ spec:
 	if code == 0 {
 		t.Errorf("apply --wait of a rollout that cannot start exited 0; want non-zero. Output:\n%s", out)
 	}
-	ro := f.waitRollout(30 * time.Second)
+	ro := f.WaitRollout("web", 30*time.Second)
 	if ro.State != api.RolloutFailed || !strings.Contains(ro.Message, "no earlier revision") {
 		t.Fatalf("rollout %s (%s); want failed, saying there is no earlier revision", ro.State, ro.Message)
 	}
 	var healthy []api.Instance
-	for _, in := range f.instances("web") {
+	for _, in := range f.Instances("web") {
 		if in.State == api.InstanceHealthy {
 			healthy = append(healthy, in)
 		}
 	}
 	if len(healthy) != 1 {
-		t.Fatalf("instances %+v; want one healthy", f.instances("web"))
+		t.Fatalf("instances %+v; want one healthy", f.Instances("web"))
 	}
-	running := f.images(healthy[0].NodeName)[healthy[0].NodeName]
+	running := f.Images(healthy[0].NodeName)[healthy[0].NodeName]
 	if len(running) != 1 || running[0] != "hello:v1" {
 		t.Errorf("node %s runs %v after the failed rollout; want its hello:v1 kept", healthy[0].NodeName, running)
 	}
-	if evs := f.events("rollout.rolled_back"); len(evs) > 0 {
+	if evs := f.Events("web", "rollout.rolled_back"); len(evs) > 0 {
 		t.Errorf("events %+v; want no roll back", evs)
 	}
 }
