@@ -56,6 +56,7 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
+	rec.newStream()
 	gen, statuses := rec.snapshot()
 	if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: &agentproto.Hello{
 		ProtocolVersion: agentproto.Version, Facts: a.facts(ctx), Generation: gen, Instances: statuses}}}); err != nil {
@@ -89,8 +90,7 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 				errc <- err
 				return
 			}
-			if d := msg.GetDesired(); d != nil {
-				rec.setDesired(d)
+			if d := msg.GetDesired(); d != nil && rec.setDesired(d) {
 				pulls.pull(ctx, d.PullImages, send)
 				if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Ack{Ack: &agentproto.Ack{Generation: d.Generation}}}); err != nil {
 					errc <- err

@@ -46,8 +46,13 @@ type reconciler struct {
 	// outboxReady is signalled when statuses wait in the outbox.
 	outboxReady chan struct{}
 
-	mu           sync.Mutex
-	desired      *agentproto.DesiredState // nil until known: touch nothing
+	mu      sync.Mutex
+	desired *agentproto.DesiredState // nil until known: touch nothing
+	// ordered is set while desired came on the current stream: the
+	// server numbers what it sends on one stream in order, so an older
+	// generation is a late copy to ignore. A new stream, perhaps to a
+	// restarted server whose clock went back, starts afresh.
+	ordered      bool
 	insts        map[string]*instance
 	outbox       map[string]bool // instances whose status the server has yet to hear
 	hostErr      string
@@ -125,9 +130,17 @@ func (r *reconciler) trigger() {
 // rolled back at once: the server's one-slot mailbox sends only the newest
 // state), the agent has nothing to change, so no state change would tell
 // the server that the instance still runs.
-func (r *reconciler) setDesired(d *agentproto.DesiredState) {
+//
+// It ignores, and reports false for, a generation older than the one
+// already taken on the same stream.
+func (r *reconciler) setDesired(d *agentproto.DesiredState) bool {
 	r.mu.Lock()
-	r.desired = d
+	if r.ordered && r.desired != nil && d.Generation < r.desired.Generation {
+		r.mu.Unlock()
+		r.log.Warn("ignoring an older desired state", "generation", d.Generation, "have", r.desired.Generation)
+		return false
+	}
+	r.desired, r.ordered = d, true
 	resend := false
 	for _, is := range d.Instances {
 		if in := r.insts[is.Id]; in != nil && in.status.state != "" && in.status.hash == is.SpecHash {
@@ -149,6 +162,14 @@ func (r *reconciler) setDesired(d *agentproto.DesiredState) {
 		}
 	}
 	r.trigger()
+	return true
+}
+
+// newStream says that the desired states to come are on a new stream.
+func (r *reconciler) newStream() {
+	r.mu.Lock()
+	r.ordered = false
+	r.mu.Unlock()
 }
 
 // snapshot returns the generation applied and every instance's status, for hello.

@@ -67,3 +67,30 @@ func containerStarts(t *testing.T, rt *fakert.Runtime) string {
 	}
 	return out
 }
+
+// TestOlderGenerationIgnored delivers generation 8 (revision 2) and then,
+// late, generation 7 of an older revision on the same stream: the agent
+// keeps what generation 8 asked for and stops or replaces no container. On
+// a new stream (a restarted server may count from lower) it takes any.
+func TestOlderGenerationIgnored(t *testing.T) {
+	ctx := context.Background()
+	rt := fakert.New()
+	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, slog.New(slog.DiscardHandler))
+	r.newStream()
+	if !r.setDesired(redeliveryState(t, 8, 2, "h2")) {
+		t.Fatal("the first desired state was ignored")
+	}
+	r.reconcile(ctx)
+	before := containerStarts(t, rt)
+	if r.setDesired(redeliveryState(t, 7, 1, "h1")) {
+		t.Error("generation 7 after 8 on one stream was taken")
+	}
+	r.reconcile(ctx)
+	if now := containerStarts(t, rt); now != before {
+		t.Fatalf("generation 7 after 8 changed the containers from %s to %s; want none stopped or replaced", before, now)
+	}
+	r.newStream()
+	if !r.setDesired(redeliveryState(t, 7, 1, "h1")) {
+		t.Error("generation 7 on a new stream was ignored")
+	}
+}
