@@ -129,7 +129,7 @@ func Registry(t testing.TB) string {
 		}
 		t.Skipf("skipping: %v", err)
 	}
-	addr := freeAddr(t)
+	addr := FreeAddr(t)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yml")
 	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n",
@@ -183,8 +183,8 @@ func Registry(t testing.TB) string {
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr(t testing.TB) string {
+// FreeAddr returns a loopback address nothing listens on now.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -219,7 +219,7 @@ spec:
 	})
 
 	t.Run("unreachable server", func(t *testing.T) {
-		addr := harness.FreeAddr(t)
+		addr := testenv.FreeAddr(t)
 		out, code := f.CLI("", "nodes", "--addr", "https://"+addr)
 		if code != 1 || !strings.Contains(out, addr) || !strings.Contains(out, "refused") {
 			t.Errorf("nodes against a closed port: exit %d, %q; want exit 1 naming %s and why", code, out, addr)

@@ -156,7 +156,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 // earlier revision to roll back to, and the healthy instance keeps running.
 func TestFailedFirstRolloutKeepsWhatRuns(t *testing.T) {
 	f := fourNodes(t)
-	_, port, _ := strings.Cut(harness.FreeAddr(t), ":")
+	_, port, _ := strings.Cut(testenv.FreeAddr(t), ":")
 	out, code := f.CLI(fmt.Sprintf(`apiVersion: dockfleet.io/v1
 kind: Deployment
 metadata: {name: web}

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,17 +134,6 @@ func (p *Proc) Exited(within time.Duration) (bool, error) {
 	}
 }
 
-// FreeAddr returns a loopback address nothing listens on now.
-func FreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // Fleet is one server and its agents.
 type Fleet struct {
 	t         *testing.T
@@ -170,7 +158,7 @@ type Fleet struct {
 // are removed when the test ends.
 func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
 	t.Helper()
-	f := &Fleet{t: t, Dir: t.TempDir(), APIAddr: FreeAddr(t), AgentAddr: FreeAddr(t), Agents: map[string]*Proc{},
+	f := &Fleet{t: t, Dir: t.TempDir(), APIAddr: testenv.FreeAddr(t), AgentAddr: testenv.FreeAddr(t), Agents: map[string]*Proc{},
 		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
 	for _, o := range opts {
 		o(f)
