@@ -410,6 +410,12 @@ func TestAgentReEnrollsExpiredCertificate(t *testing.T) {
 	agentDir := t.TempDir()
 	ag := startAgent(t, ts, rt, agentDir, "a", token(t, ts, 1), map[string]string{"role": "web"})
 	id := nodeID(t, ts, "a")
+	// The server knows the node as soon as it signed its certificate; the
+	// agent stores it just after. Stopped in between, it would have none.
+	waitFor(t, "the agent to store its identity", func() error {
+		_, err := pki.LoadIdentity(agentDir)
+		return err
+	})
 	ag.stop()
 	waitFor(t, "the agent's certificate to expire", func() error {
 		ident, err := pki.LoadIdentity(agentDir)
