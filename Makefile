@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dockfleet/dockfleet/internal/version.Version=$(VERSION)
 BIN     := bin/dockfleet
 
-.PHONY: help build images demo test test-short lint bench bench-scale bench-agent proto clean
+.PHONY: help build images demo test test-short fuzz lint bench bench-scale bench-agent proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,17 @@ test: ## run every test against the real Docker daemon, with the race detector
 
 test-short: ## run the unit tests only
 	$(GO) test -short -count=1 ./...
+
+FUZZTIME ?= 10s
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s; CI runs them)
+	@set -e; for file in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+		dir=./$$(dirname $$file); \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "fuzzing $$target in $$dir for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$dir; \
+		done; \
+	done
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
