@@ -332,7 +332,11 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	pinV1 := testenv.Push(t, "hello:v1", repo+":v1", true)
 	pinV2 := testenv.Push(t, "hello:v2", repo+":v2", true)
 
-	f.Apply(rolloutSpec(repo+":v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	// The harness's server pins nothing unless a spec asks; these do.
+	pinned := func(image, update string) string {
+		return strings.Replace(rolloutSpec(image, update), "  mode: global\n", "  mode: global\n  imagePolicy: pinFromNodes\n", 1)
+	}
+	f.Apply(pinned(repo+":v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
 	}
@@ -354,7 +358,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 		t.Errorf("describe shows the digest %s %d times; want once per instance, and the pin %s in full:\n%s", short, strings.Count(out, short+" "), pinV1, out)
 	}
 
-	out, code := f.CLI(rolloutSpec(repo+":v2", "    batchSize: 2\n    minHealthyTime: 1s\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
+	out, code := f.CLI(pinned(repo+":v2", "    batchSize: 2\n    minHealthyTime: 1s\n    prePull: true\n"), "apply", "-f", "-", "--wait", "--timeout", "120s")
 	if code != 0 {
 		t.Fatalf("apply --wait with prePull: exit %d:\n%s", code, out)
 	}
@@ -388,7 +392,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	}
 	// A tag the registry does not have: the server asks it at apply and
 	// refuses, with the registry's words, and nothing changes.
-	out, code = f.CLI(rolloutSpec(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-")
+	out, code = f.CLI(pinned(repo+":absent", "    batchSize: 2\n    prePull: true\n"), "apply", "-f", "-")
 	if code == 0 || !strings.Contains(out, "manifest unknown") {
 		t.Errorf("a missing image: apply exit %d:\n%s\nwant it refused with the registry's reason", code, out)
 	}

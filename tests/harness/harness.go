@@ -169,11 +169,15 @@ func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
 }
 
 // StartServer starts the server on the fleet's data dir and addresses, and
-// waits until its API answers.
+// waits until its API answers. Its deployments default to the image policy
+// unpinned: the tests' images are built on the local daemon, and a server
+// that asked a public registry about them would depend on the network (a
+// test that pins sets its policy in its spec).
 func (f *Fleet) StartServer() {
 	f.t.Helper()
 	args := []string{"server", "--data-dir", filepath.Join(f.Dir, "server"),
-		"--api-addr", f.APIAddr, "--agent-addr", f.AgentAddr, "--heartbeat-interval", f.Heartbeat.String()}
+		"--api-addr", f.APIAddr, "--agent-addr", f.AgentAddr, "--heartbeat-interval", f.Heartbeat.String(),
+		"--image-policy", "unpinned"}
 	f.Server = Start(f.t, "server", append(args, f.ServerArgs...)...)
 	caFile := filepath.Join(f.Dir, "server", "ca.crt")
 	tokFile := filepath.Join(f.Dir, "server", "admin.token")
