@@ -16,29 +16,7 @@ import (
 func TestAgentInstanceEvents(t *testing.T) {
 	f := startAbuseFleet(t, Config{})
 	ctx := context.Background()
-	labels := map[string]string{"role": "x"}
-	a := f.identity(t, f.token, "a", labels)
-	f.identity(t, f.token, "b", labels)
-	doc := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: both}\n" +
-		"spec:\n  selector: {matchLabels: {role: x}}\n  container: {image: hello:v1}\n"
-	if _, err := f.api.Apply(ctx, "both.yaml", []byte(doc)); err != nil {
-		t.Fatal(err)
-	}
-	byNode := map[string]api.Instance{}
-	waitFor(t, "an instance on each node", func() bool {
-		ins, err := f.api.ListInstances(ctx, api.DefaultProject, "both")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, in := range ins {
-			byNode[in.NodeName] = in
-		}
-		return len(byNode) == 2
-	})
-	stream, err := f.connectAs(t, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream, byNode := f.twoNodesOneInstanceEach(t)
 	many := make([]string, 50)
 	for i := range many {
 		many[i] = "exited 137, restarted"

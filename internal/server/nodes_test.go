@@ -453,11 +453,11 @@ func (f *abuseFleet) serverCerts(t *testing.T, id *pki.Identity) [2]*x509.Certif
 	return out
 }
 
-// Review finding 5 (already true, kept): a node reports only on its own
-// instances; a report on another node's instance changes nothing. The store
-// suite checks the same rule (storetest, "status of another node's instance").
-func TestNodeCannotReportOtherNodesInstances(t *testing.T) {
-	f := startAbuseFleet(t, Config{})
+// twoNodesOneInstanceEach enrolls nodes a and b, applies deployment "both"
+// with an instance on each, and opens a's stream; byNode maps the node
+// names to their instance.
+func (f *abuseFleet) twoNodesOneInstanceEach(t *testing.T) (stream agentproto.Agent_ConnectClient, byNode map[string]api.Instance) {
+	t.Helper()
 	ctx := context.Background()
 	labels := map[string]string{"role": "x"}
 	a := f.identity(t, f.token, "a", labels)
@@ -467,7 +467,7 @@ func TestNodeCannotReportOtherNodesInstances(t *testing.T) {
 	if _, err := f.api.Apply(ctx, "both.yaml", []byte(doc)); err != nil {
 		t.Fatal(err)
 	}
-	byNode := map[string]api.Instance{}
+	byNode = map[string]api.Instance{}
 	waitFor(t, "an instance on each node", func() bool {
 		ins, err := f.api.ListInstances(ctx, api.DefaultProject, "both")
 		if err != nil {
@@ -482,6 +482,16 @@ func TestNodeCannotReportOtherNodesInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stream, byNode
+}
+
+// Review finding 5 (already true, kept): a node reports only on its own
+// instances; a report on another node's instance changes nothing. The store
+// suite checks the same rule (storetest, "status of another node's instance").
+func TestNodeCannotReportOtherNodesInstances(t *testing.T) {
+	f := startAbuseFleet(t, Config{})
+	ctx := context.Background()
+	stream, byNode := f.twoNodesOneInstanceEach(t)
 	report := func(in api.Instance, state api.InstanceState) {
 		t.Helper()
 		err := stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Status{Status: &agentproto.InstanceStatus{
