@@ -135,7 +135,7 @@ func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment
 	if policy == spec.ImagePolicyUnpinned {
 		return "", nil
 	}
-	digest, err := registry.Resolve(ctx, image)
+	digest, err := s.cfg.Resolve(ctx, image)
 	if err == nil {
 		return digest, nil
 	}

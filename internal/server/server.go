@@ -23,6 +23,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -88,6 +89,10 @@ type Config struct {
 	// host:port; docker.io for Docker Hub) images may come from: an apply
 	// naming another is refused, and the server contacts no other.
 	RegistryAllow []string
+	// Resolve asks an image's registry for the digest its tag names now;
+	// default registry.Resolve. Tests give a resolver that asks no public
+	// registry.
+	Resolve func(ctx context.Context, image string) (string, error)
 	// APIConnsPerSource caps the REST API connections one source address
 	// holds at once; one more is closed when accepted. Default 100.
 	APIConnsPerSource int
@@ -160,6 +165,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxEvents <= 0 {
 		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.Resolve == nil {
+		c.Resolve = registry.Resolve
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

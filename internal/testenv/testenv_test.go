@@ -1,11 +1,14 @@
 package testenv_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -88,5 +91,28 @@ func TestID(t *testing.T) {
 	a, b := testenv.ID(), testenv.ID()
 	if a == b || !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(a) {
 		t.Errorf("ID: got %q and %q; want two different 12-digit hex strings", a, b)
+	}
+}
+
+func TestEventually(t *testing.T) {
+	n := 0
+	testenv.Eventually(t, time.Minute, "the third call", func() error {
+		if n++; n < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if n != 3 {
+		t.Errorf("cond called %d times, want 3", n)
+	}
+	r := &recorder{}
+	done := make(chan struct{})
+	go func() { // recorder.Fatalf ends its goroutine, as t.Fatalf does
+		defer close(done)
+		testenv.Eventually(r, 50*time.Millisecond, "never", func() error { return errors.New("still not") })
+	}()
+	<-done
+	if !strings.Contains(r.outcome, "fatal: timed out after 50ms waiting for never: still not") {
+		t.Errorf("outcome %q does not say what and why", r.outcome)
 	}
 }
