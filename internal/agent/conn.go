@@ -70,50 +70,64 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 	if welcome == nil {
 		return false, errors.New("server did not answer hello with welcome")
 	}
+	// Every server since protocol version 1 says how often to beat: a
+	// welcome without it is a broken server, not one to guess for.
 	interval := time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond
 	if interval <= 0 {
-		interval = 5 * time.Second
+		return false, fmt.Errorf("server %s welcomed the agent without a heartbeat interval (%d ms)", a.addr, welcome.HeartbeatIntervalMs)
 	}
 	log.Info("connected", "server", a.addr, "heartbeat_interval", interval)
-	if a.cfg.OnConnected != nil {
-		a.cfg.OnConnected()
+	if a.cfg.Hooks.OnConnected != nil {
+		a.cfg.Hooks.OnConnected()
 	}
 
+	// The stream's goroutines: the first to end ends the session, and the
+	// session returns only once all of them, and the pulls they started,
+	// have ended, so nothing of it outlives Run.
 	errc := make(chan error, 4)
-	go func() { errc <- a.renewWhenDue(ctx, conn, id) }()
-	go func() { errc <- a.heartbeats(ctx, interval, rec, send) }()
-	go func() { errc <- forwardStatuses(ctx, rec, send) }()
-	go func() {
+	var wg sync.WaitGroup
+	goStream := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- f()
+		}()
+	}
+	goStream(func() error { return a.renewWhenDue(ctx, conn, id) })
+	goStream(func() error { return a.heartbeats(ctx, interval, rec, send) })
+	goStream(func() error { return forwardStatuses(ctx, rec, send) })
+	goStream(func() error {
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
-				errc <- err
-				return
+				return err
 			}
 			if d := msg.GetDesired(); d != nil && rec.setDesired(d) {
 				pulls.pull(ctx, d.PullImages, send)
 				if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Ack{Ack: &agentproto.Ack{Generation: d.Generation}}}); err != nil {
-					errc <- err
-					return
+					return err
 				}
-				if a.cfg.OnDesired != nil {
-					a.cfg.OnDesired(d.Generation, len(d.Instances))
+				if a.cfg.Hooks.OnDesired != nil {
+					a.cfg.Hooks.OnDesired(d.Generation, len(d.Instances))
 				}
 			}
 		}
-	}()
+	})
 	err = <-errc
+	// Cancelling the stream's context ends Recv and every other goroutine.
 	cancel()
-	if a.cfg.OnDisconnected != nil {
-		a.cfg.OnDisconnected(err)
+	wg.Wait()
+	pulls.wait()
+	if a.cfg.Hooks.OnDisconnected != nil {
+		a.cfg.Hooks.OnDisconnected(err)
 	}
 	return true, err
 }
 
 func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, rec *reconciler, send func(*agentproto.AgentMessage) error) error {
-	t := time.NewTicker(interval)
+	t := a.clock.NewTicker(interval)
 	defer t.Stop()
-	usage := a.cfg.HostUsage
+	usage := a.cfg.Hooks.HostUsage
 	if usage == nil {
 		var cpu cpuSampler
 		usage = func() *agentproto.Usage { return hostUsage(&cpu) }
@@ -122,7 +136,7 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, rec *rec
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-t.Chan():
 		}
 		u := usage()
 		u.Containers = int32(rec.running())

@@ -76,10 +76,8 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 		}
 		wait := jittered(backoff)
 		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", a.addr, "err", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		if !a.wait(ctx, wait) {
 			return nil, ctx.Err()
-		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}

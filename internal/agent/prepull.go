@@ -12,6 +12,7 @@ import (
 type puller struct {
 	rt Runtime
 
+	wg       sync.WaitGroup // the pulls under way
 	mu       sync.Mutex
 	inflight map[string]bool
 }
@@ -19,7 +20,7 @@ type puller struct {
 func newPuller(rt Runtime) *puller { return &puller{rt: rt, inflight: map[string]bool{}} }
 
 // pull starts pulling every image not already being pulled and reports each
-// result through send. The pulls end with ctx.
+// result through send. The pulls end with ctx; wait waits for them.
 func (p *puller) pull(ctx context.Context, images []string, send func(*agentproto.AgentMessage) error) {
 	for _, img := range images {
 		p.mu.Lock()
@@ -29,7 +30,9 @@ func (p *puller) pull(ctx context.Context, images []string, send func(*agentprot
 		if busy {
 			continue
 		}
+		p.wg.Add(1)
 		go func() {
+			defer p.wg.Done()
 			defer func() {
 				p.mu.Lock()
 				delete(p.inflight, img)
@@ -48,3 +51,6 @@ func (p *puller) pull(ctx context.Context, images []string, send func(*agentprot
 		}()
 	}
 }
+
+// wait returns once every pull started has ended.
+func (p *puller) wait() { p.wg.Wait() }

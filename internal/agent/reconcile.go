@@ -12,9 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/container"
+	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/health"
 	"github.com/dockfleet/dockfleet/internal/restart"
 	"github.com/dockfleet/dockfleet/internal/spec"
@@ -41,8 +44,13 @@ type reconciler struct {
 	nodeID  string
 	dataDir string
 	resync  time.Duration
+	clock   clockwork.Clock
 	log     *slog.Logger
 	wake    chan struct{}
+	// onReconciled, if set, is called after each pass with its number.
+	onReconciled func(pass uint64)
+	// watches are the health-watch goroutines; run waits for them.
+	watches sync.WaitGroup
 	// outboxReady is signalled when statuses wait in the outbox.
 	outboxReady chan struct{}
 
@@ -77,6 +85,9 @@ type instance struct {
 	// watch is the running health watch, for watchedID's container.
 	watch     context.CancelFunc
 	watchedID string
+	// retry, if set, brings the pass at which the backoff allows the next
+	// attempt; one per instance, however many passes come meanwhile.
+	retry clockwork.Timer
 }
 
 // observed is an instance's observed state, kept as a plain value (protobuf
@@ -100,8 +111,8 @@ func (in *instance) take(id string) *agentproto.InstanceStatus {
 	return st
 }
 
-func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, log *slog.Logger) *reconciler {
-	r := &reconciler{rt: rt, nodeID: nodeID, dataDir: dataDir, resync: resync, log: log,
+func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, clock clockwork.Clock, log *slog.Logger) *reconciler {
+	r := &reconciler{rt: rt, nodeID: nodeID, dataDir: dataDir, resync: resync, clock: clock, log: log,
 		wake: make(chan struct{}, 1), outboxReady: make(chan struct{}, 1),
 		insts: map[string]*instance{}, outbox: map[string]bool{}}
 	if b, err := os.ReadFile(filepath.Join(dataDir, desiredFile)); err == nil {
@@ -155,14 +166,22 @@ func (r *reconciler) setDesired(d *agentproto.DesiredState) bool {
 		default:
 		}
 	}
-	if b, err := json.Marshal(d); err == nil {
-		tmp := filepath.Join(r.dataDir, desiredFile+".tmp")
-		if err := os.WriteFile(tmp, b, 0o600); err == nil {
-			os.Rename(tmp, filepath.Join(r.dataDir, desiredFile))
-		}
-	}
+	r.cache(d)
 	r.trigger()
 	return true
+}
+
+// cache keeps d in the data dir for a restart while the server is away. A
+// failure costs only that: the agent runs d now, and logs it so the
+// operator can free the disk before such a restart.
+func (r *reconciler) cache(d *agentproto.DesiredState) {
+	b, err := json.Marshal(d)
+	if err == nil {
+		err = datadir.WriteFile(filepath.Join(r.dataDir, desiredFile), b, datadir.FileMode)
+	}
+	if err != nil {
+		r.log.Error("caching the desired state; a restart while the server is away would run the previous one", "generation", d.Generation, "err", err)
+	}
 }
 
 // newStream says that the desired states to come are on a new stream.
@@ -262,7 +281,7 @@ func (r *reconciler) setStatusEvent(id, hash string, state api.InstanceState, re
 	if event == "" && s == (observed{in.status.state, in.status.reason, in.status.containerID, in.status.hash, time.Time{}}) {
 		return
 	}
-	s.at = time.Now()
+	s.at = r.clock.Now()
 	in.status = s
 	r.log.Info("instance state", "instance_id", id, "state", state, "reason", reason)
 	r.outbox[id] = true
@@ -272,10 +291,13 @@ func (r *reconciler) setStatusEvent(id, hash string, state api.InstanceState, re
 	}
 }
 
+// run reconciles until ctx ends, and returns once every health watch it
+// started has ended.
 func (r *reconciler) run(ctx context.Context) {
-	resync := time.NewTicker(r.resync)
+	resync := r.clock.NewTicker(r.resync)
 	defer resync.Stop()
 	var events <-chan struct{}
+	var pass uint64
 	r.trigger()
 	for {
 		if events == nil {
@@ -285,26 +307,42 @@ func (r *reconciler) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			r.stopWatches()
+			r.stop()
+			r.watches.Wait()
 			return
 		case <-r.wake:
-		case <-resync.C:
+		case <-resync.Chan():
 		case _, ok := <-events:
 			if !ok {
 				events = nil
 			}
 		}
 		r.reconcile(ctx)
+		pass++
+		if r.onReconciled != nil {
+			r.onReconciled(pass)
+		}
 	}
 }
 
-func (r *reconciler) stopWatches() {
+// stop ends every instance's health watch and backoff timer.
+func (r *reconciler) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, in := range r.insts {
-		if in.watch != nil {
-			in.watch()
-		}
+		in.stop()
+	}
+}
+
+// stop ends the instance's health watch and backoff timer; r.mu is held.
+func (in *instance) stop() {
+	if in.watch != nil {
+		in.watch()
+		in.watch, in.watchedID = nil, ""
+	}
+	if in.retry != nil {
+		in.retry.Stop()
+		in.retry = nil
 	}
 }
 
@@ -468,9 +506,7 @@ func (r *reconciler) forgetUndesired(want map[string]wanted) {
 	defer r.mu.Unlock()
 	for id, in := range r.insts {
 		if _, ok := want[id]; !ok {
-			if in.watch != nil {
-				in.watch()
-			}
+			in.stop()
 			delete(r.insts, id)
 			delete(r.outbox, id)
 		}
@@ -497,20 +533,25 @@ func (r *reconciler) vanished(id string, w wanted) bool {
 // otherwise schedules a pass for when it does.
 func (r *reconciler) due(id string) bool {
 	r.mu.Lock()
-	wait := r.insts[id].restarts.Wait(time.Now())
-	r.mu.Unlock()
-	if wait > 0 {
-		time.AfterFunc(wait, r.trigger)
-		return false
+	defer r.mu.Unlock()
+	in := r.insts[id]
+	wait := in.restarts.Wait(r.clock.Now())
+	if wait <= 0 {
+		return true
 	}
-	return true
+	if in.retry == nil {
+		in.retry = r.clock.AfterFunc(wait, r.trigger)
+	} else {
+		in.retry.Reset(wait)
+	}
+	return false
 }
 
 // failedStart records an attempt that could not start the instance: it
 // has failed, and the next attempt waits its backoff.
 func (r *reconciler) failedStart(id, hash string, err error, containerID string) {
 	r.mu.Lock()
-	r.insts[id].restarts.Failed(time.Now())
+	r.insts[id].restarts.Failed(r.clock.Now())
 	r.mu.Unlock()
 	r.setStatus(id, hash, api.InstanceFailed, err.Error(), containerID)
 }
@@ -604,7 +645,7 @@ func (r *reconciler) exited(ctx context.Context, w wanted, c *container.State) {
 		return
 	}
 	r.mu.Lock()
-	r.insts[id].restarts.Restarted(time.Now())
+	r.insts[id].restarts.Restarted(r.clock.Now())
 	r.mu.Unlock()
 	r.setStatusEvent(id, hash, api.InstanceRunning, "", c.ID, fmt.Sprintf(eventRestarted, c.ExitCode))
 	r.trigger()
@@ -638,17 +679,21 @@ func (r *reconciler) watchHealth(ctx context.Context, w wanted, c *container.Sta
 	in.watch, in.watchedID = cancel, c.ID
 	r.mu.Unlock()
 	target := health.Target{IP: c.IP, ContainerID: c.ID, NodeID: r.nodeID, Exec: r.rt}
-	go health.Watch(wctx, *hc, target, func(s health.Status) {
-		if wctx.Err() != nil {
-			return
-		}
-		if s.Healthy {
-			r.setStatus(id, hash, api.InstanceHealthy, "", c.ID)
-			r.trigger() // a start-first replacement may now take over
-		} else {
-			r.setStatus(id, hash, api.InstanceUnhealthy, s.Reason, c.ID)
-		}
-	})
+	r.watches.Add(1) // run waits for it
+	go func() {
+		defer r.watches.Done()
+		health.Watch(wctx, *hc, target, func(s health.Status) {
+			if wctx.Err() != nil {
+				return
+			}
+			if s.Healthy {
+				r.setStatus(id, hash, api.InstanceHealthy, "", c.ID)
+				r.trigger() // a start-first replacement may now take over
+			} else {
+				r.setStatus(id, hash, api.InstanceUnhealthy, s.Reason, c.ID)
+			}
+		})
+	}()
 }
 
 func (r *reconciler) stopWatch(id string) {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/fakert"
@@ -21,7 +23,7 @@ import (
 // instance again, the server waits for it forever.
 func TestNewDesiredStateReportsUnchangedInstancesAgain(t *testing.T) {
 	ctx := context.Background()
-	r := newReconciler(fakert.New(), "node1", t.TempDir(), time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := newReconciler(fakert.New(), "node1", t.TempDir(), time.Hour, clockwork.NewFakeClock(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	c, err := json.Marshal(spec.Container{Image: "hello:v2"})
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +57,7 @@ func TestNewDesiredStateReportsUnchangedInstancesAgain(t *testing.T) {
 func TestRestartAndHealAreReportedNotFailed(t *testing.T) {
 	ctx := context.Background()
 	rt := fakert.New()
-	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, clockwork.NewFakeClock(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	c, err := json.Marshal(spec.Container{Image: "hello:v1"})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/spec"
@@ -20,7 +22,7 @@ import (
 func TestSameDesiredStateFiftyTimes(t *testing.T) {
 	ctx := context.Background()
 	rt := fakert.New()
-	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, clockwork.NewFakeClock(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d := redeliveryState(t, 7, 2, "h2")
 	r.setDesired(d)
 	r.reconcile(ctx)
@@ -75,7 +77,7 @@ func containerStarts(t *testing.T, rt *fakert.Runtime) string {
 func TestOlderGenerationIgnored(t *testing.T) {
 	ctx := context.Background()
 	rt := fakert.New()
-	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, slog.New(slog.DiscardHandler))
+	r := newReconciler(rt, "node1", t.TempDir(), time.Hour, clockwork.NewFakeClock(), slog.New(slog.DiscardHandler))
 	r.newStream()
 	if !r.setDesired(redeliveryState(t, 8, 2, "h2")) {
 		t.Fatal("the first desired state was ignored")

@@ -22,14 +22,14 @@ var errRenewed = errors.New("node certificate renewed; reconnecting with it")
 // have passed, retrying failures every so often until it expires. It
 // returns errRenewed after a renewal, or ctx's error.
 func (a *Agent) renewWhenDue(ctx context.Context, conn *grpc.ClientConn, id *pki.Identity) error {
-	retry := min(max(time.Until(id.NotAfter)/10, 100*time.Millisecond), time.Minute)
-	t := time.NewTimer(time.Until(id.RenewAt()))
+	retry := min(max(a.clock.Until(id.NotAfter)/10, 100*time.Millisecond), time.Minute)
+	t := a.clock.NewTimer(a.clock.Until(id.RenewAt()))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-t.Chan():
 		}
 		err := a.renew(ctx, conn, id)
 		if err == nil {

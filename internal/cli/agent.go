@@ -2,8 +2,8 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -49,7 +49,7 @@ func (t *enrollTokenFlags) resolve(cmd *cobra.Command, e *env) (string, error) {
 
 func newAgentCommand(e *env) *cobra.Command {
 	var (
-		cfg        agent.Config
+		cfg        = agent.DefaultConfig()
 		token      enrollTokenFlags
 		labels     labelsValue
 		dockerHost string
@@ -66,15 +66,6 @@ and keeps its key and certificate in DATA_DIR; later starts need no token,
 and the token file can be deleted.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Server == "" {
-				return usageErrorf("--server is required")
-			}
-			if cfg.DataDir == "" {
-				return usageErrorf("--data-dir is required")
-			}
-			if err := checkPositive(durationFlag{"--resync", cfg.ResyncInterval}); err != nil {
-				return err
-			}
 			var err error
 			if cfg.Token, err = token.resolve(cmd, e); err != nil {
 				return err
@@ -92,7 +83,7 @@ and the token file can be deleted.`,
 	f.Var(&labels, "labels", "node labels to ask for at enrollment, k=v,k2=v2; the token must allow each (token create --agent-labels)")
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "CA certificate to trust the server with, instead of the fingerprint in the token")
 	f.StringVar(&dockerHost, "docker-host", "", "Docker daemon address, e.g. unix:///var/run/docker.sock (default $DOCKER_HOST or the local socket)")
-	f.DurationVar(&cfg.ResyncInterval, "resync", 10*time.Second, "how often to reconcile without a trigger")
+	f.DurationVar(&cfg.ResyncInterval, "resync", cfg.ResyncInterval, "how often to reconcile without a trigger")
 	logs.add(f)
 	return cmd
 }
@@ -106,7 +97,16 @@ func runAgent(ctx context.Context, cfg agent.Config, dockerHost string) error {
 	cfg.Runtime = rt
 	a, err := agent.New(cfg)
 	if err != nil {
-		return err // it says "agent: …"
+		return agentError(err)
 	}
 	return serve(ctx, "agent", a.Run)
+}
+
+// agentError makes agent.New's refusal of its configuration a usage error:
+// it names the flag to fix. Other errors say "agent: …" already.
+func agentError(err error) error {
+	if errors.Is(err, agent.ErrInvalidConfig) {
+		return &usageError{err: err}
+	}
+	return err
 }

@@ -52,9 +52,6 @@ The data dir defaults to $XDG_STATE_HOME/dockfleet/dev, else
 				}
 				o.dataDir = dir
 			}
-			if err := checkPositive(durationFlag{"--resync", o.resync}); err != nil {
-				return err
-			}
 			if !cmd.Flags().Changed("labels") {
 				if err := o.labels.Set("role=web"); err != nil {
 					return err
@@ -70,7 +67,7 @@ The data dir defaults to $XDG_STATE_HOME/dockfleet/dev, else
 	f.StringVar(&o.name, "name", "", "node name of the agent (default the hostname)")
 	f.Var(&o.labels, "labels", "the agent's node labels, k=v,k2=v2 (default role=web)")
 	f.StringVar(&o.dockerHost, "docker-host", "", "Docker daemon address (default $DOCKER_HOST or the local socket)")
-	f.DurationVar(&o.resync, "resync", 10*time.Second, "how often the agent reconciles without a trigger")
+	f.DurationVar(&o.resync, "resync", agent.DefaultConfig().ResyncInterval, "how often the agent reconciles without a trigger")
 	o.logs.add(f)
 	return cmd
 }
@@ -105,6 +102,15 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 		return err
 	}
 	defer rt.Close()
+	acfg := agent.DefaultConfig()
+	acfg.DataDir, acfg.Name, acfg.Labels = filepath.Join(o.dataDir, "agent"), o.name, o.labels.labels
+	acfg.Runtime, acfg.Logger, acfg.ResyncInterval = rt, log.With("component", "agent"), o.resync
+	// The server's address is known once it listens; until then its flag
+	// stands in, so that a bad agent flag fails before the server starts.
+	acfg.Server = localAddr(o.agentAddr)
+	if err := acfg.Validate(); err != nil {
+		return agentError(err)
+	}
 
 	srv, err := server.New(ctx, server.Config{
 		DataDir:   o.dataDir,
@@ -122,20 +128,11 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 		stopServer(srv)
 		return fmt.Errorf("creating the agent's enrollment token: %w", err)
 	}
-	a, err := agent.New(agent.Config{
-		Server:         localAddr(srv.AgentAddr()),
-		Token:          tok.Token,
-		CACertFile:     srv.CAFile(),
-		DataDir:        filepath.Join(o.dataDir, "agent"),
-		Name:           o.name,
-		Labels:         o.labels.labels,
-		Runtime:        rt,
-		Logger:         log.With("component", "agent"),
-		ResyncInterval: o.resync,
-	})
+	acfg.Server, acfg.Token, acfg.CACertFile = localAddr(srv.AgentAddr()), tok.Token, srv.CAFile()
+	a, err := agent.New(acfg)
 	if err != nil {
 		stopServer(srv)
-		return err // it says "agent: …"
+		return agentError(err)
 	}
 
 	printDevBanner(e.stdout, srv, o)

@@ -2,7 +2,8 @@
 // holds the CA key, the admin token and the store (every spec, with its
 // environment); the agent's holds the node key and its desired state. None
 // of it is for other local users, whatever the umask or the mode a package
-// or `mkdir -p` gave the directory before dockfleet first ran.
+// or `mkdir -p` gave the directory before dockfleet first ran. WriteFile
+// writes the files in it so that a crash never leaves half of one.
 package datadir
 
 import (

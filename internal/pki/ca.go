@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/dockfleet/dockfleet/internal/datadir"
 )
 
 // CACertFile is the name of the CA certificate in the server's data dir (and
@@ -114,10 +116,10 @@ func createCA(dir string, now time.Time) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
+	if err := datadir.WriteFile(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, CACertFile), certPEM, 0o600); err != nil {
+	if err := datadir.WriteFile(filepath.Join(dir, CACertFile), certPEM, 0o600); err != nil {
 		return nil, err
 	}
 	return parseCA(certPEM, keyPEM)

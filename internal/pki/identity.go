@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/dockfleet/dockfleet/internal/datadir"
 )
 
 const (
@@ -78,7 +80,7 @@ func SaveIdentity(dir string, key crypto.Signer, certPEM, caPEM []byte) (*Identi
 		{nodeCertFile, certPEM, 0o600},
 	}
 	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+		if err := datadir.WriteFile(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return nil, fmt.Errorf("storing identity in %s: %w", dir, err)
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/dockfleet/dockfleet/internal/datadir"
 )
 
 const (
@@ -182,10 +184,10 @@ func writeServerCertificate(dir string, cert tls.Certificate) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("storing server certificate: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, serverKeyFile), keyPEM, 0o600); err != nil {
+	if err := datadir.WriteFile(filepath.Join(dir, serverKeyFile), keyPEM, 0o600); err != nil {
 		return fmt.Errorf("storing server certificate: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, serverCertFile), chain, 0o600); err != nil {
+	if err := datadir.WriteFile(filepath.Join(dir, serverCertFile), chain, 0o600); err != nil {
 		return fmt.Errorf("storing server certificate: %w", err)
 	}
 	return nil

@@ -86,8 +86,8 @@ type Config struct {
 	// ResyncInterval is how often an agent reconciles without a trigger;
 	// default DefaultResyncInterval.
 	ResyncInterval time.Duration
-	// MaxBackoff caps an agent's wait between reconnections; default the
-	// agent's (30s).
+	// MaxBackoff caps an agent's wait between reconnections; zero means
+	// the agent's default (agent.DefaultConfig).
 	MaxBackoff time.Duration
 	// Logger takes the simulator's own messages; nil discards them.
 	Logger *slog.Logger
@@ -297,24 +297,22 @@ func (s *sim) newNode(i int, dialers []func(context.Context, string) (net.Conn, 
 	if s.cfg.AgentLogger != nil {
 		log = s.cfg.AgentLogger.With("agent", n.name)
 	}
-	cfg := agent.Config{
-		Server:         s.cfg.Server,
-		Token:          s.cfg.Token,
-		CACertFile:     s.cfg.CACertFile,
-		DataDir:        dir,
-		Name:           n.name,
-		Labels:         s.cfg.Labels,
-		Runtime:        rt,
-		Logger:         log,
-		ResyncInterval: s.cfg.ResyncInterval,
-		MaxBackoff:     s.cfg.MaxBackoff,
+	cfg := agent.DefaultConfig()
+	cfg.Server, cfg.Token, cfg.CACertFile = s.cfg.Server, s.cfg.Token, s.cfg.CACertFile
+	cfg.DataDir, cfg.Name, cfg.Labels = dir, n.name, s.cfg.Labels
+	cfg.Runtime, cfg.Logger = rt, log
+	cfg.ResyncInterval = s.cfg.ResyncInterval
+	if s.cfg.MaxBackoff != 0 {
+		cfg.MaxBackoff = s.cfg.MaxBackoff
+	}
+	cfg.Hooks = agent.Hooks{
 		OnConnected:    n.onConnected,
 		OnDisconnected: n.onDisconnected,
 		HostUsage:      s.usage,
 		OnDesired:      n.onDesired,
 	}
 	if len(dialers) > 0 {
-		cfg.Dialer = dialers[i%len(dialers)]
+		cfg.Hooks.Dialer = dialers[i%len(dialers)]
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
