@@ -2,12 +2,16 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/dockfleet/dockfleet/internal/agent"
 	"github.com/dockfleet/dockfleet/internal/api"
@@ -16,6 +20,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/server"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // These tests run a real server (SQLite, TLS, gRPC) and real agents in this
@@ -64,25 +69,59 @@ func (ts *testServer) stop() {
 	ts.done <- nil // later stops return at once
 }
 
+// within bounds every wait for the agents and the server: a bound on a
+// hang, not a speed target.
+const within = 30 * time.Second
+
 type testAgent struct {
 	rt     *fakert.Runtime
 	cancel context.CancelFunc
 	done   chan error
+	// passes counts the agent's reconcile passes, desired the desired
+	// states it took from a server.
+	passes, desired atomic.Uint64
 }
 
 func startAgent(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, token string, labels map[string]string) *testAgent {
 	t.Helper()
-	a, err := agent.New(agent.Config{Server: ts.srv.AgentAddr(), Token: token, DataDir: dir, Name: name, Labels: labels,
-		Runtime: rt, ResyncInterval: 200 * time.Millisecond, MaxBackoff: 300 * time.Millisecond})
+	return startAgentClock(t, ts, rt, dir, name, token, labels, nil)
+}
+
+// startAgentClock starts an agent whose timers run on clock; nil means the
+// real clock.
+func startAgentClock(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, token string, labels map[string]string, clock clockwork.Clock) *testAgent {
+	t.Helper()
+	ta := &testAgent{rt: rt, done: make(chan error, 1)}
+	cfg := agent.DefaultConfig()
+	cfg.Server, cfg.Token, cfg.DataDir, cfg.Name, cfg.Labels = ts.srv.AgentAddr(), token, dir, name, labels
+	cfg.Runtime, cfg.Clock = rt, clock
+	cfg.ResyncInterval, cfg.MaxBackoff = 200*time.Millisecond, 300*time.Millisecond
+	cfg.Hooks.OnReconciled = func(uint64) { ta.passes.Add(1) }
+	cfg.Hooks.OnDesired = func(uint64, int) { ta.desired.Add(1) }
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ta := &testAgent{rt: rt, cancel: cancel, done: make(chan error, 1)}
+	ta.cancel = cancel
 	go func() { ta.done <- a.Run(ctx) }()
 	var once sync.Once
 	t.Cleanup(func() { once.Do(ta.stop) })
 	return ta
+}
+
+// waitPasses waits for n more reconcile passes of the agent. After two, a
+// change made before the call has been seen by a whole pass: the first
+// may have listed the containers before it.
+func (ta *testAgent) waitPasses(t *testing.T, n uint64) {
+	t.Helper()
+	want := ta.passes.Load() + n
+	testenv.Eventually(t, within, fmt.Sprintf("%d reconcile passes", n), func() error {
+		if got := ta.passes.Load(); got < want {
+			return fmt.Errorf("%d of %d passes", got-(want-n), n)
+		}
+		return nil
+	})
 }
 
 func (ta *testAgent) stop() {
@@ -98,21 +137,6 @@ func token(t *testing.T, ts *testServer, uses int) string {
 		t.Fatal(err)
 	}
 	return tok.Token
-}
-
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func running(rt *fakert.Runtime, nodeID string) []container.State {
@@ -144,7 +168,7 @@ spec:
 func nodeID(t *testing.T, ts *testServer, name string) string {
 	t.Helper()
 	var id string
-	waitFor(t, "node "+name+" to enroll", func() error {
+	testenv.Eventually(t, within, "node "+name+" to enroll", func() error {
 		n, err := ts.client.GetNode(context.Background(), name)
 		if err != nil {
 			return err
@@ -159,14 +183,14 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 	ts := startServer(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
 	rt := fakert.New()
 	tok := token(t, ts, 2)
-	startAgent(t, ts, rt, t.TempDir(), "a", tok, map[string]string{"role": "web"})
+	agentA := startAgent(t, ts, rt, t.TempDir(), "a", tok, map[string]string{"role": "web"})
 	startAgent(t, ts, rt, t.TempDir(), "b", tok, map[string]string{"role": "db"})
 	a, b := nodeID(t, ts, "a"), nodeID(t, ts, "b")
 
 	if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "web healthy on a", func() error {
+	testenv.Eventually(t, within, "web healthy on a", func() error {
 		is, err := ts.client.ListInstances(context.Background(), "default", "web")
 		if err != nil {
 			return err
@@ -189,7 +213,7 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 		if err := rt.Delete(old); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "a new container", func() error {
+		testenv.Eventually(t, within, "a new container", func() error {
 			if cs := running(rt, a); len(cs) != 1 || cs[0].ID == old {
 				return fmt.Errorf("%d running", len(cs))
 			}
@@ -202,18 +226,39 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 		if err := rt.Kill(c.ID, 3); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the container to run again", func() error {
+		testenv.Eventually(t, within, "the container to run again", func() error {
 			if cs := running(rt, a); len(cs) != 1 || cs[0].ID != c.ID {
 				return fmt.Errorf("%d running", len(cs))
 			}
 			return nil
+		})
+		// The server shows the restart: the same container healthy again,
+		// counted once, and the agent's event in the deployment's log.
+		testenv.Eventually(t, within, "the restart reported", func() error {
+			is, err := ts.client.ListInstances(context.Background(), "default", "web")
+			if err != nil {
+				return err
+			}
+			if len(is) != 1 || is[0].State != api.InstanceHealthy || is[0].ContainerID != c.ID || is[0].Restarts != 1 || is[0].Reason != "" {
+				return fmt.Errorf("instances %+v; want one healthy in container %s, 1 restart, no reason", is, c.ID)
+			}
+			evs, err := ts.client.ListEvents(context.Background(), "default", "web", 0, 0)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				if strings.Contains(e.Message, "exited 3, restarted") {
+					return nil
+				}
+			}
+			return fmt.Errorf("events %+v; want one saying the container exited 3 and was restarted", evs)
 		})
 	})
 
 	t.Run("failing exec health check turns the instance unhealthy", func(t *testing.T) {
 		c := running(rt, a)[0]
 		rt.SetExecExitCode(c.ID, 1)
-		waitFor(t, "unhealthy", func() error {
+		testenv.Eventually(t, within, "unhealthy", func() error {
 			is, _ := ts.client.ListInstances(context.Background(), "default", "web")
 			if len(is) != 1 || is[0].State != api.InstanceUnhealthy || !strings.Contains(is[0].Reason, "exit") {
 				return fmt.Errorf("instances %+v", is)
@@ -229,7 +274,7 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond) // two resync passes
+		agentA.waitPasses(t, 2)
 		if _, ok := rt.Config(id); !ok {
 			t.Error("the agent removed a container it does not own")
 		}
@@ -239,7 +284,7 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 		if _, err := ts.client.PatchNodeLabels(context.Background(), "b", api.LabelPatch{Set: map[string]string{"role": "web"}}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "web on b", func() error {
+		testenv.Eventually(t, within, "web on b", func() error {
 			if cs := running(rt, b); len(cs) != 1 {
 				return fmt.Errorf("%d running on b", len(cs))
 			}
@@ -248,7 +293,7 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 		if err := ts.client.DeleteDeployment(context.Background(), "default", "web"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "no containers", func() error {
+		testenv.Eventually(t, within, "no containers", func() error {
 			if n := len(running(rt, a)) + len(running(rt, b)); n != 0 {
 				return fmt.Errorf("%d running", n)
 			}
@@ -268,7 +313,7 @@ func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
 	if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a container", func() error {
+	testenv.Eventually(t, within, "a container", func() error {
 		if cs := running(rt, id); len(cs) != 1 {
 			return fmt.Errorf("%d running", len(cs))
 		}
@@ -280,12 +325,12 @@ func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
 	// The agent restarts too while the server is away: it must rely on its cache.
 	ag.stop()
 	ag = startAgent(t, ts, rt, agentDir, "a", "", nil)
-	time.Sleep(600 * time.Millisecond)
+	ag.waitPasses(t, 2)
 	if cs := running(rt, id); len(cs) != 1 || cs[0].ID != before.ID {
 		t.Fatalf("with the server away the node runs %+v; want the same container %s", cs, before.ID)
 	}
 	rt.Delete(before.ID)
-	waitFor(t, "healing without a server", func() error {
+	testenv.Eventually(t, within, "healing without a server", func() error {
 		if cs := running(rt, id); len(cs) != 1 {
 			return fmt.Errorf("%d running", len(cs))
 		}
@@ -294,51 +339,89 @@ func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
 	healed := running(rt, id)[0]
 
 	ts2 := startServer(t, dir, apiAddr, agentAddr)
-	waitFor(t, "node ready again", func() error {
+	testenv.Eventually(t, within, "node ready again", func() error {
 		n, err := ts2.client.GetNode(context.Background(), "a")
 		if err != nil || n.State != api.NodeReady {
 			return fmt.Errorf("%v %v", n.State, err)
 		}
 		return nil
 	})
-	time.Sleep(600 * time.Millisecond)
+	// Until the server's desired state is in, the agent still runs its cache.
+	testenv.Eventually(t, within, "the server's desired state", func() error {
+		if ag.desired.Load() == 0 {
+			return errors.New("none taken")
+		}
+		return nil
+	})
+	ag.waitPasses(t, 2)
 	if cs := running(rt, id); len(cs) != 1 || cs[0].ID != healed.ID {
 		t.Errorf("after the server came back the node runs %+v; want the same container %s", cs, healed.ID)
 	}
 }
 
+// The agent renews its certificate when its clock says it is due, and
+// connects with the renewed one once the first has expired. The renewal is
+// scheduled on a fake clock, moved by the test; the certificates are real,
+// and TLS checks them against the real time: the first lives a few seconds
+// so that its expiry shows which one the agent uses, the renewed one an
+// hour so that it outlives the test.
 func TestAgentRenewsItsCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ts := startServerConfig(t, server.Config{DataDir: dir, APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", NodeCertTTL: 3 * time.Second})
+	serverConfig := func(apiAddr, agentAddr string, ttl time.Duration) server.Config {
+		return server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr, NodeCertTTL: ttl}
+	}
+	ts := startServerConfig(t, serverConfig("127.0.0.1:0", "127.0.0.1:0", 3*time.Second))
 	apiAddr, agentAddr := strings.TrimPrefix(ts.srv.APIURL(), "https://"), ts.srv.AgentAddr()
 	agentDir := t.TempDir()
-	startAgent(t, ts, fakert.New(), agentDir, "a", token(t, ts, 1), nil)
+	clock := clockwork.NewFakeClock()
+	startAgentClock(t, ts, fakert.New(), agentDir, "a", token(t, ts, 1), nil, clock)
 	nodeID(t, ts, "a")
 	var first *pki.Identity
-	waitFor(t, "the agent to store its identity", func() error {
+	testenv.Eventually(t, within, "the agent to store its identity", func() error {
 		var err error
 		first, err = pki.LoadIdentity(agentDir)
 		return err
 	})
-	// Past the first certificate's expiry, a fresh connection works only
-	// with a renewed certificate.
-	time.Sleep(time.Until(first.NotAfter) + 500*time.Millisecond)
-	renewed, err := pki.LoadIdentity(agentDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !renewed.NotAfter.After(first.NotAfter) || renewed.NodeID != first.NodeID {
-		t.Fatalf("certificate not renewed: first expires %v, now %v (node %s → %s)", first.NotAfter, renewed.NotAfter, first.NodeID, renewed.NodeID)
-	}
 	ts.stop()
-	ts2 := startServerConfig(t, server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr, NodeCertTTL: 3 * time.Second})
-	waitFor(t, "the node to reconnect with its renewed certificate", func() error {
-		n, err := ts2.client.GetNode(context.Background(), "a")
+	ts = startServerConfig(t, serverConfig(apiAddr, agentAddr, time.Hour))
+
+	// Due: a timer armed before this fires now, one armed after at once.
+	clock.Advance(clock.Until(first.RenewAt()))
+	var renewed *pki.Identity
+	testenv.Eventually(t, within, "the certificate to be renewed", func() error {
+		clock.Advance(time.Second) // the agent waits to reconnect on its clock
+		var err error
+		if renewed, err = pki.LoadIdentity(agentDir); err != nil {
+			return err
+		}
+		if !renewed.NotAfter.After(first.NotAfter) {
+			return fmt.Errorf("the certificate expires at %v still", renewed.NotAfter)
+		}
+		return nil
+	})
+	if renewed.NodeID != first.NodeID {
+		t.Fatalf("renewed for node %s; want %s", renewed.NodeID, first.NodeID)
+	}
+
+	// Past the first certificate's expiry, a fresh connection works only
+	// with the renewed one.
+	testenv.Eventually(t, within, "the first certificate to expire", func() error {
+		if left := time.Until(first.NotAfter); left >= 0 {
+			return fmt.Errorf("%v left", left)
+		}
+		return nil
+	})
+	ts.stop()
+	restarted := time.Now()
+	ts = startServerConfig(t, serverConfig(apiAddr, agentAddr, time.Hour))
+	testenv.Eventually(t, within, "the node to reconnect with its renewed certificate", func() error {
+		clock.Advance(time.Second)
+		n, err := ts.client.GetNode(context.Background(), "a")
 		if err != nil {
 			return err
 		}
-		if n.State != api.NodeReady || time.Since(n.LastSeen) > time.Second {
-			return fmt.Errorf("state %s, last seen %v", n.State, n.LastSeen)
+		if n.State != api.NodeReady || !n.LastSeen.After(restarted) {
+			return fmt.Errorf("state %s, last seen %v; want ready, seen after the server restarted at %v", n.State, n.LastSeen, restarted)
 		}
 		return nil
 	})
@@ -373,28 +456,28 @@ func TestRolloutWaitsForUnreachableNode(t *testing.T) {
 		return ro
 	}
 	apply("hello:v1")
-	waitFor(t, "the first rollout", func() error {
+	testenv.Eventually(t, within, "the first rollout", func() error {
 		if ro := rollout(); ro.State != api.RolloutSucceeded {
 			return fmt.Errorf("%s: %s", ro.State, ro.Message)
 		}
 		return nil
 	})
 	agents["c"].stop()
-	waitFor(t, "c unreachable", func() error {
+	testenv.Eventually(t, within, "c unreachable", func() error {
 		if n, _ := ts.client.GetNode(context.Background(), "c"); n.State != api.NodeUnreachable {
 			return fmt.Errorf("c is %s", n.State)
 		}
 		return nil
 	})
 	apply("hello:v2")
-	waitFor(t, "the rollout to wait for c", func() error {
+	testenv.Eventually(t, within, "the rollout to wait for c", func() error {
 		if ro := rollout(); !strings.Contains(ro.Message, "unreachable nodes") || ro.State != api.RolloutRunning || ro.Failed != 0 {
 			return fmt.Errorf("%s: %q, %d failed", ro.State, ro.Message, ro.Failed)
 		}
 		return nil
 	})
 	startAgent(t, ts, rt, dirs["c"], "c", "", nil)
-	waitFor(t, "the rollout to finish once c is back", func() error {
+	testenv.Eventually(t, within, "the rollout to finish once c is back", func() error {
 		if ro := rollout(); ro.State != api.RolloutSucceeded || ro.Updated != 3 {
 			return fmt.Errorf("%s: %s (%d updated)", ro.State, ro.Message, ro.Updated)
 		}
@@ -412,12 +495,12 @@ func TestAgentReEnrollsExpiredCertificate(t *testing.T) {
 	id := nodeID(t, ts, "a")
 	// The server knows the node as soon as it signed its certificate; the
 	// agent stores it just after. Stopped in between, it would have none.
-	waitFor(t, "the agent to store its identity", func() error {
+	testenv.Eventually(t, within, "the agent to store its identity", func() error {
 		_, err := pki.LoadIdentity(agentDir)
 		return err
 	})
 	ag.stop()
-	waitFor(t, "the agent's certificate to expire", func() error {
+	testenv.Eventually(t, within, "the agent's certificate to expire", func() error {
 		ident, err := pki.LoadIdentity(agentDir)
 		if err != nil {
 			return err
@@ -434,7 +517,7 @@ func TestAgentReEnrollsExpiredCertificate(t *testing.T) {
 	}
 	// The agent repeats its labels, as its unit file would.
 	startAgent(t, ts, rt, agentDir, "a", tok.Token, map[string]string{"role": "web"})
-	waitFor(t, "the node to re-enroll", func() error {
+	testenv.Eventually(t, within, "the node to re-enroll", func() error {
 		n, err := ts.client.GetNode(context.Background(), "a")
 		if err != nil {
 			return err
@@ -444,7 +527,7 @@ func TestAgentReEnrollsExpiredCertificate(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, "the agent to connect with its new certificate", func() error {
+	testenv.Eventually(t, within, "the agent to connect with its new certificate", func() error {
 		ident, err := pki.LoadIdentity(agentDir)
 		if err != nil {
 			return err
