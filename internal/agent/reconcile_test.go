@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/restart"
 	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // TestNewDesiredStateReportsUnchangedInstancesAgain covers a rollout rolled
@@ -256,5 +258,20 @@ func TestRestartBackoffAndCrashLoop(t *testing.T) {
 		if c := f.container(); !c.Running || st.State != string(api.InstanceRunning) || st.Restarts != uint32(n) {
 			t.Fatalf("exit %d: container running %v, reported %s (%q), %d restarts; want running, %d restarts", n, c.Running, st.State, st.Reason, st.Restarts, n)
 		}
+	}
+}
+
+// TestDesiredCacheWriteFailureIsLogged gives the reconciler a data dir it
+// cannot write to: the desired state is still taken, and the failure to
+// cache it is logged, not dropped.
+func TestDesiredCacheWriteFailureIsLogged(t *testing.T) {
+	var logs testenv.Buffer
+	dir := filepath.Join(t.TempDir(), "missing")
+	r := newReconciler(fakert.New(), "node1", dir, time.Hour, clockwork.NewFakeClock(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if !r.setDesired(redeliveryState(t, 1, 1, "h1")) {
+		t.Fatal("the desired state was not taken")
+	}
+	if got := logs.String(); !strings.Contains(got, "caching the desired state") || !strings.Contains(got, "generation=1") {
+		t.Errorf("log %q; want the failure to cache generation 1", got)
 	}
 }
