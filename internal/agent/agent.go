@@ -196,7 +196,9 @@ func parseServer(s string) (addr, host string, err error) {
 
 // Run enrolls if needed, then connects and reconciles until ctx ends. An
 // enrollment refusal is returned; a lost server is retried for ever, with
-// exponential backoff and jitter, while the containers keep running.
+// exponential backoff and jitter, while the containers keep running. It
+// returns once every goroutine it started has ended: no hook is called
+// after it.
 func (a *Agent) Run(ctx context.Context) error {
 	if err := datadir.Secure(a.cfg.DataDir, a.log); err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -73,7 +73,7 @@ func hostUsage(cpu *cpuSampler) *agentproto.Usage {
 	return u
 }
 
-// SharedHostUsage returns a Config.HostUsage for agents that share one host,
+// SharedHostUsage returns a Hooks.HostUsage for agents that share one host,
 // as simulated agents in one process do: it reads /proc at most once a
 // second for all of them, instead of twice per agent and heartbeat.
 func SharedHostUsage() func() *agentproto.Usage {
