@@ -36,7 +36,9 @@ type Config struct {
 	// DataDir holds the agent's key, certificate and cached desired state.
 	DataDir string
 	// Name is the node name asked for at enrollment; "" means the hostname.
-	Name   string
+	Name string
+	// Labels are the node labels asked for at enrollment; the token must
+	// allow each.
 	Labels map[string]string
 	// Runtime runs the containers.
 	Runtime Runtime
