@@ -93,6 +93,10 @@ func run(t *testing.T, w *world, r api.Rollout, u spec.Update, limit time.Durati
 	for end := w.now.Add(limit); w.now.Before(end); {
 		now := w.now
 		w.now = now.Add(time.Second)
+		if now.Before(r.UpdatedAt) || now.Before(r.LastProgress) {
+			t.Fatalf("simulated time %v is before the rollout's last update %v or progress %v: the clock went backwards",
+				now.Sub(t0), r.UpdatedAt.Sub(t0), r.LastProgress.Sub(t0))
+		}
 		w.tick(now)
 		res := Step(r, u, w.insts, now)
 		r = res.Rollout
