@@ -7,11 +7,6 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 )
 
-// The user's actions on a rollout: each takes the rollout as stored and
-// the time, and returns the Result to persist, as Step does, or a
-// *RefusedError when the rollout's state does not allow the action. The
-// server's controller then steps the rollout from where the action left it.
-
 // RefusedError is a user's action that the rollout's state does not allow:
 // pausing a rollout that is not running, resuming one that is not paused or
 // whose canary waits for promotion, promoting one with no canary waiting,

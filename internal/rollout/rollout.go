@@ -4,7 +4,11 @@
 // controller gathers the instances, calls Step, and persists the Result in
 // one transaction. Because Step reads the instances as they are (an
 // instance already at the target revision is never moved again), a server
-// killed between steps resumes where it was, updating nothing twice.
+// killed between steps resumes where it was, updating nothing twice. A
+// user's pause, resume, promote and abort are pure too (Pause, Resume,
+// Promote, Abort): each takes the rollout as stored and returns a Result
+// persisted the same way, or a *RefusedError when the rollout's state does
+// not allow it; the next Step goes on from where the action left it.
 package rollout
 
 import (
