@@ -126,7 +126,16 @@ func TestSmoke(t *testing.T) {
 		{"setup timed", r.Setup.EnrollSeconds > 0 && r.Setup.HealthySeconds > 0 && r.Setup.ConnectedRSSBytes > 0},
 		{"memory measured", x.RSSBytes > 0 && x.RSSMaxBytes >= x.RSSBytes && x.HWMBytes >= x.RSSBytes &&
 			x.RSSAnonBytes > 0 && x.RSSFileBytes > 0 && x.RSSAnonBytes+x.RSSFileBytes <= x.RSSBytes && x.Threads > 0 && x.OpenFiles > 0},
-		{"CPU measured", x.WindowSeconds > 0 && x.CPUPercent >= 0 && x.ServerCPUPercent >= 0},
+		// Over a 3 s window an idle agent may use less than a clock tick
+		// (10 ms), so 0 is a real reading; but an idle agent using a fifth
+		// of a core, or more than every core, is a broken agent or a
+		// broken measurement (a tick count read as seconds is 100 times
+		// too much). NaN fails every comparison.
+		{"CPU measured over the window asked for", x.WindowSeconds >= 3 && x.WindowSeconds < 60},
+		{"agent CPU measured", x.CPUPercent >= 0 && x.CPUPercent < 20},
+		{"server CPU measured", x.ServerCPUPercent >= 0 && x.ServerCPUPercent < 20},
+		{"dockerd CPU measured if found", x.DockerdCPUPercent >= 0 && x.DockerdCPUPercent <= 100*float64(r.Machine.CPUs) &&
+			(x.DockerdFound || x.DockerdCPUPercent == 0)},
 		{"every container healthy at the end", x.HealthyAtEnd == n},
 		{"targets", r.Targets == designTargets},
 	} {

@@ -527,7 +527,9 @@ func (b *bencher) idle(ctx context.Context) error {
 		return err
 	}
 	x.HeapLiveBytes, x.StacksBytes, x.GoSysBytes = ms.heapAlloc, ms.stackInuse, ms.sys
-	x.GCsIdle = int(ms.numGC - ms0.numGC - 2) // less the two memStats made
+	// Less the one collection the second read forced (gc=1); the first
+	// read (no gc) forced none.
+	x.GCsIdle = int(ms.numGC - ms0.numGC - 1)
 	x.HeapPerAgentBytes = max(x.HeapLiveBytes-x.HeapBaselineBytes, 0) / n
 	if x.Goroutines, err = b.debug.goroutines(ctx); err != nil {
 		return err

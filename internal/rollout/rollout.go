@@ -4,7 +4,11 @@
 // controller gathers the instances, calls Step, and persists the Result in
 // one transaction. Because Step reads the instances as they are (an
 // instance already at the target revision is never moved again), a server
-// killed between steps resumes where it was, updating nothing twice.
+// killed between steps resumes where it was, updating nothing twice. A
+// user's pause, resume, promote and abort are pure too (Pause, Resume,
+// Promote, Abort): each takes the rollout as stored and returns a Result
+// persisted the same way, or a *RefusedError when the rollout's state does
+// not allow it; the next Step goes on from where the action left it.
 package rollout
 
 import (
@@ -357,19 +361,6 @@ func (s *stepper) prePull() {
 	s.event("prepull.done", "%d nodes have the image; %d could not pull it", len(s.r.PrePulled), len(s.r.PullFailed))
 }
 
-// Abort stops an active rollout and returns the instances it moved to the
-// revision they came from.
-func Abort(r api.Rollout, insts []Instance, now time.Time) Result {
-	s := &stepper{r: r, now: now, insts: insts}
-	n := s.moveBack()
-	s.r.State, s.r.Phase, s.r.BatchInstances = api.RolloutAborted, api.PhaseDone, nil
-	s.r.Message = fmt.Sprintf("aborted; returned %d instances to revision %d", n, r.From)
-	s.event("rollout.aborted", "rollout to revision %d %s", r.To, s.r.Message)
-	s.res.Rollout, s.res.Changed = s.r, true
-	s.res.Rollout.UpdatedAt = now
-	return s.res
-}
-
 // batchDone reports whether the batch in flight is healthy for long enough,
 // and records it if so; otherwise it says what the batch waits for.
 func (s *stepper) batchDone() bool {
@@ -448,11 +439,6 @@ func spread(insts []Instance) {
 // nextBatch starts the next batch, or ends the rollout when no instance is
 // left to move.
 func (s *stepper) nextBatch() {
-	if s.now.Before(s.r.NextBatchAt) {
-		s.setMessage("waiting %s between batches", s.r.NextBatchAt.Sub(s.now).Round(time.Second))
-		s.wakeAt(s.r.NextBatchAt)
-		return
-	}
 	var remaining []Instance
 	unavailable := 0
 	for _, i := range s.insts {
@@ -470,6 +456,13 @@ func (s *stepper) nextBatch() {
 		to := s.r.To
 		s.res.Stable = &to
 		s.event("rollout.succeeded", "all %d instances on revision %d", len(s.insts), s.r.To)
+		return
+	}
+	// batchDelay holds back the next batch, not the end of the rollout:
+	// after the last batch there is nothing to wait for.
+	if s.now.Before(s.r.NextBatchAt) {
+		s.setMessage("waiting %s (batchDelay) before batch %d", s.r.NextBatchAt.Sub(s.now).Round(time.Second), s.r.Batch+1)
+		s.wakeAt(s.r.NextBatchAt)
 		return
 	}
 	spread(remaining)

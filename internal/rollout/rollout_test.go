@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -22,8 +23,11 @@ func n(v int) spec.IntOrPercent   { return spec.IntOrPercent{Value: v} }
 func pct(v int) spec.IntOrPercent { return spec.IntOrPercent{Value: v, Percent: true} }
 
 // world simulates a deployment's instances: a moved instance becomes
-// healthy after startup, unless its revision is bad.
+// healthy after startup, unless its revision is bad. Its clock, now, is the
+// next instant to simulate: it starts at t0 and only moves forward, so a
+// run that follows another (after a promotion, a restart) continues in time.
 type world struct {
+	now     time.Time
 	insts   []Instance
 	startup time.Duration
 	bad     map[int64]bool
@@ -32,7 +36,7 @@ type world struct {
 }
 
 func newWorld(nodes int, rev int64) *world {
-	w := &world{startup: 3 * time.Second, bad: map[int64]bool{}, moved: map[string]int{}, changed: map[string]time.Time{}}
+	w := &world{now: t0, startup: 3 * time.Second, bad: map[int64]bool{}, moved: map[string]int{}, changed: map[string]time.Time{}}
 	for i := range nodes {
 		state := api.InstanceHealthy
 		if rev == 0 {
@@ -81,11 +85,18 @@ func (w *world) unavailable() int {
 	return n
 }
 
-// run steps r every second of simulated time until it is final or limit passes.
+// run steps r every second of the world's time until it is final or
+// paused, or limit passes.
 func run(t *testing.T, w *world, r api.Rollout, u spec.Update, limit time.Duration, check func(now time.Time, res Result)) (api.Rollout, []Event) {
 	t.Helper()
 	var events []Event
-	for now := t0; now.Before(t0.Add(limit)); now = now.Add(time.Second) {
+	for end := w.now.Add(limit); w.now.Before(end); {
+		now := w.now
+		w.now = now.Add(time.Second)
+		if now.Before(r.UpdatedAt) || now.Before(r.LastProgress) {
+			t.Fatalf("simulated time %v is before the rollout's last update %v or progress %v: the clock went backwards",
+				now.Sub(t0), r.UpdatedAt.Sub(t0), r.LastProgress.Sub(t0))
+		}
 		w.tick(now)
 		res := Step(r, u, w.insts, now)
 		r = res.Rollout
@@ -243,11 +254,65 @@ func TestCanaryWaitsForPromotion(t *testing.T) {
 	if len(w.moved) != 1 || events[len(events)-1].Type != "canary.healthy" {
 		t.Errorf("moved %d, last event %+v; want the canary only and canary.healthy", len(w.moved), events[len(events)-1])
 	}
-	// Promotion is the API's: it resumes the rollout in the batches phase.
-	r.State, r.Phase, r.Promoted = api.RolloutRunning, api.PhaseBatches, true
-	r, _ = run(t, w, r, update(n(2), n(2), n(1)), time.Hour, nil)
-	if r.State != api.RolloutSucceeded || len(w.moved) != 4 {
-		t.Errorf("after promotion: %s with %d moved; want succeeded with 4", r.State, len(w.moved))
+	res, err := Promote(r, w.now)
+	if err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	r, _ = run(t, w, res.Rollout, update(n(2), n(2), n(1)), time.Hour, func(now time.Time, res Result) {
+		// batchDelay is 0: nothing may hold the batches back.
+		if strings.Contains(res.Rollout.Message, "batchDelay") {
+			t.Errorf("%v: message %q; want no wait between batches", now.Sub(t0), res.Rollout.Message)
+		}
+	})
+	if r.State != api.RolloutSucceeded || len(w.moved) != 4 || !r.Promoted {
+		t.Errorf("after promotion: %s with %d moved, promoted %v; want succeeded with 4, promoted", r.State, len(w.moved), r.Promoted)
+	}
+}
+
+// TestBatchDelay: after a batch is healthy the next one waits batchDelay,
+// saying so, and the controller is woken when the wait ends; the last batch
+// is followed by success at once, as there is nothing left to wait for.
+func TestBatchDelay(t *testing.T) {
+	const delay = 30 * time.Second
+	w := newWorld(6, 1)
+	u := update(n(2), n(2), n(0))
+	u.BatchDelay = spec.Duration(delay)
+	var healthyAt, succeededAt time.Time // healthyAt is zero while a batch is in flight
+	waits := 0
+	r, _ := run(t, w, newRollout(1, 2), u, time.Hour, func(now time.Time, res Result) {
+		for _, e := range res.Events {
+			switch e.Type {
+			case "batch.healthy":
+				healthyAt = now
+			case "batch.started":
+				if res.Rollout.Batch > 1 && now.Sub(healthyAt) != delay {
+					t.Errorf("batch %d started %v after the one before was healthy; want batchDelay %v", res.Rollout.Batch, now.Sub(healthyAt), delay)
+				}
+				healthyAt = time.Time{}
+			case "rollout.succeeded":
+				succeededAt = now
+			}
+		}
+		if healthyAt.IsZero() || res.Rollout.State != api.RolloutRunning {
+			return
+		}
+		waits++
+		next := healthyAt.Add(delay)
+		if want := fmt.Sprintf("waiting %s (batchDelay) before batch %d", next.Sub(now), res.Rollout.Batch+1); res.Rollout.Message != want {
+			t.Errorf("%v: message %q; want %q", now.Sub(t0), res.Rollout.Message, want)
+		}
+		if !res.Wake.Equal(next) {
+			t.Errorf("%v: wake at %v; want %v, when batchDelay ends", now.Sub(t0), res.Wake.Sub(t0), next.Sub(t0))
+		}
+	})
+	if r.State != api.RolloutSucceeded || r.Batch != 3 {
+		t.Fatalf("rollout %s after batch %d (%s); want succeeded after 3", r.State, r.Batch, r.Message)
+	}
+	if want := 2 * int(delay/time.Second); waits != want {
+		t.Errorf("%d steps waited between batches; want %d, batchDelay twice", waits, want)
+	}
+	if !succeededAt.Equal(healthyAt) {
+		t.Errorf("succeeded %v after the last batch was healthy; want at once", succeededAt.Sub(healthyAt))
 	}
 }
 
@@ -308,15 +373,7 @@ func TestResumeAfterRestartMovesNothingTwice(t *testing.T) {
 	// starts from the stored rollout and the instances as they are.
 	w := newWorld(6, 1)
 	u := update(n(2), n(2), n(0))
-	r := newRollout(1, 2)
-	now := t0
-	for range 20 {
-		w.tick(now)
-		res := Step(r, u, w.insts, now)
-		w.apply(res, 2, now)
-		r = res.Rollout
-		now = now.Add(time.Second)
-	}
+	r, _ := run(t, w, newRollout(1, 2), u, 20*time.Second, nil)
 	if r.Batch != 2 {
 		t.Fatalf("after 20s at batch %d; want 2 (test setup)", r.Batch)
 	}
@@ -332,12 +389,122 @@ func TestResumeAfterRestartMovesNothingTwice(t *testing.T) {
 	}
 }
 
-func TestAbort(t *testing.T) {
+// TestActions: what a user's pause, resume, promote and abort do to a
+// rollout in each state, and which of them the state refuses.
+func TestActions(t *testing.T) {
+	now := t0.Add(time.Hour)
+	at := func(state api.RolloutState, phase string) api.Rollout {
+		r := newRollout(1, 2)
+		r.State, r.Phase, r.LastProgress, r.Message = state, phase, t0, "before"
+		return r
+	}
+	// Two of four instances are on the new revision: abort returns them.
 	w := newWorld(4, 1)
 	w.insts[0].Revision, w.insts[1].Revision = 2, 2
-	res := Abort(newRollout(1, 2), w.insts, t0)
-	if res.Rollout.State != api.RolloutAborted || len(res.Moves) != 2 || res.Moves[0].Revision != 1 {
-		t.Errorf("abort = %s with moves %+v; want aborted, 2 instances back to 1", res.Rollout.State, res.Moves)
+	actions := map[string]func(api.Rollout, time.Time) (Result, error){
+		"pause":   Pause,
+		"resume":  Resume,
+		"promote": Promote,
+		"abort":   func(r api.Rollout, now time.Time) (Result, error) { return Abort(r, w.insts, now) },
+	}
+	running, paused, awaiting := at(api.RolloutRunning, api.PhaseBatches), at(api.RolloutPaused, api.PhaseBatches),
+		at(api.RolloutPaused, api.PhaseAwaitingPromotion)
+	promoted := running
+	promoted.Promoted = true
+	type want struct {
+		state    api.RolloutState
+		phase    string
+		message  string
+		event    Event
+		progress bool // LastProgress moves to now
+		promoted bool
+		moves    int
+	}
+	type actionCase struct {
+		name    string
+		action  string
+		r       api.Rollout
+		want    want
+		refused string // the refusal's message; empty when the action is allowed
+	}
+	tests := []actionCase{
+		{"pause a running rollout", "pause", running, want{state: api.RolloutPaused, phase: api.PhaseBatches,
+			message: "paused by a user; `dockfleet rollout resume` continues", event: Event{"rollout.paused", "rollout to revision 2 paused"}}, ""},
+		{"pause twice", "pause", paused, want{}, "rollout r is paused, not running: nothing to pause"},
+		{"pause a canary awaiting promotion", "pause", awaiting, want{}, "rollout r is paused, not running: nothing to pause"},
+		{"resume a paused rollout", "resume", paused, want{state: api.RolloutRunning, phase: api.PhaseBatches,
+			event: Event{"rollout.resumed", "rollout to revision 2 resumed"}, progress: true}, ""},
+		{"resume a running rollout", "resume", running, want{}, "rollout r is running, not paused: nothing to resume"},
+		{"resume a canary awaiting promotion", "resume", awaiting, want{},
+			"rollout r waits for its canary to be promoted: use `dockfleet rollout promote`"},
+		{"promote a canary awaiting promotion", "promote", awaiting, want{state: api.RolloutRunning, phase: api.PhaseBatches,
+			event: Event{"rollout.promoted", "canary promoted; continuing with the remaining batches"}, progress: true, promoted: true}, ""},
+		{"promote without a canary", "promote", running, want{},
+			"rollout r has no canary awaiting promotion (state running, phase batches)"},
+		{"promote twice", "promote", promoted, want{},
+			"rollout r has no canary awaiting promotion (state running, phase batches)"},
+		{"promote a rollout a user paused", "promote", paused, want{},
+			"rollout r has no canary awaiting promotion (state paused, phase batches)"},
+		{"promote a superseded canary", "promote", at(api.RolloutSuperseded, api.PhaseAwaitingPromotion), want{},
+			"rollout r has no canary awaiting promotion (state superseded, phase awaiting-promotion)"},
+		{"abort a running rollout", "abort", running, want{state: api.RolloutAborted, phase: api.PhaseDone,
+			message: "aborted; returned 2 instances to revision 1",
+			event:   Event{"rollout.aborted", "rollout to revision 2 aborted; returned 2 instances to revision 1"}, moves: 2}, ""},
+		{"abort a canary awaiting promotion", "abort", awaiting, want{state: api.RolloutAborted, phase: api.PhaseDone,
+			message: "aborted; returned 2 instances to revision 1",
+			event:   Event{"rollout.aborted", "rollout to revision 2 aborted; returned 2 instances to revision 1"}, moves: 2}, ""},
+	}
+	// No action changes a rollout that ended.
+	for _, state := range []api.RolloutState{api.RolloutSucceeded, api.RolloutFailed, api.RolloutRolledBack, api.RolloutAborted, api.RolloutSuperseded} {
+		ended := at(state, api.PhaseDone)
+		tests = append(tests,
+			actionCase{"pause a rollout that " + string(state), "pause", ended, want{}, fmt.Sprintf("rollout r is %s, not running: nothing to pause", state)},
+			actionCase{"resume a rollout that " + string(state), "resume", ended, want{}, fmt.Sprintf("rollout r is %s, not paused: nothing to resume", state)},
+			actionCase{"promote a rollout that " + string(state), "promote", ended, want{},
+				fmt.Sprintf("rollout r has no canary awaiting promotion (state %s, phase done)", state)},
+			actionCase{"abort a rollout that " + string(state), "abort", ended, want{}, fmt.Sprintf("rollout r already ended (%s): nothing to abort", state)},
+		)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := actions[tc.action](tc.r, now)
+			if tc.refused != "" {
+				var refused *RefusedError
+				if !errors.As(err, &refused) || refused.Action != tc.action || err.Error() != tc.refused {
+					t.Fatalf("got %+v, error %v; want a refusal to %s: %q", res.Rollout, err, tc.action, tc.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v; want %s to succeed", err, tc.action)
+			}
+			got := res.Rollout
+			if got.State != tc.want.state || got.Phase != tc.want.phase || got.Message != tc.want.message || got.Promoted != tc.want.promoted {
+				t.Errorf("got rollout %s/%s %q promoted %v; want %s/%s %q promoted %v", got.State, got.Phase, got.Message, got.Promoted,
+					tc.want.state, tc.want.phase, tc.want.message, tc.want.promoted)
+			}
+			if len(res.Events) != 1 || res.Events[0] != tc.want.event {
+				t.Errorf("got events %+v; want [%+v]", res.Events, tc.want.event)
+			}
+			wantProgress := tc.r.LastProgress
+			if tc.want.progress {
+				wantProgress = now
+			}
+			if !got.LastProgress.Equal(wantProgress) {
+				t.Errorf("got lastProgress %v; want %v", got.LastProgress, wantProgress)
+			}
+			if !res.Changed || !got.UpdatedAt.Equal(now) {
+				t.Errorf("got changed %v, updatedAt %v; want changed at %v", res.Changed, got.UpdatedAt, now)
+			}
+			if len(res.Moves) != tc.want.moves {
+				t.Errorf("got moves %+v; want %d", res.Moves, tc.want.moves)
+			}
+			for _, m := range res.Moves {
+				if m.Revision != tc.r.From {
+					t.Errorf("got move %+v; want back to revision %d", m, tc.r.From)
+				}
+			}
+		})
 	}
 }
 

@@ -258,9 +258,12 @@ func FuzzAPI(f *testing.F) {
 	})
 }
 
+// TestRolloutBadRequests: each request is refused with a status and a
+// message that says why. Every case starts from a fresh server, brought to
+// the state it needs by setup requests that must succeed, so a failing case
+// fails alone.
 func TestRolloutBadRequests(t *testing.T) {
-	s, tok := newTestServer(t)
-	h := s.routes()
+	const actions = "/v1/projects/default/deployments/web/rollout/"
 	canary := `apiVersion: dockfleet.io/v1
 kind: Deployment
 metadata: {name: web}
@@ -268,41 +271,61 @@ spec:
   container: {image: hello:v1}
   update: {canary: 3}
 `
+	// Setup steps: "apply" applies goodSpec (a rollout to revision 1 on no
+	// node, which no controller steps here); any other is a rollout action.
+	applied, paused, aborted := []string{"apply"}, []string{"apply", "pause"}, []string{"apply", "abort"}
 	tests := []struct {
-		name, method, path, body string
-		status                   int
-		want                     string
+		name               string
+		setup              []string
+		method, path, body string
+		status             int
+		want               string
 	}{
-		{"promote without a rollout", "POST", "/v1/projects/default/deployments/web/rollout/promote", "", 409, `deployment "web" in project "default" has no rollout to promote`},
-		{"undo of an unknown deployment", "POST", "/v1/projects/default/deployments/web/rollout/undo", `{"toRevision":1}`, 404, `no deployment "web"`},
-		{"canary larger than the targets", "POST", "/v1/apply?filename=web.yaml", canary, 400, "web.yaml: deployment web: spec.update.canary: 3 is more than the 0 nodes it targets"},
-		{"apply", "POST", "/v1/apply?filename=web.yaml", goodSpec, 200, ""},
-		{"undo to a revision that does not exist", "POST", "/v1/projects/default/deployments/web/rollout/undo", `{"toRevision":7}`, 404, `deployment "web" has no revision 7 (it has 1 to 1)`},
-		{"undo with nothing before", "POST", "/v1/projects/default/deployments/web/rollout/undo", "", 409, "no revision before its stable revision 0"},
-		{"negative undo", "POST", "/v1/projects/default/deployments/web/rollout/undo", `{"toRevision":-1}`, 400, "toRevision: -1 is negative"},
-		{"promote with no canary", "POST", "/v1/projects/default/deployments/web/rollout/promote", "", 409, "has no canary awaiting promotion"},
-		{"resume a running rollout", "POST", "/v1/projects/default/deployments/web/rollout/resume", "", 409, "is running, not paused"},
-		{"unknown action", "POST", "/v1/projects/default/deployments/web/rollout/frobnicate", "", 404, `no rollout action "frobnicate"`},
-		{"pause", "POST", "/v1/projects/default/deployments/web/rollout/pause", "", 200, ""},
-		{"pause twice", "POST", "/v1/projects/default/deployments/web/rollout/pause", "", 409, "is paused, not running"},
-		{"abort", "POST", "/v1/projects/default/deployments/web/rollout/abort", "", 200, ""},
-		{"abort twice", "POST", "/v1/projects/default/deployments/web/rollout/abort", "", 409, "already ended (aborted)"},
-		{"bad event wait", "GET", "/v1/projects/default/events?wait=forever", "", 400, `wait: "forever" is not a duration`},
-		{"bad event after", "GET", "/v1/projects/default/events?after=x", "", 400, `after: "x" is not a sequence number`},
+		{"promote without a rollout", nil, "POST", actions + "promote", "", 409, `deployment "web" in project "default" has no rollout to promote`},
+		{"undo of an unknown deployment", nil, "POST", actions + "undo", `{"toRevision":1}`, 404, `no deployment "web"`},
+		{"canary larger than the targets", nil, "POST", "/v1/apply?filename=web.yaml", canary, 400,
+			"web.yaml: deployment web: spec.update.canary: 3 is more than the 0 nodes it targets"},
+		{"undo to a revision that does not exist", applied, "POST", actions + "undo", `{"toRevision":7}`, 404, `deployment "web" has no revision 7 (it has 1 to 1)`},
+		{"undo with nothing before", applied, "POST", actions + "undo", "", 409, "no revision before its stable revision 0"},
+		{"negative undo", applied, "POST", actions + "undo", `{"toRevision":-1}`, 400, "toRevision: -1 is negative"},
+		{"promote with no canary", applied, "POST", actions + "promote", "", 409, "has no canary awaiting promotion (state running"},
+		{"resume a running rollout", applied, "POST", actions + "resume", "", 409, "is running, not paused: nothing to resume"},
+		{"unknown action", applied, "POST", actions + "frobnicate", "", 404, `no rollout action "frobnicate"`},
+		{"pause twice", paused, "POST", actions + "pause", "", 409, "is paused, not running: nothing to pause"},
+		{"abort twice", aborted, "POST", actions + "abort", "", 409, "already ended (aborted): nothing to abort"},
+		{"resume an aborted rollout", aborted, "POST", actions + "resume", "", 409, "is aborted, not paused: nothing to resume"},
+		{"bad event wait", nil, "GET", "/v1/projects/default/events?wait=forever", "", 400, `wait: "forever" is not a duration`},
+		{"bad event after", nil, "GET", "/v1/projects/default/events?after=x", "", 400, `after: "x" is not a sequence number`},
 	}
 	for _, tc := range tests {
-		code, e := call(t, h, tok, tc.method, tc.path, tc.body)
-		if code != tc.status || !strings.Contains(e.Error, tc.want) {
-			t.Errorf("%s: %s %s = %d %q; want %d containing %q", tc.name, tc.method, tc.path, code, e.Error, tc.status, tc.want)
-		}
-	}
-	if ds, _ := s.store.ListDeployments(context.Background(), ""); len(ds) != 1 {
-		t.Errorf("%d deployments; want only the one valid apply stored", len(ds))
+		t.Run(tc.name, func(t *testing.T) {
+			s, tok := newTestServer(t)
+			h := s.routes()
+			for _, step := range tc.setup {
+				path, body := actions+step, ""
+				if step == "apply" {
+					path, body = "/v1/apply?filename=web.yaml", goodSpec
+				}
+				if code, e := call(t, h, tok, "POST", path, body); code != http.StatusOK {
+					t.Fatalf("setup %q: POST %s = %d %q; want 200", step, path, code, e.Error)
+				}
+			}
+			code, e := call(t, h, tok, tc.method, tc.path, tc.body)
+			if code != tc.status || !strings.Contains(e.Error, tc.want) {
+				t.Errorf("%s %s = %d %q; want %d containing %q", tc.method, tc.path, code, e.Error, tc.status, tc.want)
+			}
+			// A refused request stores nothing: only the setup's apply made a deployment.
+			want := 0
+			if len(tc.setup) > 0 {
+				want = 1
+			}
+			if ds, err := s.store.ListDeployments(context.Background(), ""); err != nil || len(ds) != want {
+				t.Errorf("%d deployments stored (%v); want %d", len(ds), err, want)
+			}
+		})
 	}
 }
 
-// pprof has no authentication: the server refuses to serve it where other
-// hosts could reach it unless told (security review, finding 15).
 func TestDebugListenerIsLoopbackUnlessForced(t *testing.T) {
 	_, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: ":0"})
 	if !errors.Is(err, debugsrv.ErrNotLoopback) {

@@ -342,53 +342,39 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// act decides what a user's action does to rollout ro.
+// act decides what a user's action does to rollout ro. The rules are the
+// rollout package's; a refusal is a conflict with the rollout's state.
 func (s *Server) act(ctx context.Context, ro api.Rollout, action string) (rollout.Result, error) {
 	now := time.Now().UTC()
-	res := rollout.Result{Rollout: ro, Changed: true}
-	r := &res.Rollout
-	r.UpdatedAt = now
-	event := func(typ, msg string) { res.Events = append(res.Events, rollout.Event{Type: typ, Message: msg}) }
+	var (
+		res rollout.Result
+		err error
+	)
 	switch action {
 	case "pause":
-		if ro.State != api.RolloutRunning {
-			return res, conflict{fmt.Sprintf("rollout %s is %s, not running: nothing to pause", ro.ID, ro.State)}
-		}
-		r.State, r.Message = api.RolloutPaused, "paused by a user; `dockfleet rollout resume` continues"
-		event("rollout.paused", "rollout to revision "+fmt.Sprint(ro.To)+" paused")
+		res, err = rollout.Pause(ro, now)
 	case "resume":
-		switch {
-		case ro.State != api.RolloutPaused:
-			return res, conflict{fmt.Sprintf("rollout %s is %s, not paused: nothing to resume", ro.ID, ro.State)}
-		case ro.Phase == api.PhaseAwaitingPromotion:
-			return res, conflict{fmt.Sprintf("rollout %s waits for its canary to be promoted: use `dockfleet rollout promote`", ro.ID)}
-		}
-		r.State, r.Message = api.RolloutRunning, ""
-		r.LastProgress = now // time spent paused is not lack of progress
-		event("rollout.resumed", "rollout to revision "+fmt.Sprint(ro.To)+" resumed")
+		res, err = rollout.Resume(ro, now)
 	case "promote":
-		if ro.Phase != api.PhaseAwaitingPromotion {
-			return res, conflict{fmt.Sprintf("rollout %s has no canary awaiting promotion (state %s, phase %s)", ro.ID, ro.State, ro.Phase)}
-		}
-		r.State, r.Phase, r.Promoted, r.Message, r.LastProgress = api.RolloutRunning, api.PhaseBatches, true, "", now
-		event("rollout.promoted", "canary promoted; continuing with the remaining batches")
+		res, err = rollout.Promote(ro, now)
 	case "abort":
-		if ro.State.Final() {
-			return res, conflict{fmt.Sprintf("rollout %s already ended (%s): nothing to abort", ro.ID, ro.State)}
-		}
-		all, err := s.store.ListInstances(ctx, store.InstanceFilter{Project: ro.Project, Deployment: ro.Deployment})
-		if err != nil {
+		var all []api.Instance
+		if all, err = s.store.ListInstances(ctx, store.InstanceFilter{Project: ro.Project, Deployment: ro.Deployment}); err != nil {
 			return res, err
 		}
 		insts := make([]rollout.Instance, len(all))
 		for i, in := range all {
 			insts[i] = rollout.Instance{ID: in.ID, Revision: in.Revision}
 		}
-		return rollout.Abort(ro, insts, now), nil
+		res, err = rollout.Abort(ro, insts, now)
 	default:
 		return res, notFound{fmt.Sprintf("no rollout action %q: use pause, resume, promote, abort or undo", action)}
 	}
-	return res, nil
+	var refused *rollout.RefusedError
+	if errors.As(err, &refused) {
+		return res, conflict{refused.Error()}
+	}
+	return res, err
 }
 
 // persistAction writes a user's action, with the spec hashes its moves
