@@ -16,6 +16,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // bigEnvSpec is a global deployment on the good agents whose env holds n
@@ -187,7 +188,7 @@ func watchHeap() func() uint64 {
 // The controller never sends a desired state over maxDesiredState, which
 // the agent would refuse, ending its stream; it says so, sparsely.
 func TestOversizeDesiredStateIsNotSent(t *testing.T) {
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	f := &fleet{oversizeLog: newSparseLog(slog.New(slog.NewTextHandler(&logs, nil)))}
 	small := &agentproto.DesiredState{Instances: []*agentproto.InstanceSpec{{Id: "a", Container: make([]byte, 1<<20)}}}
 	if f.desiredTooLarge("n1", small) {
