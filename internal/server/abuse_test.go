@@ -134,29 +134,28 @@ func (f *abuseFleet) startGoodAgents(t *testing.T) {
 // waitReady waits until n nodes named prefix... are ready, while r runs.
 func (f *abuseFleet) waitReady(t *testing.T, r *simRun, prefix string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ready := 0
-		nodes, err := f.api.ListNodes(context.Background())
-		for _, nd := range nodes {
-			if strings.HasPrefix(nd.Name, prefix) && nd.State == api.NodeReady {
-				ready++
-			}
-		}
-		if err == nil && ready == n {
-			return
-		}
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d nodes %s* to be ready", n, prefix), func() error {
 		select {
 		case err := <-r.done:
 			r.done <- err
 			t.Fatalf("waiting for %d nodes %s* to be ready: the simulation ended: %v", n, prefix, err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d nodes %s* ready after 60s (last error: %v)", ready, n, prefix, err)
+		nodes, err := f.api.ListNodes(context.Background())
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		ready := 0
+		for _, nd := range nodes {
+			if strings.HasPrefix(nd.Name, prefix) && nd.State == api.NodeReady {
+				ready++
+			}
+		}
+		if ready != n {
+			return fmt.Errorf("%d of %d ready", ready, n)
+		}
+		return nil
+	})
 }
 
 // checkGoodAgents watches the good nodes for abuseFor at least, and
