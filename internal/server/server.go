@@ -256,7 +256,9 @@ const (
 // apiIdleTimeout is a variable so that tests can shorten it.
 var apiIdleTimeout = 2 * time.Minute
 
-// Server is a running control plane.
+// Server is a control plane. New acquires what it needs (the store, the
+// listeners); Run serves until its context ends and releases them all;
+// Close releases them for a server that will not run.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
