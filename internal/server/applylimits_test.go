@@ -82,19 +82,25 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 	// state of about 2.7 MiB, on the stream it had from the start.
 	for i := range 3 {
 		name := fmt.Sprintf("big-%d", i)
-		var r api.Rollout
-		testenv.Eventually(t, 60*time.Second, "the rollout of "+name+" to end", func() error {
-			var err error
-			if r, err = f.api.GetRollout(ctx, "default", name); err != nil {
-				return err
+		// Polled every 50ms, not at testenv.Eventually's 20ms: at that
+		// rate, on a loaded 2-core machine, the agents here (taking 2.7
+		// MiB desired states under -race) missed heartbeats and
+		// reconnected in most runs.
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			r, err := f.api.GetRollout(ctx, "default", name)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !r.State.Final() {
-				return fmt.Errorf("still %s", r.State)
+			if r.State.Final() {
+				if r.State != api.RolloutSucceeded {
+					t.Errorf("the rollout of %s ended %s; want succeeded", name, r.State)
+				}
+				break
 			}
-			return nil
-		})
-		if r.State != api.RolloutSucceeded {
-			t.Errorf("the rollout of %s ended %s; want succeeded", name, r.State)
+			if time.Now().After(deadline) {
+				t.Fatalf("the rollout of %s is still %s after 60s; want succeeded", name, r.State)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	for _, line := range []string{"agent disconnected", "not sending a node its desired state"} {
