@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/server"
+	"github.com/dockfleet/dockfleet/internal/servertest"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
@@ -28,46 +28,32 @@ import (
 // loop, fast. The same flows run against real Docker in tests/e2e.
 
 type testServer struct {
+	f      *servertest.Fixture
 	srv    *server.Server
 	client *client.Client
-	cancel context.CancelFunc
-	done   chan error
-	dir    string
 }
 
 func startServer(t *testing.T, dir, apiAddr, agentAddr string) *testServer {
 	return startServerConfig(t, server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr})
 }
 
+// startServerConfig runs a server with cfg, which names its data dir and
+// both addresses, and with the fixture's resolver unless cfg has one.
 func startServerConfig(t *testing.T, cfg server.Config) *testServer {
 	t.Helper()
-	dir := cfg.DataDir
-	cfg.HeartbeatInterval = 200 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	ts := &testServer{srv: srv, cancel: cancel, done: make(chan error, 1), dir: dir}
-	go func() { ts.done <- srv.Run(ctx) }()
-	tok, err := os.ReadFile(srv.AdminTokenFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.client, err = client.New(client.Config{Addr: srv.APIURL(), Token: strings.TrimSpace(string(tok)), CACertFile: srv.CAFile()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ts.stop)
-	return ts
+	f := servertest.Start(t, func(c *server.Config) {
+		resolve := c.Resolve
+		*c = cfg
+		c.HeartbeatInterval = 200 * time.Millisecond
+		if c.Resolve == nil {
+			c.Resolve = resolve
+		}
+	})
+	return &testServer{f: f, srv: f.Server, client: f.Client}
 }
 
-func (ts *testServer) stop() {
-	ts.cancel()
-	<-ts.done
-	ts.done <- nil // later stops return at once
-}
+// stop stops the server; later stops return at once.
+func (ts *testServer) stop() { _ = ts.f.Stop() }
 
 // within bounds every wait for the agents and the server: a bound on a
 // hang, not a speed target.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -62,8 +63,10 @@ The data dir defaults to $XDG_STATE_HOME/dockfleet/dev, else
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "", "directory of the server's and the agent's state (default $XDG_STATE_HOME/dockfleet/dev or ~/.dockfleet/dev)")
-	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:7400", "HOST:PORT of the HTTPS REST API")
-	f.StringVar(&o.agentAddr, "agent-addr", "127.0.0.1:7401", "HOST:PORT of the agents' endpoint")
+	def := server.DefaultConfig()
+	f.StringVar(&o.apiAddr, "api-addr", def.APIAddr, "HOST:PORT of the HTTPS REST API")
+	// Its agent is on this host: the agents' endpoint need not be reachable from others.
+	f.StringVar(&o.agentAddr, "agent-addr", localAddr(def.AgentAddr), "HOST:PORT of the agents' endpoint")
 	f.StringVar(&o.name, "name", "", "node name of the agent (default the hostname)")
 	f.Var(&o.labels, "labels", "the agent's node labels, k=v,k2=v2 (default role=web)")
 	f.StringVar(&o.dockerHost, "docker-host", "", "Docker daemon address (default $DOCKER_HOST or the local socket)")
@@ -112,12 +115,10 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 		return agentError(err)
 	}
 
-	srv, err := server.New(ctx, server.Config{
-		DataDir:   o.dataDir,
-		APIAddr:   o.apiAddr,
-		AgentAddr: o.agentAddr,
-		Logger:    log.With("component", "server"),
-	})
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.APIAddr, cfg.AgentAddr = o.dataDir, o.apiAddr, o.agentAddr
+	cfg.Logger = log.With("component", "server")
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("starting server: %w", err)
 	}
@@ -125,13 +126,13 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 	// it is cheap, single-use and short-lived.
 	tok, err := srv.CreateEnrollToken(ctx, api.TokenRequest{Uses: 1, TTL: "10m", Labels: o.labels.labels})
 	if err != nil {
-		stopServer(srv)
+		closeServer(srv, log)
 		return fmt.Errorf("creating the agent's enrollment token: %w", err)
 	}
 	acfg.Server, acfg.Token, acfg.CACertFile = localAddr(srv.AgentAddr()), tok.Token, srv.CAFile()
 	a, err := agent.New(acfg)
 	if err != nil {
-		stopServer(srv)
+		closeServer(srv, log)
 		return agentError(err)
 	}
 
@@ -143,12 +144,13 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 	return g.Wait()
 }
 
-// stopServer closes a server that was made but will not run: Run with an
-// ended context shuts it down at once.
-func stopServer(srv *server.Server) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = srv.Run(ctx)
+// closeServer closes a server that was made but will not run. The error
+// that stops it from running is the one to report; a failure to close
+// after it is only logged.
+func closeServer(srv *server.Server, log *slog.Logger) {
+	if err := srv.Close(); err != nil {
+		log.Warn("closing the server", "err", err)
+	}
 }
 
 // localAddr turns a listener's address into one this host can dial: a

@@ -16,7 +16,8 @@ import (
 
 func newServerCommand(e *env) *cobra.Command {
 	var (
-		cfg  server.Config
+		cfg  = server.DefaultConfig()
+		def  = server.DefaultConfig()
 		logs logFlags
 	)
 	cmd := &cobra.Command{
@@ -29,38 +30,10 @@ CLI users and agents trust, and a bootstrap admin API token
 (DATA_DIR/admin.token).`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.DataDir == "" {
-				return usageErrorf("--data-dir is required")
-			}
-			if err := checkPositive(
-				durationFlag{"--heartbeat-interval", cfg.HeartbeatInterval},
-				durationFlag{"--reschedule-after", cfg.RescheduleAfter},
-				durationFlag{"--node-cert-ttl", cfg.NodeCertTTL},
-				durationFlag{"--max-token-ttl", cfg.MaxTokenTTL},
-				durationFlag{"--event-retention", cfg.EventRetention},
-			); err != nil {
-				return err
-			}
-			if cfg.MissedHeartbeats < 1 {
-				return usageErrorf("--missed-heartbeats must be at least 1")
-			}
-			if cfg.ExpectedAgents < 0 {
-				return usageErrorf("--expected-agents must be 0 or more")
-			}
-			if cfg.PrePullParallelism < 1 {
-				return usageErrorf("--prepull-parallelism must be at least 1")
-			}
-			if cfg.AgentSourceRate <= 0 || cfg.AgentMessageRate <= 0 {
-				return usageErrorf("--agent-source-rate and --agent-message-rate must be above zero")
-			}
-			if cfg.AgentSourceBurst < 1 || cfg.AgentMessageBurst < 1 {
-				return usageErrorf("--agent-source-burst and --agent-message-burst must be at least 1")
-			}
-			if cfg.APIConnsPerSource < 1 || cfg.AgentCertlessConnsPerSource < 1 {
-				return usageErrorf("--api-max-conns-per-source and --agent-max-enroll-conns-per-source must be at least 1")
-			}
-			if cfg.RevisionHistory < 1 || cfg.MaxEvents < 1 {
-				return usageErrorf("--revision-history and --max-events must be at least 1")
+			// The server validates its configuration itself, for every
+			// embedder; here a bad value is the caller's mistake: exit 2.
+			if err := cfg.Validate(); err != nil {
+				return &usageError{err: err}
 			}
 			cfg.Logger = logs.logger(e.stderr)
 			return runServer(cmd.Context(), e, cfg)
@@ -68,43 +41,43 @@ CLI users and agents trust, and a bootstrap admin API token
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the store, the CA and the admin token (required)")
-	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:7400", "HOST:PORT of the HTTPS REST API")
-	f.StringVar(&cfg.AgentAddr, "agent-addr", ":7401", "HOST:PORT agents connect to (mTLS)")
-	f.IntVar(&cfg.ExpectedAgents, "expected-agents", 0, "agents this server should hold: it warns at start when its open-file limit "+
+	f.StringVar(&cfg.APIAddr, "api-addr", def.APIAddr, "HOST:PORT of the HTTPS REST API")
+	f.StringVar(&cfg.AgentAddr, "agent-addr", def.AgentAddr, "HOST:PORT agents connect to (mTLS)")
+	f.IntVar(&cfg.ExpectedAgents, "expected-agents", def.ExpectedAgents, "agents this server should hold: it warns at start when its open-file limit "+
 		"(one file per agent) is too low for them, or for the enrolled nodes if more (default: the enrolled nodes)")
 	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS name or IP for the server certificate (repeatable)")
-	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often agents send heartbeats")
-	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a node is unreachable")
-	f.DurationVar(&cfg.RescheduleAfter, "reschedule-after", time.Minute, "how long replicated instances wait on an unreachable node before they move")
-	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", 30*24*time.Hour, "lifetime of the certificates agents get")
-	f.DurationVar(&cfg.MaxTokenTTL, "max-token-ttl", server.DefaultMaxTokenTTL, "the longest lifetime an enrollment token may be made for")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", def.HeartbeatInterval, "how often agents send heartbeats")
+	f.IntVar(&cfg.MissedHeartbeats, "missed-heartbeats", def.MissedHeartbeats, "missed heartbeats after which a node is unreachable")
+	f.DurationVar(&cfg.RescheduleAfter, "reschedule-after", def.RescheduleAfter, "how long replicated instances wait on an unreachable node before they move")
+	f.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", def.NodeCertTTL, "lifetime of the certificates agents get")
+	f.DurationVar(&cfg.MaxTokenTTL, "max-token-ttl", def.MaxTokenTTL, "the longest lifetime an enrollment token may be made for")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "loopback HOST:PORT for Go's pprof profiles over plain HTTP, unauthenticated (off when empty)")
 	f.BoolVar(&cfg.DebugAllowRemote, "debug-allow-remote", false, "let --debug-addr be an address other hosts can reach")
-	f.IntVar(&cfg.PrePullParallelism, "prepull-parallelism", 50, "how many nodes pull a rollout's image at once when its spec asks for prePull")
-	f.Float64Var(&cfg.AgentSourceRate, "agent-source-rate", server.DefaultAgentSourceRate,
+	f.IntVar(&cfg.PrePullParallelism, "prepull-parallelism", def.PrePullParallelism, "how many nodes pull a rollout's image at once when its spec asks for prePull")
+	f.Float64Var(&cfg.AgentSourceRate, "agent-source-rate", def.AgentSourceRate,
 		"new agent connections, and as many calls, one source address may open per second once its burst is spent; "+
 			"more are refused and the agents retry with backoff")
-	f.IntVar(&cfg.AgentSourceBurst, "agent-source-burst", server.DefaultAgentSourceBurst,
+	f.IntVar(&cfg.AgentSourceBurst, "agent-source-burst", def.AgentSourceBurst,
 		"agent connections, and as many calls, one source address may open at once: at least the number of agents "+
 			"behind one address (a NAT), which all reconnect together after a server restart")
-	f.Float64Var(&cfg.AgentMessageRate, "agent-message-rate", server.DefaultAgentMessageRate,
+	f.Float64Var(&cfg.AgentMessageRate, "agent-message-rate", def.AgentMessageRate,
 		"messages per second one agent may send, over all its streams, once its burst is spent; a stream over it is closed")
-	f.IntVar(&cfg.AgentMessageBurst, "agent-message-burst", server.DefaultAgentMessageBurst,
+	f.IntVar(&cfg.AgentMessageBurst, "agent-message-burst", def.AgentMessageBurst,
 		"messages one agent may send at once, over all its streams (heartbeats, and statuses in a rollout: a few per container replaced)")
 	f.Var((*imagePolicyFlag)(&cfg.ImagePolicy), "image-policy", "image policy of the deployments whose spec sets no imagePolicy: "+
 		"resolveOnServer refuses an apply whose image's registry the server cannot reach, pinFromNodes lets the first node "+
-		"to pull the image pin its digest, unpinned asks no registry and pins nothing (default pinFromNodes)")
+		"to pull the image pin its digest, unpinned asks no registry and pins nothing")
 	f.StringSliceVar(&cfg.RegistryAllow, "registry-allow", nil, "registry hosts (host or host:port; docker.io for Docker Hub) "+
 		"images may come from: an apply naming another is refused, and the server contacts no other (default: any; repeatable)")
-	f.IntVar(&cfg.APIConnsPerSource, "api-max-conns-per-source", server.DefaultAPIConnsPerSource,
+	f.IntVar(&cfg.APIConnsPerSource, "api-max-conns-per-source", def.APIConnsPerSource,
 		"API connections one source address may hold at once; one more is closed when accepted")
-	f.IntVar(&cfg.AgentCertlessConnsPerSource, "agent-max-enroll-conns-per-source", server.DefaultAgentCertlessConnsPerSource,
+	f.IntVar(&cfg.AgentCertlessConnsPerSource, "agent-max-enroll-conns-per-source", def.AgentCertlessConnsPerSource,
 		"agent connections without a client certificate (enrolling agents) one source address may hold at once, each for 30s at most; "+
 			"agents over it retry with backoff")
-	f.IntVar(&cfg.RevisionHistory, "revision-history", server.DefaultRevisionHistory,
+	f.IntVar(&cfg.RevisionHistory, "revision-history", def.RevisionHistory,
 		"newest revisions each deployment keeps; older ones are deleted unless still in use")
-	f.DurationVar(&cfg.EventRetention, "event-retention", server.DefaultEventRetention, "how long events are kept")
-	f.IntVar(&cfg.MaxEvents, "max-events", server.DefaultMaxEvents, "newest events kept at most")
+	f.DurationVar(&cfg.EventRetention, "event-retention", def.EventRetention, "how long events are kept")
+	f.IntVar(&cfg.MaxEvents, "max-events", def.MaxEvents, "newest events kept at most")
 	logs.add(f)
 	return cmd
 }

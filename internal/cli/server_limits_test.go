@@ -9,10 +9,10 @@ func TestServerLimitFlagsMustBePositive(t *testing.T) {
 	tests := []struct {
 		flag, value, want string
 	}{
-		{"--agent-source-rate", "0", "--agent-source-rate and --agent-message-rate must be above zero"},
-		{"--agent-message-rate", "-1", "--agent-source-rate and --agent-message-rate must be above zero"},
-		{"--agent-source-burst", "0", "--agent-source-burst and --agent-message-burst must be at least 1"},
-		{"--agent-message-burst", "0", "--agent-source-burst and --agent-message-burst must be at least 1"},
+		{"--agent-source-rate", "0", "agent source rate 0: must be positive (--agent-source-rate)"},
+		{"--agent-message-rate", "-1", "agent message rate -1: must be positive (--agent-message-rate)"},
+		{"--agent-source-burst", "0", "agent source burst 0: must be at least 1 (--agent-source-burst)"},
+		{"--agent-message-burst", "0", "agent message burst 0: must be at least 1 (--agent-message-burst)"},
 	}
 	for _, tt := range tests {
 		r := runCLI(t, nil, "", "server", "--data-dir", t.TempDir(), tt.flag, tt.value)

@@ -1,40 +1,23 @@
 package cli
 
 import (
-	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServerStartsAndStops runs the real server command on loopback ports,
 // and checks that it says where its files are and exits 0 when its context
 // ends, as on Ctrl-C.
 func TestServerStartsAndStops(t *testing.T) {
 	dir := t.TempDir()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	e := &env{
 		stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr,
 		getenv: func(string) string { return "" }, now: time.Now,
@@ -46,16 +29,17 @@ func TestServerStartsAndStops(t *testing.T) {
 		done <- run(ctx, []string{"server", "--data-dir", dir, "--api-addr", "127.0.0.1:0",
 			"--agent-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "warn"}, e)
 	}()
-	deadline := time.After(10 * time.Second)
-	for !strings.Contains(stdout.String(), "admin token:") {
+	testenv.Eventually(t, 10*time.Second, "the server's banner", func() error {
 		select {
 		case code := <-done:
 			t.Fatalf("server exited with %d before it was up\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
-		case <-deadline:
-			t.Fatalf("server did not print its banner in 10s\nstdout: %s\nstderr: %s", stdout.String(), stderr.String())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
+		if !strings.Contains(stdout.String(), "admin token:") {
+			return fmt.Errorf("no banner\nstdout: %s\nstderr: %s", stdout.String(), stderr.String())
+		}
+		return nil
+	})
 	for _, file := range []string{"ca.crt", "admin.token"} {
 		path := filepath.Join(dir, file)
 		if !strings.Contains(stdout.String(), path) {

@@ -2,12 +2,14 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
-	"github.com/dockfleet/dockfleet/internal/server"
+	"github.com/dockfleet/dockfleet/internal/servertest"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 func TestSimUsageErrors(t *testing.T) {
@@ -66,24 +68,14 @@ func TestFileLimitWarning(t *testing.T) {
 // TestSimRunsAgents runs the sim command against a real server on loopback
 // until its agents are connected, and checks that it stops with exit 0.
 func TestSimRunsAgents(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-srvDone
-	}()
-	tok, err := srv.CreateEnrollToken(ctx, api.TokenRequest{Uses: 3, AgentLabels: []string{"role"}})
+	ctx := context.Background()
+	srv := servertest.Start(t, nil)
+	tok, err := srv.Client.CreateToken(ctx, api.TokenRequest{Uses: 3, AgentLabels: []string{"role"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	e := &env{
 		stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr,
 		getenv: func(k string) string { return map[string]string{envAgentToken: tok.Token}[k] },
@@ -93,19 +85,20 @@ func TestSimRunsAgents(t *testing.T) {
 	defer stop()
 	done := make(chan int, 1)
 	go func() {
-		done <- run(simCtx, []string{"sim", "--server", srv.AgentAddr(), "--agents", "3", "--name-prefix", "cli",
+		done <- run(simCtx, []string{"sim", "--server", srv.AgentAddr, "--agents", "3", "--name-prefix", "cli",
 			"--labels", "role=sim", "--data-dir", t.TempDir(), "--events", "--source-ip", "127.0.0.2"}, e)
 	}()
-	deadline := time.After(20 * time.Second)
-	for strings.Count(stdout.String(), `"event":"connected"`) < 3 {
+	testenv.Eventually(t, 20*time.Second, "3 agents to connect", func() error {
 		select {
 		case code := <-done:
 			t.Fatalf("sim exited with %d before its agents connected\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
-		case <-deadline:
-			t.Fatalf("3 agents did not connect in 20s\nstdout: %s\nstderr: %s", stdout.String(), stderr.String())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
+		if n := strings.Count(stdout.String(), `"event":"connected"`); n < 3 {
+			return fmt.Errorf("%d connected\nstdout: %s\nstderr: %s", n, stdout.String(), stderr.String())
+		}
+		return nil
+	})
 	if !strings.Contains(stdout.String(), `"agent":"cli-3"`) {
 		t.Errorf("stdout does not name agent cli-3:\n%s", stdout.String())
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -30,6 +29,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/sim"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // The abuse tests run a real server (SQLite, TLS, gRPC) in this process,
@@ -65,9 +65,9 @@ type abuseFleet struct {
 	api       *client.Client
 	token     string // an enrollment token of abuseTokenUses uses that lets agents choose their labels
 	host      string // the server name agents verify
-	logs      lockedBuffer
+	logs      testenv.Buffer
 	// events are the good agents' (sim.Event lines).
-	events lockedBuffer
+	events testenv.Buffer
 }
 
 // startAbuseFleet starts a server with cfg's limits, in a new data
@@ -75,28 +75,12 @@ type abuseFleet struct {
 func startAbuseFleet(t *testing.T, cfg Config) *abuseFleet {
 	t.Helper()
 	f := &abuseFleet{}
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	cfg.APIAddr, cfg.AgentAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg = testConfig(t, cfg)
 	cfg.HeartbeatInterval, cfg.MissedHeartbeats = testHeartbeat, missedBeats
 	cfg.Logger = slog.New(slog.NewTextHandler(&f.logs, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	f.srv = srv
-	f.useServer(t, cfg.DataDir, srv.APIURL(), srv.AgentAddr())
+	f.srv, _ = newTestServerConfig(t, cfg)
+	runTestServer(t, f.srv)
+	f.useServer(t, cfg.DataDir, f.srv.APIURL(), f.srv.AgentAddr())
 	return f
 }
 
@@ -150,29 +134,28 @@ func (f *abuseFleet) startGoodAgents(t *testing.T) {
 // waitReady waits until n nodes named prefix... are ready, while r runs.
 func (f *abuseFleet) waitReady(t *testing.T, r *simRun, prefix string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ready := 0
-		nodes, err := f.api.ListNodes(context.Background())
-		for _, nd := range nodes {
-			if strings.HasPrefix(nd.Name, prefix) && nd.State == api.NodeReady {
-				ready++
-			}
-		}
-		if err == nil && ready == n {
-			return
-		}
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d nodes %s* to be ready", n, prefix), func() error {
 		select {
 		case err := <-r.done:
 			r.done <- err
 			t.Fatalf("waiting for %d nodes %s* to be ready: the simulation ended: %v", n, prefix, err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d nodes %s* ready after 60s (last error: %v)", ready, n, prefix, err)
+		nodes, err := f.api.ListNodes(context.Background())
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		ready := 0
+		for _, nd := range nodes {
+			if strings.HasPrefix(nd.Name, prefix) && nd.State == api.NodeReady {
+				ready++
+			}
+		}
+		if ready != n {
+			return fmt.Errorf("%d of %d ready", ready, n)
+		}
+		return nil
+	})
 }
 
 // checkGoodAgents watches the good nodes for abuseFor at least, and
@@ -730,22 +713,4 @@ func TestBadTokenFloodDoesNotStopEnrollment(t *testing.T) {
 		t.Errorf("the server logged %d lines about refused enrollments in %s; want %d at most", n, elapsed.Round(time.Second), most)
 	}
 	t.Logf("answers to the flood by code: %v", codesSeen)
-}
-
-// lockedBuffer is a bytes.Buffer written and read from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -15,27 +15,50 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
-// newTestServer makes a server in a temporary data dir (listeners bound on
-// loopback, not served) and returns it with its admin token.
+// The server's own tests make their servers here: they reach private
+// fields, so they cannot use internal/servertest, which imports server.
+
+// testConfig is cfg for a server under test: in a new temporary data dir
+// and on loopback ports unless cfg names them, and asking no registry
+// unless cfg has a resolver of its own.
+func testConfig(t testing.TB, cfg Config) Config {
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	if cfg.APIAddr == "" {
+		cfg.APIAddr = "127.0.0.1:0"
+	}
+	if cfg.AgentAddr == "" {
+		cfg.AgentAddr = "127.0.0.1:0"
+	}
+	if cfg.Resolve == nil {
+		cfg.Resolve = testenv.NoRegistry
+	}
+	return cfg
+}
+
+// newTestServer makes a server (listeners bound, not served) and returns
+// it with its admin token; the test's cleanup closes it.
 func newTestServer(t testing.TB) (*Server, string) {
 	t.Helper()
 	return newTestServerConfig(t, Config{})
 }
 
-// newTestServerConfig is newTestServer with cfg, in cfg.DataDir if given.
+// newTestServerConfig is newTestServer with testConfig(cfg).
 func newTestServerConfig(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	cfg.APIAddr, cfg.AgentAddr = "127.0.0.1:0", "127.0.0.1:0"
-	s, err := New(context.Background(), cfg)
+	s, err := New(context.Background(), testConfig(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeUnserved(s) })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("closing the server: %v", err)
+		}
+	})
 	tok, err := os.ReadFile(s.AdminTokenFile())
 	if err != nil {
 		t.Fatal(err)
@@ -46,14 +69,18 @@ func newTestServerConfig(t testing.TB, cfg Config) (*Server, string) {
 	return s, strings.TrimSpace(string(tok))
 }
 
-// closeUnserved releases what New holds of a server that never ran.
-func closeUnserved(s *Server) {
-	s.apiLn.Close()
-	s.agentLn.Close()
-	if s.debugLn != nil {
-		s.debugLn.Close()
-	}
-	s.store.Close()
+// runTestServer runs s until the test ends; the test's cleanup stops it
+// and waits until Run has returned.
+func runTestServer(t testing.TB, s *Server) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
 }
 
 func call(t testing.TB, h http.Handler, token, method, path, body string) (int, api.Error) {
@@ -118,7 +145,7 @@ func TestAPIErrors(t *testing.T) {
 // A refused request is in the server's log, for the operator, but a
 // client sending many cannot flood it.
 func TestRefusalsAreLoggedSparsely(t *testing.T) {
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	s, _ := newTestServerConfig(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	for range 100 {
 		call(t, s.routes(), "", "POST", "/v1/tokens", `{}`)
@@ -327,7 +354,7 @@ spec:
 }
 
 func TestDebugListenerIsLoopbackUnlessForced(t *testing.T) {
-	_, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: ":0"})
+	_, err := New(context.Background(), testConfig(t, Config{DebugAddr: ":0"}))
 	if !errors.Is(err, debugsrv.ErrNotLoopback) {
 		t.Fatalf("New with --debug-addr :0 = %v; want it refused as not loopback", err)
 	}
@@ -335,14 +362,8 @@ func TestDebugListenerIsLoopbackUnlessForced(t *testing.T) {
 }
 
 func TestDebugListenerServesProfiles(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DebugAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s, _ := newTestServerConfig(t, Config{DebugAddr: "127.0.0.1:0"})
+	runTestServer(t, s)
 	resp, err := http.Get("http://" + s.debugLn.Addr().String() + "/debug/pprof/heap?debug=1")
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // bigEnvSpec is a global deployment on the good agents whose env holds n
@@ -81,6 +82,10 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 	// state of about 2.7 MiB, on the stream it had from the start.
 	for i := range 3 {
 		name := fmt.Sprintf("big-%d", i)
+		// Polled every 50ms, not at testenv.Eventually's 20ms: at that
+		// rate, on a loaded 2-core machine, the agents here (taking 2.7
+		// MiB desired states under -race) missed heartbeats and
+		// reconnected in most runs.
 		for deadline := time.Now().Add(60 * time.Second); ; {
 			r, err := f.api.GetRollout(ctx, "default", name)
 			if err != nil {
@@ -187,7 +192,7 @@ func watchHeap() func() uint64 {
 // The controller never sends a desired state over maxDesiredState, which
 // the agent would refuse, ending its stream; it says so, sparsely.
 func TestOversizeDesiredStateIsNotSent(t *testing.T) {
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	f := &fleet{oversizeLog: newSparseLog(slog.New(slog.NewTextHandler(&logs, nil)))}
 	small := &agentproto.DesiredState{Instances: []*agentproto.InstanceSpec{{Id: "a", Container: make([]byte, 1<<20)}}}
 	if f.desiredTooLarge("n1", small) {

@@ -28,11 +28,11 @@ func TestDataDirIsPrivateWhateverItWasBefore(t *testing.T) {
 	}
 	start := func() (*Server, string) {
 		var logs bytes.Buffer
-		s, err := New(context.Background(), Config{DataDir: dir, APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
-			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		s, err := New(context.Background(), testConfig(t, Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}))
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { s.Close() }) // at once if closed already
 		// A write, so that the WAL holds a row.
 		if _, err := s.CreateEnrollToken(context.Background(), api.TokenRequest{Uses: 1}); err != nil {
 			t.Fatal(err)
@@ -79,9 +79,10 @@ func TestDataDirIsPrivateWhateverItWasBefore(t *testing.T) {
 		}
 		return os.Chmod(p, mode)
 	})
-	closeUnserved(s)
-	s, logs = start()
-	defer closeUnserved(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, logs = start()
 	if !strings.Contains(logs, "dockfleet.db") {
 		t.Errorf("the server did not say it narrowed the store's mode:\n%s", logs)
 	}

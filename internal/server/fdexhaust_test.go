@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // fdTestLimit is the open-file limit of the server under test: a few
@@ -45,7 +47,7 @@ func TestFDExhaustionByUnauthenticatedClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr testenv.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -136,8 +138,7 @@ func serveUnderFDLimit(t *testing.T, dir string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := New(ctx, Config{DataDir: dir, APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	srv, err := New(ctx, testConfig(t, Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,12 +60,13 @@ func TestNewWarnsOfLowFDLimit(t *testing.T) {
 		{expected: 0, warn: limit < fdNeed(0)},
 	} {
 		var buf bytes.Buffer
-		s, err := New(context.Background(), Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
-			ExpectedAgents: tt.expected, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+		s, err := New(context.Background(), testConfig(t, Config{ExpectedAgents: tt.expected, Logger: slog.New(slog.NewTextHandler(&buf, nil))}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		closeUnserved(s)
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
 		if got := strings.Contains(buf.String(), "open-file limit too low"); got != tt.warn {
 			t.Errorf("expecting %d agents with a limit of %d: warned %v; want %v; log:\n%s", tt.expected, limit, got, tt.warn, buf.String())
 		}

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 func TestSource(t *testing.T) {
@@ -97,7 +99,7 @@ func TestEnrollFailuresBlockTheirSourceOnly(t *testing.T) {
 }
 
 func TestSparseLogCountsWhatItDrops(t *testing.T) {
-	var buf lockedBuffer
+	var buf testenv.Buffer
 	l := newSparseLog(slog.New(slog.NewTextHandler(&buf, nil)))
 	for range 5 {
 		l.warn("over the limit", "source", "192.0.2.1")

@@ -14,7 +14,7 @@ import (
 func TestRestartGivesNodesTimeToReconnect(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cfg := Config{DataDir: dir, APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", HeartbeatInterval: 10 * time.Millisecond}
+	cfg := testConfig(t, Config{DataDir: dir, HeartbeatInterval: 10 * time.Millisecond})
 	first, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -28,13 +28,13 @@ func TestRestartGivesNodesTimeToReconnect(t *testing.T) {
 	if _, err := first.store.Enroll(ctx, tok.ID, func(api.EnrollToken, string, *api.Node) error { return nil }, node); err != nil {
 		t.Fatal(err)
 	}
-	closeUnserved(first)
+	first.Close()
 
 	s, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeUnserved(s)
+	defer s.Close()
 	state := func() api.NodeState {
 		n := api.Node{ID: "n1"}
 		s.fleet.live(&n)

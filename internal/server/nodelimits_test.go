@@ -12,6 +12,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // A node that answers pre-pull requests the server never made, each with
@@ -98,18 +99,15 @@ func TestNodeStringsAreBoundedAndEscaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n api.Node
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	testenv.Eventually(t, 30*time.Second, "the node's facts and error in the API", func() error {
 		if n, err = f.api.GetNode(ctx, "abuser"); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if n.Facts.OS == "linux" && n.Error != "" {
-			break
+		if n.Facts.OS != "linux" || n.Error == "" {
+			return fmt.Errorf("node %+v", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node's facts and error never reached the API: %+v", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	for _, tt := range []struct {
 		field, got, prefix string
 		max                int

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/sim"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // The node identity tests enroll and connect raw agents from nodeSource,
@@ -179,31 +181,23 @@ func TestRevokedNodesInstancesMove(t *testing.T) {
 		return nodes
 	}
 	var first string
-	waitFor(t, "the instance to be placed", func() bool {
-		if nodes := on(); len(nodes) == 1 {
-			first = nodes[0]
-			return true
+	testenv.Eventually(t, 30*time.Second, "the instance to be placed", func() error {
+		nodes := on()
+		if len(nodes) != 1 {
+			return fmt.Errorf("instances on %v", nodes)
 		}
-		return false
+		first = nodes[0]
+		return nil
 	})
 	if _, err := f.api.RevokeNode(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the instance to leave the revoked node "+first, func() bool {
-		nodes := on()
-		return len(nodes) == 1 && nodes[0] != first
-	})
-}
-
-// waitFor polls cond until it holds, for 30s at most.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testenv.Eventually(t, 30*time.Second, "the instance to leave the revoked node "+first, func() error {
+		if nodes := on(); len(nodes) != 1 || nodes[0] == first {
+			return fmt.Errorf("instances on %v", nodes)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // Review finding 2: a node is removed only when its agent is not connected,
@@ -468,15 +462,18 @@ func (f *abuseFleet) twoNodesOneInstanceEach(t *testing.T) (stream agentproto.Ag
 		t.Fatal(err)
 	}
 	byNode = map[string]api.Instance{}
-	waitFor(t, "an instance on each node", func() bool {
+	testenv.Eventually(t, 30*time.Second, "an instance on each node", func() error {
 		ins, err := f.api.ListInstances(ctx, api.DefaultProject, "both")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, in := range ins {
 			byNode[in.NodeName] = in
 		}
-		return len(byNode) == 2
+		if len(byNode) != 2 {
+			return fmt.Errorf("instances on %d nodes", len(byNode))
+		}
+		return nil
 	})
 	stream, err := f.connectAs(t, a)
 	if err != nil {
@@ -504,17 +501,32 @@ func TestNodeCannotReportOtherNodesInstances(t *testing.T) {
 	report(byNode["a"], api.InstanceRunning)
 	// Reports of one stream are recorded in order: once a's own is, the
 	// forged one was looked at.
-	waitFor(t, "node a's report on its own instance", func() bool {
+	testenv.Eventually(t, 30*time.Second, "node a's report on its own instance", func() error {
 		ins, err := f.api.ListInstances(ctx, api.DefaultProject, "both")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, in := range ins {
 			byNode[in.NodeName] = in
 		}
-		return byNode["a"].State == api.InstanceRunning
+		if st := byNode["a"].State; st != api.InstanceRunning {
+			return fmt.Errorf("node a's instance is %s", st)
+		}
+		return nil
 	})
 	if b := byNode["b"]; b.State != api.InstancePending || b.ImageDigest != "" {
 		t.Errorf("node b's instance after node a's forged report: state %s, digest %q; want pending, none", b.State, b.ImageDigest)
 	}
+}
+
+// waitFor waits until cond holds, for 30s at most: testenv.Eventually,
+// for a condition with nothing to say while it does not hold.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, what, func() error {
+		if !cond() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 }

@@ -17,7 +17,9 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // rawNode is an enrolled node speaking the raw agent protocol: it sends
@@ -110,23 +112,6 @@ func (rn *rawNode) report(in *agentproto.InstanceSpec, digest string) {
 		ObservedAt: time.Now().UnixNano(), ImageDigest: digest}}}
 }
 
-// poll calls check until it returns "" or ackWithin passes, and fails the
-// test with check's last answer.
-func poll(t *testing.T, check func() string) {
-	t.Helper()
-	deadline := time.Now().Add(ackWithin)
-	for {
-		msg := check()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 const (
 	// unreachableImage names a registry on loopback port 1, where nothing
 	// listens: the server gets no answer at apply.
@@ -175,12 +160,12 @@ func TestNodeCannotChooseTheFleetImage(t *testing.T) {
 	evil.report(in, otherRepo)
 	// The second report is a well-formed digest, so it is stored on the
 	// instance: once it is, the server has looked at both.
-	poll(t, func() string {
+	testenv.Eventually(t, ackWithin, "evil's reports to be looked at", func() error {
 		insts, err := f.api.ListInstances(ctx, api.DefaultProject, "web")
 		if err != nil || len(insts) != 1 || insts[0].ImageDigest != otherRepo {
-			return fmt.Sprintf("instances of web: got %+v, %v; want evil's reporting %s", insts, err, otherRepo)
+			return fmt.Errorf("instances of web: got %+v, %v; want evil's reporting %s", insts, err, otherRepo)
 		}
-		return ""
+		return nil
 	})
 	honest := f.startRawNode(t, "honest", "127.0.0.4")
 	honestIn, c := honest.waitInstance(t, "", func(spec.Container) bool { return true })
@@ -200,12 +185,12 @@ func TestNodeCannotChooseTheFleetImage(t *testing.T) {
 	// it on the spec's repository.
 	evil.report(in, "sha256:"+hexA)
 	want := "127.0.0.1:1/shop/web@sha256:" + hexA
-	poll(t, func() string {
+	testenv.Eventually(t, ackWithin, "the pin of evil's digest", func() error {
 		revs, err := f.api.ListRevisions(ctx, api.DefaultProject, "web")
 		if err != nil || len(revs) != 1 || revs[0].ImageDigest != want || revs[0].PinnedBy != evil.id || revs[0].PinnedByName != "evil" {
-			return fmt.Sprintf("revisions: got %+v, %v; want revision 1 pinned to %s by evil (%s)", revs, err, want, evil.id)
+			return fmt.Errorf("revisions: got %+v, %v; want revision 1 pinned to %s by evil (%s)", revs, err, want, evil.id)
 		}
-		return ""
+		return nil
 	})
 	// Nodes given an instance from now on pull the pinned digest (the
 	// running ones keep their container: the spec did not change).
@@ -278,15 +263,16 @@ func TestApplyRefusedByRegistry(t *testing.T) {
 		spec string
 		want []string
 	}{
-		{"unknown tag", Config{}, webSpec(notFound+"/shop/web:absent", ""),
+		// The stand-ins are local: the real resolver asks them.
+		{"unknown tag", Config{Resolve: registry.Resolve}, webSpec(notFound+"/shop/web:absent", ""),
 			[]string{"web.yaml: deployment web: spec.container.image: resolving image " + notFound + "/shop/web:absent: registry: not found: manifest unknown"}},
-		{"access denied", Config{}, webSpec(denied+"/shop/web:1.0", ""),
+		{"access denied", Config{Resolve: registry.Resolve}, webSpec(denied+"/shop/web:1.0", ""),
 			[]string{"registry: access denied: authentication required"}},
 		{"unreachable, resolveOnServer in the spec", Config{}, webSpec(unreachableImage, "  imagePolicy: resolveOnServer\n"),
 			[]string{"registry: unreachable", "imagePolicy resolveOnServer needs the server itself to reach the registry"}},
 		{"unreachable, resolveOnServer by default", Config{ImagePolicy: spec.ImagePolicyResolveOnServer}, webSpec(unreachableImage, ""),
 			[]string{"registry: unreachable", "imagePolicy resolveOnServer"}},
-		{"registry not allowed", Config{RegistryAllow: []string{"ghcr.io", "Index.Docker.IO"}}, webSpec(elsewhere+"/shop/web:1.0", ""),
+		{"registry not allowed", Config{Resolve: registry.Resolve, RegistryAllow: []string{"ghcr.io", "Index.Docker.IO"}}, webSpec(elsewhere+"/shop/web:1.0", ""),
 			[]string{"spec.container.image: image " + elsewhere + "/shop/web:1.0: registry " + elsewhere + " is not allowed on this server; allowed: ghcr.io, docker.io"}},
 	}
 	for _, tt := range tests {
@@ -321,8 +307,9 @@ spec:
 	}
 
 	// Where the deployment allows it, an unreachable registry is only a
-	// warning, whatever the server's default.
-	f := startAbuseFleet(t, Config{ImagePolicy: spec.ImagePolicyResolveOnServer})
+	// warning, whatever the server's default. The real resolver, which
+	// this fleet's registries (all local) must not hear from under unpinned.
+	f := startAbuseFleet(t, Config{ImagePolicy: spec.ImagePolicyResolveOnServer, Resolve: registry.Resolve})
 	resp, err := f.api.Apply(context.Background(), "web.yaml", []byte(webSpec(unreachableImage, "  imagePolicy: pinFromNodes\n")))
 	if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != api.ActionCreated || len(resp.Results[0].Warnings) != 1 {
 		t.Errorf("apply with imagePolicy pinFromNodes: got %+v, %v; want created with a warning", resp, err)
@@ -354,11 +341,11 @@ func TestStoredPinIsChecked(t *testing.T) {
 	if c.Image != unreachableImage {
 		t.Fatalf("node is given image %q; want the spec's %q, the stored pin ignored", c.Image, unreachableImage)
 	}
-	poll(t, func() string {
+	testenv.Eventually(t, ackWithin, "the warning of the invalid pin", func() error {
 		if !strings.Contains(f.logs.String(), "ignoring a revision's invalid image pin") {
-			return "the server did not warn of the invalid stored pin"
+			return errors.New("the server did not warn of the invalid stored pin")
 		}
-		return ""
+		return nil
 	})
 	// Undo does not carry it either.
 	if _, err := f.api.Undo(ctx, api.DefaultProject, "web", 1); err != nil {
@@ -381,7 +368,7 @@ func TestRegistryHosts(t *testing.T) {
 			t.Errorf("registryHosts(%q): got %q, %v; want an error", bad, got, err)
 		}
 	}
-	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), RegistryAllow: []string{"nginx"}}); err == nil {
+	if _, err := New(context.Background(), testConfig(t, Config{RegistryAllow: []string{"nginx"}})); err == nil {
 		t.Error("New with --registry-allow nginx: got no error")
 	}
 }
@@ -403,12 +390,12 @@ func TestResolveOnServerTakesNoPinFromNodes(t *testing.T) {
 	in, _ := n.waitInstance(t, "with the spec's image", func(c spec.Container) bool { return c.Image == unreachableImage })
 	reported := "127.0.0.1:1/shop/web@sha256:" + hexA
 	n.report(in, reported)
-	poll(t, func() string {
+	testenv.Eventually(t, ackWithin, "edge-1's report to be stored", func() error {
 		insts, err := f.api.ListInstances(ctx, api.DefaultProject, "web")
 		if err != nil || len(insts) != 1 || insts[0].ImageDigest != reported {
-			return fmt.Sprintf("instances of web: got %+v, %v; want edge-1's reporting %s", insts, err, reported)
+			return fmt.Errorf("instances of web: got %+v, %v; want edge-1's reporting %s", insts, err, reported)
 		}
-		return ""
+		return nil
 	})
 	other := f.startRawNode(t, "edge-2", "127.0.0.4")
 	if _, c := other.waitInstance(t, "", func(spec.Container) bool { return true }); c.Image != unreachableImage {

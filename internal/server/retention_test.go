@@ -10,6 +10,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/store"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // Revisions and events do not grow the store for ever: the server prunes
@@ -38,27 +39,24 @@ func TestHistoryIsPruned(t *testing.T) {
 			break
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	testenv.Eventually(t, 30*time.Second, "the history to be pruned", func() error {
 		revs, err := f.api.ListRevisions(ctx, "default", "web")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		evs, err := f.srv.store.ListEvents(ctx, store.EventFilter{})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		// The newest 3, and what the deployment still uses: its stable
 		// revision and its rollout's.
 		newest := len(revs) > 0 && revs[len(revs)-1].Number == applies
-		if newest && len(revs) <= cfg.RevisionHistory+2 && len(evs) <= cfg.MaxEvents {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d applies the store holds %d revisions (newest kept: %v) and %d events after 30s; want at most %d revisions, the newest among them, and %d events",
+		if !newest || len(revs) > cfg.RevisionHistory+2 || len(evs) > cfg.MaxEvents {
+			return fmt.Errorf("after %d applies the store holds %d revisions (newest kept: %v) and %d events; want at most %d revisions, the newest among them, and %d events",
 				applies, len(revs), newest, len(evs), cfg.RevisionHistory+2, cfg.MaxEvents)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if f.countLines("pruned history") == 0 {
 		t.Errorf("the server did not say it pruned history")
 	}

@@ -28,7 +28,10 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// Config configures a Server. Zero durations and addresses take the defaults.
+// Config configures a Server. DefaultConfig holds every default. New
+// fills a field left at its zero value from DefaultConfig, so an embedder
+// sets only what it changes; it refuses a value that is set but invalid
+// (Validate), such as a negative interval, rather than replacing it.
 type Config struct {
 	// DataDir holds the store, the CA, the server certificate and admin.token.
 	DataDir string
@@ -111,67 +114,123 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
-func (c *Config) setDefaults() {
-	if c.APIAddr == "" {
-		c.APIAddr = "127.0.0.1:7400"
+// DefaultConfig is the configuration of a server that sets nothing: the
+// defaults of the server command's flags, and of every Config field an
+// embedder leaves zero. DataDir has no default.
+func DefaultConfig() Config {
+	return Config{
+		APIAddr:                     "127.0.0.1:7400",
+		AgentAddr:                   ":7401",
+		HeartbeatInterval:           5 * time.Second,
+		MissedHeartbeats:            3,
+		RescheduleAfter:             time.Minute,
+		PrePullParallelism:          50,
+		MaxTokenTTL:                 DefaultMaxTokenTTL,
+		NodeCertTTL:                 30 * 24 * time.Hour,
+		AgentSourceRate:             DefaultAgentSourceRate,
+		AgentSourceBurst:            DefaultAgentSourceBurst,
+		AgentMessageRate:            DefaultAgentMessageRate,
+		AgentMessageBurst:           DefaultAgentMessageBurst,
+		ImagePolicy:                 spec.ImagePolicyPinFromNodes,
+		Resolve:                     registry.Resolve,
+		APIConnsPerSource:           DefaultAPIConnsPerSource,
+		AgentCertlessConnsPerSource: DefaultAgentCertlessConnsPerSource,
+		RevisionHistory:             DefaultRevisionHistory,
+		EventRetention:              DefaultEventRetention,
+		MaxEvents:                   DefaultMaxEvents,
+		Logger:                      slog.New(slog.DiscardHandler),
 	}
-	if c.AgentAddr == "" {
-		c.AgentAddr = ":7401"
-	}
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 5 * time.Second
-	}
-	if c.MissedHeartbeats <= 0 {
-		c.MissedHeartbeats = 3
-	}
-	if c.RescheduleAfter <= 0 {
-		c.RescheduleAfter = time.Minute
-	}
-	if c.PrePullParallelism <= 0 {
-		c.PrePullParallelism = 50
-	}
-	if c.MaxTokenTTL <= 0 {
-		c.MaxTokenTTL = DefaultMaxTokenTTL
-	}
-	if c.NodeCertTTL <= 0 {
-		c.NodeCertTTL = 30 * 24 * time.Hour
-	}
-	if c.AgentSourceRate <= 0 {
-		c.AgentSourceRate = DefaultAgentSourceRate
-	}
-	if c.AgentSourceBurst <= 0 {
-		c.AgentSourceBurst = DefaultAgentSourceBurst
-	}
-	if c.AgentMessageRate <= 0 {
-		c.AgentMessageRate = DefaultAgentMessageRate
-	}
-	if c.AgentMessageBurst <= 0 {
-		c.AgentMessageBurst = DefaultAgentMessageBurst
-	}
-	if c.ImagePolicy == "" {
-		c.ImagePolicy = spec.ImagePolicyPinFromNodes
-	}
-	if c.APIConnsPerSource <= 0 {
-		c.APIConnsPerSource = DefaultAPIConnsPerSource
-	}
-	if c.AgentCertlessConnsPerSource <= 0 {
-		c.AgentCertlessConnsPerSource = DefaultAgentCertlessConnsPerSource
-	}
-	if c.RevisionHistory <= 0 {
-		c.RevisionHistory = DefaultRevisionHistory
-	}
-	if c.EventRetention <= 0 {
-		c.EventRetention = DefaultEventRetention
-	}
-	if c.MaxEvents <= 0 {
-		c.MaxEvents = DefaultMaxEvents
-	}
+}
+
+// withDefaults is c with each zero field that has a default taken from
+// DefaultConfig. A negative value is not zero: it stays, for Validate.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setZero(&c.APIAddr, d.APIAddr)
+	setZero(&c.AgentAddr, d.AgentAddr)
+	setZero(&c.HeartbeatInterval, d.HeartbeatInterval)
+	setZero(&c.MissedHeartbeats, d.MissedHeartbeats)
+	setZero(&c.RescheduleAfter, d.RescheduleAfter)
+	setZero(&c.PrePullParallelism, d.PrePullParallelism)
+	setZero(&c.MaxTokenTTL, d.MaxTokenTTL)
+	setZero(&c.NodeCertTTL, d.NodeCertTTL)
+	setZero(&c.AgentSourceRate, d.AgentSourceRate)
+	setZero(&c.AgentSourceBurst, d.AgentSourceBurst)
+	setZero(&c.AgentMessageRate, d.AgentMessageRate)
+	setZero(&c.AgentMessageBurst, d.AgentMessageBurst)
+	setZero(&c.ImagePolicy, d.ImagePolicy)
+	setZero(&c.APIConnsPerSource, d.APIConnsPerSource)
+	setZero(&c.AgentCertlessConnsPerSource, d.AgentCertlessConnsPerSource)
+	setZero(&c.RevisionHistory, d.RevisionHistory)
+	setZero(&c.EventRetention, d.EventRetention)
+	setZero(&c.MaxEvents, d.MaxEvents)
 	if c.Resolve == nil {
-		c.Resolve = registry.Resolve
+		c.Resolve = d.Resolve
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = d.Logger
 	}
+	return c
+}
+
+func setZero[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// Validate says what is wrong with c, naming each bad field, its value
+// and the server command's flag that sets it; nil if nothing is. It takes
+// c as complete: a zero where a field needs a value is an error here, as
+// when a flag is given 0 (New fills zeros from DefaultConfig first).
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, field string, value any, problem, flag string) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s %v: %s (%s)", field, value, problem, flag))
+		}
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data directory: required (--data-dir)"))
+	}
+	check(c.APIAddr != "", "API address", `""`, "required", "--api-addr")
+	check(c.AgentAddr != "", "agent address", `""`, "required", "--agent-addr")
+	check(c.ExpectedAgents >= 0, "expected agents", c.ExpectedAgents, "must be 0 or more", "--expected-agents")
+	for _, d := range []struct {
+		field string
+		value time.Duration
+		flag  string
+	}{
+		{"heartbeat interval", c.HeartbeatInterval, "--heartbeat-interval"},
+		{"reschedule after", c.RescheduleAfter, "--reschedule-after"},
+		{"node certificate TTL", c.NodeCertTTL, "--node-cert-ttl"},
+		{"max token TTL", c.MaxTokenTTL, "--max-token-ttl"},
+		{"event retention", c.EventRetention, "--event-retention"},
+	} {
+		check(d.value > 0, d.field, d.value, "must be positive", d.flag)
+	}
+	for _, n := range []struct {
+		field string
+		value int
+		flag  string
+	}{
+		{"missed heartbeats", c.MissedHeartbeats, "--missed-heartbeats"},
+		{"pre-pull parallelism", c.PrePullParallelism, "--prepull-parallelism"},
+		{"agent source burst", c.AgentSourceBurst, "--agent-source-burst"},
+		{"agent message burst", c.AgentMessageBurst, "--agent-message-burst"},
+		{"API connections per source", c.APIConnsPerSource, "--api-max-conns-per-source"},
+		{"agent enrolling connections per source", c.AgentCertlessConnsPerSource, "--agent-max-enroll-conns-per-source"},
+		{"revision history", c.RevisionHistory, "--revision-history"},
+		{"max events", c.MaxEvents, "--max-events"},
+	} {
+		check(n.value >= 1, n.field, n.value, "must be at least 1", n.flag)
+	}
+	check(c.AgentSourceRate > 0, "agent source rate", c.AgentSourceRate, "must be positive", "--agent-source-rate")
+	check(c.AgentMessageRate > 0, "agent message rate", c.AgentMessageRate, "must be positive", "--agent-message-rate")
+	check(c.ImagePolicy.Valid(), "image policy", fmt.Sprintf("%q", c.ImagePolicy),
+		fmt.Sprintf("use %s, %s or %s", spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned), "--image-policy")
+	return errors.Join(errs...)
 }
 
 // agentWindow is the static HTTP/2 flow-control window of each agent
@@ -197,7 +256,9 @@ const (
 // apiIdleTimeout is a variable so that tests can shorten it.
 var apiIdleTimeout = 2 * time.Minute
 
-// Server is a running control plane.
+// Server is a control plane. New acquires what it needs (the store, the
+// listeners); Run serves until its context ends and releases them all;
+// Close releases them for a server that will not run.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
@@ -218,18 +279,17 @@ type Server struct {
 	refusals *sparseLog
 	adminTok string        // path
 	applies  chan struct{} // the apply slots (applySlot)
+
+	mu   sync.Mutex // guards used
+	used bool       // by Run or Close: what New acquired is theirs to release
 }
 
 // New opens the store, loads or creates the CA and certificates, makes the
 // bootstrap admin token on first start, and binds both listeners.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	cfg.setDefaults()
-	if cfg.DataDir == "" {
-		return nil, errors.New("server: a data directory is required (--data-dir)")
-	}
-	if !cfg.ImagePolicy.Valid() {
-		return nil, fmt.Errorf("server: image policy %q: use %s, %s or %s (--image-policy)", cfg.ImagePolicy,
-			spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned)
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	allow, err := registryHosts(cfg.RegistryAllow)
 	if err != nil {
@@ -316,6 +376,8 @@ func (s *Server) listen() error {
 		grpc.Creds(newCertlessCreds(gatedCreds{credentials.NewTLS(pki.AgentServerTLS(s.ca, s.cert, s.gate.check)), s.gate},
 			s.cfg.AgentCertlessConnsPerSource, s.log)),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
+		// Stop waits for the handlers, which use the store Run closes next.
+		grpc.WaitForHandlers(true),
 		grpc.InTapHandle(limits.tap),
 		// gRPC waits 120s by default for a new connection's TLS and
 		// HTTP/2 handshakes; an agent gives up after 20s, and takes well
@@ -353,56 +415,50 @@ func (s *Server) listen() error {
 }
 
 // Run serves until ctx ends, then shuts down cleanly: listeners close,
-// agent streams end, the last heartbeat times are flushed, the store closes.
+// agent streams and API requests end, the last heartbeat times are
+// flushed, the store closes. It returns only once every goroutine it
+// started, and every request handler, has ended. A server runs once.
 func (s *Server) Run(ctx context.Context) error {
+	if err := s.start(); err != nil {
+		return err
+	}
 	s.log.Info("serving", "api", s.APIURL(), "agents", s.AgentAddr())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	// Requests' contexts derive from ctx, so that a long poll (an events
+	// wait, up to maxEventWait) ends when the server stops instead of
+	// outlasting the shutdown.
+	s.http.BaseContext = func(net.Listener) context.Context { return ctx }
+	routes := s.http.Handler
+	var requests sync.WaitGroup
+	s.http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		defer requests.Done()
+		routes.ServeHTTP(w, r)
+	})
+	errc := make(chan error, 3) // one a server
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		if err := s.http.ServeTLS(s.apiLn, "", ""); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serving API: %w", err)
 		}
-	}()
-	go func() {
-		defer wg.Done()
+	})
+	wg.Go(func() {
 		if err := s.grpc.Serve(s.agentLn); err != nil {
 			errc <- fmt.Errorf("serving agents: %w", err)
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		s.fleet.run(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.fleet.batchStatuses(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.fleet.writeNodes(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.renewServerCertificate(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.pruneHistory(ctx)
-	}()
+	})
+	wg.Go(func() { s.fleet.run(ctx) })
+	wg.Go(func() { s.fleet.batchStatuses(ctx) })
+	wg.Go(func() { s.fleet.writeNodes(ctx) })
+	wg.Go(func() { s.renewServerCertificate(ctx) })
+	wg.Go(func() { s.pruneHistory(ctx) })
 	if s.debug != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.debug.Serve(s.debugLn)
-		}()
+		wg.Go(func() {
+			if err := s.debug.Serve(s.debugLn); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serving debug profiles: %w", err)
+			}
+		})
 		s.log.Info("serving debug profiles", "addr", "http://"+s.debugLn.Addr().String()+"/debug/pprof/")
 	}
 
@@ -412,22 +468,65 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	cancel()
-	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
-	defer done()
-	s.http.Shutdown(shutCtx)
+	s.shutdownHTTP(s.http, "API")
 	if s.debug != nil {
-		s.debug.Shutdown(shutCtx)
+		s.shutdownHTTP(s.debug, "debug profiles")
 	}
 	// Agent streams never end by themselves, so a graceful stop would wait
-	// forever; agents reconnect with backoff and their containers keep running.
+	// forever; agents reconnect with backoff and their containers keep
+	// running. Stop waits for the handlers (grpc.WaitForHandlers).
 	s.grpc.Stop()
 	wg.Wait()
+	requests.Wait()
 	s.fleet.flush(context.Background())
 	if cerr := s.store.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	s.log.Info("stopped")
 	return err
+}
+
+// shutdownHTTP stops srv, waiting a while for its requests to end: they
+// end soon, as their contexts have ended. Those still running after that
+// lose their connections.
+func (s *Server) shutdownHTTP(srv *http.Server, what string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		s.log.Warn("requests still running at shutdown; closing their connections", "server", what, "err", err)
+		if err := srv.Close(); err != nil {
+			s.log.Warn("closing connections", "server", what, "err", err)
+		}
+	}
+}
+
+// start marks s as used, or says why it cannot run.
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used {
+		return errors.New("server: already run or closed; a server runs once, make a new one with New")
+	}
+	s.used = true
+	return nil
+}
+
+// Close releases what New acquired, the listeners and the store, of a
+// server that will not run: Run releases them itself when it returns, so
+// Close does nothing once Run started. Close may be called more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used {
+		return nil
+	}
+	s.used = true
+	errs := []error{s.apiLn.Close(), s.agentLn.Close()}
+	if s.debugLn != nil {
+		errs = append(errs, s.debugLn.Close())
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
 }
 
 // serverCertCheckInterval is how often a running server looks at its

@@ -2,13 +2,11 @@ package sim_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,77 +14,37 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
-	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/server"
+	"github.com/dockfleet/dockfleet/internal/servertest"
 	"github.com/dockfleet/dockfleet/internal/sim"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // These tests run a real server (SQLite, TLS, gRPC) in this process and the
 // simulator against it, as the scale tests do across two processes.
 
-type testServer struct {
-	srv    *server.Server
-	client *client.Client
-}
+// testServer is the server of the test, with the calls the tests make.
+type testServer struct{ *servertest.Fixture }
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
-		HeartbeatInterval: 500 * time.Millisecond})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	tok, err := os.ReadFile(srv.AdminTokenFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(client.Config{Addr: srv.APIURL(), Token: strings.TrimSpace(string(tok)), CACertFile: srv.CAFile()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testServer{srv: srv, client: c}
+	return &testServer{servertest.Start(t, func(cfg *server.Config) { cfg.HeartbeatInterval = 500 * time.Millisecond })}
 }
 
 func (ts *testServer) token(t *testing.T, uses int) string {
 	t.Helper()
-	tok, err := ts.client.CreateToken(context.Background(), api.TokenRequest{Uses: uses, AgentLabels: []string{"role"}})
+	tok, err := ts.Client.CreateToken(context.Background(), api.TokenRequest{Uses: uses, AgentLabels: []string{"role"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok.Token
 }
 
-// syncBuffer is a bytes.Buffer the simulator writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// events decodes the event lines written so far.
-func (s *syncBuffer) events(t *testing.T) []sim.Event {
+// decodeEvents decodes the event lines written to b so far.
+func decodeEvents(t *testing.T, b *testenv.Buffer) []sim.Event {
 	t.Helper()
 	var out []sim.Event
-	sc := bufio.NewScanner(strings.NewReader(s.String()))
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
 	for sc.Scan() {
 		var e sim.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
@@ -126,25 +84,19 @@ func (r *running) stop(t *testing.T) error {
 	}
 }
 
+// waitFor waits until cond holds, and fails at once if the simulation
+// ends meanwhile.
 func waitFor(t *testing.T, what string, r *running, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
+	testenv.Eventually(t, 60*time.Second, what, func() error {
 		select {
 		case runErr := <-r.done:
 			r.done <- runErr
-			t.Fatalf("waiting for %s: sim.Run returned %v; last: %v", what, runErr, err)
+			t.Fatalf("waiting for %s: sim.Run returned %v", what, runErr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return cond()
+	})
 }
 
 func (ts *testServer) readyNodes(t *testing.T, r *running, n int) []api.Node {
@@ -152,7 +104,7 @@ func (ts *testServer) readyNodes(t *testing.T, r *running, n int) []api.Node {
 	var nodes []api.Node
 	waitFor(t, fmt.Sprintf("%d nodes ready", n), r, func() error {
 		var err error
-		if nodes, err = ts.client.ListNodes(context.Background()); err != nil {
+		if nodes, err = ts.Client.ListNodes(context.Background()); err != nil {
 			return err
 		}
 		ready := 0
@@ -171,7 +123,7 @@ func (ts *testServer) readyNodes(t *testing.T, r *running, n int) []api.Node {
 
 func (ts *testServer) apply(t *testing.T, doc string) {
 	t.Helper()
-	if _, err := ts.client.Apply(context.Background(), "sim.yaml", []byte(doc)); err != nil {
+	if _, err := ts.Client.Apply(context.Background(), "sim.yaml", []byte(doc)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 }
@@ -182,7 +134,7 @@ func (ts *testServer) rollout(t *testing.T, r *running, to int64) api.Rollout {
 	var ro api.Rollout
 	waitFor(t, fmt.Sprintf("the rollout to revision %d to end", to), r, func() error {
 		var err error
-		if ro, err = ts.client.GetRollout(context.Background(), "default", "web"); err != nil {
+		if ro, err = ts.Client.GetRollout(context.Background(), "default", "web"); err != nil {
 			return err
 		}
 		if ro.To != to || !ro.State.Final() {
@@ -197,7 +149,7 @@ func (ts *testServer) rollout(t *testing.T, r *running, to int64) api.Rollout {
 // unhealthy ones.
 func (ts *testServer) states(t *testing.T) (map[api.InstanceState]int, []string) {
 	t.Helper()
-	is, err := ts.client.ListInstances(context.Background(), "default", "web")
+	is, err := ts.Client.ListInstances(context.Background(), "default", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,11 +171,11 @@ func (ts *testServer) states(t *testing.T) (map[api.InstanceState]int, []string)
 func checkPinnedOnce(t *testing.T, ts *testServer) {
 	t.Helper()
 	ctx := context.Background()
-	revs, err := ts.client.ListRevisions(ctx, "default", "web")
+	revs, err := ts.Client.ListRevisions(ctx, "default", "web")
 	if err != nil || len(revs) != 1 || revs[0].ImageDigest == "" {
 		t.Fatalf("revisions = %+v, %v; want revision 1 pinned to a digest", revs, err)
 	}
-	is, err := ts.client.ListInstances(ctx, "default", "web")
+	is, err := ts.Client.ListInstances(ctx, "default", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +184,7 @@ func checkPinnedOnce(t *testing.T, ts *testServer) {
 			t.Errorf("instance %s on %s runs %q; want the pinned %s", in.ID, in.NodeName, in.ImageDigest, revs[0].ImageDigest)
 		}
 	}
-	evs, err := ts.client.ListEvents(ctx, "default", "web", 0, 0)
+	evs, err := ts.Client.ListEvents(ctx, "default", "web", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,9 +226,9 @@ const agents = 50
 func TestFleetRollsOutAndReconnects(t *testing.T) {
 	ts := startServer(t)
 	dataDir := t.TempDir()
-	var events, progress syncBuffer
+	var events, progress testenv.Buffer
 	cfg := sim.Config{
-		Server:     ts.srv.AgentAddr(),
+		Server:     ts.Server.AgentAddr(),
 		Token:      ts.token(t, agents), // exactly one enrollment each
 		Agents:     agents,
 		DataDir:    dataDir,
@@ -313,7 +265,7 @@ func TestFleetRollsOutAndReconnects(t *testing.T) {
 	checkPinnedOnce(t, ts)
 	waitFor(t, "every agent's desired-state event", r, func() error {
 		connected, desired := 0, map[string]bool{}
-		for _, e := range events.events(t) {
+		for _, e := range decodeEvents(t, &events) {
 			switch e.Event {
 			case "connected":
 				connected++
@@ -340,12 +292,12 @@ func TestFleetRollsOutAndReconnects(t *testing.T) {
 	// reconnect with their identities (the token is used up anyway), and
 	// their fresh runtimes run the deployment again from the desired state.
 	t.Run("a restarted simulator reconnects its nodes", func(t *testing.T) {
-		var again syncBuffer
+		var again testenv.Buffer
 		cfg.Token, cfg.Events, cfg.Progress = "", &again, nil
 		r := runSim(t, cfg)
 		waitFor(t, "every agent to reconnect", r, func() error {
 			n := 0
-			for _, e := range again.events(t) {
+			for _, e := range decodeEvents(t, &again) {
 				if e.Event == "connected" {
 					n++
 				}
@@ -371,7 +323,7 @@ func TestFleetRollsOutAndReconnects(t *testing.T) {
 func TestUnhealthyFractionRollsBack(t *testing.T) {
 	ts := startServer(t)
 	r := runSim(t, sim.Config{
-		Server:            ts.srv.AgentAddr(),
+		Server:            ts.Server.AgentAddr(),
 		Token:             ts.token(t, agents),
 		Agents:            agents,
 		DataDir:           t.TempDir(),
@@ -400,7 +352,7 @@ func TestUnhealthyFractionRollsBack(t *testing.T) {
 		t.Fatalf("second rollout: %s from %d: %s; want rolled back to 1", ro.State, ro.From, ro.Message)
 	}
 	for _, id := range ro.FailedInstances {
-		is, err := ts.client.ListInstances(context.Background(), "default", "web")
+		is, err := ts.Client.ListInstances(context.Background(), "default", "web")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -419,7 +371,7 @@ func TestUnhealthyFractionRollsBack(t *testing.T) {
 func TestRefusedEnrollmentEndsRun(t *testing.T) {
 	ts := startServer(t)
 	err := sim.Run(context.Background(), sim.Config{
-		Server:     ts.srv.AgentAddr(),
+		Server:     ts.Server.AgentAddr(),
 		Token:      ts.token(t, 2),
 		Agents:     3,
 		Ramp:       1, // one at a time: the third finds the token used up
