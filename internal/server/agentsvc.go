@@ -3,12 +3,10 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,6 +16,8 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/controller"
+	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
@@ -95,7 +95,7 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 	}
 
 	now := time.Now().UTC()
-	node := api.Node{ID: newID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
+	node := api.Node{ID: controller.NewID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
 		LastSeen: now, CreatedAt: now, Facts: factsFromProto(req.Facts)}
 	check := func(t api.EnrollToken, hash string, existing *api.Node) error {
 		switch {
@@ -158,7 +158,7 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		// now on, and the connections made with them closed.
 		s.gate.reenrolled(node.ID, node.Epoch)
 		s.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
-		s.fleet.need(reloadNodes)
+		s.fleet.ctl.Need(controller.ReloadNodes)
 		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: s.ca.CertPEM()}, nil
 	}
 	s.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
@@ -262,7 +262,7 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	if err != nil {
 		return err
 	}
-	if err := s.fleet.enrolledNode(ctx, nodeID); err != nil {
+	if err := s.enrolledNode(ctx, nodeID); err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -278,17 +278,18 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	}
 	a.limits.cleanMessage(nodeID, first)
 	log := s.log.With("node_id", nodeID)
-	sess := s.fleet.connect(nodeID, hello)
-	defer s.fleet.disconnect(sess)
+	s.fleet.live.Connected(nodeID, factsFromProto(hello.Facts))
+	sess := s.fleet.out.Connect(nodeID)
+	defer s.fleet.out.Disconnect(sess)
 	log.Info("agent connected", "generation", hello.Generation)
 	if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds()}}}); err != nil {
 		return err
 	}
-	sess.start(stream)
-	defer sess.stop()
+	sess.Start(stream)
+	defer sess.Stop()
 	for _, st := range hello.Instances {
-		s.fleet.status(ctx, nodeID, st)
+		s.fleet.ctl.Status(ctx, nodeID, st)
 	}
 
 	for {
@@ -297,7 +298,7 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 			log.Info("agent disconnected", "reason", err)
 			return nil
 		}
-		if err := sess.err(); err != nil {
+		if err := sess.Err(); err != nil {
 			return err
 		}
 		if err := a.limits.message(nodeID); err != nil {
@@ -306,109 +307,17 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		a.limits.cleanMessage(nodeID, msg)
 		switch m := msg.Msg.(type) {
 		case *agentproto.AgentMessage_Heartbeat:
-			s.fleet.heartbeat(nodeID, m.Heartbeat)
+			s.fleet.live.Heartbeat(nodeID, heartbeatFromProto(m.Heartbeat))
 		case *agentproto.AgentMessage_Ack:
-			s.fleet.ack(nodeID, m.Ack.Generation)
+			s.fleet.out.Ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:
-			s.fleet.status(ctx, nodeID, m.Status)
+			s.fleet.ctl.Status(ctx, nodeID, m.Status)
 		case *agentproto.AgentMessage_Pulled:
-			s.fleet.pulled(nodeID, m.Pulled)
+			s.fleet.ctl.Pulled(nodeID, m.Pulled)
 		case *agentproto.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello sent twice")
 		}
 	}
-}
-
-// errReplaced ends a stream whose node connected again on another one.
-var errReplaced = status.Error(codes.Aborted, "replaced by a newer connection of the same node")
-
-// session is one connected agent's stream. Desired states queue in a
-// one-slot mailbox where the newest replaces an unsent older one, so a slow
-// agent never blocks the controller and always gets the latest full state.
-//
-// A goroutine sends only while the mailbox holds something: a server holds
-// thousands of idle streams, and a goroutine waiting on each one's mailbox
-// would cost its stack for nothing.
-type session struct {
-	nodeID string
-
-	mu      sync.Mutex
-	stream  agentproto.Agent_ConnectServer // nil until started, and once stopped
-	pending *agentproto.DesiredState
-	sending sync.WaitGroup // the sender, while one runs
-	active  bool           // a sender runs
-	failure error          // why the stream must end: a failed send, or errReplaced
-}
-
-func newSession(nodeID string) *session { return &session{nodeID: nodeID} }
-
-// push queues d, replacing an unsent older state.
-func (s *session) push(d *agentproto.DesiredState) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pending = d
-	s.kick()
-}
-
-// start lets the session send on stream, after the welcome went out.
-func (s *session) start(stream agentproto.Agent_ConnectServer) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stream = stream
-	s.kick()
-}
-
-// kick starts a sender if there is something to send and none runs.
-// Callers hold s.mu.
-func (s *session) kick() {
-	if s.stream == nil || s.pending == nil || s.active || s.failure != nil {
-		return
-	}
-	s.active = true
-	s.sending.Add(1)
-	go s.send(s.stream)
-}
-
-func (s *session) send(stream agentproto.Agent_ConnectServer) {
-	defer s.sending.Done()
-	for {
-		s.mu.Lock()
-		d := s.pending
-		s.pending = nil
-		if d == nil || s.failure != nil {
-			s.active = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Desired{Desired: d}}); err != nil {
-			s.fail(fmt.Errorf("sending desired state: %w", err))
-		}
-	}
-}
-
-// fail marks the stream for ending, with err, at its next message.
-func (s *session) fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failure == nil {
-		s.failure = err
-	}
-}
-
-func (s *session) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.failure
-}
-
-// stop ends sending and waits for a send in flight: gRPC allows no send
-// after the stream's handler returned.
-func (s *session) stop() {
-	s.mu.Lock()
-	s.stream = nil
-	s.mu.Unlock()
-	s.sending.Wait()
 }
 
 func factsFromProto(f *agentproto.Facts) api.Facts {
@@ -417,6 +326,18 @@ func factsFromProto(f *agentproto.Facts) api.Facts {
 	}
 	return api.Facts{AgentVersion: f.AgentVersion, DockerVersion: f.DockerVersion, OS: f.Os, Arch: f.Arch,
 		Hostname: f.Hostname, CPUs: int(f.Cpus), MemoryBytes: f.MemoryBytes}
+}
+
+func heartbeatFromProto(hb *agentproto.Heartbeat) liveness.Heartbeat {
+	out := liveness.Heartbeat{Error: hb.Error}
+	if u := hb.Usage; u != nil {
+		out.Usage = &api.Usage{CPUPercent: u.CpuPercent, MemoryBytes: u.MemoryBytes, Containers: int(u.Containers)}
+	}
+	if hb.Facts != nil {
+		facts := factsFromProto(hb.Facts)
+		out.Facts = &facts
+	}
+	return out
 }
 
 // Renew signs a fresh certificate for the node its current one names.

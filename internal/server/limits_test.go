@@ -96,22 +96,6 @@ func TestEnrollFailuresBlockTheirSourceOnly(t *testing.T) {
 	}
 }
 
-func TestSparseLogCountsWhatItDrops(t *testing.T) {
-	var buf lockedBuffer
-	l := newSparseLog(slog.New(slog.NewTextHandler(&buf, nil)))
-	for range 5 {
-		l.warn("over the limit", "source", "192.0.2.1")
-	}
-	if n := strings.Count(buf.String(), "over the limit"); n != 1 {
-		t.Fatalf("5 warnings at once wrote %d lines; want 1:\n%s", n, buf.String())
-	}
-	l.every = rate.NewLimiter(rate.Inf, 1) // as if limitLogInterval had passed
-	l.warn("over the limit", "source", "192.0.2.1")
-	if !strings.Contains(buf.String(), "dropped_since_last=4") {
-		t.Errorf("the next line does not count the 4 dropped:\n%s", buf.String())
-	}
-}
-
 // The listener resets a connection over its source's rate before the
 // server reads a byte of it, and lets other sources through.
 func TestListenerResetsConnectionsOverTheRate(t *testing.T) {

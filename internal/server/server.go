@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -24,6 +25,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/registry"
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -109,6 +111,9 @@ type Config struct {
 	EventRetention time.Duration
 	MaxEvents      int
 	Logger         *slog.Logger
+	// Clock is the time of the controller and of node liveness; nil is
+	// the real clock. Tests give a fake one to move time.
+	Clock clockwork.Clock
 }
 
 func (c *Config) setDefaults() {
@@ -215,7 +220,7 @@ type Server struct {
 	hosts   []string // the server certificate's
 	events  *eventBell
 	// refusals logs the API requests refused for their caller's fault.
-	refusals *sparseLog
+	refusals *sparselog.Log
 	adminTok string        // path
 	applies  chan struct{} // the apply slots (applySlot)
 }
@@ -256,12 +261,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		events: newEventBell(), refusals: newSparseLog(cfg.Logger), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
+		events: newEventBell(), refusals: sparselog.New(cfg.Logger, limitLogInterval), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
-	s.fleet, err = newFleet(ctx, s)
+	s.fleet, err = newFleet(ctx, st, cfg, s.events)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -380,16 +385,6 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.fleet.batchStatuses(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.fleet.writeNodes(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
 		s.renewServerCertificate(ctx)
 	}()
 	wg.Add(1)
@@ -422,7 +417,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// forever; agents reconnect with backoff and their containers keep running.
 	s.grpc.Stop()
 	wg.Wait()
-	s.fleet.flush(context.Background())
+	s.fleet.live.Flush(context.Background())
 	if cerr := s.store.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
