@@ -2,12 +2,9 @@ package server
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"github.com/jonboulle/clockwork"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/controller"
@@ -76,21 +73,4 @@ func (f *fleet) removed(id string) {
 	f.live.Removed(id)
 	f.out.Forget(id)
 	f.ctl.Need(controller.ReloadNodes | controller.ReloadInstances | controller.Place)
-}
-
-// enrolledNode checks that node id is enrolled: in memory, which knows
-// every node this server enrolled or loaded, or else in the store.
-func (s *Server) enrolledNode(ctx context.Context, id string) error {
-	if s.fleet.live.Known(id) {
-		return nil
-	}
-	_, err := s.store.GetNode(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", id)
-	case err != nil:
-		s.log.Error("reading node", "node_id", id, "err", err)
-		return status.Error(codes.Unavailable, "reading the node failed; retrying is safe")
-	}
-	return nil
 }

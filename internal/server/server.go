@@ -345,7 +345,8 @@ func (s *Server) listen() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s, limits: limits})
+	agentproto.RegisterAgentServer(s.grpc, &agentService{store: s.store, ca: s.ca, gate: s.gate, fleet: s.fleet, limits: limits, log: s.log,
+		heartbeatInterval: s.cfg.HeartbeatInterval, certTTL: s.cfg.NodeCertTTL})
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
 			s.apiLn.Close()
