@@ -3,12 +3,11 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"maps"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,16 +17,28 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/controller"
+	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// agentService serves the agent protocol.
+// agentService serves the agent protocol. It holds what it uses, not the
+// Server: the store, the CA that signs node certificates, the gate that
+// refuses revoked identities, the source and message limits, and the
+// fleet's parts that agents feed (liveness, fan-out, controller).
 type agentService struct {
 	agentproto.UnimplementedAgentServer
-	s      *Server
+	store  store.Store
+	ca     *pki.CA
+	gate   *nodeGate
+	fleet  *fleet
 	limits *agentLimits
+	log    *slog.Logger
+	// heartbeatInterval is what agents are told to keep; certTTL the
+	// lifetime of the certificates the service signs.
+	heartbeatInterval, certTTL time.Duration
 }
 
 func checkVersion(v uint32) error {
@@ -51,7 +62,6 @@ var nodeIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 // source's failure count, then the token's form and CA fingerprint; the
 // store, which compares the secret in constant time, comes last.
 func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, err error) {
-	s := a.s
 	if err := a.limits.enrollBlocked(ctx); err != nil {
 		return nil, err
 	}
@@ -71,7 +81,7 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	if fp != s.ca.Fingerprint() {
+	if fp != a.ca.Fingerprint() {
 		return nil, status.Error(codes.Unauthenticated, "the enrollment token was made by another server (its CA fingerprint differs)")
 	}
 	if !nodeNameRE.MatchString(req.Name) {
@@ -95,7 +105,7 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 	}
 
 	now := time.Now().UTC()
-	node := api.Node{ID: newID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
+	node := api.Node{ID: controller.NewID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
 		LastSeen: now, CreatedAt: now, Facts: factsFromProto(req.Facts)}
 	check := func(t api.EnrollToken, hash string, existing *api.Node) error {
 		switch {
@@ -127,7 +137,7 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		}
 		return nil
 	}
-	enrolled, err := s.store.Enroll(ctx, tokenID, check, node)
+	enrolled, err := a.store.Enroll(ctx, tokenID, check, node)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, status.Errorf(codes.Unauthenticated, "enrollment token %s is not known to this server", tokenID)
@@ -135,35 +145,35 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		return nil, nameTaken(req.Name)
 	case err != nil:
 		if _, ok := status.FromError(err); ok {
-			s.log.Warn("enrollment refused", "token_id", tokenID, "name", req.Name, "err", err)
+			a.log.Warn("enrollment refused", "token_id", tokenID, "name", req.Name, "err", err)
 			return nil, err
 		}
 		// A store that is busy (a crowd of agents enrolling at once) is
 		// worth a retry; Unavailable makes the agent back off and try again
 		// instead of taking it as a refusal.
-		s.log.Error("enrollment failed", "err", err)
+		a.log.Error("enrollment failed", "err", err)
 		return nil, status.Error(codes.Unavailable, "enrollment could not be recorded now; retrying is safe")
 	}
 	node = enrolled
-	cert, err := s.ca.SignNode(req.Csr, node.ID, node.Epoch, s.cfg.NodeCertTTL)
+	cert, err := a.ca.SignNode(req.Csr, node.ID, node.Epoch, a.certTTL)
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
 	if err != nil {
-		s.log.Error("signing node certificate", "node_id", node.ID, "err", err)
+		a.log.Error("signing node certificate", "node_id", node.ID, "err", err)
 		return nil, status.Error(codes.Internal, "signing the node certificate failed; see the server log")
 	}
 	if node.Epoch > 0 {
 		// The certificates of the node's earlier epochs are refused from
 		// now on, and the connections made with them closed.
-		s.gate.reenrolled(node.ID, node.Epoch)
-		s.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
-		s.fleet.need(reloadNodes)
-		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: s.ca.CertPEM()}, nil
+		a.gate.reenrolled(node.ID, node.Epoch)
+		a.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
+		a.fleet.ctl.Need(controller.ReloadNodes)
+		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
 	}
-	s.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
-	s.fleet.enrolled(node)
-	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: s.ca.CertPEM()}, nil
+	a.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
+	a.fleet.enrolled(node)
+	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
 }
 
 // nameTaken refuses a new node the name of an enrolled one.
@@ -235,7 +245,7 @@ func labelList(labels map[string]string) string {
 
 // peerNodeID reads the node ID and certificate epoch from the verified
 // client certificate, and refuses a node the gate refuses.
-func (s *Server) peerNodeID(ctx context.Context) (string, int64, error) {
+func (a *agentService) peerNodeID(ctx context.Context) (string, int64, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return "", 0, status.Error(codes.Unauthenticated, "no peer")
@@ -248,21 +258,37 @@ func (s *Server) peerNodeID(ctx context.Context) (string, int64, error) {
 	if err != nil {
 		return "", 0, status.Errorf(codes.Unauthenticated, "a node client certificate is required; enroll first: %v", err)
 	}
-	if err := s.gate.check(id, epoch); err != nil {
+	if err := a.gate.check(id, epoch); err != nil {
 		return "", 0, status.Error(codes.PermissionDenied, err.Error())
 	}
 	return id, epoch, nil
 }
 
+// enrolledNode checks that node id is enrolled: in memory, which knows
+// every node this server enrolled or loaded, or else in the store.
+func (a *agentService) enrolledNode(ctx context.Context, id string) error {
+	if a.fleet.live.Known(id) {
+		return nil
+	}
+	_, err := a.store.GetNode(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", id)
+	case err != nil:
+		a.log.Error("reading node", "node_id", id, "err", err)
+		return status.Error(codes.Unavailable, "reading the node failed; retrying is safe")
+	}
+	return nil
+}
+
 // Connect serves one agent's stream for as long as it stays up.
 func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
-	s := a.s
 	ctx := stream.Context()
-	nodeID, _, err := s.peerNodeID(ctx)
+	nodeID, _, err := a.peerNodeID(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.fleet.enrolledNode(ctx, nodeID); err != nil {
+	if err := a.enrolledNode(ctx, nodeID); err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -277,18 +303,19 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		return err
 	}
 	a.limits.cleanMessage(nodeID, first)
-	log := s.log.With("node_id", nodeID)
-	sess := s.fleet.connect(nodeID, hello)
-	defer s.fleet.disconnect(sess)
+	log := a.log.With("node_id", nodeID)
+	a.fleet.live.Connected(nodeID, factsFromProto(hello.Facts))
+	sess := a.fleet.out.Connect(nodeID)
+	defer a.fleet.out.Disconnect(sess)
 	log.Info("agent connected", "generation", hello.Generation)
 	if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
-		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds()}}}); err != nil {
+		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: a.heartbeatInterval.Milliseconds()}}}); err != nil {
 		return err
 	}
-	sess.start(stream)
-	defer sess.stop()
+	sess.Start(stream)
+	defer sess.Stop()
 	for _, st := range hello.Instances {
-		s.fleet.status(ctx, nodeID, st)
+		a.fleet.ctl.Status(ctx, nodeID, st)
 	}
 
 	for {
@@ -297,7 +324,7 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 			log.Info("agent disconnected", "reason", err)
 			return nil
 		}
-		if err := sess.err(); err != nil {
+		if err := sess.Err(); err != nil {
 			return err
 		}
 		if err := a.limits.message(nodeID); err != nil {
@@ -306,109 +333,17 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		a.limits.cleanMessage(nodeID, msg)
 		switch m := msg.Msg.(type) {
 		case *agentproto.AgentMessage_Heartbeat:
-			s.fleet.heartbeat(nodeID, m.Heartbeat)
+			a.fleet.live.Heartbeat(nodeID, heartbeatFromProto(m.Heartbeat))
 		case *agentproto.AgentMessage_Ack:
-			s.fleet.ack(nodeID, m.Ack.Generation)
+			a.fleet.out.Ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:
-			s.fleet.status(ctx, nodeID, m.Status)
+			a.fleet.ctl.Status(ctx, nodeID, m.Status)
 		case *agentproto.AgentMessage_Pulled:
-			s.fleet.pulled(nodeID, m.Pulled)
+			a.fleet.ctl.Pulled(nodeID, m.Pulled)
 		case *agentproto.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello sent twice")
 		}
 	}
-}
-
-// errReplaced ends a stream whose node connected again on another one.
-var errReplaced = status.Error(codes.Aborted, "replaced by a newer connection of the same node")
-
-// session is one connected agent's stream. Desired states queue in a
-// one-slot mailbox where the newest replaces an unsent older one, so a slow
-// agent never blocks the controller and always gets the latest full state.
-//
-// A goroutine sends only while the mailbox holds something: a server holds
-// thousands of idle streams, and a goroutine waiting on each one's mailbox
-// would cost its stack for nothing.
-type session struct {
-	nodeID string
-
-	mu      sync.Mutex
-	stream  agentproto.Agent_ConnectServer // nil until started, and once stopped
-	pending *agentproto.DesiredState
-	sending sync.WaitGroup // the sender, while one runs
-	active  bool           // a sender runs
-	failure error          // why the stream must end: a failed send, or errReplaced
-}
-
-func newSession(nodeID string) *session { return &session{nodeID: nodeID} }
-
-// push queues d, replacing an unsent older state.
-func (s *session) push(d *agentproto.DesiredState) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pending = d
-	s.kick()
-}
-
-// start lets the session send on stream, after the welcome went out.
-func (s *session) start(stream agentproto.Agent_ConnectServer) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stream = stream
-	s.kick()
-}
-
-// kick starts a sender if there is something to send and none runs.
-// Callers hold s.mu.
-func (s *session) kick() {
-	if s.stream == nil || s.pending == nil || s.active || s.failure != nil {
-		return
-	}
-	s.active = true
-	s.sending.Add(1)
-	go s.send(s.stream)
-}
-
-func (s *session) send(stream agentproto.Agent_ConnectServer) {
-	defer s.sending.Done()
-	for {
-		s.mu.Lock()
-		d := s.pending
-		s.pending = nil
-		if d == nil || s.failure != nil {
-			s.active = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Desired{Desired: d}}); err != nil {
-			s.fail(fmt.Errorf("sending desired state: %w", err))
-		}
-	}
-}
-
-// fail marks the stream for ending, with err, at its next message.
-func (s *session) fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failure == nil {
-		s.failure = err
-	}
-}
-
-func (s *session) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.failure
-}
-
-// stop ends sending and waits for a send in flight: gRPC allows no send
-// after the stream's handler returned.
-func (s *session) stop() {
-	s.mu.Lock()
-	s.stream = nil
-	s.mu.Unlock()
-	s.sending.Wait()
 }
 
 func factsFromProto(f *agentproto.Facts) api.Facts {
@@ -419,14 +354,25 @@ func factsFromProto(f *agentproto.Facts) api.Facts {
 		Hostname: f.Hostname, CPUs: int(f.Cpus), MemoryBytes: f.MemoryBytes}
 }
 
+func heartbeatFromProto(hb *agentproto.Heartbeat) liveness.Heartbeat {
+	out := liveness.Heartbeat{Error: hb.Error}
+	if u := hb.Usage; u != nil {
+		out.Usage = &api.Usage{CPUPercent: u.CpuPercent, MemoryBytes: u.MemoryBytes, Containers: int(u.Containers)}
+	}
+	if hb.Facts != nil {
+		facts := factsFromProto(hb.Facts)
+		out.Facts = &facts
+	}
+	return out
+}
+
 // Renew signs a fresh certificate for the node its current one names.
 func (a *agentService) Renew(ctx context.Context, req *agentproto.RenewRequest) (*agentproto.RenewResponse, error) {
-	s := a.s
-	nodeID, epoch, err := s.peerNodeID(ctx)
+	nodeID, epoch, err := a.peerNodeID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	node, err := s.store.GetNode(ctx, nodeID)
+	node, err := a.store.GetNode(ctx, nodeID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.PermissionDenied, "node %s is not enrolled with this server", nodeID)
@@ -436,17 +382,17 @@ func (a *agentService) Renew(ctx context.Context, req *agentproto.RenewRequest) 
 	// The gate refused the node if it was revoked or re-enrolled since;
 	// the store says so too, for a node revoked a moment ago.
 	if node.State == api.NodeRevoked || epoch != node.Epoch {
-		s.log.Warn("renewal refused", "node_id", nodeID, "state", node.State, "cert_epoch", epoch, "epoch", node.Epoch)
+		a.log.Warn("renewal refused", "node_id", nodeID, "state", node.State, "cert_epoch", epoch, "epoch", node.Epoch)
 		return nil, status.Errorf(codes.PermissionDenied, "node %s may not renew its certificate: it was revoked or re-enrolled", nodeID)
 	}
-	cert, err := s.ca.SignNode(req.Csr, nodeID, node.Epoch, s.cfg.NodeCertTTL)
+	cert, err := a.ca.SignNode(req.Csr, nodeID, node.Epoch, a.certTTL)
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
 	if err != nil {
-		s.log.Error("signing node certificate", "node_id", nodeID, "err", err)
+		a.log.Error("signing node certificate", "node_id", nodeID, "err", err)
 		return nil, status.Error(codes.Internal, "signing the node certificate failed; see the server log")
 	}
-	s.log.Info("node certificate renewed", "node_id", nodeID)
+	a.log.Info("node certificate renewed", "node_id", nodeID)
 	return &agentproto.RenewResponse{Certificate: cert}, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
@@ -118,7 +119,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	// A refusal is logged too, for the operator who was not the caller;
 	// sparsely, since a client can send many. "Not found" is an answer.
 	if status != http.StatusNotFound && status < 500 || status == http.StatusServiceUnavailable {
-		s.refusals.warn("api request refused", "method", r.Method, "path", r.URL.Path, "source", r.RemoteAddr,
+		s.refusals.Warn("api request refused", "method", r.Method, "path", r.URL.Path, "source", r.RemoteAddr,
 			"status", status, "err", body.Error, "details", len(body.Details))
 	}
 	writeJSON(w, status, body)
@@ -155,7 +156,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	for i := range nodes {
-		s.fleet.live(&nodes[i])
+		s.fleet.live.Live(&nodes[i])
 	}
 	writeList(w, nodes)
 	return nil
@@ -185,7 +186,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.fleet.live(&n)
+	s.fleet.live.Live(&n)
 	writeJSON(w, http.StatusOK, n)
 	return nil
 }
@@ -233,8 +234,8 @@ func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		s.log.Info("node labels changed", "node_id", n.ID, "labels", n.Labels)
-		s.fleet.need(reloadNodes | place)
-		s.fleet.live(&n)
+		s.fleet.ctl.Need(controller.ReloadNodes | controller.Place)
+		s.fleet.live.Live(&n)
 		writeJSON(w, http.StatusOK, n)
 		return nil
 	}
@@ -255,7 +256,7 @@ func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
 	s.gate.revoke(n.ID)
 	s.fleet.revoked(n.ID)
 	s.log.Warn("node revoked", "node_id", n.ID, "name", n.Name)
-	s.fleet.live(&n)
+	s.fleet.live.Live(&n)
 	writeJSON(w, http.StatusOK, n)
 	return nil
 }
@@ -279,8 +280,8 @@ func (s *Server) scheduleNode(to api.NodeScheduling, from ...api.NodeScheduling)
 			return err
 		}
 		s.log.Info("node scheduling set", "node_id", n.ID, "name", n.Name, "scheduling", cmp.Or(string(n.Scheduling), "schedulable"))
-		s.fleet.need(reloadNodes | place)
-		s.fleet.live(&n)
+		s.fleet.ctl.Need(controller.ReloadNodes | controller.Place)
+		s.fleet.live.Live(&n)
 		writeJSON(w, http.StatusOK, n)
 		return nil
 	}
@@ -295,7 +296,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !force && s.fleet.connected(n.ID) {
+	if !force && s.fleet.out.Connected(n.ID) {
 		return conflict{fmt.Sprintf("node %s (%s) is connected: stop its agent first, or remove it anyway with dockfleet node rm --force (its connection is closed)", n.Name, n.ID)}
 	}
 	if err := s.store.DeleteNode(r.Context(), n.ID, "removed", time.Now().UTC()); err != nil {

@@ -8,23 +8,15 @@ import (
 	"net/http"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
-// Bounds of what the server sends an agent. A node's desired state, all its
-// instances' container specs, is one gRPC message: one over the agent's
-// receive limit would end its stream at every attempt, and the node would
-// get no update for any deployment. The server refuses at apply what would
-// not fit (checkDesiredSize) and never sends what does not (fleet.push).
+// Bounds of what the server sends an agent. The server refuses at apply
+// what would not fit in a node's desired state (checkDesiredSize), whose
+// bound is controller.MaxDesiredState.
 const (
-	// maxDesiredState is the largest desired state sent to one node: below
-	// the 4 MiB that agents built before agentproto.MaxServerMessage take,
-	// with room for the message's own framing.
-	maxDesiredState = 3 << 20
 	// maxContainerSpec bounds one instance's container spec (its JSON).
 	maxContainerSpec = 1 << 20
 	// instanceOverhead is what an instance adds to a desired state besides
@@ -122,7 +114,7 @@ func (s *Server) checkDesiredSize(ctx context.Context, filename string, d spec.D
 	var worst api.Node
 	worstSize, over := 0, 0
 	for _, n := range targets {
-		if total := others[n.ID] + per*size; total > maxDesiredState {
+		if total := others[n.ID] + per*size; total > controller.MaxDesiredState {
 			over++
 			if total > worstSize {
 				worst, worstSize = n, total
@@ -135,7 +127,7 @@ func (s *Server) checkDesiredSize(ctx context.Context, filename string, d spec.D
 	return s.refuseApply(d, fmt.Sprintf("%s: deployment %s: the desired state of node %s would be about %d bytes (%d instance(s) of %d bytes and %d bytes of other deployments), "+
 		"over the %d bytes the server sends an agent in one message; %d of the %d nodes it targets are over. "+
 		"Make the container spec smaller, or spread the deployments over more nodes",
-		filename, d.Metadata.Name, worst.Name, worstSize, per, size, others[worst.ID], maxDesiredState, over, len(targets)))
+		filename, d.Metadata.Name, worst.Name, worstSize, per, size, others[worst.ID], controller.MaxDesiredState, over, len(targets)))
 }
 
 // instanceSize is about what one instance of container c adds to a desired state.
@@ -174,18 +166,4 @@ func spread(nodes []api.Node, ds spec.DeploymentSpec) ([]api.Node, int) {
 func (s *Server) refuseApply(d spec.Deployment, msg string) error {
 	s.log.Warn("apply refused", "project", d.Metadata.Project, "deployment", d.Metadata.Name, "reason", msg)
 	return badRequestf("%s", msg)
-}
-
-// desiredTooLarge reports, sparsely, a desired state over maxDesiredState
-// that the controller will not send: the apply check estimates, and
-// placement can stack more instances on a node than it assumed.
-func (f *fleet) desiredTooLarge(nodeID string, d *agentproto.DesiredState) bool {
-	size := proto.Size(d)
-	if size <= maxDesiredState {
-		return false
-	}
-	f.oversizeLog.warn("not sending a node its desired state: it is over the size an agent takes in one message; the node keeps its previous one. "+
-		"Make the container specs of its deployments smaller, or spread them over more nodes",
-		"node_id", nodeID, "bytes", size, "max_bytes", maxDesiredState, "instances", len(d.Instances))
-	return true
 }

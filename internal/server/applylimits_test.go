@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime/metrics"
@@ -13,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
-	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/internal/controller"
 )
 
 // bigEnvSpec is a global deployment on the good agents whose env holds n
@@ -55,7 +53,7 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 		want      []string
 	}{
 		{"big-3", bigEnvSpec("big-3", 15, 60<<10, "x"),
-			[]string{"big.yaml: deployment big-3: the desired state of node good-", "bytes of other deployments", fmt.Sprint(maxDesiredState), "20 of the 20 nodes it targets"}},
+			[]string{"big.yaml: deployment big-3: the desired state of node good-", "bytes of other deployments", fmt.Sprint(controller.MaxDesiredState), "20 of the 20 nodes it targets"}},
 		// JSON writes '<' as \u003c: 0.9 MiB of YAML is 5 MiB for an agent.
 		{"escaped", bigEnvSpec("escaped", 15, 60<<10, "<"),
 			[]string{"big.yaml: deployment escaped: spec.container is", fmt.Sprintf("at most %d are allowed", maxContainerSpec)}},
@@ -186,27 +184,6 @@ func watchHeap() func() uint64 {
 			return top - base
 		}
 		return 0
-	}
-}
-
-// The controller never sends a desired state over maxDesiredState, which
-// the agent would refuse, ending its stream; it says so, sparsely.
-func TestOversizeDesiredStateIsNotSent(t *testing.T) {
-	var logs testenv.Buffer
-	f := &fleet{oversizeLog: newSparseLog(slog.New(slog.NewTextHandler(&logs, nil)))}
-	small := &agentproto.DesiredState{Instances: []*agentproto.InstanceSpec{{Id: "a", Container: make([]byte, 1<<20)}}}
-	if f.desiredTooLarge("n1", small) {
-		t.Errorf("a desired state of 1 MiB is too large; want it sent")
-	}
-	big := &agentproto.DesiredState{Instances: []*agentproto.InstanceSpec{
-		{Id: "a", Container: make([]byte, 2<<20)}, {Id: "b", Container: make([]byte, 2<<20)}}}
-	for range 3 {
-		if !f.desiredTooLarge("n1", big) {
-			t.Errorf("a desired state of 4 MiB is not too large; want it held back")
-		}
-	}
-	if n := strings.Count(logs.String(), "not sending a node its desired state"); n != 1 {
-		t.Errorf("logged %d times for 3 held back; want once:\n%s", n, logs.String())
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
+
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 )
 
 // The listeners' connection limits keep unauthenticated clients from
@@ -90,11 +92,11 @@ func (c *countedConn) Close() error {
 type capListener struct {
 	net.Listener
 	counter *connCounter
-	log     *sparseLog
+	log     *sparselog.Log
 }
 
 func newCapListener(ln net.Listener, max int, log *slog.Logger) *capListener {
-	return &capListener{Listener: ln, counter: newConnCounter(max), log: newSparseLog(log)}
+	return &capListener{Listener: ln, counter: newConnCounter(max), log: sparselog.New(log, limitLogInterval)}
 }
 
 func (ln *capListener) Accept() (net.Conn, error) {
@@ -107,7 +109,7 @@ func (ln *capListener) Accept() (net.Conn, error) {
 		if ln.counter.acquire(src) {
 			return &countedConn{Conn: c, release: func() { ln.counter.release(src) }}, nil
 		}
-		ln.log.warn("closing a new API connection: its source address holds its cap of connections",
+		ln.log.Warn("closing a new API connection: its source address holds its cap of connections",
 			"source", src, "max_conns_per_source", ln.counter.max)
 		c.Close()
 	}
@@ -119,11 +121,11 @@ func (ln *capListener) Accept() (net.Conn, error) {
 type certlessCreds struct {
 	credentials.TransportCredentials
 	counter *connCounter
-	log     *sparseLog
+	log     *sparselog.Log
 }
 
 func newCertlessCreds(creds credentials.TransportCredentials, max int, log *slog.Logger) *certlessCreds {
-	return &certlessCreds{TransportCredentials: creds, counter: newConnCounter(max), log: newSparseLog(log)}
+	return &certlessCreds{TransportCredentials: creds, counter: newConnCounter(max), log: sparselog.New(log, limitLogInterval)}
 }
 
 func (c *certlessCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -137,7 +139,7 @@ func (c *certlessCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Aut
 	src := source(raw.RemoteAddr())
 	if !c.counter.acquire(src) {
 		conn.Close()
-		c.log.warn("closing a new agent connection without a client certificate: its source address holds its cap of them",
+		c.log.Warn("closing a new agent connection without a client certificate: its source address holds its cap of them",
 			"source", src, "max_certless_conns_per_source", c.counter.max)
 		return nil, nil, fmt.Errorf("%s holds %d connections without a client certificate already", src, c.counter.max)
 	}

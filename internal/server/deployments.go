@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,19 +15,11 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
-
-// specHash identifies a container spec; agents replace a container whose
-// label carries another hash. encoding/json sorts map keys, so equal specs
-// hash equally.
-func specHash(c spec.Container) string {
-	b, _ := json.Marshal(c)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
-}
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 	filename := r.URL.Query().Get("filename")
@@ -49,7 +39,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	// Even when a later document fails to be written, the earlier ones were applied.
-	defer s.fleet.need(reloadDeployments | place)
+	defer s.fleet.ctl.Need(controller.ReloadDeployments | controller.Place)
 	var resp api.ApplyResponse
 	for _, p := range plans {
 		res, err := s.applyDeployment(r.Context(), p)
@@ -200,7 +190,7 @@ func (s *Server) newRevision(ctx context.Context, cur api.Deployment, rev api.Re
 	d, cause := rev.Spec, rev.Cause
 	cur.Spec, cur.Revision, cur.UpdatedAt = d, cur.Revision+1, now
 	rev.Project, rev.Deployment, rev.Number, rev.CreatedAt = cur.Project, cur.Name, cur.Revision, now
-	ro := api.Rollout{ID: newID(), Project: cur.Project, Deployment: cur.Name, From: cur.StableRevision, To: rev.Number,
+	ro := api.Rollout{ID: controller.NewID(), Project: cur.Project, Deployment: cur.Name, From: cur.StableRevision, To: rev.Number,
 		State: api.RolloutRunning, CreatedAt: now, UpdatedAt: now}
 	ev := api.Event{Time: now, Project: cur.Project, Deployment: cur.Name, Rollout: ro.ID, Type: "rollout.started",
 		Message: fmt.Sprintf("revision %d (%s, image %s): rolling out from revision %d", rev.Number, cause, d.Spec.Container.Image, ro.From)}
@@ -281,7 +271,7 @@ func (s *Server) undo(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("deployment rolled back", "project", project, "deployment", name, "to_revision", to, "revision", rev.Number, "rollout_id", ro.ID)
-	s.fleet.need(reloadDeployments | place)
+	s.fleet.ctl.Need(controller.ReloadDeployments | controller.Place)
 	writeJSON(w, http.StatusOK, api.ApplyResult{Project: project, Name: name, Action: api.ActionConfigured, Revision: rev.Number, Rollout: ro.ID})
 	return nil
 }
@@ -332,7 +322,7 @@ func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) error 
 		s.log.Error("recording event", "err", err)
 	}
 	s.events.notify()
-	s.fleet.need(reloadDeployments | reloadInstances | place)
+	s.fleet.ctl.Need(controller.ReloadDeployments | controller.ReloadInstances | controller.Place)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -352,6 +342,6 @@ func (s *Server) instances(r *http.Request, f store.InstanceFilter) ([]api.Insta
 	if err != nil {
 		return nil, err
 	}
-	s.fleet.names(is)
+	s.fleet.live.Names(is)
 	return is, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/controller"
 )
 
 // An agent's own actions on its instances (restarted, recreated) become
@@ -43,8 +44,8 @@ func TestAgentInstanceEvents(t *testing.T) {
 		}
 		return len(evs) > 0
 	})
-	if len(evs) != maxEventsPerStatus {
-		t.Errorf("%d instance events; want %d (the bound per report)", len(evs), maxEventsPerStatus)
+	if len(evs) != controller.MaxEventsPerStatus {
+		t.Errorf("%d instance events; want %d (the bound per report)", len(evs), controller.MaxEventsPerStatus)
 	}
 	for _, e := range evs {
 		if !strings.Contains(e.Message, byNode["a"].ID+" on a: ") || len(e.Message) > 300 || strings.ContainsRune(e.Message, 0x1b) {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
+
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 )
 
 // Defaults of Config's agent endpoint limits. A source's burst lets the
@@ -73,7 +74,7 @@ type agentLimits struct {
 	enrollFailures *sourceLimiter[netip.Addr]
 	messages       *sourceLimiter[string] // by node ID
 
-	connLog, callLog, messageLog, enrollLog, textLog *sparseLog
+	connLog, callLog, messageLog, enrollLog, textLog *sparselog.Log
 }
 
 func newAgentLimits(cfg Config, log *slog.Logger) *agentLimits {
@@ -82,11 +83,11 @@ func newAgentLimits(cfg Config, log *slog.Logger) *agentLimits {
 		calls:          newSourceLimiter[netip.Addr](rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
 		enrollFailures: newSourceLimiter[netip.Addr](enrollFailureRate, enrollFailureBurst),
 		messages:       newSourceLimiter[string](rate.Limit(cfg.AgentMessageRate), cfg.AgentMessageBurst),
-		connLog:        newSparseLog(log),
-		callLog:        newSparseLog(log),
-		messageLog:     newSparseLog(log),
-		enrollLog:      newSparseLog(log),
-		textLog:        newSparseLog(log),
+		connLog:        sparselog.New(log, limitLogInterval),
+		callLog:        sparselog.New(log, limitLogInterval),
+		messageLog:     sparselog.New(log, limitLogInterval),
+		enrollLog:      sparselog.New(log, limitLogInterval),
+		textLog:        sparselog.New(log, limitLogInterval),
 	}
 }
 
@@ -102,7 +103,7 @@ func (l *agentLimits) tap(ctx context.Context, info *tap.Info) (context.Context,
 	if l.calls.allow(src) {
 		return ctx, nil
 	}
-	l.callLog.warn("refusing an agent call: its source address is over its call rate",
+	l.callLog.Warn("refusing an agent call: its source address is over its call rate",
 		"source", src, "method", info.FullMethodName, "rate", float64(l.calls.limit), "burst", l.calls.burst)
 	return nil, status.Errorf(codes.ResourceExhausted,
 		"too many calls from %s: the server takes %d at once and %g a second after from one address; retry later",
@@ -118,7 +119,7 @@ func (l *agentLimits) message(nodeID string) error {
 	if m.allow(nodeID) {
 		return nil
 	}
-	l.messageLog.warn("closing an agent stream: its node sent messages over its rate",
+	l.messageLog.Warn("closing an agent stream: its node sent messages over its rate",
 		"node_id", nodeID, "rate", float64(m.limit), "burst", m.burst)
 	return status.Errorf(codes.ResourceExhausted,
 		"this node sent more than %d messages at once or %g a second after, over all its streams, more than a healthy agent sends; the server closed the stream",
@@ -132,7 +133,7 @@ func (l *agentLimits) enrollBlocked(ctx context.Context) error {
 	if !l.enrollFailures.empty(src) {
 		return nil
 	}
-	l.enrollLog.warn("refusing enrollments from a source address after repeated failures", "source", src)
+	l.enrollLog.Warn("refusing enrollments from a source address after repeated failures", "source", src)
 	return status.Errorf(codes.ResourceExhausted,
 		"too many failed enrollments from %s; check the token (dockfleet token create) and retry in a minute", src)
 }
@@ -159,7 +160,7 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 		if conns.allow(src) {
 			return c, nil
 		}
-		ln.limits.connLog.warn("resetting a new agent connection: its source address is over its connection rate",
+		ln.limits.connLog.Warn("resetting a new agent connection: its source address is over its connection rate",
 			"source", src, "rate", float64(conns.limit), "burst", conns.burst)
 		// A reset rather than a FIN: the server keeps no TIME_WAIT
 		// state for connections it refuses.
@@ -243,27 +244,4 @@ func (l *sourceLimiter[K]) sweep() {
 			delete(l.buckets, src)
 		}
 	}
-}
-
-// sparseLog writes at most one warning every limitLogInterval and counts
-// the ones it drops, to report them with the next.
-type sparseLog struct {
-	log     *slog.Logger
-	every   *rate.Limiter
-	dropped atomic.Int64
-}
-
-func newSparseLog(log *slog.Logger) *sparseLog {
-	return &sparseLog{log: log, every: rate.NewLimiter(rate.Every(limitLogInterval), 1)}
-}
-
-func (l *sparseLog) warn(msg string, args ...any) {
-	if !l.every.Allow() {
-		l.dropped.Add(1)
-		return
-	}
-	if n := l.dropped.Swap(0); n > 0 {
-		args = append(args, "dropped_since_last", n)
-	}
-	l.log.Warn(msg, args...)
 }

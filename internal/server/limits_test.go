@@ -16,8 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-
-	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 func TestSource(t *testing.T) {
@@ -95,22 +93,6 @@ func TestEnrollFailuresBlockTheirSourceOnly(t *testing.T) {
 	}
 	if err := l.enrollBlocked(good); err != nil {
 		t.Errorf("enrollment from another source: %v; want it tried", err)
-	}
-}
-
-func TestSparseLogCountsWhatItDrops(t *testing.T) {
-	var buf testenv.Buffer
-	l := newSparseLog(slog.New(slog.NewTextHandler(&buf, nil)))
-	for range 5 {
-		l.warn("over the limit", "source", "192.0.2.1")
-	}
-	if n := strings.Count(buf.String(), "over the limit"); n != 1 {
-		t.Fatalf("5 warnings at once wrote %d lines; want 1:\n%s", n, buf.String())
-	}
-	l.every = rate.NewLimiter(rate.Inf, 1) // as if limitLogInterval had passed
-	l.warn("over the limit", "source", "192.0.2.1")
-	if !strings.Contains(buf.String(), "dropped_since_last=4") {
-		t.Errorf("the next line does not count the 4 dropped:\n%s", buf.String())
 	}
 }
 

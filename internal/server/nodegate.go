@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -33,12 +34,12 @@ type nodeGate struct {
 	conns    map[string]map[*nodeConn]bool
 	// refusals logs what the gate refused; a refused agent retries for
 	// ever, so the log is sparse.
-	refusals *sparseLog
+	refusals *sparselog.Log
 }
 
 func loadNodeGate(ctx context.Context, st store.Store, log *slog.Logger) (*nodeGate, error) {
 	g := &nodeGate{revoked: map[string]bool{}, minEpoch: map[string]int64{}, conns: map[string]map[*nodeConn]bool{},
-		refusals: newSparseLog(log)}
+		refusals: sparselog.New(log, limitLogInterval)}
 	revoked, err := st.ListRevokedNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("loading revoked nodes: %w", err)
@@ -65,7 +66,7 @@ func (g *nodeGate) check(id string, epoch int64) error {
 	err := g.checkLocked(id, epoch)
 	g.mu.Unlock()
 	if err != nil {
-		g.refusals.warn("node certificate refused", "node_id", id, "cert_epoch", epoch, "reason", err)
+		g.refusals.Warn("node certificate refused", "node_id", id, "cert_epoch", epoch, "reason", err)
 	}
 	return err
 }

@@ -60,10 +60,7 @@ func TestUnaskedPullAnswersAreDropped(t *testing.T) {
 		t.Errorf("the live heap grew by %d MiB (%d -> %d MiB) after %d unasked pull answers of 512 KiB; want it bounded",
 			grew>>20, before>>20, after>>20, answers)
 	}
-	f.srv.fleet.mu.Lock()
-	kept := len(f.srv.fleet.pulls)
-	f.srv.fleet.mu.Unlock()
-	if kept != 0 {
+	if kept := f.srv.fleet.ctl.PullNodes(); kept != 0 {
 		t.Errorf("the server keeps pull answers of %d nodes; want none: it asked for no pull", kept)
 	}
 	if n := f.countLines("ignoring an image pull answer"); n < 1 || n > maxLogLines(elapsed) {

@@ -62,7 +62,7 @@ func (l *agentLimits) clean(nodeID, field string, s *string, max int) {
 		return
 	}
 	kept, _ := termtext.Escape(c, 64)
-	l.textLog.warn("cut or escaped a string an agent sent: over its bound or with control characters",
+	l.textLog.Warn("cut or escaped a string an agent sent: over its bound or with control characters",
 		"node_id", nodeID, "field", field, "bytes", len(*s), "max_bytes", max, "kept", kept)
 	*s = c
 }

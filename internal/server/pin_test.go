@@ -17,6 +17,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/testenv"
@@ -335,7 +336,7 @@ func TestStoredPinIsChecked(t *testing.T) {
 	if _, err := f.srv.store.PinRevisionDigest(ctx, api.DefaultProject, "web", 1, "attacker.example.com/backdoor:latest", "n0", "old"); err != nil {
 		t.Fatal(err)
 	}
-	f.srv.fleet.need(reloadDeployments)
+	f.srv.fleet.ctl.Need(controller.ReloadDeployments)
 	n := f.startRawNode(t, "edge-1", "127.0.0.3")
 	_, c := n.waitInstance(t, "", func(spec.Container) bool { return true })
 	if c.Image != unreachableImage {

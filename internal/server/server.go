@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -24,6 +25,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/registry"
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -112,6 +114,9 @@ type Config struct {
 	EventRetention time.Duration
 	MaxEvents      int
 	Logger         *slog.Logger
+	// Clock is the time of the controller and of node liveness; nil is
+	// the real clock. Tests give a fake one to move time.
+	Clock clockwork.Clock
 }
 
 // DefaultConfig is the configuration of a server that sets nothing: the
@@ -276,7 +281,7 @@ type Server struct {
 	hosts   []string // the server certificate's
 	events  *eventBell
 	// refusals logs the API requests refused for their caller's fault.
-	refusals *sparseLog
+	refusals *sparselog.Log
 	adminTok string        // path
 	applies  chan struct{} // the apply slots (applySlot)
 
@@ -316,12 +321,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		events: newEventBell(), refusals: newSparseLog(cfg.Logger), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
+		events: newEventBell(), refusals: sparselog.New(cfg.Logger, limitLogInterval), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
-	s.fleet, err = newFleet(ctx, s)
+	s.fleet, err = newFleet(ctx, st, cfg, s.events)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -402,7 +407,8 @@ func (s *Server) listen() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	agentproto.RegisterAgentServer(s.grpc, &agentService{s: s, limits: limits})
+	agentproto.RegisterAgentServer(s.grpc, &agentService{store: s.store, ca: s.ca, gate: s.gate, fleet: s.fleet, limits: limits, log: s.log,
+		heartbeatInterval: s.cfg.HeartbeatInterval, certTTL: s.cfg.NodeCertTTL})
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
 			s.apiLn.Close()
@@ -449,8 +455,6 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.fleet.run(ctx) })
-	wg.Go(func() { s.fleet.batchStatuses(ctx) })
-	wg.Go(func() { s.fleet.writeNodes(ctx) })
 	wg.Go(func() { s.renewServerCertificate(ctx) })
 	wg.Go(func() { s.pruneHistory(ctx) })
 	if s.debug != nil {
@@ -478,7 +482,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.grpc.Stop()
 	wg.Wait()
 	requests.Wait()
-	s.fleet.flush(context.Background())
+	s.fleet.live.Flush(context.Background())
 	if cerr := s.store.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

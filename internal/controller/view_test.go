@@ -1,4 +1,4 @@
-package server
+package controller
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func TestViewMirrorsStore(t *testing.T) {
 	}
 	write([]api.Instance{mk("i1", "a"), mk("i2", "b"), mk("i3", "c"), mk("i5", "e")}, nil)
 	warn := func(msg string, args ...any) { t.Errorf("reload warned: %s %v", msg, args) }
-	if err := v.reload(ctx, st, reloadAll, warn); err != nil {
+	if err := v.reload(ctx, st, ReloadAll, warn); err != nil {
 		t.Fatal(err)
 	}
 
@@ -87,7 +87,7 @@ func TestViewMirrorsStore(t *testing.T) {
 	write([]api.Instance{mk("i4", "d")}, []string{"i5"})
 
 	fresh := newView()
-	if err := fresh.reload(ctx, st, reloadAll, warn); err != nil {
+	if err := fresh.reload(ctx, st, ReloadAll, warn); err != nil {
 		t.Fatal(err)
 	}
 	if len(fresh.insts) != len(v.insts) {

@@ -1,4 +1,4 @@
-package server
+package controller
 
 import (
 	"cmp"
@@ -19,10 +19,10 @@ import (
 // the store for every pass cost most of the server's CPU at 10,000 nodes,
 // where a rollout's status reports start a pass every few milliseconds.
 // Instead the controller mirrors its own writes into the view, reloads a
-// part when the API has changed it (fleet.need), and reloads everything at
+// part when the API has changed it (Controller.Need), and reloads everything at
 // each resync, which keeps the controller level-triggered.
 //
-// Only the controller's goroutine (fleet.run) touches a view.
+// Only the controller's goroutine (Controller.Run) touches a view.
 type view struct {
 	nodes map[string]api.Node
 	deps  map[string]api.Deployment // by depKey
@@ -40,22 +40,22 @@ func newView() *view {
 
 func depKey(project, name string) string { return project + "/" + name }
 
-// work is what a controller pass must do beyond stepping the active
+// Work is what a controller pass must do beyond stepping the active
 // rollouts and pushing the desired states that changed.
-type work uint8
+type Work uint8
 
 const (
-	reloadNodes       work = 1 << iota // the API changed a node (labels)
-	reloadDeployments                  // the API changed deployments or revisions
-	reloadInstances                    // the API moved or deleted instances
-	place                              // deployments or node readiness changed: run placement
-	reloadAll         = reloadNodes | reloadDeployments | reloadInstances | place
+	ReloadNodes       Work = 1 << iota // the API changed a node (labels)
+	ReloadDeployments                  // the API changed deployments or revisions
+	ReloadInstances                    // the API moved or deleted instances
+	Place                              // deployments or node readiness changed: run placement
+	ReloadAll         = ReloadNodes | ReloadDeployments | ReloadInstances | Place
 )
 
 // reload reads from the store the parts of the view that w names. warn
 // reports revisions whose stored image pin is ignored.
-func (v *view) reload(ctx context.Context, st store.Store, w work, warn func(msg string, args ...any)) error {
-	if w&reloadNodes != 0 {
+func (v *view) reload(ctx context.Context, st store.Store, w Work, warn func(msg string, args ...any)) error {
+	if w&ReloadNodes != 0 {
 		nodes, err := st.ListNodes(ctx)
 		if err != nil {
 			return err
@@ -65,7 +65,7 @@ func (v *view) reload(ctx context.Context, st store.Store, w work, warn func(msg
 			v.nodes[n.ID] = n
 		}
 	}
-	if w&reloadDeployments != 0 {
+	if w&ReloadDeployments != 0 {
 		deps, err := st.ListDeployments(ctx, "")
 		if err != nil {
 			return err
@@ -80,7 +80,7 @@ func (v *view) reload(ctx context.Context, st store.Store, w work, warn func(msg
 		}
 		v.revs = revs
 	}
-	if w&reloadInstances != 0 {
+	if w&ReloadInstances != 0 {
 		all, err := st.ListInstances(ctx, store.InstanceFilter{})
 		if err != nil {
 			return err
@@ -217,7 +217,7 @@ func newRevisionInfo(r api.Revision, warn func(msg string, args ...any)) (revisi
 	if err != nil {
 		return revisionInfo{}, err
 	}
-	return revisionInfo{rev: r, image: c.Image, container: b, hash: specHash(r.Spec.Spec.Container),
+	return revisionInfo{rev: r, image: c.Image, container: b, hash: SpecHash(r.Spec.Spec.Container),
 		startFirst: r.Spec.Spec.Update.Order == spec.OrderStartFirst}, nil
 }
 

@@ -1,4 +1,4 @@
-package server
+package fanout
 
 import (
 	"errors"
@@ -11,7 +11,6 @@ import (
 // blockingStream hands each sent desired state to the test, which decides
 // when Send returns.
 type blockingStream struct {
-	agentproto.Agent_ConnectServer
 	sent    chan uint64
 	release chan error
 }
@@ -33,7 +32,7 @@ func TestSessionSendsNewestStateAndStopsSending(t *testing.T) {
 		t.Fatalf("sent generation %d before the welcome", g)
 	case <-time.After(50 * time.Millisecond):
 	}
-	s.start(st)
+	s.Start(st)
 	if g := <-st.sent; g != 2 {
 		t.Fatalf("first send: generation %d; want 2, the newest", g)
 	}
@@ -46,11 +45,11 @@ func TestSessionSendsNewestStateAndStopsSending(t *testing.T) {
 	}
 	st.release <- errors.New("connection reset")
 	waitSenderDone(t, s)
-	if err := s.err(); err == nil {
+	if err := s.Err(); err == nil {
 		t.Fatal("a failed send left the session without an error")
 	}
 	s.push(desiredGen(5)) // a failed stream sends nothing more
-	s.stop()
+	s.Stop()
 	select {
 	case g := <-st.sent:
 		t.Fatalf("sent generation %d after the stream failed", g)
@@ -61,13 +60,13 @@ func TestSessionSendsNewestStateAndStopsSending(t *testing.T) {
 func TestSessionReplaced(t *testing.T) {
 	st := &blockingStream{sent: make(chan uint64), release: make(chan error)}
 	s := newSession("n1")
-	s.start(st)
-	s.fail(errReplaced)
+	s.Start(st)
+	s.fail(ErrReplaced)
 	s.push(desiredGen(1))
-	if err := s.err(); !errors.Is(err, errReplaced) {
-		t.Fatalf("err() = %v; want errReplaced", err)
+	if err := s.Err(); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("Err() = %v; want ErrReplaced", err)
 	}
-	s.stop()
+	s.Stop()
 	select {
 	case g := <-st.sent:
 		t.Fatalf("a replaced session sent generation %d", g)
@@ -76,7 +75,7 @@ func TestSessionReplaced(t *testing.T) {
 }
 
 // waitSenderDone waits until no sender goroutine runs.
-func waitSenderDone(t *testing.T, s *session) {
+func waitSenderDone(t *testing.T, s *Session) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { s.sending.Wait(); close(done) }()

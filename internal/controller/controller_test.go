@@ -1,0 +1,207 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/fanout"
+	"github.com/dockfleet/dockfleet/internal/liveness"
+	"github.com/dockfleet/dockfleet/internal/spec"
+	"github.com/dockfleet/dockfleet/internal/store"
+	"github.com/dockfleet/dockfleet/internal/store/storetest"
+)
+
+// world is a controller over a real SQLite store, with its liveness
+// registry and fan-out, on a fake clock. The test is the controller's run
+// goroutine: it calls pass and report itself, so each step is exact.
+type world struct {
+	t     *testing.T
+	ctx   context.Context
+	clock *clockwork.FakeClock
+	st    store.Store
+	c     *Controller
+	out   *fanout.Fanout
+	nodes []string
+}
+
+func newWorld(t *testing.T, nodes ...string) *world {
+	t.Helper()
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	var ns []api.Node
+	for _, id := range nodes {
+		ns = append(ns, api.Node{ID: id, Name: id, Labels: map[string]string{}, State: api.NodeReady, LastSeen: clock.Now(), CreatedAt: clock.Now()})
+	}
+	st := storetest.SQLiteWithNodes(t, ns...)
+	live, err := liveness.New(ctx, st, liveness.Config{HeartbeatInterval: 5 * time.Second, MissedHeartbeats: 3, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := fanout.New(clock)
+	c := New(st, live, out, Config{RescheduleAfter: time.Minute, PrePullParallelism: 50, ImagePolicy: spec.ImagePolicyUnpinned, Clock: clock})
+	return &world{t: t, ctx: ctx, clock: clock, st: st, c: c, out: out, nodes: nodes}
+}
+
+// apply stores a new revision of global deployment web running image,
+// one node at a time, each healthy for minHealthy, as the API would.
+func (w *world) apply(image string, minHealthy time.Duration) {
+	w.t.Helper()
+	doc := fmt.Sprintf("apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  mode: global\n"+
+		"  container: {image: %q}\n  update: {batchSize: 1, minHealthyTime: %s}\n", image, minHealthy)
+	ds, err := spec.Parse("web.yaml", []byte(doc))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	now := w.clock.Now()
+	cur, err := w.st.GetDeployment(w.ctx, api.DefaultProject, "web")
+	if errors.Is(err, store.ErrNotFound) {
+		cur, err = api.Deployment{Project: api.DefaultProject, Name: "web", CreatedAt: now}, nil
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cur.Spec, cur.Revision, cur.UpdatedAt = ds[0], cur.Revision+1, now
+	rev := api.Revision{Project: cur.Project, Deployment: cur.Name, Number: cur.Revision, Spec: ds[0], Cause: "apply", CreatedAt: now}
+	ro := api.Rollout{ID: NewID(), Project: cur.Project, Deployment: cur.Name, From: cur.StableRevision, To: rev.Number,
+		State: api.RolloutRunning, CreatedAt: now, UpdatedAt: now}
+	if _, err := w.st.ApplyRevision(w.ctx, cur, rev, ro, nil); err != nil {
+		w.t.Fatal(err)
+	}
+	w.c.Need(ReloadDeployments | Place)
+}
+
+// pass runs one controller pass.
+func (w *world) pass() {
+	w.t.Helper()
+	if err := w.c.schedule(w.ctx); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// report has every node report each instance of its desired state running
+// now, through the controller's status queue, and records the batch.
+func (w *world) report() {
+	w.t.Helper()
+	for _, id := range w.nodes {
+		for _, in := range w.out.Desired(id).GetInstances() {
+			w.c.Status(w.ctx, id, &agentproto.InstanceStatus{InstanceId: in.Id, SpecHash: in.SpecHash, State: string(api.InstanceRunning)})
+		}
+	}
+	var batch []store.InstanceStatus
+	for len(w.c.statuses) > 0 {
+		batch = append(batch, <-w.c.statuses)
+	}
+	w.c.record(w.ctx, batch)
+}
+
+// revisions lists the revision each node is asked to run, in node order.
+func (w *world) revisions() []int64 {
+	var revs []int64
+	for _, id := range w.nodes {
+		d := w.out.Desired(id)
+		if d == nil || len(d.Instances) != 1 {
+			w.t.Fatalf("node %s is asked to run %v; want one instance of web", id, d.GetInstances())
+		}
+		revs = append(revs, d.Instances[0].Revision)
+	}
+	return revs
+}
+
+func (w *world) rollout() api.Rollout {
+	w.t.Helper()
+	ro, err := w.st.LatestRollout(w.ctx, api.DefaultProject, "web")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ro
+}
+
+// Statuses in, desired states out: a rollout over two nodes, one at a
+// time, moves to the next node only once the first has been healthy for
+// minHealthyTime on the controller's clock, and not a moment before.
+func TestRolloutStepsOnTheClock(t *testing.T) {
+	const minHealthy = 10 * time.Second
+	w := newWorld(t, "a", "b")
+	w.apply("hello:v1", minHealthy)
+	// Revision 1 goes out from nothing; run it to its end.
+	for i := 0; w.rollout().State != api.RolloutSucceeded; i++ {
+		if i == 10 {
+			t.Fatalf("the first rollout is %s (%s) after %d passes; want succeeded", w.rollout().State, w.rollout().Message, i)
+		}
+		w.pass()
+		w.report()
+		w.clock.Advance(minHealthy)
+	}
+	w.pass()
+	if got := w.revisions(); !slices.Equal(got, []int64{1, 1}) {
+		t.Fatalf("after the first rollout nodes run revisions %v; want [1 1]", got)
+	}
+
+	w.apply("hello:v2", minHealthy)
+	var first time.Time // when the first moved instance reported running
+	for _, step := range []struct {
+		name    string
+		advance time.Duration // before the pass
+		report  bool          // after the pass
+		// moved is how many nodes are asked to run revision 2.
+		moved int
+		state api.RolloutState
+	}{
+		{"apply", 0, true, 1, api.RolloutRunning},
+		{"just healthy", 0, false, 1, api.RolloutRunning},
+		{"a second short of minHealthyTime", minHealthy - time.Second, false, 1, api.RolloutRunning},
+		{"a nanosecond short", time.Second - time.Nanosecond, false, 1, api.RolloutRunning},
+		{"minHealthyTime passed", time.Nanosecond, true, 2, api.RolloutRunning},
+		{"second node healthy long enough", minHealthy, false, 2, api.RolloutSucceeded},
+	} {
+		w.clock.Advance(step.advance)
+		w.pass()
+		if step.report {
+			w.report()
+			if first.IsZero() {
+				first = w.clock.Now()
+			}
+		}
+		moved := 0
+		for _, r := range w.revisions() {
+			if r == 2 {
+				moved++
+			}
+		}
+		if ro := w.rollout(); moved != step.moved || ro.State != step.state {
+			t.Fatalf("%s (%s after the first node ran revision 2): %d nodes asked to run revision 2, rollout %s (%s); want %d, %s",
+				step.name, w.clock.Since(first), moved, ro.State, ro.Message, step.moved, step.state)
+		}
+	}
+}
+
+// A rollout waiting for minHealthyTime sets the controller's timer, which
+// asks for a pass when the fake clock reaches it.
+func TestRolloutWaitTriggersAPass(t *testing.T) {
+	const minHealthy = 10 * time.Second
+	w := newWorld(t, "a")
+	w.apply("hello:v1", minHealthy)
+	w.pass()
+	w.report()
+	<-w.c.wake // drain what the inputs asked for
+	w.pass()
+	select {
+	case <-w.c.wake:
+		t.Fatal("a pass was asked for before minHealthyTime passed")
+	default:
+	}
+	w.clock.Advance(minHealthy)
+	select { // the timer's function runs on a goroutine of its own
+	case <-w.c.wake:
+	case <-time.After(time.Minute):
+		t.Fatalf("no pass asked for when minHealthyTime passed (rollout: %s)", w.rollout().Message)
+	}
+}

@@ -1,0 +1,417 @@
+// Package liveness is the server's registry of live nodes: each node's
+// state (ready, unreachable, revoked), when it was last heard from, its
+// usage and its host error. Heartbeats touch only this memory (DESIGN §8);
+// the store gets state transitions and a batched "last seen" flush.
+//
+// The registry has its own lock, which nothing else shares: a heartbeat
+// waits for no controller pass and no fan-out. Its time comes from an
+// injected clock, so tests move time instead of sleeping. A node that
+// becomes ready or unreachable is reported through Config.OnChange, for
+// the controller to place again.
+package liveness
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// RestartGrace is how long a restarted server waits for its nodes to
+// reconnect before their silence counts (node.grace). Agents come back
+// with jittered backoff of up to 30 s, and on 2 cores 19,000 of them took
+// a minute (BENCHMARKS.md); without it, a restart alone would mark them
+// unreachable and move their replicated instances.
+const RestartGrace = time.Minute
+
+// LastSeenFlushInterval is how often the heartbeat times that changed are
+// written to the store. Memory is what counts (the API and liveness read
+// it); the store's copy is for after a restart, and a node's state change
+// writes its time at once. Every few seconds, at 10,000 nodes, the flush
+// alone was a sixth of the server's idle CPU.
+const LastSeenFlushInterval = time.Minute
+
+// nodeWriteWindow gathers node changes into one transaction: after a
+// server restart thousands of agents reconnect within seconds, and a write
+// each would queue them all on the store's lock.
+const nodeWriteWindow = 50 * time.Millisecond
+
+// Config is what a Registry needs besides its store.
+type Config struct {
+	// HeartbeatInterval is how often agents send heartbeats, and
+	// MissedHeartbeats how many missed ones make a node unreachable.
+	HeartbeatInterval time.Duration
+	MissedHeartbeats  int
+	// Clock is the registry's time; nil is the real clock.
+	Clock clockwork.Clock
+	// Logger gets state transitions; nil discards them.
+	Logger *slog.Logger
+	// OnChange, if set, is called, without the registry's lock held,
+	// when node id becomes ready or unreachable.
+	OnChange func(id string)
+}
+
+// Registry holds the live nodes. Its methods are safe for concurrent use.
+type Registry struct {
+	cfg   Config
+	clock clockwork.Clock
+	log   *slog.Logger
+	store store.Store
+
+	mu    sync.Mutex
+	nodes map[string]*node
+	// writes holds the nodes whose state, host error or facts changed
+	// since writeNodes last wrote them, with their new facts if any.
+	writes map[string]*api.Facts
+	wrote  chan struct{}
+}
+
+type node struct {
+	name     string
+	state    api.NodeState
+	lastSeen time.Time
+	// grace, for the nodes a restarted server loaded from the store, is
+	// when their silence starts to count: the whole fleet reconnects at
+	// once, and the last agents of a large one come back a minute later.
+	grace   time.Time
+	flushed time.Time // lastSeen as last written to the store
+	usage   api.Usage
+	hostErr string // the agent's last reported host problem, as stored
+}
+
+// silence is how long the node has been silent, as far as liveness counts.
+func (n *node) silence(now time.Time) time.Duration {
+	return now.Sub(later(n.lastSeen, n.grace))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// New loads the enrolled nodes from st; each gets RestartGrace to
+// reconnect before its silence counts.
+func New(ctx context.Context, st store.Store, cfg Config) (*Registry, error) {
+	nodes, err := st.ListNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, store: st,
+		nodes: map[string]*node{}, writes: map[string]*api.Facts{}, wrote: make(chan struct{}, 1)}
+	if r.clock == nil {
+		r.clock = clockwork.NewRealClock()
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	now := r.clock.Now()
+	for _, n := range nodes {
+		r.nodes[n.ID] = &node{name: n.Name, state: n.State, lastSeen: n.LastSeen, grace: now.Add(RestartGrace), flushed: n.LastSeen, hostErr: n.Error}
+	}
+	return r, nil
+}
+
+// Run checks liveness, writes node changes and flushes heartbeat times
+// until ctx ends. The last flush, after the agent streams ended, is the
+// caller's (Flush).
+func (r *Registry) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { r.writeNodes(ctx) })
+	defer wg.Wait()
+	check := r.clock.NewTicker(max(r.cfg.HeartbeatInterval/4, 50*time.Millisecond))
+	defer check.Stop()
+	flush := r.clock.NewTicker(LastSeenFlushInterval)
+	defer flush.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-check.Chan():
+			r.Check()
+		case <-flush.Chan():
+			r.Flush(ctx)
+		}
+	}
+}
+
+// Check marks ready nodes whose heartbeats stopped unreachable.
+func (r *Registry) Check() {
+	deadline := time.Duration(r.cfg.MissedHeartbeats) * r.cfg.HeartbeatInterval
+	now := r.clock.Now()
+	var lost []string
+	r.mu.Lock()
+	for id, n := range r.nodes {
+		if n.state == api.NodeReady && n.silence(now) > deadline {
+			n.state = api.NodeUnreachable
+			r.note(id, nil)
+			lost = append(lost, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range lost {
+		r.log.Warn("node unreachable", "node_id", id, "missed_heartbeats", r.cfg.MissedHeartbeats)
+		r.changed(id)
+	}
+}
+
+func (r *Registry) changed(id string) {
+	if r.cfg.OnChange != nil {
+		r.cfg.OnChange(id)
+	}
+}
+
+// note queues node id's state and host error, as memory holds them, and
+// its facts if given, for writeNodes. Callers hold r.mu.
+func (r *Registry) note(id string, facts *api.Facts) {
+	if old, ok := r.writes[id]; ok && facts == nil {
+		facts = old
+	}
+	r.writes[id] = facts
+	select {
+	case r.wrote <- struct{}{}:
+	default:
+	}
+}
+
+// writeNodes writes queued node changes until ctx ends. The store's copy
+// of a node's state is for the API and for the next server start; the
+// controller itself goes by memory.
+func (r *Registry) writeNodes(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wrote:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(nodeWriteWindow):
+		}
+		r.mu.Lock()
+		ss := make([]store.NodeStatus, 0, len(r.writes))
+		for id, facts := range r.writes {
+			if n := r.nodes[id]; n != nil {
+				ss = append(ss, store.NodeStatus{ID: id, State: n.state, Error: n.hostErr, LastSeen: n.lastSeen, Facts: facts})
+			}
+		}
+		clear(r.writes)
+		r.mu.Unlock()
+		if err := r.store.UpdateNodeStatuses(ctx, ss); err != nil && ctx.Err() == nil {
+			r.log.Error("recording node states", "count", len(ss), "err", err)
+			// Try again: memory still holds the latest of each.
+			r.mu.Lock()
+			for _, st := range ss {
+				if _, queued := r.writes[st.ID]; !queued {
+					r.writes[st.ID] = st.Facts
+				}
+			}
+			r.mu.Unlock()
+			r.clock.AfterFunc(time.Second, func() {
+				select {
+				case r.wrote <- struct{}{}:
+				default:
+				}
+			})
+		}
+	}
+}
+
+// Flush writes the heartbeat times that changed since the last flush.
+func (r *Registry) Flush(ctx context.Context) {
+	seen := map[string]time.Time{}
+	r.mu.Lock()
+	for id, n := range r.nodes {
+		if n.lastSeen.After(n.flushed) {
+			seen[id] = n.lastSeen
+		}
+	}
+	r.mu.Unlock()
+	if err := r.store.SetLastSeen(ctx, seen); err != nil {
+		r.log.Error("flushing last seen times", "err", err)
+		return
+	}
+	r.mu.Lock()
+	for id, t := range seen {
+		if n := r.nodes[id]; n != nil {
+			n.flushed = t
+		}
+	}
+	r.mu.Unlock()
+}
+
+// Enrolled registers a newly enrolled node; it has a liveness window to connect.
+func (r *Registry) Enrolled(n api.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nodes[n.ID] = &node{name: n.Name, state: n.State, lastSeen: r.clock.Now()}
+}
+
+// Known reports whether the registry knows node id: every node this
+// server enrolled or loaded does.
+func (r *Registry) Known(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.nodes[id]
+	return ok
+}
+
+// Revoked records that node id was revoked: its instances are lost.
+func (r *Registry) Revoked(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.nodes[id]; n != nil {
+		n.state = api.NodeRevoked
+	}
+}
+
+// Removed forgets node id, which the store no longer has.
+func (r *Registry) Removed(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.nodes, id)
+}
+
+// Connected records that node id opened a stream, with facts: it is ready,
+// unless it was revoked meanwhile.
+func (r *Registry) Connected(id string, facts api.Facts) {
+	r.mu.Lock()
+	n := r.nodes[id]
+	if n == nil {
+		n = &node{state: api.NodeUnreachable}
+		r.nodes[id] = n
+	}
+	n.lastSeen = r.clock.Now()
+	wasReady := n.state == api.NodeReady
+	if n.state != api.NodeRevoked { // a stream that raced its node's revocation
+		n.state = api.NodeReady
+	}
+	r.note(id, &facts)
+	r.mu.Unlock()
+	if !wasReady {
+		r.log.Info("node ready", "node_id", id)
+		r.changed(id)
+	}
+}
+
+// Heartbeat is what an agent's heartbeat tells of its node.
+type Heartbeat struct {
+	// Usage is the node's usage; nil leaves the last one.
+	Usage *api.Usage
+	// Error is the agent's host problem, or "".
+	Error string
+	// Facts are sent only when they changed; nil otherwise.
+	Facts *api.Facts
+}
+
+// Heartbeat records a node's liveness and usage in memory; only a change of
+// state, facts or error reaches the store.
+func (r *Registry) Heartbeat(id string, hb Heartbeat) {
+	r.mu.Lock()
+	n := r.nodes[id]
+	if n == nil || n.state == api.NodeRevoked {
+		r.mu.Unlock()
+		return
+	}
+	n.lastSeen = r.clock.Now()
+	if hb.Usage != nil {
+		n.usage = *hb.Usage
+	}
+	revived := n.state != api.NodeReady
+	errChanged := n.hostErr != hb.Error
+	n.state, n.hostErr = api.NodeReady, hb.Error
+	// The agent sends facts only when they changed; with the error kept in
+	// memory, an ordinary heartbeat touches the store neither to read nor
+	// to write.
+	if revived || errChanged || hb.Facts != nil {
+		r.note(id, hb.Facts)
+	}
+	r.mu.Unlock()
+	if revived {
+		r.log.Info("node ready", "node_id", id)
+		r.changed(id)
+	}
+}
+
+// Live fills in what only memory knows of a node: its latest heartbeat,
+// usage and state.
+func (r *Registry) Live(n *api.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ln := r.nodes[n.ID]; ln != nil {
+		if ln.lastSeen.After(n.LastSeen) {
+			n.LastSeen = ln.lastSeen
+		}
+		n.Usage = ln.usage
+		n.State = ln.state
+	}
+}
+
+// Name is node id's name, or "" if the registry does not know it.
+func (r *Registry) Name(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.nodes[id]; n != nil {
+		return n.name
+	}
+	return ""
+}
+
+// Names fills in the node names of instances.
+func (r *Registry) Names(is []api.Instance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range is {
+		if n := r.nodes[is[i].NodeID]; n != nil {
+			is[i].NodeName = n.name
+		}
+	}
+}
+
+// Ready returns the IDs of the nodes that are ready now.
+func (r *Registry) Ready() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ready := make(map[string]bool, len(r.nodes))
+	for id, n := range r.nodes {
+		if n.state == api.NodeReady {
+			ready[id] = true
+		}
+	}
+	return ready
+}
+
+// Status is what liveness knows of a node for placement.
+type Status struct {
+	State api.NodeState
+	// Silence is how long the node has been silent, as liveness counts.
+	Silence time.Duration
+}
+
+// Track returns the status of each of nodes, as the store lists them.
+// A node the registry did not know (enrolled by an earlier server and
+// loaded by a reload) is registered with its stored state, as last seen
+// now; a node's name is taken from the store's.
+func (r *Registry) Track(nodes map[string]api.Node) map[string]Status {
+	now := r.clock.Now()
+	out := make(map[string]Status, len(nodes))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, an := range nodes {
+		n := r.nodes[id]
+		if n == nil {
+			n = &node{state: an.State, lastSeen: now}
+			r.nodes[id] = n
+		}
+		n.name = an.Name
+		out[id] = Status{State: n.state, Silence: n.silence(now)}
+	}
+	return out
+}

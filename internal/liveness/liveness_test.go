@@ -1,0 +1,160 @@
+package liveness
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/store"
+	"github.com/dockfleet/dockfleet/internal/store/storetest"
+	"github.com/dockfleet/dockfleet/internal/testenv"
+)
+
+const (
+	interval = 5 * time.Second
+	missed   = 3
+	deadline = missed * interval
+)
+
+// newStore opens a real SQLite store holding node n1, ready, last seen
+// an hour before now.
+func newStore(t *testing.T, now time.Time) store.Store {
+	hourAgo := now.Add(-time.Hour).UTC()
+	return storetest.SQLiteWithNodes(t, api.Node{ID: "n1", Name: "edge-1", Labels: map[string]string{}, State: api.NodeReady,
+		LastSeen: hourAgo, CreatedAt: hourAgo})
+}
+
+// newRegistry loads a registry from st on clock; changes receives the
+// nodes OnChange reports.
+func newRegistry(t *testing.T, st store.Store, clock clockwork.Clock) (*Registry, chan string) {
+	t.Helper()
+	changes := make(chan string, 10)
+	r, err := New(context.Background(), st, Config{HeartbeatInterval: interval, MissedHeartbeats: missed, Clock: clock,
+		OnChange: func(id string) { changes <- id }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, changes
+}
+
+func state(r *Registry, id string) api.NodeState {
+	n := api.Node{ID: id}
+	r.Live(&n)
+	return n.State
+}
+
+// A node silent for MissedHeartbeats intervals becomes unreachable exactly
+// when the clock passes that, not before; a heartbeat makes it ready again.
+// Each transition is reported.
+func TestSilentNodeBecomesUnreachable(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, changes := newRegistry(t, newStore(t, clock.Now()), clock)
+	clock.Advance(RestartGrace)                      // the grace of a loaded node is not under test here
+	r.Connected("n1", api.Facts{Hostname: "edge-1"}) // ready already, as loaded: no transition
+	clock.Advance(deadline)
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeReady {
+		t.Fatalf("silent for exactly %s (%d heartbeats): %s; want ready", deadline, missed, got)
+	}
+	clock.Advance(time.Nanosecond)
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeUnreachable {
+		t.Fatalf("silent for %s and a nanosecond: %s; want unreachable", deadline, got)
+	}
+	if got := <-changes; got != "n1" {
+		t.Errorf("OnChange(%q); want n1, unreachable", got)
+	}
+	r.Heartbeat("n1", Heartbeat{Usage: &api.Usage{Containers: 3}})
+	n := api.Node{ID: "n1"}
+	r.Live(&n)
+	if n.State != api.NodeReady || n.Usage.Containers != 3 || !n.LastSeen.Equal(clock.Now()) {
+		t.Errorf("after a heartbeat: %s, %d containers, last seen %s; want ready, 3, %s", n.State, n.Usage.Containers, n.LastSeen, clock.Now())
+	}
+	if got := <-changes; got != "n1" {
+		t.Errorf("OnChange(%q); want n1, ready again", got)
+	}
+	if len(changes) > 0 {
+		t.Errorf("OnChange(%q) with no transition", <-changes)
+	}
+}
+
+// TestRestartGraceHolds: a restarted server must not call a node
+// unreachable (and move its replicated instances) only because the node
+// has not reconnected yet; a large fleet takes a minute to come back.
+// Silence counts from the end of the grace.
+func TestRestartGraceHolds(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	restart := clock.Now()
+	r, _ := newRegistry(t, newStore(t, restart), clock)
+	for _, tc := range []struct {
+		after time.Duration
+		want  api.NodeState
+	}{
+		{deadline + time.Second, api.NodeReady},
+		{RestartGrace, api.NodeReady},
+		{RestartGrace + deadline, api.NodeReady},
+		{RestartGrace + deadline + time.Nanosecond, api.NodeUnreachable},
+	} {
+		clock.Advance(restart.Add(tc.after).Sub(clock.Now()))
+		r.Check()
+		if got := state(r, "n1"); got != tc.want {
+			t.Errorf("%s after the restart, silent since an hour before it: %s; want %s", tc.after, got, tc.want)
+		}
+	}
+}
+
+// Run checks liveness on its ticker and writes each transition, with the
+// node's facts, to the store; Flush writes the last heartbeat time.
+func TestRunWritesTransitions(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	clock := clockwork.NewFakeClock()
+	st := newStore(t, clock.Now())
+	r, changes := newRegistry(t, st, clock)
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	stored := func(want api.NodeState, hostname string) {
+		t.Helper()
+		// Two tickers, and the writer's window over the change.
+		if err := clock.BlockUntilContext(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(nodeWriteWindow)
+		testenv.Eventually(t, 10*time.Second, "the node's state in the store", func() error {
+			n, err := st.GetNode(ctx, "n1")
+			if err != nil {
+				return err
+			}
+			if n.State != want || n.Facts.Hostname != hostname {
+				return fmt.Errorf("stored %s, hostname %q; want %s, %q", n.State, n.Facts.Hostname, want, hostname)
+			}
+			return nil
+		})
+	}
+
+	clock.Advance(RestartGrace)
+	seen := clock.Now()
+	r.Connected("n1", api.Facts{Hostname: "edge-1"})
+	stored(api.NodeReady, "edge-1")
+
+	clock.Advance(deadline + interval) // past the deadline, at a check
+	if got := <-changes; got != "n1" {
+		t.Fatalf("OnChange(%q); want n1, unreachable", got)
+	}
+	stored(api.NodeUnreachable, "edge-1")
+
+	cancel()
+	<-done
+	r.Flush(context.Background())
+	n, err := st.GetNode(context.Background(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.LastSeen.Equal(seen) {
+		t.Errorf("stored last seen %s; want %s, the connection", n.LastSeen, seen)
+	}
+}
