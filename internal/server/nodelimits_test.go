@@ -23,7 +23,7 @@ func TestUnaskedPullAnswersAreDropped(t *testing.T) {
 	f := startAbuseFleet(t, Config{})
 	f.startGoodAgents(t)
 
-	const src, answers = "127.0.0.10", 800
+	const src, answers = "127.0.0.10", 300
 	conn := f.conn(t, src, f.enroll(t, "abuser", src))
 	before := liveHeap()
 	began := time.Now()
