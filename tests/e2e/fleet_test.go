@@ -104,23 +104,28 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("a container removed by hand is healed within 10s", func(t *testing.T) {
+	t.Run("a container removed by hand is healed", func(t *testing.T) {
 		cs := f.Containers("n1")
 		if len(cs) != 1 {
 			t.Fatalf("n1 runs %d containers; want 1", len(cs))
 		}
-		sdk := testenv.SDK(t)
-		removeForce(t, sdk, cs[0].ID)
+		removed := cs[0].ID
+		removeForce(t, testenv.SDK(t), removed)
 		begin := time.Now()
-		harness.WaitFor(t, 10*time.Second, "n1's container to be recreated", func() error {
+		// A hang guard, not a speed target (how fast is for benchmarks): the
+		// agent notices at once from Docker's events, or at its next resync.
+		testenv.Eventually(t, 60*time.Second, "n1's container to be recreated", func() error {
 			cs := f.Containers("n1")
-			if len(cs) != 1 || cs[0].ID == "" || cs[0].State != "running" {
-				return fmt.Errorf("%d containers", len(cs))
+			if len(cs) != 1 || cs[0].State != "running" {
+				return fmt.Errorf("%d containers: %v", len(cs), cs)
+			}
+			if cs[0].ID == removed {
+				return fmt.Errorf("the removed container %s is still there", removed)
 			}
 			return nil
 		})
 		t.Logf("healed in %v", time.Since(begin).Round(time.Millisecond))
-		f.WaitHealthy("web", 2, 15*time.Second)
+		f.WaitHealthy("web", 2, 60*time.Second)
 	})
 
 	t.Run("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
@@ -154,7 +159,7 @@ func TestWalkingFleet(t *testing.T) {
 			t.Fatalf("node label: exit %d: %s", code, out)
 		}
 		f.WaitHealthy("web", 2, 30*time.Second)
-		harness.WaitFor(t, 15*time.Second, "n3 to run only its api instance", func() error {
+		testenv.Eventually(t, 15*time.Second, "n3 to run only its api instance", func() error {
 			for _, c := range f.Containers("n3") {
 				if c.Labels["dockfleet.deployment"] == "web" {
 					return fmt.Errorf("web container %s still there", c.ID[:12])
@@ -168,15 +173,18 @@ func TestWalkingFleet(t *testing.T) {
 		before := f.Containers("n1")
 		started := startTimes(t, before)
 		f.Agents["n1"].Kill()
-		took := f.WaitNodeState("n1", api.NodeUnreachable, 3*f.Heartbeat+2*time.Second+time.Second)
-		t.Logf("unreachable after %v", took.Round(time.Millisecond))
+		// The wait is a hang guard; the server's promise is checked on its
+		// own record, so that a test slowed down by a loaded machine does
+		// not read its own lateness as the server's.
+		f.WaitNodeState("n1", api.NodeUnreachable, 3*f.Heartbeat+60*time.Second)
+		f.CheckUnreachableWindow("n1")
 		if got := startTimes(t, f.Containers("n1")); !sameStarts(started, got) {
 			t.Errorf("containers of n1 changed while its agent was down: before %v, after %v", started, got)
 		}
 		f.StartAgent("n1", "", "")
-		f.WaitNodeState("n1", api.NodeReady, 20*time.Second)
-		f.WaitHealthy("web", 2, 20*time.Second)
-		time.Sleep(3 * time.Second) // a full resync pass of the restarted agent
+		f.WaitNodeState("n1", api.NodeReady, 30*time.Second)
+		f.WaitHealthy("web", 2, 30*time.Second)
+		f.WaitReconciled("n1", 30*time.Second)
 		if got := startTimes(t, f.Containers("n1")); !sameStarts(started, got) {
 			t.Errorf("restarting the agent restarted containers: before %v, after %v", started, got)
 		}
@@ -194,7 +202,9 @@ func TestWalkingFleet(t *testing.T) {
 		}
 		f.WaitHealthy("web", 2, 20*time.Second)
 		f.WaitHealthy("api", 5, 20*time.Second)
-		time.Sleep(3 * time.Second)
+		for _, n := range []string{"n1", "n2", "n3"} {
+			f.WaitReconciled(n, 30*time.Second)
+		}
 		for i, n := range []string{"n1", "n2", "n3"} {
 			if got := startTimes(t, f.Containers(n)); !sameStarts(started[i], got) {
 				t.Errorf("server restart changed containers on %s: before %v, after %v", n, started[i], got)
@@ -208,7 +218,7 @@ func TestWalkingFleet(t *testing.T) {
 				t.Fatalf("delete %s: exit %d: %s", d, code, out)
 			}
 		}
-		harness.WaitFor(t, 20*time.Second, "all containers to go", func() error {
+		testenv.Eventually(t, 20*time.Second, "all containers to go", func() error {
 			for _, n := range []string{"n1", "n2", "n3"} {
 				if cs := f.Containers(n); len(cs) != 0 {
 					return fmt.Errorf("%s still runs %d", n, len(cs))

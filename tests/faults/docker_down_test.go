@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
@@ -99,7 +100,7 @@ func TestDockerUnreachable(t *testing.T) {
 	f.StartAgent("d1", tok, "role=web", "--docker-host", "unix://"+proxy.path)
 	f.WaitNodeState("d1", api.NodeReady, 20*time.Second)
 	nodes = append(nodes, "d1")
-	f.Apply(webSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.Apply(harness.WebSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitHealthy("web", len(nodes), 90*time.Second)
 	started := startTimes(t, f.Containers("d1"))
 	w := watch(t, f)
@@ -107,7 +108,7 @@ func TestDockerUnreachable(t *testing.T) {
 	proxy.close()
 	down := time.Now()
 	var reported string
-	harness.WaitFor(t, 30*time.Second, "d1 to report the daemon unreachable", func() error {
+	testenv.Eventually(t, 30*time.Second, "d1 to report the daemon unreachable", func() error {
 		if reported = f.Node("d1").Error; reported == "" {
 			return fmt.Errorf("no error on node d1")
 		}
@@ -120,14 +121,14 @@ func TestDockerUnreachable(t *testing.T) {
 	}
 
 	proxy.open()
-	harness.WaitFor(t, 30*time.Second, "d1's error to clear", func() error {
+	testenv.Eventually(t, 30*time.Second, "d1's error to clear", func() error {
 		if e := f.Node("d1").Error; e != "" {
 			return fmt.Errorf("node d1 reports %q", e)
 		}
 		return nil
 	})
 	f.WaitHealthy("web", len(nodes), 30*time.Second)
-	time.Sleep(3 * time.Second) // one more resync, as in TestAgentKilled
+	f.WaitReconciled("d1", 30*time.Second) // as in TestAgentKilled
 	w.check(t)
 	if now := startTimes(t, f.Containers("d1")); !sameStarts(started, now) {
 		t.Errorf("d1's containers (ID → started) went from %v to %v; want the same ones, never restarted", started, now)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // serverKills is how many times TestServerKilledDuringRollouts kills the
@@ -28,7 +29,7 @@ func TestServerKilledDuringRollouts(t *testing.T) {
 	const update = "    batchSize: 2\n    minHealthyTime: 1s\n"
 	images := []string{"hello:v1", "hello:v2"}
 	round := 1
-	f.Apply(webSpec(images[round%2], round, update))
+	f.Apply(harness.WebSpec(images[round%2], round, update))
 	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
 	}
@@ -49,7 +50,7 @@ func TestServerKilledDuringRollouts(t *testing.T) {
 			t.Fatalf("rollout to revision %d (round %d) ended %s: %s; want succeeded", ro.To, round, ro.State, ro.Message)
 		}
 		round++
-		f.Apply(webSpec(images[round%2], round, update))
+		f.Apply(harness.WebSpec(images[round%2], round, update))
 		t.Logf("round %d: rollout to %s started", round, images[round%2])
 	}
 	// progress is what changes when the server steps the rollout.
