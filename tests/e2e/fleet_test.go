@@ -63,8 +63,15 @@ func TestWalkingFleet(t *testing.T) {
 	testenv.HelloImages(t)
 	f := harness.NewFleet(t)
 	f.AddAgents([2]string{"n1", "role=web"}, [2]string{"n2", "role=web"}, [2]string{"n3", "role=db"})
+	// The steps build on each other: once one failed the fleet is in no
+	// known state, and the steps after it do not run (the test has failed).
+	step := func(name string, fn func(t *testing.T)) {
+		if !t.Failed() {
+			t.Run(name, fn)
+		}
+	}
 
-	t.Run("nodes report facts", func(t *testing.T) {
+	step("nodes report facts", func(t *testing.T) {
 		out, code := f.CLI("", "nodes")
 		if code != 0 {
 			t.Fatalf("nodes: exit %d: %s", code, out)
@@ -80,7 +87,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("global deployment lands on the 2 matching nodes", func(t *testing.T) {
+	step("global deployment lands on the 2 matching nodes", func(t *testing.T) {
 		out := f.Apply(globalWeb)
 		if !strings.Contains(out, "deployment/web created") {
 			t.Errorf("apply said %q; want deployment/web created", out)
@@ -104,7 +111,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("a container removed by hand is healed", func(t *testing.T) {
+	step("a container removed by hand is healed", func(t *testing.T) {
 		cs := f.Containers("n1")
 		if len(cs) != 1 {
 			t.Fatalf("n1 runs %d containers; want 1", len(cs))
@@ -128,7 +135,7 @@ func TestWalkingFleet(t *testing.T) {
 		f.WaitHealthy("web", 2, 60*time.Second)
 	})
 
-	t.Run("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
+	step("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
 		f.Apply(replicatedApi)
 		is := f.WaitHealthy("api", 5, 40*time.Second)
 		per := map[string]int{}
@@ -150,7 +157,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("relabelling a node moves the global deployment", func(t *testing.T) {
+	step("relabelling a node moves the global deployment", func(t *testing.T) {
 		if out, code := f.CLI("", "node", "label", "n3", "role=web"); code != 0 {
 			t.Fatalf("node label: exit %d: %s", code, out)
 		}
@@ -169,7 +176,7 @@ func TestWalkingFleet(t *testing.T) {
 		})
 	})
 
-	t.Run("a killed agent's node turns unreachable, its containers keep running", func(t *testing.T) {
+	step("a killed agent's node turns unreachable, its containers keep running", func(t *testing.T) {
 		before := f.Containers("n1")
 		started := startTimes(t, before)
 		f.Agents["n1"].Kill()
@@ -190,7 +197,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("a server restart restarts no container", func(t *testing.T) {
+	step("a server restart restarts no container", func(t *testing.T) {
 		var started []map[string]time.Time
 		for _, n := range []string{"n1", "n2", "n3"} {
 			started = append(started, startTimes(t, f.Containers(n)))
@@ -212,7 +219,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("delete removes every container", func(t *testing.T) {
+	step("delete removes every container", func(t *testing.T) {
 		for _, d := range []string{"web", "api"} {
 			if out, code := f.CLI("", "delete", "deployment", d); code != 0 || !strings.Contains(out, "deleted") {
 				t.Fatalf("delete %s: exit %d: %s", d, code, out)
