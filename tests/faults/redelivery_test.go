@@ -21,9 +21,8 @@ const redeliveries = 50
 // state again, the same generation (the agent says which one it has in its
 // hello, which the server logs). No container is stopped or restarted, and
 // no sample of docker ps shows two running containers of one instance.
-// (The reconciler's own test, internal/agent's TestSameDesiredStateFiftyTimes,
-// also delivers an older generation after a newer one, which a real server
-// never sends.)
+// (internal/agent's TestOlderGenerationIgnored delivers an older generation
+// after a newer one, which a real server never sends.)
 func TestSameDesiredStateRedelivered(t *testing.T) {
 	testenv.HelloImages(t)
 	f := harness.NewFleet(t)
