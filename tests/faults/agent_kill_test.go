@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -50,16 +51,25 @@ func TestAgentKilled(t *testing.T) {
 // startTimes maps the containers' IDs to when Docker last started them.
 func startTimes(t *testing.T, cs []mcontainer.Summary) map[string]string {
 	t.Helper()
-	sdk := testenv.SDK(t)
+	out, err := containerStarts(testenv.SDK(t), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// containerStarts is startTimes for a wait, in which a container removed
+// after it was listed is no failure.
+func containerStarts(sdk *client.Client, cs []mcontainer.Summary) (map[string]string, error) {
 	out := map[string]string{}
 	for _, c := range cs {
 		res, err := sdk.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
 		if err != nil {
-			t.Fatalf("inspecting container %s: %v", c.ID, err)
+			return nil, fmt.Errorf("inspecting container %s: %w", c.ID, err)
 		}
 		out[c.ID[:12]] = res.Container.State.StartedAt
 	}
-	return out
+	return out, nil
 }
 
 func sameStarts(a, b map[string]string) bool {
