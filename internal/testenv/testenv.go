@@ -57,9 +57,9 @@ func RequireDocker(t testing.TB) *dockerrt.Client {
 
 // SDK returns a raw Docker SDK client for what tests do behind dockerrt's
 // back, such as creating containers another node owns. The client is made
-// and pinged once per test binary and never closed: tests call SDK in
-// polling loops, and a client (and a ping) per call would load the daemon
-// and leave idle connections behind. Without a reachable daemon it skips or
+// and pinged once per test binary: tests call SDK in polling loops, and a
+// client (and a ping) per call would load the daemon and leave idle
+// connections behind. Callers must not close it. Without a reachable daemon it skips or
 // fails the test as RequireDocker does. It calls t only when it skips or
 // fails, so a goroutine may call it once a test has.
 func SDK(t testing.TB) *client.Client {
@@ -81,6 +81,9 @@ func SDK(t testing.TB) *client.Client {
 		}
 		t.Skipf("skipping: no docker daemon: %v", sdk.err)
 	}
+	// Close only drops the client's idle connections, which it dials again
+	// when used: their goroutines must not outlive the test (goleak).
+	t.Cleanup(func() { _ = sdk.c.Close() })
 	return sdk.c
 }
 
