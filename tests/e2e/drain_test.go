@@ -132,8 +132,8 @@ func TestNodeDrain(t *testing.T) {
 	if len(violations) > 0 {
 		t.Errorf("during the drain:\n%s", strings.Join(slices.Compact(violations), "\n"))
 	}
-	if running(sdk, replicated) || running(sdk, global) {
-		t.Errorf("n3's containers run after the drain: api %v, logs %v", running(sdk, replicated), running(sdk, global))
+	if apiUp, logsUp := running(sdk, replicated), running(sdk, global); apiUp || logsUp {
+		t.Errorf("n3's containers run after the drain: api %v, logs %v", apiUp, logsUp)
 	}
 	f.WaitHealthy("api", 3, 60*time.Second)
 	for _, in := range f.Instances("api") {
