@@ -427,6 +427,8 @@ func (r *reconciler) reconcile(ctx context.Context) {
 	r.mu.Lock()
 	r.runningCount = int(running.Load())
 	r.mu.Unlock()
+	// At debug level, so that tests of the real binary can wait for a pass.
+	r.log.Debug("reconcile pass done", "instances", len(want), "running", running.Load())
 }
 
 // converge brings one instance's containers in line with its spec and

@@ -18,8 +18,9 @@
 //
 // Health follows a policy for simulated agents (SetHealth, HealthyAfter,
 // Unhealthy): it decides what an exec exits with, by the container's
-// configuration and start time, so that exec health checks pass after a
-// delay, or never. Only exec checks can be simulated: a container's address
+// configuration and how long it has run, so that exec health checks pass
+// after a delay, or never. That time is the Runtime's clock's (SetClock),
+// which a test can move. Only exec checks can be simulated: a container's address
 // (127.88.x.y) has nothing listening on it, so HTTP and TCP checks of a
 // simulated container fail, and simulated deployments use exec health checks
 // or none.
@@ -44,6 +45,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dockfleet/dockfleet/internal/container"
@@ -69,6 +71,7 @@ type Runtime struct {
 	names      map[string]string         // name → ID
 	execCodes  map[string]int            // container ID → exit code of every exec
 	health     HealthFunc                // exit code of other execs; nil: 0
+	clock      clockwork.Clock           // for start and finish times, never nil
 	subs       map[string]map[*subscriber]struct{}
 	seq        uint64
 }
@@ -103,7 +106,20 @@ func New() *Runtime {
 		names:      map[string]string{},
 		execCodes:  map[string]int{},
 		subs:       map[string]map[*subscriber]struct{}{},
+		clock:      clockwork.NewRealClock(),
 	}
+}
+
+// SetClock makes c the clock of the containers' start and finish times,
+// and so of how long a container has run for the health policy; nil is the
+// real clock, the default. Tests move a fake one.
+func (r *Runtime) SetClock(c clockwork.Clock) {
+	if c == nil {
+		c = clockwork.NewRealClock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.clock = c
 }
 
 // SetInfo sets what Info returns.
@@ -165,10 +181,10 @@ func (r *Runtime) SetExecExitCode(id string, code int) {
 }
 
 // HealthFunc is a health policy: the exit code of an exec in a running
-// container created with cfg and (last) started at started. It is called
-// without the Runtime's lock held, from the goroutines that call Exec, and
-// must not modify cfg.
-type HealthFunc func(cfg container.Config, started time.Time) (exitCode int)
+// container created with cfg that has run for ran since its (last) start, by
+// the Runtime's clock. It is called without the Runtime's lock held, from
+// the goroutines that call Exec, and must not modify cfg.
+type HealthFunc func(cfg container.Config, ran time.Duration) (exitCode int)
 
 // SetHealth makes f decide the exit code of every later Exec in a container
 // that SetExecExitCode set no code for. A nil f, the default, makes them
@@ -184,8 +200,8 @@ func (r *Runtime) SetHealth(f HealthFunc) {
 // service that takes d to start. A restart starts the wait again. With d
 // zero or less every exec passes.
 func HealthyAfter(d time.Duration) HealthFunc {
-	return func(_ container.Config, started time.Time) int {
-		if time.Since(started) < d {
+	return func(_ container.Config, ran time.Duration) int {
+		if ran < d {
 			return 1
 		}
 		return 0
@@ -194,7 +210,7 @@ func HealthyAfter(d time.Duration) HealthFunc {
 
 // Unhealthy is a health policy under which every exec fails (exits 1): a
 // service that never becomes healthy.
-func Unhealthy(container.Config, time.Time) int { return 1 }
+func Unhealthy(container.Config, time.Duration) int { return 1 }
 
 // Config returns the configuration container id was created with.
 func (r *Runtime) Config(id string) (container.Config, bool) {
@@ -373,7 +389,7 @@ func (r *Runtime) Start(ctx context.Context, nodeID, id string) error {
 	c.state.Running = true
 	c.state.ExitCode = 0
 	c.state.Error = ""
-	c.state.StartedAt = time.Now()
+	c.state.StartedAt = r.clock.Now()
 	c.state.IP = ipOf(c.seq)
 	r.notify(c)
 	return nil
@@ -410,13 +426,13 @@ func (r *Runtime) Exec(ctx context.Context, nodeID, id string, cmd []string) (in
 		return 0, fmt.Errorf("running %q in container %s: container is not running", cmd, id)
 	}
 	code, set := r.execCodes[id]
-	health, cfg, started := r.health, c.cfg, c.state.StartedAt
+	health, cfg, ran := r.health, c.cfg, r.clock.Since(c.state.StartedAt)
 	r.mu.Unlock()
 	if set || health == nil {
 		return code, nil
 	}
 	// cfg is never modified after Create, so the policy may read it unlocked.
-	return health(cfg, started), nil
+	return health(cfg, ran), nil
 }
 
 // Events implements agent.Runtime. The channel is closed when ctx ends.
@@ -464,7 +480,7 @@ func (r *Runtime) owned(ctx context.Context, nodeID, id string) (*fakeContainer,
 func (r *Runtime) stop(c *fakeContainer, exitCode int) {
 	c.state.Running = false
 	c.state.ExitCode = exitCode
-	c.state.FinishedAt = time.Now()
+	c.state.FinishedAt = r.clock.Now()
 	c.state.IP = ""
 	r.notify(c)
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dockfleet/dockfleet/internal/container"
 	"github.com/dockfleet/dockfleet/internal/fakert"
 )
@@ -50,13 +52,19 @@ func TestHealthPolicy(t *testing.T) {
 
 	t.Run("healthy after a delay, again after a restart", func(t *testing.T) {
 		rt := fakert.New()
+		clock := clockwork.NewFakeClock()
+		rt.SetClock(clock)
 		const d = 200 * time.Millisecond
 		rt.SetHealth(fakert.HealthyAfter(d))
 		id := startContainer(t, rt, nil)
 		if got := execCode(t, rt, id); got != 1 {
 			t.Errorf("exit code at once: got %d; want 1", got)
 		}
-		time.Sleep(d)
+		clock.Advance(d - time.Nanosecond)
+		if got := execCode(t, rt, id); got != 1 {
+			t.Errorf("exit code just before %s: got %d; want 1", d, got)
+		}
+		clock.Advance(time.Nanosecond)
 		if got := execCode(t, rt, id); got != 0 {
 			t.Errorf("exit code after %s: got %d; want 0", d, got)
 		}
@@ -81,7 +89,7 @@ func TestHealthPolicy(t *testing.T) {
 
 	t.Run("the policy sees the container's configuration", func(t *testing.T) {
 		rt := fakert.New()
-		rt.SetHealth(func(cfg container.Config, _ time.Time) int {
+		rt.SetHealth(func(cfg container.Config, _ time.Duration) int {
 			if cfg.Env["BROKEN"] == "1" {
 				return 1
 			}

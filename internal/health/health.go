@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
@@ -62,6 +64,16 @@ const (
 // with the last failure's reason. Failures during StartPeriod do not count,
 // but a success ends the start period: from then on every failure counts.
 func Watch(ctx context.Context, hc spec.HealthCheck, target Target, report func(Status)) {
+	WatchOn(ctx, nil, hc, target, report)
+}
+
+// WatchOn is Watch on clock, which times the waits between probes, their
+// timeouts and the start period; nil is the real clock. Tests move a fake
+// one.
+func WatchOn(ctx context.Context, clock clockwork.Clock, hc spec.HealthCheck, target Target, report func(Status)) {
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
 	interval := time.Duration(hc.Interval)
 	if interval <= 0 {
 		interval = defaultInterval
@@ -74,7 +86,7 @@ func Watch(ctx context.Context, hc spec.HealthCheck, target Target, report func(
 	if retries < 1 {
 		retries = defaultRetries
 	}
-	m := &monitor{retries: retries, startEnds: time.Now().Add(time.Duration(hc.StartPeriod))}
+	m := &monitor{retries: retries, startEnds: clock.Now().Add(time.Duration(hc.StartPeriod))}
 	p := newProber(hc, target, timeout)
 	// Until the first success, probes come every startInterval: a process
 	// that is up 20 ms after its container started is seen healthy then,
@@ -82,16 +94,20 @@ func Watch(ctx context.Context, hc spec.HealthCheck, target Target, report func(
 	// news: a failure counts at most once per interval, as it would at the
 	// normal cadence, so retries keep their meaning.
 	passed := false // whether a probe has passed yet
-	nextCount := time.Now()
+	nextCount := clock.Now()
 	for {
-		probeCtx, cancel := context.WithTimeout(ctx, timeout)
-		begun := time.Now()
+		// The timeout is a timer of clock's that cancels the probe, not a
+		// context deadline, which would read the real clock.
+		probeCtx, cancel := context.WithCancelCause(ctx)
+		begun := clock.Now()
+		timer := clock.AfterFunc(timeout, func() { cancel(errProbeTimeout) })
 		err := p.probe(probeCtx)
-		cancel()
+		timer.Stop()
+		cancel(nil)
 		if ctx.Err() != nil {
 			return // the probe failed because Watch is over, not the target
 		}
-		now := time.Now()
+		now := clock.Now()
 		if err == nil || passed || !now.Before(nextCount) {
 			if err != nil {
 				nextCount = now.Add(interval)
@@ -108,10 +124,13 @@ func Watch(ctx context.Context, hc spec.HealthCheck, target Target, report func(
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(begun.Add(wait))):
+		case <-clock.After(clock.Until(begun.Add(wait))):
 		}
 	}
 }
+
+// errProbeTimeout cancels a probe that outlasted its timeout.
+var errProbeTimeout = errors.New("health: probe timed out")
 
 // startInterval is how often a container is probed until it first passes.
 const startInterval = 100 * time.Millisecond
@@ -243,7 +262,7 @@ func (p *prober) probeExec(ctx context.Context, c *spec.ExecCheck) error {
 // probeError names a probe's timeout plainly rather than as the error of
 // whichever call it interrupted.
 func (p *prober) probeError(ctx context.Context, err error) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(context.Cause(ctx), errProbeTimeout) {
 		return fmt.Errorf("timed out after %v", p.timeout)
 	}
 	// The caller names the URL or address already; these repeat it.

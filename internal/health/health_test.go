@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 
 	"github.com/dockfleet/dockfleet/internal/health"
@@ -33,12 +34,18 @@ const (
 // watch runs Watch until the test ends and returns its reports.
 func watch(t *testing.T, hc spec.HealthCheck, target health.Target) <-chan health.Status {
 	t.Helper()
+	return watchOn(t, nil, hc, target)
+}
+
+// watchOn runs WatchOn with clock until the test ends and returns its reports.
+func watchOn(t *testing.T, clock clockwork.Clock, hc spec.HealthCheck, target health.Target) <-chan health.Status {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reports := make(chan health.Status, 100)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		health.Watch(ctx, hc, target, func(s health.Status) { reports <- s })
+		health.WatchOn(ctx, clock, hc, target, func(s health.Status) { reports <- s })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -77,12 +84,27 @@ func expectUnhealthy(t *testing.T, reports <-chan health.Status, reason string) 
 	}
 }
 
-func expectQuiet(t *testing.T, reports <-chan health.Status, d time.Duration) {
+// expectQuiet waits until probes, a count of the probes run, has grown by
+// n, and fails if a report came meanwhile: only transitions are reported.
+// It counts probes rather than waiting for a time, which a loaded machine
+// could fill with fewer probes than it should.
+func expectQuiet(t *testing.T, reports <-chan health.Status, probes func() int32, n int32) {
 	t.Helper()
+	want := probes() + n
+	deadline := time.After(wait)
+	for probes() < want {
+		select {
+		case s := <-reports:
+			t.Fatalf("got report %+v; want none (only transitions are reported)", s)
+		case <-deadline:
+			t.Fatalf("%d probes after %v; want %d", probes(), wait, want)
+		case <-time.After(interval):
+		}
+	}
 	select {
 	case s := <-reports:
 		t.Fatalf("got report %+v; want none (only transitions are reported)", s)
-	case <-time.After(d):
+	default:
 	}
 }
 
@@ -121,14 +143,12 @@ func TestHTTPTransitions(t *testing.T) {
 	}, health.Target{IP: ip})
 
 	expectHealthy(t, reports)
-	expectQuiet(t, reports, 10*interval)
-	if n := hits.Load(); n < 2 {
-		t.Errorf("probes in 10 intervals: got %d; want several", n)
-	}
+	// Probing goes on after the first success, reporting nothing new.
+	expectQuiet(t, reports, hits.Load, 3)
 
 	status.Store(http.StatusInternalServerError)
 	expectUnhealthy(t, reports, "http://"+srv.Listener.Addr().String()+"/healthz: status 500")
-	expectQuiet(t, reports, 10*interval)
+	expectQuiet(t, reports, hits.Load, 3)
 
 	status.Store(http.StatusOK)
 	expectHealthy(t, reports)
@@ -295,7 +315,12 @@ func TestNoAddress(t *testing.T) {
 func TestWatchEndsWithContext(t *testing.T) {
 	// A probe that hangs must not keep Watch running past its context.
 	release := make(chan struct{})
+	hanging := make(chan struct{}, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hanging <- struct{}{}:
+		default:
+		}
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -313,7 +338,11 @@ func TestWatchEndsWithContext(t *testing.T) {
 			Interval: spec.Duration(time.Hour),
 		}, health.Target{IP: ip}, func(s health.Status) { t.Errorf("got report %+v; want none", s) })
 	}()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-hanging: // the probe reached the server, which holds it
+	case <-time.After(wait):
+		t.Fatalf("no probe reached the server after %v", wait)
+	}
 	cancel()
 	select {
 	case <-done:
@@ -323,13 +352,14 @@ func TestWatchEndsWithContext(t *testing.T) {
 }
 
 // A process that comes up just after its container started is seen healthy
-// within moments, not a whole interval later; meanwhile its early failures
-// count no faster than once per interval.
+// at the next fast probe, not a whole interval later; meanwhile its early
+// failures count no faster than once per interval. The clock is a fake one
+// that the test moves, so a loaded machine cannot stretch the times.
 func TestFastFirstSuccess(t *testing.T) {
-	ex := &execer{}
-	ex.code.Store(1)
-	begin := time.Now()
-	reports := watch(t, spec.HealthCheck{
+	ex := &failFirst{n: 3} // the process is up from the 4th probe on
+	clock := clockwork.NewFakeClock()
+	begin := clock.Now()
+	reports := watchOn(t, clock, spec.HealthCheck{
 		Exec:     &spec.ExecCheck{Command: []string{"check"}},
 		Interval: spec.Duration(2 * time.Second),
 		Timeout:  spec.Duration(time.Second),
@@ -338,11 +368,40 @@ func TestFastFirstSuccess(t *testing.T) {
 	// With retries 1 the first probe's failure reports unhealthy; the fast
 	// probes that follow may not report it again within the interval.
 	expectUnhealthy(t, reports, "exit code 1")
-	time.AfterFunc(300*time.Millisecond, func() { ex.code.Store(0) })
-	expectHealthy(t, reports)
-	if took := time.Since(begin); took > time.Second {
-		t.Errorf("healthy %v after the watch began; want well under the 2s interval", took)
+	for range 3 {
+		advance(t, clock, 100*time.Millisecond)
 	}
+	expectHealthy(t, reports)
+	if took, probes := clock.Since(begin), ex.calls.Load(); took != 300*time.Millisecond || probes != 4 {
+		t.Errorf("healthy %v after the watch began, at probe %d; want 300ms, at the 4th probe, 100ms apart: well under the 2s interval", took, probes)
+	}
+}
+
+// failFirst is an Execer whose first n execs exit 1 and the others 0.
+type failFirst struct {
+	n     int32
+	calls atomic.Int32
+}
+
+func (e *failFirst) Exec(context.Context, string, string, []string) (int, error) {
+	if e.calls.Add(1) <= e.n {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// advance moves clock by d once Watch holds a timer of it: the wait for its
+// next probe, or the timeout of a probe under way (moving the clock then
+// only shortens the wait that follows, which ends at once). Either way the
+// next probe starts at the clock's new time.
+func advance(t *testing.T, clock *clockwork.FakeClock, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("Watch holds no timer of the clock after %v: %v", wait, err)
+	}
+	clock.Advance(d)
 }
 
 func TestEarlyFailuresCountOncePerInterval(t *testing.T) {

@@ -56,17 +56,42 @@ func RequireDocker(t testing.TB) *dockerrt.Client {
 }
 
 // SDK returns a raw Docker SDK client for what tests do behind dockerrt's
-// back, such as creating containers another node owns. It calls
-// RequireDocker first, so it skips or fails the same way.
+// back, such as creating containers another node owns. The client is made
+// and pinged once per test binary: tests call SDK in polling loops, and a
+// client (and a ping) per call would load the daemon and leave idle
+// connections behind. Callers must not close it. Without a reachable daemon it skips or
+// fails the test as RequireDocker does. It calls t only when it skips or
+// fails, so a goroutine may call it once a test has.
 func SDK(t testing.TB) *client.Client {
 	t.Helper()
-	RequireDocker(t)
-	c, err := client.New(client.FromEnv)
-	if err != nil {
-		t.Fatalf("creating docker client: %v", err)
+	sdk.once.Do(func() {
+		sdk.c, sdk.err = client.New(client.FromEnv)
+		if sdk.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, sdk.err = sdk.c.Ping(ctx, client.PingOptions{}); sdk.err != nil {
+			_ = sdk.c.Close()
+		}
+	})
+	if sdk.err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("docker is required when CI=true: %v", sdk.err)
+		}
+		t.Skipf("skipping: no docker daemon: %v", sdk.err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	// Close only drops the client's idle connections, which it dials again
+	// when used: their goroutines must not outlive the test (goleak).
+	t.Cleanup(func() { _ = sdk.c.Close() })
+	return sdk.c
+}
+
+// sdk is the one SDK client of the test binary.
+var sdk struct {
+	once sync.Once
+	c    *client.Client
+	err  error
 }
 
 var (

@@ -132,8 +132,8 @@ func TestNodeDrain(t *testing.T) {
 	if len(violations) > 0 {
 		t.Errorf("during the drain:\n%s", strings.Join(slices.Compact(violations), "\n"))
 	}
-	if running(sdk, replicated) || running(sdk, global) {
-		t.Errorf("n3's containers run after the drain: api %v, logs %v", running(sdk, replicated), running(sdk, global))
+	if apiUp, logsUp := running(sdk, replicated), running(sdk, global); apiUp || logsUp {
+		t.Errorf("n3's containers run after the drain: api %v, logs %v", apiUp, logsUp)
 	}
 	f.WaitHealthy("api", 3, 60*time.Second)
 	for _, in := range f.Instances("api") {
@@ -151,7 +151,7 @@ func TestNodeDrain(t *testing.T) {
 	if out, code := f.CLI("", "node", "undrain", "n3"); code != 0 || out != "node/n3 uncordoned\n" {
 		t.Fatalf("node undrain: exit %d: %q", code, out)
 	}
-	harness.WaitFor(t, 60*time.Second, "the logs instance back on n3", func() error {
+	testenv.Eventually(t, 60*time.Second, "the logs instance back on n3", func() error {
 		for _, in := range f.Instances("logs") {
 			if in.NodeName == "n3" && in.State == api.InstanceHealthy {
 				return nil
@@ -193,7 +193,7 @@ func TestReEnrollAdoptsContainers(t *testing.T) {
 	for _, in := range append(web, apis...) {
 		ids = append(ids, in.ID)
 	}
-	harness.WaitFor(t, 60*time.Second, "the new agent to see every instance healthy", func() error {
+	testenv.Eventually(t, 60*time.Second, "the new agent to see every instance healthy", func() error {
 		out := agent.Out.String()
 		for _, id := range ids {
 			if !strings.Contains(out, "instance_id="+id+" state=healthy") {

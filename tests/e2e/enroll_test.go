@@ -37,13 +37,17 @@ func TestEnrollmentRefusals(t *testing.T) {
 	parts := strings.Split(good, "-")
 	wrongSecret := strings.Join(append(parts[:len(parts)-1], strings.Repeat("a", len(parts[len(parts)-1]))), "-")
 
-	expired := f.Token("--ttl", "1s")
+	expired := f.Token("--ttl", "1ms")
 	revoked := f.Token()
 	toks, err := f.Client.ListTokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	revokedID := toks[len(toks)-1].ID
+	expiredID, revokedID := toks[len(toks)-2].ID, toks[len(toks)-1].ID
+	if !strings.Contains(expired, expiredID) || !strings.Contains(revoked, revokedID) {
+		t.Fatalf("tokens %v: the last two are not the ones just made", toks)
+	}
+	expiresAt := toks[len(toks)-2].ExpiresAt
 	if out, code := f.CLI("", "token", "revoke", revokedID); code != 0 {
 		t.Fatalf("token revoke: exit %d: %s", code, out)
 	}
@@ -56,7 +60,14 @@ func TestEnrollmentRefusals(t *testing.T) {
 	// The good token's one use goes first, so "used up" can be checked.
 	f.StartAgent("first", good, "")
 	f.WaitNodeState("first", api.NodeReady, 20*time.Second)
-	time.Sleep(1100 * time.Millisecond) // let the 1s token expire
+	// The server and the test read one clock: the token is expired once the
+	// time the server gave it has passed (a millisecond after it was made).
+	testenv.Eventually(t, 10*time.Second, "the 1ms token to expire", func() error {
+		if left := time.Until(expiresAt); left >= 0 {
+			return fmt.Errorf("%v left", left)
+		}
+		return nil
+	})
 
 	tests := []struct {
 		name, token, want string
@@ -237,7 +248,7 @@ spec:
 	t.Run("docker unreachable is reported on the node", func(t *testing.T) {
 		p := f.StartAgent("nodocker", f.Token("--uses", "1"), "", "--docker-host", "unix://"+t.TempDir()+"/no.sock")
 		f.WaitNodeState("nodocker", api.NodeReady, 20*time.Second)
-		harness.WaitFor(t, 20*time.Second, "the node to report Docker unreachable", func() error {
+		testenv.Eventually(t, 20*time.Second, "the node to report Docker unreachable", func() error {
 			if n := f.Node("nodocker"); !strings.Contains(n.Error, "no.sock") {
 				return fmt.Errorf("node error %q", n.Error)
 			}

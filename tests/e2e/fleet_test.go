@@ -63,8 +63,15 @@ func TestWalkingFleet(t *testing.T) {
 	testenv.HelloImages(t)
 	f := harness.NewFleet(t)
 	f.AddAgents([2]string{"n1", "role=web"}, [2]string{"n2", "role=web"}, [2]string{"n3", "role=db"})
+	// The steps build on each other: once one failed the fleet is in no
+	// known state, and the steps after it do not run (the test has failed).
+	step := func(name string, fn func(t *testing.T)) {
+		if !t.Failed() {
+			t.Run(name, fn)
+		}
+	}
 
-	t.Run("nodes report facts", func(t *testing.T) {
+	step("nodes report facts", func(t *testing.T) {
 		out, code := f.CLI("", "nodes")
 		if code != 0 {
 			t.Fatalf("nodes: exit %d: %s", code, out)
@@ -80,7 +87,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("global deployment lands on the 2 matching nodes", func(t *testing.T) {
+	step("global deployment lands on the 2 matching nodes", func(t *testing.T) {
 		out := f.Apply(globalWeb)
 		if !strings.Contains(out, "deployment/web created") {
 			t.Errorf("apply said %q; want deployment/web created", out)
@@ -104,26 +111,31 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("a container removed by hand is healed within 10s", func(t *testing.T) {
+	step("a container removed by hand is healed", func(t *testing.T) {
 		cs := f.Containers("n1")
 		if len(cs) != 1 {
 			t.Fatalf("n1 runs %d containers; want 1", len(cs))
 		}
-		sdk := testenv.SDK(t)
-		removeForce(t, sdk, cs[0].ID)
+		removed := cs[0].ID
+		removeForce(t, testenv.SDK(t), removed)
 		begin := time.Now()
-		harness.WaitFor(t, 10*time.Second, "n1's container to be recreated", func() error {
+		// A hang guard, not a speed target (how fast is for benchmarks): the
+		// agent notices at once from Docker's events, or at its next resync.
+		testenv.Eventually(t, 60*time.Second, "n1's container to be recreated", func() error {
 			cs := f.Containers("n1")
-			if len(cs) != 1 || cs[0].ID == "" || cs[0].State != "running" {
-				return fmt.Errorf("%d containers", len(cs))
+			if len(cs) != 1 || cs[0].State != "running" {
+				return fmt.Errorf("%d containers: %v", len(cs), cs)
+			}
+			if cs[0].ID == removed {
+				return fmt.Errorf("the removed container %s is still there", removed)
 			}
 			return nil
 		})
 		t.Logf("healed in %v", time.Since(begin).Round(time.Millisecond))
-		f.WaitHealthy("web", 2, 15*time.Second)
+		f.WaitHealthy("web", 2, 60*time.Second)
 	})
 
-	t.Run("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
+	step("replicated 5 over 3 nodes spreads 2/2/1", func(t *testing.T) {
 		f.Apply(replicatedApi)
 		is := f.WaitHealthy("api", 5, 40*time.Second)
 		per := map[string]int{}
@@ -145,7 +157,7 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("relabelling a node moves the global deployment", func(t *testing.T) {
+	step("relabelling a node moves the global deployment", func(t *testing.T) {
 		if out, code := f.CLI("", "node", "label", "n3", "role=web"); code != 0 {
 			t.Fatalf("node label: exit %d: %s", code, out)
 		}
@@ -154,7 +166,7 @@ func TestWalkingFleet(t *testing.T) {
 			t.Fatalf("node label: exit %d: %s", code, out)
 		}
 		f.WaitHealthy("web", 2, 30*time.Second)
-		harness.WaitFor(t, 15*time.Second, "n3 to run only its api instance", func() error {
+		testenv.Eventually(t, 15*time.Second, "n3 to run only its api instance", func() error {
 			for _, c := range f.Containers("n3") {
 				if c.Labels["dockfleet.deployment"] == "web" {
 					return fmt.Errorf("web container %s still there", c.ID[:12])
@@ -164,25 +176,28 @@ func TestWalkingFleet(t *testing.T) {
 		})
 	})
 
-	t.Run("a killed agent's node turns unreachable, its containers keep running", func(t *testing.T) {
+	step("a killed agent's node turns unreachable, its containers keep running", func(t *testing.T) {
 		before := f.Containers("n1")
 		started := startTimes(t, before)
 		f.Agents["n1"].Kill()
-		took := f.WaitNodeState("n1", api.NodeUnreachable, 3*f.Heartbeat+2*time.Second+time.Second)
-		t.Logf("unreachable after %v", took.Round(time.Millisecond))
+		// The wait is a hang guard; the server's promise is checked on its
+		// own record, so that a test slowed down by a loaded machine does
+		// not read its own lateness as the server's.
+		f.WaitNodeState("n1", api.NodeUnreachable, 3*f.Heartbeat+60*time.Second)
+		f.CheckUnreachableWindow("n1")
 		if got := startTimes(t, f.Containers("n1")); !sameStarts(started, got) {
 			t.Errorf("containers of n1 changed while its agent was down: before %v, after %v", started, got)
 		}
 		f.StartAgent("n1", "", "")
-		f.WaitNodeState("n1", api.NodeReady, 20*time.Second)
-		f.WaitHealthy("web", 2, 20*time.Second)
-		time.Sleep(3 * time.Second) // a full resync pass of the restarted agent
+		f.WaitNodeState("n1", api.NodeReady, 30*time.Second)
+		f.WaitHealthy("web", 2, 30*time.Second)
+		f.WaitReconciled("n1", 30*time.Second)
 		if got := startTimes(t, f.Containers("n1")); !sameStarts(started, got) {
 			t.Errorf("restarting the agent restarted containers: before %v, after %v", started, got)
 		}
 	})
 
-	t.Run("a server restart restarts no container", func(t *testing.T) {
+	step("a server restart restarts no container", func(t *testing.T) {
 		var started []map[string]time.Time
 		for _, n := range []string{"n1", "n2", "n3"} {
 			started = append(started, startTimes(t, f.Containers(n)))
@@ -194,7 +209,9 @@ func TestWalkingFleet(t *testing.T) {
 		}
 		f.WaitHealthy("web", 2, 20*time.Second)
 		f.WaitHealthy("api", 5, 20*time.Second)
-		time.Sleep(3 * time.Second)
+		for _, n := range []string{"n1", "n2", "n3"} {
+			f.WaitReconciled(n, 30*time.Second)
+		}
 		for i, n := range []string{"n1", "n2", "n3"} {
 			if got := startTimes(t, f.Containers(n)); !sameStarts(started[i], got) {
 				t.Errorf("server restart changed containers on %s: before %v, after %v", n, started[i], got)
@@ -202,13 +219,13 @@ func TestWalkingFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("delete removes every container", func(t *testing.T) {
+	step("delete removes every container", func(t *testing.T) {
 		for _, d := range []string{"web", "api"} {
 			if out, code := f.CLI("", "delete", "deployment", d); code != 0 || !strings.Contains(out, "deleted") {
 				t.Fatalf("delete %s: exit %d: %s", d, code, out)
 			}
 		}
-		harness.WaitFor(t, 20*time.Second, "all containers to go", func() error {
+		testenv.Eventually(t, 20*time.Second, "all containers to go", func() error {
 			for _, n := range []string{"n1", "n2", "n3"} {
 				if cs := f.Containers(n); len(cs) != 0 {
 					return fmt.Errorf("%s still runs %d", n, len(cs))

@@ -58,7 +58,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 	f.Apply(healSpec("hello:v1"))
 
 	var ro api.Rollout
-	harness.WaitFor(t, 60*time.Second, "the rollout to reach batch 2", func() error {
+	testenv.Eventually(t, 60*time.Second, "the rollout to reach batch 2", func() error {
 		var err error
 		if ro, err = f.Client.GetRollout(context.Background(), api.DefaultProject, "web"); err != nil {
 			return err
@@ -91,7 +91,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	harness.WaitFor(t, 30*time.Second, "the removed container to be recreated", func() error {
+	testenv.Eventually(t, 30*time.Second, "the removed container to be recreated", func() error {
 		for _, c := range f.Containers(victim.NodeName) {
 			if c.ID != removed && c.State == "running" {
 				return nil
@@ -111,7 +111,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 	if evs := f.Events("web", "instance.failed", "rollout.rolled_back", "rollout.failed"); len(evs) > 0 {
 		t.Errorf("events %+v; want no failure", evs)
 	}
-	harness.WaitFor(t, 10*time.Second, "an event that says the container was recreated", func() error {
+	testenv.Eventually(t, 10*time.Second, "an event that says the container was recreated", func() error {
 		for _, e := range f.Events("web") {
 			if strings.HasSuffix(e.Message, ", recreated") {
 				return nil
@@ -125,7 +125,7 @@ func TestRemovedContainerHealsDuringFirstRollout(t *testing.T) {
 	if _, err := testenv.SDK(t).ContainerKill(context.Background(), crashed, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatal(err)
 	}
-	harness.WaitFor(t, 30*time.Second, "the killed container to be restarted and counted", func() error {
+	testenv.Eventually(t, 30*time.Second, "the killed container to be restarted and counted", func() error {
 		for _, in := range f.Instances("web") {
 			if in.NodeName == nodes[1] && (in.Restarts != 1 || in.State != api.InstanceHealthy) {
 				return fmt.Errorf("instance on %s: %s, %d restarts", nodes[1], in.State, in.Restarts)

@@ -25,7 +25,7 @@ func TestNodeRevokeAndRemove(t *testing.T) {
 		t.Fatalf("node revoke: exit %d: %q", code, out)
 	}
 	f.WaitNodeState("keep", api.NodeRevoked, 5*time.Second)
-	harness.WaitFor(t, 20*time.Second, "the revoked agent to say why it cannot connect", func() error {
+	testenv.Eventually(t, 20*time.Second, "the revoked agent to say why it cannot connect", func() error {
 		if out := f.Agents["keep"].Out.String(); !strings.Contains(out, "revoked or removed") {
 			return errors.New("not yet")
 		}
@@ -42,7 +42,7 @@ func TestNodeRevokeAndRemove(t *testing.T) {
 	if _, err := f.Client.GetNode(context.Background(), "gone"); !client.IsNotFound(err) {
 		t.Errorf("the removed node: %v; want not found", err)
 	}
-	harness.WaitFor(t, 20*time.Second, "the removed agent to say why it cannot connect", func() error {
+	testenv.Eventually(t, 20*time.Second, "the removed agent to say why it cannot connect", func() error {
 		if out := f.Agents["gone"].Out.String(); !strings.Contains(out, "revoked or removed") {
 			return errors.New("not yet")
 		}

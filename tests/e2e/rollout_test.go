@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,36 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moby/moby/client"
-
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
-// rolloutSpec is a global deployment of image over every node labelled
-// role=web, with the given update block.
-func rolloutSpec(image, update string) string {
-	return fmt.Sprintf(`apiVersion: dockfleet.io/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  mode: global
-  selector:
-    matchLabels:
-      role: web
-  container:
-    image: %s
-    healthCheck:
-      http:
-        path: /healthz
-        port: 8080
-      interval: 500ms
-      retries: 2
-  update:
-%s`, image, update)
-}
+// rolloutSpec is harness.WebSpec's deployment "web" of image with the
+// given update block: every apply of these tests changes the image.
+func rolloutSpec(image, update string) string { return harness.WebSpec(image, 1, update) }
 
 func sixNodes(t *testing.T) *harness.Fleet {
 	t.Helper()
@@ -111,30 +90,35 @@ func TestRolloutInBatches(t *testing.T) {
 			t.Errorf("node %s runs %v; want hello:v2", n, imgs)
 		}
 	}
-	// The timeline: each batch healthy at least minHealthyTime after it started.
-	var started map[int]time.Time = map[int]time.Time{}
+	// The timeline: each batch healthy at least minHealthyTime after it
+	// started. Batches run one after another, so the events (in sequence
+	// order) alternate started, healthy; pairing them by that order needs no
+	// batch number, which api.Event has only in its words.
+	var timeline []string
+	var started time.Time
 	batches := 0
 	for _, e := range f.Events("web", "batch.started", "batch.healthy") {
 		if e.Rollout != ro.ID {
 			continue
 		}
-		var k, n int
-		fmt.Sscanf(e.Message[strings.Index(e.Message, "batch "):], "batch %d of %d", &k, &n)
-		switch e.Type {
-		case "batch.started":
-			started[k] = e.Time
+		timeline = append(timeline, e.Type)
+		switch {
+		case e.Type == "batch.started" && started.IsZero():
+			started = e.Time
 			batches++
-		case "batch.healthy":
-			if took := e.Time.Sub(started[k]); took < 2*time.Second {
-				t.Errorf("batch %d healthy %v after it started; want at least minHealthyTime 2s", k, took)
+		case e.Type == "batch.healthy" && !started.IsZero():
+			if took := e.Time.Sub(started); took < 2*time.Second {
+				t.Errorf("batch %d healthy %v after it started; want at least minHealthyTime 2s", batches, took)
 			}
+			started = time.Time{}
+		default:
+			t.Fatalf("events of rollout %s: %v; want batch.started and batch.healthy in turn", ro.ID, timeline)
 		}
 	}
-	if batches != 3 {
-		t.Errorf("%d batches in the event timeline; want 3", batches)
+	if batches != 3 || !started.IsZero() {
+		t.Errorf("events of rollout %s: %v; want 3 batches, each started then healthy", ro.ID, timeline)
 	}
-	out, code := f.CLI("", "rollout", "status", "web")
-	if code != 0 || !strings.Contains(out, "succeeded") {
+	if out, code := f.CLI("", "rollout", "status", "web"); code != 0 || !strings.Contains(out, "succeeded") {
 		t.Errorf("rollout status: exit %d: %s", code, out)
 	}
 }
@@ -169,7 +153,7 @@ func TestBrokenCanaryRollsBack(t *testing.T) {
 	if ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "status 500") {
 		t.Fatalf("rollout %s (%s); want rolled_back naming the failed health check", ro.State, ro.Message)
 	}
-	harness.WaitFor(t, 30*time.Second, "every node back on hello:v2", func() error {
+	testenv.Eventually(t, 30*time.Second, "every node back on hello:v2", func() error {
 		for n, imgs := range f.Images(nodes...) {
 			if len(imgs) != 1 || imgs[0] != "hello:v2" {
 				return fmt.Errorf("%s runs %v", n, imgs)
@@ -198,8 +182,10 @@ func TestCanaryPromotePauseResumeUndo(t *testing.T) {
 	f.Apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitRollout("web", 60*time.Second)
 
-	f.Apply(rolloutSpec("hello:v2", "    batchSize: 1\n    canary: 1\n    minHealthyTime: 1s\n"))
-	harness.WaitFor(t, 60*time.Second, "the canary to await promotion", func() error {
+	// minHealthyTime 0: the server's pass that counts a batch healthy is the
+	// one that would start the next, which the pause below relies on.
+	f.Apply(rolloutSpec("hello:v2", "    batchSize: 1\n    canary: 1\n    minHealthyTime: 0s\n"))
+	testenv.Eventually(t, 60*time.Second, "the canary to await promotion", func() error {
 		ro, err := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
 		if err != nil || ro.Phase != api.PhaseAwaitingPromotion {
 			return fmt.Errorf("%s %s %v", ro.State, ro.Phase, err)
@@ -224,11 +210,43 @@ func TestCanaryPromotePauseResumeUndo(t *testing.T) {
 	if out, code := f.CLI("", "rollout", "pause", "web"); code != 0 {
 		t.Fatalf("pause: exit %d: %s", code, out)
 	}
-	ro, _ := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
-	paused := ro.Updated
-	time.Sleep(4 * time.Second)
-	if ro, _ = f.Client.GetRollout(context.Background(), api.DefaultProject, "web"); ro.State != api.RolloutPaused || ro.Updated > paused+1 {
-		t.Errorf("while paused: state %s, updated %d (was %d); want paused with no new batch", ro.State, ro.Updated, paused)
+	paused, err := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The batch in flight turns healthy while the rollout is paused. Once
+	// the rollout's counts (which only the server's passes update) say that
+	// every instance on the new revision is healthy, as the instances do,
+	// the server has made the pass in which a running rollout would start
+	// the next batch.
+	var ro api.Rollout
+	testenv.Eventually(t, 60*time.Second, "the paused rollout to count its updated instances healthy", func() error {
+		ro, err = f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
+		if err != nil {
+			return err
+		}
+		if ro.State != api.RolloutPaused {
+			return fmt.Errorf("rollout %s (%s)", ro.State, ro.Message)
+		}
+		updated, healthy := 0, 0
+		for _, i := range f.Instances("web") {
+			if i.Revision == ro.To {
+				updated++
+				if i.State == api.InstanceHealthy {
+					healthy++
+				}
+			}
+		}
+		if healthy != updated || ro.Updated != updated || ro.Healthy != healthy {
+			return fmt.Errorf("%d of %d instances on revision %d healthy; the rollout counted %d of %d", healthy, updated, ro.To, ro.Healthy, ro.Updated)
+		}
+		return nil
+	})
+	// The canary is batch 1 and each batch after it updates one instance:
+	// batch k has updated k. (The rollout's own count of updated instances
+	// can lag its batch by one: a pass counts before it starts a batch.)
+	if ro.Batch != paused.Batch || ro.Updated != ro.Batch {
+		t.Errorf("while paused: batch %d, %d updated; want still batch %d, with as many updated (no new batch)", ro.Batch, ro.Updated, paused.Batch)
 	}
 	if out, code := f.CLI("", "rollout", "resume", "web"); code != 0 {
 		t.Fatalf("resume: exit %d: %s", code, out)
@@ -267,45 +285,57 @@ func TestServerKilledMidRollout(t *testing.T) {
 	f.Apply(rolloutSpec("hello:v1", "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitRollout("web", 60*time.Second)
 
-	// Record every container each node ever runs on v2.
+	// Record every container each node ever runs on v2. The watcher
+	// leaves failing to the test: it keeps the first error it met.
+	ids := map[string]string{}
+	for _, n := range nodes {
+		ids[n] = f.Node(n).ID
+	}
 	ctx, stop := context.WithCancel(context.Background())
-	var mu sync.Mutex
 	seen := map[string]map[string]bool{}
+	var watchErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			for _, n := range nodes {
-				for _, c := range f.Containers(n) {
+			for n, id := range ids {
+				cs, err := f.NodeContainers(ctx, id)
+				if err != nil && ctx.Err() == nil && watchErr == nil {
+					watchErr = err
+				}
+				for _, c := range cs {
 					if c.Image == "hello:v2" {
-						mu.Lock()
 						if seen[n] == nil {
 							seen[n] = map[string]bool{}
 						}
 						seen[n][c.ID] = true
-						mu.Unlock()
 					}
 				}
 			}
-			time.Sleep(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}()
 
 	f.Apply(rolloutSpec("hello:v2", "    batchSize: 2\n    minHealthyTime: 3s\n"))
-	harness.WaitFor(t, 60*time.Second, "batch 2", func() error {
+	testenv.Eventually(t, 60*time.Second, "batch 2", func() error {
 		ro, err := f.Client.GetRollout(context.Background(), api.DefaultProject, "web")
 		if err != nil || ro.Batch < 2 {
 			return fmt.Errorf("batch %d %v", ro.Batch, err)
 		}
 		return nil
 	})
-	f.Server.Kill()
-	time.Sleep(time.Second)
+	f.Server.Kill() // returns once the process is gone, its ports and files free
 	f.StartServer()
 	ro := f.WaitRollout("web", 120*time.Second)
 	stop()
-	wg.Wait()
+	wg.Wait() // seen and watchErr are the test's from here
+	if watchErr != nil {
+		t.Fatalf("watching the nodes' containers: %v", watchErr)
+	}
 	if ro.State != api.RolloutSucceeded || ro.Batch != 3 {
 		t.Fatalf("after the restart the rollout is %s at batch %d (%s); want succeeded after 3 batches", ro.State, ro.Batch, ro.Message)
 	}
@@ -327,6 +357,7 @@ func TestServerKilledMidRollout(t *testing.T) {
 // fails in the pre-pull, before anything changed, with the registry's reason.
 func TestPinnedDigestsAndPrePull(t *testing.T) {
 	f := sixNodes(t)
+	nodes := nodeNames(6)
 	reg := testenv.Registry(t)
 	repo := reg + "/dockfleet/hello-" + testenv.ID()
 	pinV1 := testenv.Push(t, "hello:v1", repo+":v1", true)
@@ -344,7 +375,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	if err != nil || len(revs) != 1 || revs[0].ImageDigest != pinV1 {
 		t.Fatalf("revisions = %+v, %v; want revision 1 pinned to %s", revs, err, pinV1)
 	}
-	harness.WaitFor(t, 10*time.Second, "every instance to report the pinned digest", func() error {
+	testenv.Eventually(t, 10*time.Second, "every instance to report the pinned digest", func() error {
 		for _, i := range f.Instances("web") {
 			if i.ImageDigest != pinV1 {
 				return fmt.Errorf("instance %s on %s runs %q", i.ID, i.NodeName, i.ImageDigest)
@@ -354,7 +385,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	})
 	out, _ := f.CLI("", "describe", "deployment", "web")
 	short := "sha256:" + pinV1[strings.Index(pinV1, "@sha256:")+8:][:12]
-	if strings.Count(out, short+" ") != 6 || !strings.Contains(out, "Pinned image:     "+pinV1+"\n") {
+	if strings.Count(out, short+" ") != len(nodes) || !strings.Contains(out, "Pinned image:     "+pinV1+"\n") {
 		t.Errorf("describe shows the digest %s %d times; want once per instance, and the pin %s in full:\n%s", short, strings.Count(out, short+" "), pinV1, out)
 	}
 
@@ -363,8 +394,10 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 		t.Fatalf("apply --wait with prePull: exit %d:\n%s", code, out)
 	}
 	ro := f.WaitRollout("web", 10*time.Second)
+	// Every node pulls before any batch starts: all image.pulled events
+	// come before prepull.done, and prepull.done before every batch.started.
 	var order []string
-	pulled := 0
+	pulled, done, lastPull, firstBatch := 0, -1, -1, -1
 	for _, e := range f.Events("web") {
 		if e.Rollout != ro.ID {
 			continue
@@ -372,13 +405,20 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 		switch e.Type {
 		case "image.pulled":
 			pulled++
-			order = append(order, "pull")
-		case "prepull.done", "batch.started":
-			order = append(order, e.Type)
+			lastPull = len(order)
+		case "prepull.done":
+			done = len(order)
+		case "batch.started":
+			if firstBatch < 0 {
+				firstBatch = len(order)
+			}
+		default:
+			continue
 		}
+		order = append(order, e.Type)
 	}
-	if pulled != 6 || len(order) < 8 || order[6] != "prepull.done" || order[7] != "batch.started" {
-		t.Errorf("event order %v; want 6 pulls, prepull.done, then the batches", order)
+	if pulled != len(nodes) || done < 0 || lastPull > done || firstBatch < done {
+		t.Errorf("events of rollout %s: %v; want %d image.pulled, then prepull.done, then the batches", ro.ID, order, len(nodes))
 	}
 	for _, i := range f.Instances("web") {
 		if i.ImageDigest != pinV2 || i.Revision != 2 {
@@ -387,7 +427,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	}
 
 	before := map[string]string{}
-	for _, n := range nodeNames(6) {
+	for _, n := range nodes {
 		before[n] = f.Containers(n)[0].ID
 	}
 	// A tag the registry does not have: the server asks it at apply and
@@ -407,7 +447,7 @@ func TestPinnedDigestsAndPrePull(t *testing.T) {
 	if code == 0 || ro.State != api.RolloutRolledBack || !strings.Contains(ro.Message, "manifest unknown") {
 		t.Errorf("a missing unpinned image: apply exit %d, rollout %s (%s); want it to fail in the pre-pull with the registry's reason:\n%s", code, ro.State, ro.Message, out)
 	}
-	for _, n := range nodeNames(6) {
+	for _, n := range nodes {
 		if cs := f.Containers(n); len(cs) != 1 || cs[0].ID != before[n] {
 			t.Errorf("node %s's container changed though the pre-pull failed", n)
 		}
@@ -444,59 +484,56 @@ spec:
 		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
 	}
 
-	sdk := testenv.SDK(t)
-	hc := &http.Client{Timeout: 300 * time.Millisecond}
-	serving := func() int {
-		n := 0
-		for _, node := range nodeNames(6) {
-			for _, c := range f.Containers(node) {
-				if c.State != "running" {
-					continue
-				}
-				res, err := sdk.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
-				if err != nil {
-					continue
-				}
-				for _, nw := range res.Container.NetworkSettings.Networks {
-					resp, err := hc.Get("http://" + nw.IPAddress.String() + ":8080/healthz")
-					if err == nil {
-						resp.Body.Close()
-						if resp.StatusCode == 200 {
-							n++
-						}
-					}
-					break
-				}
-			}
-		}
-		return n
+	ids := map[string]string{}
+	for _, n := range nodeNames(6) {
+		ids[n] = f.Node(n).ID
 	}
-	if got := serving(); got != replicas {
-		t.Fatalf("%d containers serve before the rollout; want %d", got, replicas)
-	}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if s, err := serving(ctx, f, hc, ids); err != nil || s.slow > 0 || s.up != replicas {
+		t.Fatalf("before the rollout: %+v, %v; want %d containers serving", s, err, replicas)
+	}
+	// The watcher leaves failing to the test: it keeps the first error.
+	var watchErr error
+	least, samples, slow := replicas, 0, 0
 	var wg sync.WaitGroup
-	least, samples := replicas, 0
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			least = min(least, serving())
-			samples++
+			s, err := serving(ctx, f, hc, ids)
+			switch {
+			case ctx.Err() != nil:
+			case err != nil:
+				watchErr = err
+				return
+			case s.slow > 0:
+				slow++
+			default:
+				least = min(least, s.up)
+				samples++
+			}
 		}
 	}()
 	f.Apply(spec("hello:v2"))
 	ro := f.WaitRollout("web", 120*time.Second)
 	stop()
-	wg.Wait()
+	wg.Wait() // least, samples, slow and watchErr are the test's from here
+	if watchErr != nil {
+		t.Fatalf("probing the containers: %v", watchErr)
+	}
 	if ro.State != api.RolloutSucceeded {
 		t.Fatalf("start-first rollout: %s (%s)", ro.State, ro.Message)
 	}
-	t.Logf("at least %d of %d serving over %d samples", least, replicas, samples)
+	t.Logf("at least %d of %d serving over %d samples (%d more left out for a slow probe)", least, replicas, samples, slow)
+	if samples == 0 {
+		t.Fatalf("no sample of the serving containers during the rollout (%d left out for a slow probe)", slow)
+	}
 	if least < replicas-maxUnavailable {
 		t.Errorf("only %d containers served at one point; want at least replicas - maxUnavailable = %d", least, replicas-maxUnavailable)
 	}
-	harness.WaitFor(t, 20*time.Second, "the old containers to go", func() error {
+	testenv.Eventually(t, 20*time.Second, "the old containers to go", func() error {
 		total := 0
 		for _, node := range nodeNames(6) {
 			for _, c := range f.Containers(node) {
@@ -511,4 +548,77 @@ spec:
 		}
 		return nil
 	})
+}
+
+// servingSample is what one look at the containers found: how many answered
+// their health check, and how many probes got no answer within
+// slowProbe.
+type servingSample struct{ up, slow int }
+
+// slowProbe is how long a probe waits for an answer. One that waits longer
+// is slow, not down: on a loaded machine (-race, packages in parallel on 2
+// cores) a container can be slow to answer without being unavailable, so a
+// sample with a slow probe counts neither way. A container that is down
+// refuses the connection at once.
+const slowProbe = 5 * time.Second
+
+// serving probes /healthz of every running container of the nodes (name →
+// ID) at once. It calls no method of t, for the watcher's goroutine.
+func serving(ctx context.Context, f *harness.Fleet, hc *http.Client, ids map[string]string) (servingSample, error) {
+	var addrs []string
+	for n, id := range ids {
+		cs, err := f.NodeContainers(ctx, id)
+		if err != nil {
+			return servingSample{}, fmt.Errorf("node %s: %w", n, err)
+		}
+		for _, c := range cs {
+			if c.State != "running" {
+				continue
+			}
+			addr := "" // a running container without an address does not serve
+			if c.NetworkSettings != nil {
+				for _, nw := range c.NetworkSettings.Networks {
+					if nw != nil && nw.IPAddress.IsValid() {
+						addr = nw.IPAddress.String()
+					}
+				}
+			}
+			addrs = append(addrs, addr)
+		}
+	}
+	type result struct{ up, slow bool }
+	results := make(chan result, len(addrs))
+	for _, addr := range addrs {
+		go func() {
+			if addr == "" {
+				results <- result{}
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, slowProbe)
+			defer cancel()
+			req, err := http.NewRequestWithContext(pctx, http.MethodGet, "http://"+addr+":8080/healthz", nil)
+			if err != nil {
+				results <- result{}
+				return
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				results <- result{slow: errors.Is(err, context.DeadlineExceeded)}
+				return
+			}
+			resp.Body.Close()
+			results <- result{up: resp.StatusCode == http.StatusOK}
+		}()
+	}
+	var s servingSample
+	for range addrs {
+		r := <-results
+		if r.up {
+			s.up++
+		}
+		if r.slow {
+			s.slow++
+		}
+	}
+	return s, nil
 }

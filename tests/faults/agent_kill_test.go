@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // agentKills is how many times TestAgentKilled kills the agent.
@@ -23,7 +25,7 @@ const agentKills = 10
 func TestAgentKilled(t *testing.T) {
 	f, nodes := webNodes(t, 2)
 	r := faultRand(t)
-	f.Apply(webSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.Apply(harness.WebSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitHealthy("web", len(nodes), 90*time.Second)
 	started := startTimes(t, f.Containers("w1"))
 	w := watch(t, f)
@@ -37,9 +39,9 @@ func TestAgentKilled(t *testing.T) {
 	}
 	f.WaitNodeState("w1", api.NodeReady, 30*time.Second)
 	f.WaitHealthy("web", len(nodes), 30*time.Second)
-	// One more resync (the harness's agents resync every 2 s) before the
-	// check, so that a reconcile that would replace the container has run.
-	time.Sleep(3 * time.Second)
+	// A whole reconcile pass after the last restart, so that one that would
+	// replace the container has run.
+	f.WaitReconciled("w1", 30*time.Second)
 	w.check(t)
 	if now := startTimes(t, f.Containers("w1")); !sameStarts(started, now) {
 		t.Errorf("w1's containers (ID → started) went from %v to %v; want the same ones, never restarted", started, now)
@@ -49,16 +51,25 @@ func TestAgentKilled(t *testing.T) {
 // startTimes maps the containers' IDs to when Docker last started them.
 func startTimes(t *testing.T, cs []mcontainer.Summary) map[string]string {
 	t.Helper()
-	sdk := testenv.SDK(t)
+	out, err := containerStarts(testenv.SDK(t), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// containerStarts is startTimes for a wait, in which a container removed
+// after it was listed is no failure.
+func containerStarts(sdk *client.Client, cs []mcontainer.Summary) (map[string]string, error) {
 	out := map[string]string{}
 	for _, c := range cs {
 		res, err := sdk.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
 		if err != nil {
-			t.Fatalf("inspecting container %s: %v", c.ID, err)
+			return nil, fmt.Errorf("inspecting container %s: %w", c.ID, err)
 		}
 		out[c.ID[:12]] = res.Container.State.StartedAt
 	}
-	return out
+	return out, nil
 }
 
 func sameStarts(a, b map[string]string) bool {

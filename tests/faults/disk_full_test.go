@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	_ "modernc.org/sqlite" // to check the store's integrity
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/testenv"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // TestServerDiskFull moves the server's data dir onto a small tmpfs and
@@ -26,7 +29,7 @@ import (
 func TestServerDiskFull(t *testing.T) {
 	f, nodes := webNodes(t, 2)
 	const update = "    batchSize: 100%\n    minHealthyTime: 0s\n"
-	f.Apply(webSpec("hello:v1", 1, update))
+	f.Apply(harness.WebSpec("hello:v1", 1, update))
 	f.WaitHealthy("web", len(nodes), 90*time.Second)
 	f.Token("--uses", "1")
 	ctx := context.Background()
@@ -50,9 +53,10 @@ func TestServerDiskFull(t *testing.T) {
 
 	filler := filepath.Join(dir, "filler")
 	fill(t, filler)
+	full := time.Now()
 	t.Logf("fault: the server's data dir %s is full", dir)
 	for _, args := range [][]string{{"apply", "-f", "-"}, {"token", "create"}} {
-		out, code := f.CLI(webSpec("hello:v2", 2, update), args...)
+		out, code := f.CLI(harness.WebSpec("hello:v2", 2, update), args...)
 		if code != 1 || !strings.Contains(out, "disk is full") || strings.Contains(out, "internal server error") {
 			t.Errorf("dockfleet %s on a full disk: exit %d:\n%s\nwant exit 1 and the API's error that the disk is full", strings.Join(args, " "), code, out)
 		}
@@ -60,8 +64,20 @@ func TestServerDiskFull(t *testing.T) {
 	if _, err := f.Client.ListNodes(ctx); err != nil {
 		t.Errorf("listing nodes on a full disk: %v; want reads to go on", err)
 	}
-	// Some heartbeats' worth of writes fail meanwhile.
-	time.Sleep(3 * f.Heartbeat)
+	// Some heartbeats' worth of writes fail meanwhile: each node's heartbeat
+	// (which the API reads from memory) two intervals after the disk filled
+	// up, and a reconcile pass of each agent.
+	testenv.Eventually(t, 30*time.Second, "every node to beat twice on the full disk", func() error {
+		for _, n := range nodes {
+			if seen := f.Node(n).LastSeen; seen.Before(full.Add(2 * f.Heartbeat)) {
+				return fmt.Errorf("node %s last seen %v after the disk filled up", n, seen.Sub(full))
+			}
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		f.WaitReconciled(n, 30*time.Second)
+	}
 	for name, p := range f.Agents {
 		if done, err := p.Exited(0); done {
 			t.Fatalf("agent %s exited while the server's disk was full: %v", name, err)
@@ -80,7 +96,7 @@ func TestServerDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("fault healed: space again on %s", dir)
-	f.Apply(webSpec("hello:v2", 2, update))
+	f.Apply(harness.WebSpec("hello:v2", 2, update))
 	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded || ro.To != 2 {
 		t.Fatalf("the rollout after space returned: to revision %d %s (%s); want revision 2 succeeded", ro.To, ro.State, ro.Message)
 	}

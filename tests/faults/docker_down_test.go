@@ -2,91 +2,15 @@ package faults
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 	"github.com/dockfleet/dockfleet/tests/harness"
 )
-
-// dockerProxy forwards a unix socket the test owns to the local Docker
-// daemon's, so that a test can make the daemon unreachable for one agent.
-type dockerProxy struct {
-	t    *testing.T
-	path string
-	mu   sync.Mutex
-	l    net.Listener
-	conn map[net.Conn]bool
-	wg   sync.WaitGroup
-}
-
-func newDockerProxy(t *testing.T) *dockerProxy {
-	p := &dockerProxy{t: t, path: filepath.Join(t.TempDir(), "docker.sock"), conn: map[net.Conn]bool{}}
-	p.open()
-	t.Cleanup(p.close)
-	return p
-}
-
-// open listens on the socket and forwards each connection to the daemon.
-func (p *dockerProxy) open() {
-	p.t.Helper()
-	l, err := net.Listen("unix", p.path)
-	if err != nil {
-		p.t.Fatalf("listening on the proxy socket: %v", err)
-	}
-	p.mu.Lock()
-	p.l = l
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			d, err := net.Dial("unix", "/var/run/docker.sock")
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conn[c], p.conn[d] = true, true
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go p.pipe(c, d)
-			go p.pipe(d, c)
-		}
-	}()
-}
-
-func (p *dockerProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// close stops listening and cuts every forwarded connection: the daemon is
-// gone for the agent, as when dockerd stops.
-func (p *dockerProxy) close() {
-	p.mu.Lock()
-	if p.l != nil {
-		p.l.Close()
-		p.l = nil
-	}
-	for c := range p.conn {
-		c.Close()
-	}
-	clear(p.conn)
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // TestDockerUnreachable points an agent at a proxy of the Docker socket and
 // closes the proxy: the node reports the error (the ERROR column of
@@ -94,12 +18,12 @@ func (p *dockerProxy) close() {
 // again the agent reconciles with the same containers, without duplicates.
 func TestDockerUnreachable(t *testing.T) {
 	f, nodes := webNodes(t, 1)
-	proxy := newDockerProxy(t)
+	proxy := newProxy(t, "unix", filepath.Join(t.TempDir(), "docker.sock"), "/var/run/docker.sock")
 	tok := f.Token("--agent-labels", "role")
-	f.StartAgent("d1", tok, "role=web", "--docker-host", "unix://"+proxy.path)
+	f.StartAgent("d1", tok, "role=web", "--docker-host", "unix://"+proxy.addr)
 	f.WaitNodeState("d1", api.NodeReady, 20*time.Second)
 	nodes = append(nodes, "d1")
-	f.Apply(webSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.Apply(harness.WebSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitHealthy("web", len(nodes), 90*time.Second)
 	started := startTimes(t, f.Containers("d1"))
 	w := watch(t, f)
@@ -107,7 +31,7 @@ func TestDockerUnreachable(t *testing.T) {
 	proxy.close()
 	down := time.Now()
 	var reported string
-	harness.WaitFor(t, 30*time.Second, "d1 to report the daemon unreachable", func() error {
+	testenv.Eventually(t, 30*time.Second, "d1 to report the daemon unreachable", func() error {
 		if reported = f.Node("d1").Error; reported == "" {
 			return fmt.Errorf("no error on node d1")
 		}
@@ -120,14 +44,14 @@ func TestDockerUnreachable(t *testing.T) {
 	}
 
 	proxy.open()
-	harness.WaitFor(t, 30*time.Second, "d1's error to clear", func() error {
+	testenv.Eventually(t, 30*time.Second, "d1's error to clear", func() error {
 		if e := f.Node("d1").Error; e != "" {
 			return fmt.Errorf("node d1 reports %q", e)
 		}
 		return nil
 	})
 	f.WaitHealthy("web", len(nodes), 30*time.Second)
-	time.Sleep(3 * time.Second) // one more resync, as in TestAgentKilled
+	f.WaitReconciled("d1", 30*time.Second) // as in TestAgentKilled
 	w.check(t)
 	if now := startTimes(t, f.Containers("d1")); !sameStarts(started, now) {
 		t.Errorf("d1's containers (ID → started) went from %v to %v; want the same ones, never restarted", started, now)

@@ -62,33 +62,6 @@ func webNodes(t *testing.T, n int) (*harness.Fleet, []string) {
 	return f, names
 }
 
-// webSpec is a global deployment "web" of image over the nodes labelled
-// role=web, with an HTTP health check; round, in the environment, makes each
-// apply a new revision.
-func webSpec(image string, round int, update string) string {
-	return fmt.Sprintf(`apiVersion: dockfleet.io/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  mode: global
-  selector:
-    matchLabels:
-      role: web
-  container:
-    image: %s
-    env:
-      ROUND: "%d"
-    healthCheck:
-      http:
-        path: /healthz
-        port: 8080
-      interval: 500ms
-      retries: 2
-  update:
-%s`, image, round, update)
-}
-
 // watcher samples the fleet's containers as Docker sees them, every 200 ms,
 // and records every moment two running containers belong to one instance.
 type watcher struct {

@@ -25,7 +25,7 @@ const partitionGrace = 10 * time.Second
 // TestAgentPartitioned runs one agent in a network namespace joined to the
 // server by a veth pair, and takes the link down for twice the grace period:
 // the node is unreachable within the documented window (missed heartbeats ×
-// interval) ± 2 s, its global instance keeps running, its replicated one is
+// interval, as Fleet.CheckUnreachableWindow checks it), its global instance keeps running, its replicated one is
 // rescheduled once the grace period has passed, and when the link is back
 // every replica runs exactly once. It needs root, for ip netns.
 func TestAgentPartitioned(t *testing.T) {
@@ -62,14 +62,12 @@ func TestAgentPartitioned(t *testing.T) {
 	cut := time.Now()
 	link(t, hostIf, "down")
 	t.Logf("fault: link %s down at %s, for %v", hostIf, cut.Format("15:04:05.000"), 2*partitionGrace)
-	window := 3 * f.Heartbeat // --missed-heartbeats' default × --heartbeat-interval
-	took := f.WaitNodeState("n1", api.NodeUnreachable, window+10*time.Second)
+	// A hang guard; the window is checked on the server's own record.
+	took := f.WaitNodeState("n1", api.NodeUnreachable, 3*f.Heartbeat+60*time.Second)
 	unreachable := time.Now()
-	t.Logf("n1 unreachable %v after the cut", took.Round(time.Millisecond))
-	if took < window-2*time.Second || took > window+2*time.Second {
-		t.Errorf("n1 was unreachable %v after the cut; want %v ± 2s", took.Round(time.Millisecond), window)
-	}
-	harness.WaitFor(t, partitionGrace+20*time.Second, "r's replica on n1 to move", func() error {
+	t.Logf("n1 seen unreachable %v after the cut", took.Round(time.Millisecond))
+	f.CheckUnreachableWindow("n1")
+	testenv.Eventually(t, partitionGrace+20*time.Second, "r's replica on n1 to move", func() error {
 		for _, i := range f.Instances("r") {
 			if i.NodeName == "n1" {
 				return fmt.Errorf("instance %s still on n1", i.ID)
@@ -96,7 +94,7 @@ func TestAgentPartitioned(t *testing.T) {
 	for _, n := range nodes {
 		ids[f.NodeIDs[n]] = true
 	}
-	harness.WaitFor(t, 60*time.Second, "exactly one running container per replica of r", func() error {
+	testenv.Eventually(t, 60*time.Second, "exactly one running container per replica of r", func() error {
 		res, err := sdk.ContainerList(context.Background(), client.ContainerListOptions{
 			Filters: make(client.Filters).Add("label", container.LabelDeployment+"=r").Add("status", "running")})
 		if err != nil {
@@ -119,8 +117,12 @@ func TestAgentPartitioned(t *testing.T) {
 	waitRunning(t, f, "g", 3, 30*time.Second)
 	w.check(t)
 	// The replica stopped on n1 is removed a moment later.
-	harness.WaitFor(t, 30*time.Second, "n1 to keep only its container of g, as before the cut", func() error {
-		if now := startTimes(t, f.Containers("n1")); !sameStarts(global, now) {
+	testenv.Eventually(t, 30*time.Second, "n1 to keep only its container of g, as before the cut", func() error {
+		now, err := containerStarts(sdk, f.Containers("n1"))
+		if err != nil {
+			return err // the replica's container went between listing and inspecting
+		}
+		if !sameStarts(global, now) {
 			return fmt.Errorf("n1's containers (ID → started) are %v; want %v", now, global)
 		}
 		return nil
@@ -168,7 +170,7 @@ spec:
 func waitRunning(t *testing.T, f *harness.Fleet, deployment string, n int, within time.Duration) []api.Instance {
 	t.Helper()
 	var is []api.Instance
-	harness.WaitFor(t, within, fmt.Sprintf("%d running instances of %s", n, deployment), func() error {
+	testenv.Eventually(t, within, fmt.Sprintf("%d running instances of %s", n, deployment), func() error {
 		is = f.Instances(deployment)
 		if len(is) != n {
 			return fmt.Errorf("%d instances", len(is))

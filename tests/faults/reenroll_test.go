@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // TestAgentReenrolledAfterDataLoss kills an agent with SIGKILL, wipes its
@@ -15,7 +16,7 @@ import (
 // containers, restarting none, with no duplicate at any sample.
 func TestAgentReenrolledAfterDataLoss(t *testing.T) {
 	f, nodes := webNodes(t, 2)
-	f.Apply(webSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.Apply(harness.WebSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitHealthy("web", len(nodes), 90*time.Second)
 	id := f.Node("w1").ID
 	started := startTimes(t, f.Containers("w1"))
@@ -31,7 +32,7 @@ func TestAgentReenrolledAfterDataLoss(t *testing.T) {
 		t.Fatalf("w1 re-enrolled as node %s; want its old ID %s", n.ID, id)
 	}
 	f.WaitHealthy("web", len(nodes), 30*time.Second)
-	time.Sleep(3 * time.Second) // one more resync, as in TestAgentKilled
+	f.WaitReconciled("w1", 30*time.Second) // as in TestAgentKilled
 	w.check(t)
 	if now := startTimes(t, f.Containers("w1")); !sameStarts(started, now) {
 		t.Errorf("w1's containers (ID → started) went from %v to %v; want the same ones, never restarted", started, now)

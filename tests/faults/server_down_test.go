@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // TestServerDown kills the server (SIGKILL) and keeps it down for a while (2 minutes; the soak is
@@ -21,7 +22,7 @@ func TestServerDown(t *testing.T) {
 		}
 	}
 	f, nodes := webNodes(t, 2)
-	f.Apply(webSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
+	f.Apply(harness.WebSpec("hello:v1", 1, "    batchSize: 100%\n    minHealthyTime: 0s\n"))
 	f.WaitHealthy("web", len(nodes), 90*time.Second)
 	started := map[string]map[string]string{}
 	for _, n := range nodes {

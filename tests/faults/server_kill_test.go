@@ -7,19 +7,24 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/tests/harness"
 )
 
 // serverKills is how many times TestServerKilledDuringRollouts kills the
-// server, and resumeWithin how soon after each restart the rollout must move.
+// server, and resumeWithin how soon after each restart the rollout must
+// move. That is a hang guard, not a speed target: an agent that found the
+// server down a few times in a row backs off up to 30 s (agent.Config's
+// MaxBackoff default) before it tries again, and the rollout waits for its
+// instances.
 const (
 	serverKills  = 20
-	resumeWithin = 5 * time.Second
+	resumeWithin = 60 * time.Second
 )
 
 // TestServerKilledDuringRollouts kills the server with SIGKILL at random
 // points of rollouts over six agents, 20 times, starting the next rollout
-// whenever one ends: each restart resumes the rollout within 5 s, every
-// rollout succeeds, no sample of docker ps ever shows two running containers
+// whenever one ends: each restart resumes the rollout, every rollout
+// succeeds, no sample of docker ps ever shows two running containers
 // of one instance, and every node ends with exactly one container, of the
 // final revision.
 func TestServerKilledDuringRollouts(t *testing.T) {
@@ -28,7 +33,7 @@ func TestServerKilledDuringRollouts(t *testing.T) {
 	const update = "    batchSize: 2\n    minHealthyTime: 1s\n"
 	images := []string{"hello:v1", "hello:v2"}
 	round := 1
-	f.Apply(webSpec(images[round%2], round, update))
+	f.Apply(harness.WebSpec(images[round%2], round, update))
 	if ro := f.WaitRollout("web", 90*time.Second); ro.State != api.RolloutSucceeded {
 		t.Fatalf("first rollout: %s (%s)", ro.State, ro.Message)
 	}
@@ -49,7 +54,7 @@ func TestServerKilledDuringRollouts(t *testing.T) {
 			t.Fatalf("rollout to revision %d (round %d) ended %s: %s; want succeeded", ro.To, round, ro.State, ro.Message)
 		}
 		round++
-		f.Apply(webSpec(images[round%2], round, update))
+		f.Apply(harness.WebSpec(images[round%2], round, update))
 		t.Logf("round %d: rollout to %s started", round, images[round%2])
 	}
 	// progress is what changes when the server steps the rollout.

@@ -5,16 +5,15 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,26 +55,9 @@ func Main(m *testing.M) {
 type Proc struct {
 	name string
 	cmd  *exec.Cmd
-	Out  *syncBuffer
+	Out  *testenv.Buffer
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start starts the dockfleet binary with args as a process named name, stopped
@@ -87,7 +69,7 @@ func Start(t *testing.T, name string, args ...string) *Proc {
 
 func startCmd(t *testing.T, name string, cmd *exec.Cmd) *Proc {
 	t.Helper()
-	p := &Proc{name: name, cmd: cmd, Out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{name: name, cmd: cmd, Out: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.Out, p.Out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
@@ -102,7 +84,7 @@ func startCmd(t *testing.T, name string, cmd *exec.Cmd) *Proc {
 	return p
 }
 
-// stop ends the process with SIGTERM, as a user would.
+// Stop ends the process with SIGTERM, as a user would.
 func (p *Proc) Stop() {
 	select {
 	case <-p.done:
@@ -118,7 +100,7 @@ func (p *Proc) Stop() {
 	}
 }
 
-// kill ends the process with SIGKILL: no clean-up of any kind.
+// Kill ends the process with SIGKILL: no clean-up of any kind.
 func (p *Proc) Kill() {
 	p.cmd.Process.Kill()
 	<-p.done
@@ -137,6 +119,7 @@ func (p *Proc) Exited(within time.Duration) (bool, error) {
 // Fleet is one server and its agents.
 type Fleet struct {
 	t         *testing.T
+	sdk       *client.Client
 	Dir       string // the server's data dir is Dir/server, agent NAME's Dir/agent-NAME
 	APIAddr   string
 	AgentAddr string
@@ -158,7 +141,7 @@ type Fleet struct {
 // are removed when the test ends.
 func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
 	t.Helper()
-	f := &Fleet{t: t, Dir: t.TempDir(), APIAddr: testenv.FreeAddr(t), AgentAddr: testenv.FreeAddr(t), Agents: map[string]*Proc{},
+	f := &Fleet{t: t, sdk: testenv.SDK(t), Dir: t.TempDir(), APIAddr: testenv.FreeAddr(t), AgentAddr: testenv.FreeAddr(t), Agents: map[string]*Proc{},
 		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
 	for _, o := range opts {
 		o(f)
@@ -181,7 +164,7 @@ func (f *Fleet) StartServer() {
 	f.Server = Start(f.t, "server", append(args, f.ServerArgs...)...)
 	caFile := filepath.Join(f.Dir, "server", "ca.crt")
 	tokFile := filepath.Join(f.Dir, "server", "admin.token")
-	WaitFor(f.t, 20*time.Second, "server to start", func() error {
+	testenv.Eventually(f.t, 20*time.Second, "server to start", func() error {
 		if ok, err := f.Server.Exited(0); ok {
 			f.t.Fatalf("server exited: %v\n%s", err, f.Server.Out)
 		}
@@ -201,7 +184,7 @@ func (f *Fleet) StartServer() {
 	})
 }
 
-// cli runs a CLI command against the fleet's server and returns its output and exit code.
+// CLI runs a CLI command against the fleet's server and returns its output and exit code.
 func (f *Fleet) CLI(stdin string, args ...string) (string, int) {
 	f.t.Helper()
 	cmd := exec.Command(binary, args...)
@@ -240,7 +223,9 @@ func (f *Fleet) Token(args ...string) string {
 // names one; token may be empty on restarts.
 func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
 	f.t.Helper()
-	args := []string{"agent", "--server", f.AgentAddr, "--data-dir", filepath.Join(f.Dir, "agent-"+name), "--name", name, "--resync", "2s"}
+	args := []string{"agent", "--server", f.AgentAddr, "--data-dir", filepath.Join(f.Dir, "agent-"+name), "--name", name, "--resync", "2s",
+		// Debug logs a line per reconcile pass, which WaitReconciled counts.
+		"--log-level", "debug"}
 	if token != "" {
 		// As the docs say: the token in a private file, not on the command line.
 		file := filepath.Join(f.Dir, "token-"+name)
@@ -263,7 +248,7 @@ func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
 	return p
 }
 
-// addAgents enrolls agents name=labels and waits until all are ready.
+// AddAgents enrolls agents name=labels and waits until all are ready.
 func (f *Fleet) AddAgents(specs ...[2]string) {
 	f.t.Helper()
 	// The token lets the agents choose the label keys they ask for.
@@ -288,6 +273,87 @@ func (f *Fleet) AddAgents(specs ...[2]string) {
 	}
 }
 
+// passDone is what an agent logs at debug level after each reconcile pass.
+const passDone = `msg="reconcile pass done"`
+
+// WaitReconciled waits until the agent named name has completed a whole
+// reconcile pass that began after the call: two more passes than it had
+// logged by then, the first of which may have been under way. A test
+// checks "nothing changed" after it, instead of sleeping for a resync.
+func (f *Fleet) WaitReconciled(name string, within time.Duration) {
+	f.t.Helper()
+	p := f.Agents[name]
+	before := strings.Count(p.Out.String(), passDone)
+	testenv.Eventually(f.t, within, fmt.Sprintf("agent %s to complete a reconcile pass", name), func() error {
+		if done, err := p.Exited(0); done {
+			f.t.Fatalf("agent %s exited while the test waited for a reconcile pass: %v", name, err)
+		}
+		if n := strings.Count(p.Out.String(), passDone) - before; n < 2 {
+			return fmt.Errorf("%d passes completed since the wait began", n)
+		}
+		return nil
+	})
+}
+
+// WebSpec is a global deployment "web" of image over the nodes labelled
+// role=web, with an HTTP health check and the given update block (indented
+// four spaces); round goes into the environment, so that two applies of one
+// image with different rounds make two revisions.
+func WebSpec(image string, round int, update string) string {
+	return fmt.Sprintf(`apiVersion: dockfleet.io/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  mode: global
+  selector:
+    matchLabels:
+      role: web
+  container:
+    image: %s
+    env:
+      ROUND: "%d"
+    healthCheck:
+      http:
+        path: /healthz
+        port: 8080
+      interval: 500ms
+      retries: 2
+  update:
+%s`, image, round, update)
+}
+
+// CheckUnreachableWindow checks that the server marked the node named name
+// unreachable after 3 missed heartbeats (--missed-heartbeats' default), by
+// the server's own clock: from the node's last heartbeat (its LastSeen,
+// which stops moving once it is unreachable) to the server's log line
+// "node unreachable". It checks the server's promise, not how soon a busy
+// test saw it: call it once WaitNodeState saw the node unreachable. Not
+// before the window, and within 5 s after it: the server checks liveness
+// every quarter heartbeat, and the margin is for its process being
+// descheduled on a loaded machine (-race, packages in parallel on 2 cores),
+// which is seconds, not another window.
+func (f *Fleet) CheckUnreachableWindow(name string) {
+	f.t.Helper()
+	n := f.Node(name)
+	// slog's text handler: time=2006-01-02T15:04:05.000Z07:00 level=WARN msg="node unreachable" node_id=ID
+	re := regexp.MustCompile(`(?m)^time=(\S+) level=WARN msg="node unreachable" .*\bnode_id=` + regexp.QuoteMeta(n.ID) + `\b`)
+	ms := re.FindAllStringSubmatch(f.Server.Out.String(), -1)
+	if len(ms) == 0 {
+		f.t.Fatalf("node %s (%s) is %s, but the server never logged it unreachable", name, n.ID, n.State)
+	}
+	at, err := time.Parse(time.RFC3339Nano, ms[len(ms)-1][1])
+	if err != nil {
+		f.t.Fatalf("the server's log line for node %s unreachable: %v", name, err)
+	}
+	window, silence := 3*f.Heartbeat, at.Sub(n.LastSeen)
+	f.t.Logf("%s marked unreachable after %v of silence; the window is %v", name, silence.Round(time.Millisecond), window)
+	// The log's time is to the millisecond.
+	if silence < window-time.Millisecond || silence > window+5*time.Second {
+		f.t.Errorf("%s marked unreachable after %v of silence; want %v (3 missed heartbeats), within 5s", name, silence.Round(time.Millisecond), window)
+	}
+}
+
 // Node gets a node by name and records its ID.
 func (f *Fleet) Node(name string) api.Node {
 	f.t.Helper()
@@ -303,7 +369,7 @@ func (f *Fleet) Node(name string) api.Node {
 func (f *Fleet) WaitNodeState(name string, want api.NodeState, within time.Duration) time.Duration {
 	f.t.Helper()
 	begin := time.Now()
-	WaitFor(f.t, within, fmt.Sprintf("node %s to be %s", name, want), func() error {
+	testenv.Eventually(f.t, within, fmt.Sprintf("node %s to be %s", name, want), func() error {
 		n, err := f.Client.GetNode(context.Background(), name)
 		if err != nil {
 			return err
@@ -317,21 +383,30 @@ func (f *Fleet) WaitNodeState(name string, want api.NodeState, within time.Durat
 	return time.Since(begin)
 }
 
-// containers lists the containers a node's agent owns, as Docker sees them.
+// Containers lists the containers a node's agent owns, as Docker sees them.
 func (f *Fleet) Containers(name string) []mcontainer.Summary {
 	f.t.Helper()
-	sdk := testenv.SDK(f.t)
 	id := f.NodeIDs[name]
 	if id == "" {
-		f.Node(name)
-		id = f.NodeIDs[name]
+		id = f.Node(name).ID
 	}
-	res, err := sdk.ContainerList(context.Background(), client.ContainerListOptions{All: true,
-		Filters: make(client.Filters).Add("label", container.LabelNode+"="+id)})
+	cs, err := f.NodeContainers(context.Background(), id)
 	if err != nil {
 		f.t.Fatalf("listing containers of %s: %v", name, err)
 	}
-	return res.Items
+	return cs
+}
+
+// NodeContainers lists the containers of the node with ID id, as Docker sees
+// them. Unlike Containers it never fails the test, so goroutines other than
+// the test's may call it; take the IDs from NodeIDs before starting them.
+func (f *Fleet) NodeContainers(ctx context.Context, id string) ([]mcontainer.Summary, error) {
+	res, err := f.sdk.ContainerList(ctx, client.ContainerListOptions{All: true,
+		Filters: make(client.Filters).Add("label", container.LabelNode+"="+id)})
+	if err != nil {
+		return nil, fmt.Errorf("listing containers of node %s: %w", id, err)
+	}
+	return res.Items, nil
 }
 
 // removeContainers removes every container the fleet's agents made.
@@ -339,7 +414,7 @@ func (f *Fleet) removeContainers() {
 	for _, p := range f.Agents {
 		p.Stop()
 	}
-	sdk := testenv.SDK(f.t)
+	sdk := f.sdk
 	for _, id := range f.NodeIDs {
 		res, err := sdk.ContainerList(context.Background(), client.ContainerListOptions{All: true,
 			Filters: make(client.Filters).Add("label", container.LabelNode+"="+id)})
@@ -372,11 +447,11 @@ func (f *Fleet) Instances(deployment string) []api.Instance {
 	return is
 }
 
-// waitHealthy waits until deployment has exactly n instances, all healthy.
+// WaitHealthy waits until deployment has exactly n instances, all healthy.
 func (f *Fleet) WaitHealthy(deployment string, n int, within time.Duration) []api.Instance {
 	f.t.Helper()
 	var is []api.Instance
-	WaitFor(f.t, within, fmt.Sprintf("%d healthy instances of %s", n, deployment), func() error {
+	testenv.Eventually(f.t, within, fmt.Sprintf("%d healthy instances of %s", n, deployment), func() error {
 		is = f.Instances(deployment)
 		if len(is) != n {
 			return fmt.Errorf("%d instances", len(is))
@@ -389,23 +464,6 @@ func (f *Fleet) WaitHealthy(deployment string, n int, within time.Duration) []ap
 		return nil
 	})
 	return is
-}
-
-// WaitFor polls cond every 100 ms until it returns nil, and fails the test
-// with cond's last error after within.
-func WaitFor(t *testing.T, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", within, what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // ReadFile reads a file or fails the test.
@@ -422,7 +480,7 @@ func ReadFile(t *testing.T, path string) []byte {
 func (f *Fleet) WaitRollout(deployment string, within time.Duration) api.Rollout {
 	f.t.Helper()
 	var ro api.Rollout
-	WaitFor(f.t, within, "the rollout to end", func() error {
+	testenv.Eventually(f.t, within, "the rollout to end", func() error {
 		var err error
 		ro, err = f.Client.GetRollout(context.Background(), api.DefaultProject, deployment)
 		if err != nil {
