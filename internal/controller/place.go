@@ -25,7 +25,7 @@ func (c *Controller) place(ctx context.Context, mark func(nodeID string)) error 
 		pnodes = append(pnodes, placement.Node{ID: n.ID, Name: n.Name, Labels: n.Labels,
 			Ready: ln.State == api.NodeReady,
 			// A revoked node is lost at once: it will not come back.
-			Lost:     ln.State == api.NodeRevoked || ln.State != api.NodeReady && ln.Silence > c.cfg.RescheduleAfter,
+			Lost:     ln.State == api.NodeRevoked || ln.State != api.NodeReady && ln.Down > c.cfg.RescheduleAfter,
 			Cordoned: n.Scheduling == api.NodeCordoned, Draining: draining,
 			DrainGlobal: draining && !c.runsReplicated(n.ID)})
 	}

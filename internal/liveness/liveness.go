@@ -391,8 +391,10 @@ func (r *Registry) Ready() map[string]bool {
 // Status is what liveness knows of a node for placement.
 type Status struct {
 	State api.NodeState
-	// Silence is how long the node has been silent, as liveness counts.
-	Silence time.Duration
+	// Down is how long a node that is not ready has been unreachable, as
+	// liveness counts: its silence past the missed heartbeats that made it
+	// so. --reschedule-after counts from there, as its users read it.
+	Down time.Duration
 }
 
 // Track returns the status of each of nodes, as the store lists them.
@@ -401,6 +403,7 @@ type Status struct {
 // now; a node's name is taken from the store's.
 func (r *Registry) Track(nodes map[string]api.Node) map[string]Status {
 	now := r.clock.Now()
+	window := time.Duration(r.cfg.MissedHeartbeats) * r.cfg.HeartbeatInterval
 	out := make(map[string]Status, len(nodes))
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -411,7 +414,11 @@ func (r *Registry) Track(nodes map[string]api.Node) map[string]Status {
 			r.nodes[id] = n
 		}
 		n.name = an.Name
-		out[id] = Status{State: n.state, Silence: n.silence(now)}
+		st := Status{State: n.state}
+		if n.state != api.NodeReady {
+			st.Down = max(n.silence(now)-window, 0)
+		}
+		out[id] = st
 	}
 	return out
 }

@@ -158,3 +158,25 @@ func TestRunWritesTransitions(t *testing.T) {
 		t.Errorf("stored last seen %s; want %s, the connection", n.LastSeen, seen)
 	}
 }
+
+// Placement counts --reschedule-after from the moment a node became
+// unreachable, not from its last heartbeat: Track's Down is the silence
+// past the missed heartbeats, and zero for a ready node.
+func TestTrackCountsDownFromUnreachable(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, _ := newRegistry(t, newStore(t, clock.Now()), clock)
+	clock.Advance(RestartGrace)
+	r.Connected("n1", api.Facts{Hostname: "edge-1"})
+	nodes := map[string]api.Node{"n1": {ID: "n1", Name: "edge-1"}}
+	clock.Advance(deadline)
+	r.Check()
+	if st := r.Track(nodes)["n1"]; st.State != api.NodeReady || st.Down != 0 {
+		t.Fatalf("silent for %s: %+v; want ready, down 0", deadline, st)
+	}
+	clock.Advance(time.Nanosecond)
+	r.Check()
+	clock.Advance(10 * time.Second)
+	if st := r.Track(nodes)["n1"]; st.State != api.NodeUnreachable || st.Down != 10*time.Second+time.Nanosecond {
+		t.Errorf("unreachable 10s and a nanosecond after its last %d heartbeats were missed: %+v; want down %s", missed, st, 10*time.Second+time.Nanosecond)
+	}
+}
