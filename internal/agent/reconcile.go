@@ -65,7 +65,7 @@ type reconciler struct {
 	outbox       map[string]bool // instances whose status the server has yet to hear
 	hostErr      string
 	factsChanged bool
-	runningCount int
+	runningCount int // the containers the last pass left running, desired or not
 }
 
 // instance is what the agent tracks of one desired instance.
@@ -412,6 +412,9 @@ func (r *reconciler) reconcile(ctx context.Context) {
 			r.log.Info("removing container no longer desired", "container_id", short(c.ID), "instance_id", c.Labels[container.LabelInstance])
 			if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
 				r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+				if c.Running {
+					running.Add(1) // it still runs: a drain waits for it
+				}
 			}
 		})
 	}

@@ -114,7 +114,8 @@ type Controller struct {
 	// instEvents holds what agents did on their own to their instances
 	// (restarted, recreated), for record to write as events.
 	instEvents []instEvent
-	// draining says that a node is draining and runs instances still.
+	// draining says that a node is draining and runs instances, or its
+	// agent containers, still.
 	draining bool
 }
 
@@ -157,6 +158,20 @@ func (c *Controller) Need(w Work) {
 	c.pending |= w
 	c.mu.Unlock()
 	c.Trigger()
+}
+
+// Emptied tells the controller that a node's agent reports running no
+// container: a drain that waited for it may end.
+func (c *Controller) Emptied() {
+	c.mu.Lock()
+	draining := c.draining
+	if draining {
+		c.pending |= Place
+	}
+	c.mu.Unlock()
+	if draining {
+		c.Trigger()
+	}
 }
 
 // Trigger asks the controller for a pass soon: it steps the active

@@ -124,7 +124,9 @@ func (c *Controller) drained(ctx context.Context, removed bool) error {
 		if n.Scheduling != api.NodeDraining {
 			continue
 		}
-		if len(v.byNode[id]) > 0 {
+		// Empty in the view is not enough: drained means the node runs
+		// nothing, so its agent must have removed the containers too.
+		if len(v.byNode[id]) > 0 || !c.live.Empty(id) {
 			active = true
 			continue
 		}

@@ -54,6 +54,10 @@ type Config struct {
 	// OnChange, if set, is called, without the registry's lock held,
 	// when node id becomes ready or unreachable.
 	OnChange func(id string)
+	// OnEmptied, if set, is called, without the registry's lock held,
+	// when node id reports running no container after running some: a
+	// drain waits for that.
+	OnEmptied func(id string)
 }
 
 // Registry holds the live nodes. Its methods are safe for concurrent use.
@@ -81,7 +85,10 @@ type node struct {
 	grace   time.Time
 	flushed time.Time // lastSeen as last written to the store
 	usage   api.Usage
-	hostErr string // the agent's last reported host problem, as stored
+	// reported says that usage came from a heartbeat of this process, not
+	// from nothing: a node the server just loaded runs what it ran.
+	reported bool
+	hostErr  string // the agent's last reported host problem, as stored
 }
 
 // silence is how long the node has been silent, as far as liveness counts.
@@ -321,8 +328,10 @@ func (r *Registry) Heartbeat(id string, hb Heartbeat) {
 		return
 	}
 	n.lastSeen = r.clock.Now()
+	emptied := false
 	if hb.Usage != nil {
-		n.usage = *hb.Usage
+		emptied = hb.Usage.Containers == 0 && (n.usage.Containers > 0 || !n.reported)
+		n.usage, n.reported = *hb.Usage, true
 	}
 	revived := n.state != api.NodeReady
 	errChanged := n.hostErr != hb.Error
@@ -338,6 +347,19 @@ func (r *Registry) Heartbeat(id string, hb Heartbeat) {
 		r.log.Info("node ready", "node_id", id)
 		r.changed(id)
 	}
+	if emptied && r.cfg.OnEmptied != nil {
+		r.cfg.OnEmptied(id)
+	}
+}
+
+// Empty reports whether node id runs no container, as far as the server
+// can know: a ready node once its heartbeat says so, a node that is not
+// ready (nothing it runs can be seen or changed) at once.
+func (r *Registry) Empty(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.nodes[id]
+	return n == nil || n.state != api.NodeReady || n.reported && n.usage.Containers == 0
 }
 
 // Live fills in what only memory knows of a node: its latest heartbeat,

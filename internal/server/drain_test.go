@@ -6,6 +6,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,10 @@ import (
 type reporter struct {
 	rn  *rawNode
 	ctx context.Context
+
+	// keep, while set, keeps the node's containers counted as they were:
+	// an agent that has yet to remove what it no longer runs.
+	keep atomic.Bool
 
 	mu       sync.Mutex
 	hold     bool
@@ -43,6 +48,11 @@ func (f *abuseFleet) reportingNode(t *testing.T, name string) *reporter {
 				r.mu.Lock()
 				r.desired = d.Instances
 				r.mu.Unlock()
+				// As an agent does once it has reconciled: one container
+				// per instance, none for those it no longer has.
+				if !r.keep.Load() || int32(len(d.Instances)) > r.rn.containers.Load() {
+					r.rn.containers.Store(int32(len(d.Instances)))
+				}
 				r.report()
 			}
 		}
@@ -185,9 +195,25 @@ func TestDrainMovesReplicatedThenGlobal(t *testing.T) {
 		t.Fatalf("the global instance on %s stopped before the replicated ones moved", drained)
 	}
 
+	// Until its agent has removed the containers, the node is not
+	// drained, though the server placed nothing there any more.
+	nodes[drained].keep.Store(true)
 	for _, n := range nodes {
 		n.setHold(false)
 	}
+	waitFor(t, "no instance left on "+drained, func() bool {
+		return len(instancesOn(t, f.api, "web")[drained]) == 0 && len(instancesOn(t, f.api, "agent")[drained]) == 0
+	})
+	emptied := time.Now()
+	waitFor(t, "two heartbeats of "+drained+" since", func() bool {
+		n, err := f.api.GetNode(ctx, drained)
+		return err == nil && n.LastSeen.After(emptied.Add(2*testHeartbeat))
+	})
+	if n, err := f.api.GetNode(ctx, drained); err != nil || n.Scheduling != api.NodeDraining {
+		t.Fatalf("node %s while its agent still runs containers: %+v, %v; want draining", drained, n, err)
+	}
+	nodes[drained].keep.Store(false)
+	nodes[drained].rn.containers.Store(0)
 	waitFor(t, "node "+drained+" drained", func() bool {
 		web, agent := instancesOn(t, f.api, "web"), instancesOn(t, f.api, "agent")
 		if len(agent[drained]) == 0 && len(web[drained]) > 0 {

@@ -38,7 +38,9 @@ func newFleet(ctx context.Context, st store.Store, cfg Config, events *eventBell
 	f.live, err = liveness.New(ctx, st, liveness.Config{HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
 		Clock: clock, Logger: cfg.Logger,
 		// A node that comes or goes changes where instances may run.
-		OnChange: func(string) { f.ctl.Need(controller.Place) }})
+		OnChange: func(string) { f.ctl.Need(controller.Place) },
+		// A draining node is drained once its agent removed its containers.
+		OnEmptied: func(string) { f.ctl.Emptied() }})
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,8 @@ type rawNode struct {
 	id      string
 	send    chan *agentproto.AgentMessage
 	desired chan *agentproto.DesiredState
+	// containers is what its heartbeats say it runs.
+	containers atomic.Int32
 }
 
 // startRawNode enrolls a node called name from src and connects it.
@@ -51,7 +53,8 @@ func (f *abuseFleet) startRawNode(t *testing.T, name, src string) *rawNode {
 		tick := time.NewTicker(testHeartbeat)
 		defer tick.Stop()
 		for {
-			m := &agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Heartbeat{Heartbeat: &agentproto.Heartbeat{}}}
+			m := &agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Heartbeat{Heartbeat: &agentproto.Heartbeat{
+				Usage: &agentproto.Usage{Containers: rn.containers.Load()}}}}
 			select {
 			case <-ctx.Done():
 				return
