@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -156,17 +158,153 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // refusalHint says what to do when the server refuses the node's
-// certificate, which the agent sees only as a TLS alert; "" otherwise.
-func refusalHint(err error, id *pki.Identity, name string) string {
+// certificate, as far as Run can tell after a failed session: an expired
+// certificate, or a server that refuses it (see refusals); "" otherwise.
+func refusalHint(id *pki.Identity, name string, refused certVerdict) string {
 	switch {
 	// The real time, not the agent's clock: TLS checks certificates against it.
 	case !time.Now().Before(id.NotAfter):
 		return fmt.Sprintf("this node's certificate expired at %s: restart the agent with a token made by dockfleet token create --node %s (docs/operations.md)",
 			id.NotAfter.Format(time.RFC3339), name)
-	case strings.Contains(err.Error(), "tls: bad certificate"):
+	case refused == certRefused:
 		return "the server refuses this node's certificate: the node was revoked or removed, or re-enrolled with another key (docs/operations.md)"
+	case refused == certCutOff:
+		return "the server closes every connection made with this node's certificate right after the handshake: it refuses the certificate if the node was revoked or removed, or re-enrolled with another key (docs/operations.md)"
 	}
 	return ""
+}
+
+// certVerdict is what a probe of the agent endpoint with the node's
+// certificate found.
+type certVerdict int
+
+const (
+	// certUnknown: the server could not be reached, or its answer says
+	// nothing about the certificate.
+	certUnknown certVerdict = iota
+	// certAccepted: the server spoke HTTP/2 after the handshake.
+	certAccepted
+	// certRefused: the server sent a TLS alert refusing the certificate.
+	certRefused
+	// certCutOff: the server closed the connection right after the
+	// handshake without a word, as it does when it refuses the node
+	// after the handshake (internal/server/nodegate.go's track).
+	certCutOff
+)
+
+// cutOffsForHint is how many cut-off probes in a row, with no session
+// welcomed in between, make a refusal likely enough to say so.
+const cutOffsForHint = 2
+
+// refusals tells, across Run's attempts, whether the server refuses the
+// node's certificate. The session's own error cannot tell: gRPC keeps only
+// its text, and a TLS 1.3 client learns of the refusal after its handshake,
+// so the alert that says it is often lost to the client's first write
+// (broken pipe, connection reset, EOF). A probe that only reads sees it.
+type refusals struct {
+	cutOffs int // probes in a row that found certCutOff
+}
+
+// after is the verdict on a session that ended with welcomed true if the
+// server welcomed the agent in it. It probes only sessions the server did
+// not welcome: a welcomed certificate was accepted.
+func (r *refusals) after(ctx context.Context, a *Agent, id *pki.Identity, welcomed bool) certVerdict {
+	if welcomed || !time.Now().Before(id.NotAfter) {
+		r.cutOffs = 0
+		return certUnknown
+	}
+	v := a.probeCert(ctx, id)
+	if v != certCutOff {
+		r.cutOffs = 0
+		return v
+	}
+	if r.cutOffs++; r.cutOffs < cutOffsForHint {
+		return certUnknown
+	}
+	return certCutOff
+}
+
+// probeTimeout bounds a probe: a server that lets the agent connect answers
+// at once, by an alert or by HTTP/2's settings.
+const probeTimeout = 5 * time.Second
+
+// probeCert connects to the agent endpoint with the node's certificate and
+// reads the server's first words, writing nothing after the handshake: the
+// server has nothing of the agent's unread when it refuses, so its alert
+// arrives, not a reset.
+func (a *Agent) probeCert(ctx context.Context, id *pki.Identity) certVerdict {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var raw net.Conn
+	var err error
+	if a.cfg.Hooks.Dialer != nil {
+		raw, err = a.cfg.Hooks.Dialer(ctx, a.addr)
+	} else {
+		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", a.addr)
+	}
+	if err != nil {
+		return certUnknown // the server is away
+	}
+	defer raw.Close()
+	conf := pki.AgentClientTLS(id, a.host)
+	conf.NextProtos = []string{"h2"}
+	conn := tls.Client(raw, conf)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		// Under TLS 1.2 a server refuses in the handshake itself. Any
+		// other failure, our refusing the server included, says
+		// nothing of our certificate.
+		if refusingAlert(err) {
+			return certRefused
+		}
+		return certUnknown
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetReadDeadline(deadline)
+	_, err = conn.Read(make([]byte, 1))
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return certAccepted
+	case refusingAlert(err):
+		return certRefused
+	case errors.As(err, &netErr) && netErr.Timeout(), ctx.Err() != nil:
+		return certUnknown
+	}
+	return certCutOff
+}
+
+// refusingAlerts are the TLS alerts with which a server refuses a client
+// certificate; crypto/tls's server sends bad_certificate when its
+// VerifyConnection refuses.
+var refusingAlerts = []tls.AlertError{
+	42,  // bad_certificate
+	43,  // unsupported_certificate
+	44,  // certificate_revoked
+	45,  // certificate_expired
+	46,  // certificate_unknown
+	48,  // unknown_ca
+	116, // certificate_required
+}
+
+// refusingAlert reports whether err is one of refusingAlerts received from
+// the server. crypto/tls reports a received alert as a *net.OpError of Op
+// "remote error" around an unexported type that reads as tls.AlertError
+// does; a QUIC-style tls.AlertError is taken too.
+func refusingAlert(err error) bool {
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return slices.Contains(refusingAlerts, alert)
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	for _, a := range refusingAlerts {
+		if op.Err.Error() == a.Error() {
+			return true
+		}
+	}
+	return false
 }
 
 // dialOptions adds the options every connection to the server shares to opts.
@@ -232,6 +370,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	pulls := newPuller(a.cfg.Runtime)
 	backoff := time.Second
+	var refused refusals
 	for {
 		connected, err := a.session(ctx, id, rec, pulls, log)
 		if ctx.Err() != nil {
@@ -248,7 +387,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		wait := jittered(backoff)
 		args := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
-		if hint := refusalHint(err, id, a.cfg.Name); hint != "" {
+		if hint := refusalHint(id, a.cfg.Name, refused.after(ctx, a, id, connected)); hint != "" {
 			args = append(args, "hint", hint)
 		}
 		log.Warn("server connection lost; retrying", args...)

@@ -5,8 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
-	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -31,7 +32,7 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnrollRefused, err)
 	}
-	tlsConf := pki.EnrollClientTLS(fp, a.host)
+	tlsConf := typedVerification(pki.EnrollClientTLS(fp, a.host))
 	if a.cfg.CACertFile != "" {
 		pem, err := os.ReadFile(a.cfg.CACertFile)
 		if err != nil {
@@ -53,7 +54,7 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 	facts := a.facts(ctx)
 	backoff := time.Second
 	for {
-		resp, err := a.enrollOnce(ctx, tlsConf, &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
+		resp, handshakeErr, err := a.enrollOnce(ctx, tlsConf, &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
 			Csr: csr, Name: a.cfg.Name, Labels: a.cfg.Labels, Facts: facts})
 		if err == nil {
 			id, err := pki.SaveIdentity(a.cfg.DataDir, key, resp.Certificate, resp.CaCertificate)
@@ -71,8 +72,8 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 		default:
 			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollRefused, a.addr, st.Message())
 		}
-		if distrusted(st.Message()) {
-			return nil, fmt.Errorf("%w: not trusting %s: %s", ErrEnrollRefused, a.addr, st.Message())
+		if distrusted(handshakeErr) {
+			return nil, fmt.Errorf("%w: not trusting %s: %w", ErrEnrollRefused, a.addr, handshakeErr)
 		}
 		wait := jittered(backoff)
 		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", a.addr, "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -87,31 +88,92 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 // after it. A connection kept between attempts would reconnect by itself
 // while the agent backs off, and hold, idle, one of the few connections
 // without a client certificate a server allows an address (a crowd of
-// agents behind one NAT enrolling at once).
-func (a *Agent) enrollOnce(ctx context.Context, tlsConf *tls.Config, req *agentproto.EnrollRequest) (*agentproto.EnrollResponse, error) {
-	conn, err := grpc.NewClient(a.addr, a.dialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))...)
+// agents behind one NAT enrolling at once). handshakeErr is the error of
+// the attempt's last TLS handshake, if it failed: the call's error has only
+// its text.
+func (a *Agent) enrollOnce(ctx context.Context, tlsConf *tls.Config, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, handshakeErr, err error) {
+	creds := recordHandshakes(credentials.NewTLS(tlsConf))
+	conn, err := grpc.NewClient(a.addr, a.dialOptions(grpc.WithTransportCredentials(creds))...)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "enrolling with %s: %v", a.addr, err)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "enrolling with %s: %v", a.addr, err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return agentproto.NewAgentClient(conn).Enroll(ctx, req)
+	resp, err := agentproto.NewAgentClient(conn).Enroll(ctx, req)
+	if err != nil {
+		return nil, creds.last.get(), err
+	}
+	return resp, nil, nil
 }
 
-// distrusted reports whether a call failed because the agent does not
-// trust the server: a server we refuse to trust is not a server that is
-// away. A handshake the server cut short is not that: a server over its
-// limit for a source address resets new connections before their
-// handshake.
-func distrusted(msg string) bool {
-	if !strings.Contains(msg, "authentication handshake failed") {
-		return false
+// distrusted reports whether the agent refused the server in the TLS
+// handshake whose error is err: a server we do not trust is not a server
+// that is away. It goes by the error's type, not its text: a handshake the
+// server cut short (a server over its limit for a source address resets
+// new connections before their handshake) is none of these, and is retried.
+func distrusted(err error) bool {
+	var verification *tls.CertificateVerificationError // --ca-cert: the standard verification
+	var untrusted *untrustedServerError                // the token's pinned CA
+	return errors.As(err, &verification) || errors.As(err, &untrusted)
+}
+
+// untrustedServerError is what the agent's own verification of the server
+// (pki.EnrollClientTLS's VerifyConnection) returned.
+type untrustedServerError struct{ err error }
+
+func (e *untrustedServerError) Error() string { return e.err.Error() }
+func (e *untrustedServerError) Unwrap() error { return e.err }
+
+// typedVerification makes conf's VerifyConnection, if it has one, return
+// an *untrustedServerError.
+func typedVerification(conf *tls.Config) *tls.Config {
+	verify := conf.VerifyConnection
+	if verify == nil {
+		return conf
 	}
-	for _, cut := range []string{"EOF", "connection reset by peer", "broken pipe"} {
-		if strings.Contains(msg, cut) {
-			return false
+	conf = conf.Clone()
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verify(cs); err != nil {
+			return &untrustedServerError{err}
 		}
+		return nil
 	}
-	return true
+	return conf
+}
+
+// handshakeRecorder is transport credentials that keep the error of the
+// last client handshake, which a gRPC call reports only as text.
+type handshakeRecorder struct {
+	credentials.TransportCredentials
+	last *handshakeErr
+}
+
+// handshakeErr is the error of a handshakeRecorder's last handshake; nil
+// after one that succeeded.
+type handshakeErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (e *handshakeErr) get() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
+}
+
+func recordHandshakes(creds credentials.TransportCredentials) handshakeRecorder {
+	return handshakeRecorder{TransportCredentials: creds, last: &handshakeErr{}}
+}
+
+func (r handshakeRecorder) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := r.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	r.last.mu.Lock()
+	r.last.err = err
+	r.last.mu.Unlock()
+	return conn, info, err
+}
+
+func (r handshakeRecorder) Clone() credentials.TransportCredentials {
+	return handshakeRecorder{TransportCredentials: r.TransportCredentials.Clone(), last: r.last}
 }
