@@ -16,6 +16,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -133,6 +135,9 @@ type Agent struct {
 	clock clockwork.Clock
 	addr  string // host:port of the agent endpoint
 	host  string // the server name its certificate must carry
+	// dialRefused says that the last connection to the server was
+	// refused: nobody listened.
+	dialRefused atomic.Bool
 }
 
 // New checks cfg with Validate and returns an Agent.
@@ -202,15 +207,29 @@ const cutOffsForHint = 2
 // so the alert that says it is often lost to the client's first write
 // (broken pipe, connection reset, EOF). A probe that only reads sees it.
 type refusals struct {
-	cutOffs int // probes in a row that found certCutOff
+	unwelcomed int // sessions in a row that reached a listener and were not welcomed
+	cutOffs    int // probes in a row that found certCutOff
 }
+
+// probeFrom is how many sessions in a row must end unwelcomed, though a
+// listener took the connection, before a probe: a probe is one more TLS
+// handshake for the server, and most reconnections after a server
+// restart or an overload succeed within two attempts.
+const probeFrom = 3
 
 // after is the verdict on a session that ended with welcomed true if the
 // server welcomed the agent in it. It probes only sessions the server did
-// not welcome: a welcomed certificate was accepted.
-func (r *refusals) after(ctx context.Context, a *Agent, id *pki.Identity, welcomed bool) certVerdict {
+// not welcome (a welcomed certificate was accepted) whose connection a
+// listener took (refused means nobody listened, so nothing was checked).
+func (r *refusals) after(ctx context.Context, a *Agent, id *pki.Identity, welcomed, refused bool) certVerdict {
 	if welcomed || !time.Now().Before(id.NotAfter) {
-		r.cutOffs = 0
+		r.unwelcomed, r.cutOffs = 0, 0
+		return certUnknown
+	}
+	if refused {
+		return certUnknown
+	}
+	if r.unwelcomed++; r.unwelcomed < probeFrom {
 		return certUnknown
 	}
 	v := a.probeCert(ctx, id)
@@ -237,11 +256,7 @@ func (a *Agent) probeCert(ctx context.Context, id *pki.Identity) certVerdict {
 	defer cancel()
 	var raw net.Conn
 	var err error
-	if a.cfg.Hooks.Dialer != nil {
-		raw, err = a.cfg.Hooks.Dialer(ctx, a.addr)
-	} else {
-		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", a.addr)
-	}
+	raw, err = a.dial(ctx, a.addr)
 	if err != nil {
 		return certUnknown // the server is away
 	}
@@ -309,10 +324,22 @@ func refusingAlert(err error) bool {
 
 // dialOptions adds the options every connection to the server shares to opts.
 func (a *Agent) dialOptions(opts ...grpc.DialOption) []grpc.DialOption {
+	return append(opts, grpc.WithContextDialer(a.dial))
+}
+
+// dial opens a connection to the server, through Hooks.Dialer if set, and
+// notes whether nobody listened (dialRefused): gRPC keeps only the text of
+// a dial's error.
+func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
+	var conn net.Conn
+	var err error
 	if a.cfg.Hooks.Dialer != nil {
-		opts = append(opts, grpc.WithContextDialer(a.cfg.Hooks.Dialer))
+		conn, err = a.cfg.Hooks.Dialer(ctx, addr)
+	} else {
+		conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	}
-	return opts
+	a.dialRefused.Store(errors.Is(err, syscall.ECONNREFUSED))
+	return conn, err
 }
 
 // parseServer accepts "host:port", "https://host:port" or "grpcs://host:port".
@@ -385,9 +412,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if connected {
 			backoff = time.Second
 		}
+		dialRefused := a.dialRefused.Load()
 		wait := jittered(backoff)
 		args := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
-		if hint := refusalHint(id, a.cfg.Name, refused.after(ctx, a, id, connected)); hint != "" {
+		if hint := refusalHint(id, a.cfg.Name, refused.after(ctx, a, id, connected, dialRefused)); hint != "" {
 			args = append(args, "hint", hint)
 		}
 		log.Warn("server connection lost; retrying", args...)
@@ -395,8 +423,18 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
+		if dialRefused {
+			backoff = min(backoff, refusedBackoff)
+		}
 	}
 }
+
+// refusedBackoff caps the wait after a connection nobody accepted
+// (connection refused): the server is restarting, and an attempt costs it
+// nothing, so an agent comes back within seconds of it however many
+// restarts it met. A server that accepts but fails or limits connections
+// is backed off from up to MaxBackoff: that is the load to spread.
+const refusedBackoff = 2 * time.Second
 
 // wait waits d on the agent's clock and reports whether ctx is still live.
 func (a *Agent) wait(ctx context.Context, d time.Duration) bool {

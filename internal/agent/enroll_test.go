@@ -11,11 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/pki"
@@ -163,25 +166,30 @@ func TestRunHintsRefusal(t *testing.T) {
 	}
 }
 
-// A successful session resets the count of cut-off probes: only cut-offs
-// in a row, with no welcome between them, make a hint.
+// Only sessions in a row that a listener took and did not welcome lead to
+// probes, from the probeFrom-th; a welcome resets the count, and a refused
+// dial (nobody listening) neither probes nor counts. Only cut-offs in a
+// row make a hint.
 func TestRefusalsCountCutOffsInARow(t *testing.T) {
 	pk := newTestPKI(t)
 	a, id := newTestAgent(t, pk.serve(t, serveCutOff), pk)
 	ctx := context.Background()
 	var r refusals
 	for i, step := range []struct {
-		welcomed bool
-		want     certVerdict
+		welcomed, refused bool
+		want              certVerdict
 	}{
-		{false, certUnknown},
-		{true, certUnknown},
-		{false, certUnknown},
-		{false, certCutOff},
-		{false, certCutOff},
+		{false, false, certUnknown}, // 1st unwelcomed: no probe
+		{true, false, certUnknown},  // reset
+		{false, false, certUnknown}, // 1st
+		{false, true, certUnknown},  // refused: not counted
+		{false, false, certUnknown}, // 2nd
+		{false, false, certUnknown}, // 3rd: probe, first cut-off
+		{false, false, certCutOff},  // second cut-off in a row
+		{false, false, certCutOff},
 	} {
-		if got := r.after(ctx, a, id, step.welcomed); got != step.want {
-			t.Errorf("step %d (welcomed %v): verdict %d; want %d", i, step.welcomed, got, step.want)
+		if got := r.after(ctx, a, id, step.welcomed, step.refused); got != step.want {
+			t.Errorf("step %d (welcomed %v, refused %v): verdict %d; want %d", i, step.welcomed, step.refused, got, step.want)
 		}
 	}
 }
@@ -297,4 +305,39 @@ func newTestAgent(t *testing.T, addr string, p *testPKI) (*Agent, *pki.Identity)
 		t.Fatal(err)
 	}
 	return a, id
+}
+
+// An agent that finds nobody listening (the server restarting) retries
+// within refusedBackoff however many times that happened: it is back
+// within seconds of the server, even when MaxBackoff is long.
+func TestRefusedDialRetriesSoon(t *testing.T) {
+	pk := newTestPKI(t)
+	a, _ := newTestAgent(t, testenv.FreeAddr(t), pk)
+	var out testenv.Buffer
+	clock := clockwork.NewFakeClock()
+	a.log, a.clock, a.cfg.MaxBackoff = slog.New(slog.NewTextHandler(&out, nil)), clock, 30*time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	retry := regexp.MustCompile(`retry_in=(\S+)`)
+	for k := 1; k <= 8; k++ {
+		var waits [][]string
+		testenv.Eventually(t, within, fmt.Sprintf("retry %d", k), func() error {
+			if waits = retry.FindAllStringSubmatch(out.String(), -1); len(waits) < k {
+				return fmt.Errorf("%d retries logged:\n%s", len(waits), out.String())
+			}
+			return nil
+		})
+		d, err := time.ParseDuration(waits[k-1][1])
+		if err != nil || d > refusedBackoff {
+			t.Fatalf("retry %d after a refused connection waits %s (%v); want at most %s", k, waits[k-1][1], err, refusedBackoff)
+		}
+		clock.Advance(refusedBackoff)
+	}
 }
