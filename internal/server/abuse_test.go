@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/pki"
@@ -375,7 +376,7 @@ func (f *abuseFleet) countLines(s string) int {
 
 // maxLogLines is how many lines a sparse log may write in d.
 func maxLogLines(d time.Duration) int {
-	return 1 + int(d/limitLogInterval)
+	return 1 + int(d/agentsvc.LimitLogInterval)
 }
 
 // A client that sends garbage, on a bare TCP connection or after a TLS
@@ -511,7 +512,7 @@ func TestMessageFloodClosesTheStream(t *testing.T) {
 	heartbeat := &agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Heartbeat{Heartbeat: &agentproto.Heartbeat{}}}
 	// reconnectBurst is what each stream after the flood sends: well
 	// under a fresh burst, well over what the budget refills between two.
-	const reconnectBurst = DefaultAgentMessageBurst / 5
+	const reconnectBurst = agentsvc.DefaultMessageBurst / 5
 	var floodSent int
 	var ends []error
 	began := time.Now()
@@ -528,7 +529,7 @@ func TestMessageFloodClosesTheStream(t *testing.T) {
 				return
 			}
 			if round == 0 {
-				for ; floodSent < 100*DefaultAgentMessageBurst && stream.Send(heartbeat) == nil; floodSent++ {
+				for ; floodSent < 100*agentsvc.DefaultMessageBurst && stream.Send(heartbeat) == nil; floodSent++ {
 				}
 			} else {
 				for i := 0; i < reconnectBurst && stream.Send(heartbeat) == nil; i++ {
@@ -552,8 +553,8 @@ func TestMessageFloodClosesTheStream(t *testing.T) {
 			t.Errorf("%s ended with %v; want ResourceExhausted saying the node sent too many messages", what, err)
 		}
 	}
-	if floodSent < DefaultAgentMessageBurst {
-		t.Errorf("the flood's stream was closed after %d messages; want %d at least (the burst)", floodSent, DefaultAgentMessageBurst)
+	if floodSent < agentsvc.DefaultMessageBurst {
+		t.Errorf("the flood's stream was closed after %d messages; want %d at least (the burst)", floodSent, agentsvc.DefaultMessageBurst)
 	}
 	n := f.countLines("closing an agent stream")
 	if n < 1 || n > maxLogLines(elapsed) {
@@ -690,10 +691,10 @@ func TestBadTokenFloodDoesNotStopEnrollment(t *testing.T) {
 	elapsed := time.Since(began)
 
 	// Attempts in flight when the source ran out may fail too.
-	most := enrollFailureBurst + int(float64(enrollFailureRate)*elapsed.Seconds()) + workers
+	most := agentsvc.EnrollFailureBurst + int(float64(agentsvc.EnrollFailureRate)*elapsed.Seconds()) + workers
 	if n := codesSeen[codes.Unauthenticated]; n < 1 || n > most {
 		t.Errorf("%d bad tokens were checked in %s; want 1 to %d: a source is slowed after %d failures",
-			n, elapsed.Round(time.Second), most, enrollFailureBurst)
+			n, elapsed.Round(time.Second), most, agentsvc.EnrollFailureBurst)
 	}
 	if codesSeen[codes.ResourceExhausted] == 0 || !saysWhy {
 		t.Errorf("answers to the flood by code: %v; want ResourceExhausted saying there were too many failed enrollments", codesSeen)

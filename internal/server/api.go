@@ -253,7 +253,7 @@ func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.gate.revoke(n.ID)
+	s.gate.Revoke(n.ID)
 	s.fleet.revoked(n.ID)
 	s.log.Warn("node revoked", "node_id", n.ID, "name", n.Name)
 	s.fleet.live.Live(&n)
@@ -302,7 +302,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.DeleteNode(r.Context(), n.ID, "removed", time.Now().UTC()); err != nil {
 		return err
 	}
-	s.gate.revoke(n.ID)
+	s.gate.Revoke(n.ID)
 	s.fleet.removed(n.ID)
 	s.log.Warn("node removed", "node_id", n.ID, "name", n.Name, "forced", force)
 	w.WriteHeader(http.StatusNoContent)

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
+	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/sparselog"
 )
 
@@ -96,7 +97,7 @@ type capListener struct {
 }
 
 func newCapListener(ln net.Listener, max int, log *slog.Logger) *capListener {
-	return &capListener{Listener: ln, counter: newConnCounter(max), log: sparselog.New(log, limitLogInterval)}
+	return &capListener{Listener: ln, counter: newConnCounter(max), log: sparselog.New(log, agentsvc.LimitLogInterval)}
 }
 
 func (ln *capListener) Accept() (net.Conn, error) {
@@ -105,7 +106,7 @@ func (ln *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := source(c.RemoteAddr())
+		src := agentsvc.Source(c.RemoteAddr())
 		if ln.counter.acquire(src) {
 			return &countedConn{Conn: c, release: func() { ln.counter.release(src) }}, nil
 		}
@@ -125,7 +126,7 @@ type certlessCreds struct {
 }
 
 func newCertlessCreds(creds credentials.TransportCredentials, max int, log *slog.Logger) *certlessCreds {
-	return &certlessCreds{TransportCredentials: creds, counter: newConnCounter(max), log: sparselog.New(log, limitLogInterval)}
+	return &certlessCreds{TransportCredentials: creds, counter: newConnCounter(max), log: sparselog.New(log, agentsvc.LimitLogInterval)}
 }
 
 func (c *certlessCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -136,7 +137,7 @@ func (c *certlessCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Aut
 	if info, ok := auth.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
 		return conn, auth, nil
 	}
-	src := source(raw.RemoteAddr())
+	src := agentsvc.Source(raw.RemoteAddr())
 	if !c.counter.acquire(src) {
 		conn.Close()
 		c.log.Warn("closing a new agent connection without a client certificate: its source address holds its cap of them",

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
@@ -109,8 +110,8 @@ func TestNodeStringsAreBoundedAndEscaped(t *testing.T) {
 		field, got, prefix string
 		max                int
 	}{
-		{"facts.hostname", n.Facts.Hostname, `\x1b]0;owned\a\x1b[2J\x1b[1;31mTRUSTED-HOST\x1b[0mhhh`, maxNodeFact},
-		{"error", n.Error, `\x1b[2K\rall good \x1b[8m(hidden)eee`, maxNodeText},
+		{"facts.hostname", n.Facts.Hostname, `\x1b]0;owned\a\x1b[2J\x1b[1;31mTRUSTED-HOST\x1b[0mhhh`, agentsvc.MaxNodeFact},
+		{"error", n.Error, `\x1b[2K\rall good \x1b[8m(hidden)eee`, agentsvc.MaxNodeText},
 	} {
 		if len(tt.got) > tt.max || !strings.HasPrefix(tt.got, tt.prefix) || strings.ContainsAny(tt.got, "\x1b\x07\r") {
 			t.Errorf("%s kept as %d bytes %.80q...; want at most %d bytes starting %q, its control characters escaped",

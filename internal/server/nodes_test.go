@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -334,9 +335,9 @@ func TestEnrollLabelsDecidedByToken(t *testing.T) {
 		!strings.Contains(err.Error(), "role=db") || !strings.Contains(err.Error(), "zone") {
 		t.Errorf("enrolling with role=db on a token that lets agents choose zone = %v; want InvalidArgument naming role=db and zone", err)
 	}
-	for name, want := range map[string]string{"honest": "site=berlin", "quiet": "site=berlin", "zoned": "zone=eu-1"} {
+	for name, want := range map[string]map[string]string{"honest": {"site": "berlin"}, "quiet": {"site": "berlin"}, "zoned": {"zone": "eu-1"}} {
 		n, err := f.api.GetNode(ctx, name)
-		if err != nil || labelList(n.Labels) != want {
+		if err != nil || !maps.Equal(n.Labels, want) {
 			t.Errorf("node %s labels = %v, %v; want %s", name, n.Labels, err, want)
 		}
 	}

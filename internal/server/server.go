@@ -1,6 +1,7 @@
 // Package server is dockfleet's control plane: the REST API for the CLI, the
-// gRPC endpoint agents stream to, the built-in CA, and the controllers that
-// place instances and track node liveness.
+// listener agents stream to (served by package agentsvc), the built-in CA,
+// and the wiring of the controllers that place instances and track node
+// liveness.
 package server
 
 import (
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
@@ -132,10 +134,10 @@ func DefaultConfig() Config {
 		PrePullParallelism:          50,
 		MaxTokenTTL:                 DefaultMaxTokenTTL,
 		NodeCertTTL:                 30 * 24 * time.Hour,
-		AgentSourceRate:             DefaultAgentSourceRate,
-		AgentSourceBurst:            DefaultAgentSourceBurst,
-		AgentMessageRate:            DefaultAgentMessageRate,
-		AgentMessageBurst:           DefaultAgentMessageBurst,
+		AgentSourceRate:             agentsvc.DefaultSourceRate,
+		AgentSourceBurst:            agentsvc.DefaultSourceBurst,
+		AgentMessageRate:            agentsvc.DefaultMessageRate,
+		AgentMessageBurst:           agentsvc.DefaultMessageBurst,
 		ImagePolicy:                 spec.ImagePolicyPinFromNodes,
 		Resolve:                     registry.Resolve,
 		APIConnsPerSource:           DefaultAPIConnsPerSource,
@@ -276,7 +278,7 @@ type Server struct {
 	debugLn net.Listener
 	grpc    *grpc.Server
 	fleet   *fleet
-	gate    *nodeGate
+	gate    *agentsvc.Gate
 	cert    *pki.ServerCert
 	hosts   []string // the server certificate's
 	events  *eventBell
@@ -321,7 +323,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		events: newEventBell(), refusals: sparselog.New(cfg.Logger, limitLogInterval), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
+		events: newEventBell(), refusals: sparselog.New(cfg.Logger, agentsvc.LimitLogInterval), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -331,7 +333,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.gate, err = loadNodeGate(ctx, st, s.log); err != nil {
+	if s.gate, err = agentsvc.LoadGate(ctx, st, s.log); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -363,8 +365,9 @@ func (s *Server) listen() error {
 		s.apiLn.Close()
 		return fmt.Errorf("listening for agents on %s: %w", s.cfg.AgentAddr, err)
 	}
-	limits := newAgentLimits(s.cfg, s.log)
-	s.agentLn = limits.listener(s.agentLn)
+	limits := agentsvc.NewLimits(agentsvc.LimitsConfig{SourceRate: s.cfg.AgentSourceRate, SourceBurst: s.cfg.AgentSourceBurst,
+		MessageRate: s.cfg.AgentMessageRate, MessageBurst: s.cfg.AgentMessageBurst}, s.log)
+	s.agentLn = limits.Listener(s.agentLn)
 	s.apiLn = newCapListener(s.apiLn, s.cfg.APIConnsPerSource, s.log)
 	s.http = &http.Server{
 		Handler:           s.routes(),
@@ -378,12 +381,12 @@ func (s *Server) listen() error {
 	s.grpc = grpc.NewServer(
 		// Certificate-less connections are counted and timed (enrolling
 		// agents); those with a node certificate pass the node gate.
-		grpc.Creds(newCertlessCreds(gatedCreds{credentials.NewTLS(pki.AgentServerTLS(s.ca, s.cert, s.gate.check)), s.gate},
+		grpc.Creds(newCertlessCreds(s.gate.Creds(credentials.NewTLS(pki.AgentServerTLS(s.ca, s.cert, s.gate.Check))),
 			s.cfg.AgentCertlessConnsPerSource, s.log)),
 		grpc.MaxRecvMsgSize(maxAgentMessage),
 		// Stop waits for the handlers, which use the store Run closes next.
 		grpc.WaitForHandlers(true),
-		grpc.InTapHandle(limits.tap),
+		grpc.InTapHandle(limits.Tap),
 		// gRPC waits 120s by default for a new connection's TLS and
 		// HTTP/2 handshakes; an agent gives up after 20s, and takes well
 		// under a second on any link it can work over: a client that
@@ -407,8 +410,9 @@ func (s *Server) listen() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	agentproto.RegisterAgentServer(s.grpc, &agentService{store: s.store, ca: s.ca, gate: s.gate, fleet: s.fleet, limits: limits, log: s.log,
-		heartbeatInterval: s.cfg.HeartbeatInterval, certTTL: s.cfg.NodeCertTTL})
+	agentproto.RegisterAgentServer(s.grpc, agentsvc.New(agentsvc.Deps{Store: s.store, CA: s.ca, Gate: s.gate,
+		Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl, Enrolled: s.fleet.enrolled, Limits: limits, Logger: s.log,
+		HeartbeatInterval: s.cfg.HeartbeatInterval, CertTTL: s.cfg.NodeCertTTL}))
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
 			s.apiLn.Close()

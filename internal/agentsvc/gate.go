@@ -1,4 +1,4 @@
-package server
+package agentsvc
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// nodeGate keeps node identities that were revoked, removed or replaced by
+// Gate keeps node identities that were revoked, removed or replaced by
 // a re-enrollment off the agent endpoint. The handshake consults it
 // (pki.AgentServerTLS), and so does every call; and since a revoked node's
 // connection may be up already, it tracks the connections of every node
@@ -25,7 +25,7 @@ import (
 //
 // The store has the lasting copy (revoked_nodes, nodes.epoch); the gate is
 // loaded from it at start and changed with it.
-type nodeGate struct {
+type Gate struct {
 	mu      sync.Mutex
 	revoked map[string]bool
 	// minEpoch is, for each re-enrolled node, the epoch its certificates
@@ -37,9 +37,11 @@ type nodeGate struct {
 	refusals *sparselog.Log
 }
 
-func loadNodeGate(ctx context.Context, st store.Store, log *slog.Logger) (*nodeGate, error) {
-	g := &nodeGate{revoked: map[string]bool{}, minEpoch: map[string]int64{}, conns: map[string]map[*nodeConn]bool{},
-		refusals: sparselog.New(log, limitLogInterval)}
+// LoadGate loads the gate from the store st: its revoked nodes and the
+// epochs of its re-enrolled ones.
+func LoadGate(ctx context.Context, st store.Store, log *slog.Logger) (*Gate, error) {
+	g := &Gate{revoked: map[string]bool{}, minEpoch: map[string]int64{}, conns: map[string]map[*nodeConn]bool{},
+		refusals: sparselog.New(log, LimitLogInterval)}
 	revoked, err := st.ListRevokedNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("loading revoked nodes: %w", err)
@@ -59,9 +61,9 @@ func loadNodeGate(ctx context.Context, st store.Store, log *slog.Logger) (*nodeG
 	return g, nil
 }
 
-// check refuses the certificate of node id from epoch if the node was
+// Check refuses the certificate of node id from epoch if the node was
 // revoked or removed, or re-enrolled since.
-func (g *nodeGate) check(id string, epoch int64) error {
+func (g *Gate) Check(id string, epoch int64) error {
 	g.mu.Lock()
 	err := g.checkLocked(id, epoch)
 	g.mu.Unlock()
@@ -71,7 +73,7 @@ func (g *nodeGate) check(id string, epoch int64) error {
 	return err
 }
 
-func (g *nodeGate) checkLocked(id string, epoch int64) error {
+func (g *Gate) checkLocked(id string, epoch int64) error {
 	if g.revoked[id] {
 		return fmt.Errorf("node %s was revoked or removed; enroll the host again as a new node", id)
 	}
@@ -81,8 +83,8 @@ func (g *nodeGate) checkLocked(id string, epoch int64) error {
 	return nil
 }
 
-// revoke refuses node id from now on and closes its connections.
-func (g *nodeGate) revoke(id string) {
+// Revoke refuses node id from now on and closes its connections.
+func (g *Gate) Revoke(id string) {
 	g.mu.Lock()
 	g.revoked[id] = true
 	conns := g.conns[id]
@@ -95,7 +97,7 @@ func (g *nodeGate) revoke(id string) {
 
 // reenrolled refuses node id's certificates from before epoch and closes
 // the connections made with them.
-func (g *nodeGate) reenrolled(id string, epoch int64) {
+func (g *Gate) reenrolled(id string, epoch int64) {
 	var old []*nodeConn
 	g.mu.Lock()
 	g.minEpoch[id] = max(g.minEpoch[id], epoch)
@@ -114,7 +116,7 @@ func (g *nodeGate) reenrolled(id string, epoch int64) {
 // track registers the connection of node id made with a certificate of
 // epoch. It checks again, under the lock: the node may have been revoked
 // between the handshake's check and now.
-func (g *nodeGate) track(conn net.Conn, id string, epoch int64) (net.Conn, error) {
+func (g *Gate) track(conn net.Conn, id string, epoch int64) (net.Conn, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.checkLocked(id, epoch); err != nil {
@@ -131,7 +133,7 @@ func (g *nodeGate) track(conn net.Conn, id string, epoch int64) (net.Conn, error
 // nodeConn is a connection made with a node certificate.
 type nodeConn struct {
 	net.Conn
-	g     *nodeGate
+	g     *Gate
 	id    string
 	epoch int64
 }
@@ -148,11 +150,17 @@ func (c *nodeConn) Close() error {
 	return c.Conn.Close()
 }
 
+// Creds are the agent endpoint TLS credentials tc with the gate's tracking
+// of the connections made with a node certificate.
+func (g *Gate) Creds(tc credentials.TransportCredentials) credentials.TransportCredentials {
+	return gatedCreds{TransportCredentials: tc, g: g}
+}
+
 // gatedCreds are the agent endpoint's TLS credentials with the gate's
 // tracking of node connections.
 type gatedCreds struct {
 	credentials.TransportCredentials
-	g *nodeGate
+	g *Gate
 }
 
 func (c gatedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {

@@ -1,4 +1,4 @@
-package server
+package agentsvc
 
 import (
 	"context"
@@ -31,8 +31,8 @@ func TestSource(t *testing.T) {
 		{&net.UnixAddr{Name: "/tmp/x", Net: "unix"}, "invalid IP"},
 	}
 	for _, tt := range tests {
-		if got := source(tt.addr).String(); got != tt.want {
-			t.Errorf("source(%v) = %s; want %s", tt.addr, got, tt.want)
+		if got := Source(tt.addr).String(); got != tt.want {
+			t.Errorf("Source(%v) = %s; want %s", tt.addr, got, tt.want)
 		}
 	}
 }
@@ -75,13 +75,13 @@ func TestSourceLimiterForgetsIdleSources(t *testing.T) {
 }
 
 func TestEnrollFailuresBlockTheirSourceOnly(t *testing.T) {
-	l := newAgentLimits(Config{AgentSourceRate: 1, AgentSourceBurst: 1, AgentMessageRate: 1, AgentMessageBurst: 1},
+	l := NewLimits(LimitsConfig{SourceRate: 1, SourceBurst: 1, MessageRate: 1, MessageBurst: 1},
 		slog.New(slog.DiscardHandler))
 	from := func(ip string) context.Context {
 		return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 5000}})
 	}
 	bad, good := from("192.0.2.1"), from("192.0.2.2")
-	for i := range enrollFailureBurst {
+	for i := range EnrollFailureBurst {
 		if err := l.enrollBlocked(bad); err != nil {
 			t.Fatalf("enrollment after %d failures refused: %v; want it tried", i, err)
 		}
@@ -89,7 +89,7 @@ func TestEnrollFailuresBlockTheirSourceOnly(t *testing.T) {
 	}
 	err := l.enrollBlocked(bad)
 	if st, _ := status.FromError(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "too many failed enrollments from 192.0.2.1") {
-		t.Errorf("enrollment after %d failures: %v; want ResourceExhausted naming the source", enrollFailureBurst, err)
+		t.Errorf("enrollment after %d failures: %v; want ResourceExhausted naming the source", EnrollFailureBurst, err)
 	}
 	if err := l.enrollBlocked(good); err != nil {
 		t.Errorf("enrollment from another source: %v; want it tried", err)
@@ -103,9 +103,9 @@ func TestListenerResetsConnectionsOverTheRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	limits := newAgentLimits(Config{AgentSourceRate: 1e-9, AgentSourceBurst: 1, AgentMessageRate: 1, AgentMessageBurst: 1},
+	limits := NewLimits(LimitsConfig{SourceRate: 1e-9, SourceBurst: 1, MessageRate: 1, MessageBurst: 1},
 		slog.New(slog.DiscardHandler))
-	ln := limits.listener(inner)
+	ln := limits.Listener(inner)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 4)
 	go func() {
@@ -118,9 +118,14 @@ func TestListenerResetsConnectionsOverTheRate(t *testing.T) {
 			accepted <- c
 		}
 	}()
+	// dialFrom dials ln from the loopback address src.
+	dialFrom := func(src string) (net.Conn, error) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		return d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	}
 	dial := func(src string) net.Conn {
 		t.Helper()
-		c, err := dialFrom(src)(context.Background(), ln.Addr().String())
+		c, err := dialFrom(src)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +136,7 @@ func TestListenerResetsConnectionsOverTheRate(t *testing.T) {
 	first := <-accepted
 	defer first.Close()
 	// The reset may come before the dial returns, or at the first read.
-	refused, err := dialFrom("127.0.0.2")(context.Background(), ln.Addr().String())
+	refused, err := dialFrom("127.0.0.2")
 	if err == nil {
 		defer refused.Close()
 		refused.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -141,7 +146,7 @@ func TestListenerResetsConnectionsOverTheRate(t *testing.T) {
 		t.Errorf("a connection over its source's rate: %v; want it reset", err)
 	}
 	dial("127.0.0.3")
-	if c := <-accepted; c == nil || source(c.RemoteAddr()).String() != "127.0.0.3" {
+	if c := <-accepted; c == nil || Source(c.RemoteAddr()).String() != "127.0.0.3" {
 		t.Errorf("accepted %v; want the connection from 127.0.0.3", c)
 	} else {
 		c.Close()

@@ -1,4 +1,9 @@
-package server
+// Package agentsvc serves the agent protocol (gRPC over mTLS): enrollment,
+// certificate renewal and each agent's stream. It owns what guards the
+// agent endpoint: the node gate, which keeps revoked and replaced node
+// identities off it, and the limits of one source address and one node.
+// Package server binds the listener and mounts the service.
+package agentsvc
 
 import (
 	"context"
@@ -18,27 +23,56 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/controller"
+	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// agentService serves the agent protocol. It holds what it uses, not the
-// Server: the store, the CA that signs node certificates, the gate that
-// refuses revoked identities, the source and message limits, and the
-// fleet's parts that agents feed (liveness, fan-out, controller).
-type agentService struct {
+// Service serves the agent protocol. It holds what it uses: the store, the
+// CA that signs node certificates, the gate that refuses revoked
+// identities, the source and message limits, and the fleet's parts that
+// agents feed (liveness, fan-out, controller).
+type Service struct {
 	agentproto.UnimplementedAgentServer
-	store  store.Store
-	ca     *pki.CA
-	gate   *nodeGate
-	fleet  *fleet
-	limits *agentLimits
-	log    *slog.Logger
+	store    store.Store
+	ca       *pki.CA
+	gate     *Gate
+	live     *liveness.Registry
+	out      *fanout.Fanout
+	ctl      *controller.Controller
+	enrolled func(api.Node)
+	limits   *Limits
+	log      *slog.Logger
 	// heartbeatInterval is what agents are told to keep; certTTL the
 	// lifetime of the certificates the service signs.
 	heartbeatInterval, certTTL time.Duration
+}
+
+// Deps are what a Service uses; every field is required.
+type Deps struct {
+	Store store.Store
+	CA    *pki.CA
+	Gate  *Gate
+	// Live learns of connections and heartbeats, Out holds the agents'
+	// streams, and Ctl takes their instance statuses and pull answers.
+	Live *liveness.Registry
+	Out  *fanout.Fanout
+	Ctl  *controller.Controller
+	// Enrolled registers a newly enrolled node with the fleet.
+	Enrolled func(api.Node)
+	Limits   *Limits
+	Logger   *slog.Logger
+	// HeartbeatInterval is what agents are told to keep; CertTTL the
+	// lifetime of the node certificates the service signs.
+	HeartbeatInterval, CertTTL time.Duration
+}
+
+// New makes the agent service of d.
+func New(d Deps) *Service {
+	return &Service{store: d.Store, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl, enrolled: d.Enrolled,
+		limits: d.Limits, log: d.Logger, heartbeatInterval: d.HeartbeatInterval, certTTL: d.CertTTL}
 }
 
 func checkVersion(v uint32) error {
@@ -61,7 +95,7 @@ var nodeIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 // certificate naming its new node ID. What costs nothing comes first: the
 // source's failure count, then the token's form and CA fingerprint; the
 // store, which compares the secret in constant time, comes last.
-func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, err error) {
+func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, err error) {
 	if err := a.limits.enrollBlocked(ctx); err != nil {
 		return nil, err
 	}
@@ -168,11 +202,11 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		// now on, and the connections made with them closed.
 		a.gate.reenrolled(node.ID, node.Epoch)
 		a.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
-		a.fleet.ctl.Need(controller.ReloadNodes)
+		a.ctl.Need(controller.ReloadNodes)
 		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
 	}
 	a.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
-	a.fleet.enrolled(node)
+	a.enrolled(node)
 	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
 }
 
@@ -245,7 +279,7 @@ func labelList(labels map[string]string) string {
 
 // peerNodeID reads the node ID and certificate epoch from the verified
 // client certificate, and refuses a node the gate refuses.
-func (a *agentService) peerNodeID(ctx context.Context) (string, int64, error) {
+func (a *Service) peerNodeID(ctx context.Context) (string, int64, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return "", 0, status.Error(codes.Unauthenticated, "no peer")
@@ -258,7 +292,7 @@ func (a *agentService) peerNodeID(ctx context.Context) (string, int64, error) {
 	if err != nil {
 		return "", 0, status.Errorf(codes.Unauthenticated, "a node client certificate is required; enroll first: %v", err)
 	}
-	if err := a.gate.check(id, epoch); err != nil {
+	if err := a.gate.Check(id, epoch); err != nil {
 		return "", 0, status.Error(codes.PermissionDenied, err.Error())
 	}
 	return id, epoch, nil
@@ -266,8 +300,8 @@ func (a *agentService) peerNodeID(ctx context.Context) (string, int64, error) {
 
 // enrolledNode checks that node id is enrolled: in memory, which knows
 // every node this server enrolled or loaded, or else in the store.
-func (a *agentService) enrolledNode(ctx context.Context, id string) error {
-	if a.fleet.live.Known(id) {
+func (a *Service) enrolledNode(ctx context.Context, id string) error {
+	if a.live.Known(id) {
 		return nil
 	}
 	_, err := a.store.GetNode(ctx, id)
@@ -282,7 +316,7 @@ func (a *agentService) enrolledNode(ctx context.Context, id string) error {
 }
 
 // Connect serves one agent's stream for as long as it stays up.
-func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
+func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	ctx := stream.Context()
 	nodeID, _, err := a.peerNodeID(ctx)
 	if err != nil {
@@ -304,9 +338,9 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	}
 	a.limits.cleanMessage(nodeID, first)
 	log := a.log.With("node_id", nodeID)
-	a.fleet.live.Connected(nodeID, factsFromProto(hello.Facts))
-	sess := a.fleet.out.Connect(nodeID)
-	defer a.fleet.out.Disconnect(sess)
+	a.live.Connected(nodeID, factsFromProto(hello.Facts))
+	sess := a.out.Connect(nodeID)
+	defer a.out.Disconnect(sess)
 	log.Info("agent connected", "generation", hello.Generation)
 	if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: a.heartbeatInterval.Milliseconds()}}}); err != nil {
@@ -315,7 +349,7 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 	sess.Start(stream)
 	defer sess.Stop()
 	for _, st := range hello.Instances {
-		a.fleet.ctl.Status(ctx, nodeID, st)
+		a.ctl.Status(ctx, nodeID, st)
 	}
 
 	for {
@@ -333,13 +367,13 @@ func (a *agentService) Connect(stream agentproto.Agent_ConnectServer) error {
 		a.limits.cleanMessage(nodeID, msg)
 		switch m := msg.Msg.(type) {
 		case *agentproto.AgentMessage_Heartbeat:
-			a.fleet.live.Heartbeat(nodeID, heartbeatFromProto(m.Heartbeat))
+			a.live.Heartbeat(nodeID, heartbeatFromProto(m.Heartbeat))
 		case *agentproto.AgentMessage_Ack:
-			a.fleet.out.Ack(nodeID, m.Ack.Generation)
+			a.out.Ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:
-			a.fleet.ctl.Status(ctx, nodeID, m.Status)
+			a.ctl.Status(ctx, nodeID, m.Status)
 		case *agentproto.AgentMessage_Pulled:
-			a.fleet.ctl.Pulled(nodeID, m.Pulled)
+			a.ctl.Pulled(nodeID, m.Pulled)
 		case *agentproto.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello sent twice")
 		}
@@ -367,7 +401,7 @@ func heartbeatFromProto(hb *agentproto.Heartbeat) liveness.Heartbeat {
 }
 
 // Renew signs a fresh certificate for the node its current one names.
-func (a *agentService) Renew(ctx context.Context, req *agentproto.RenewRequest) (*agentproto.RenewResponse, error) {
+func (a *Service) Renew(ctx context.Context, req *agentproto.RenewRequest) (*agentproto.RenewResponse, error) {
 	nodeID, epoch, err := a.peerNodeID(ctx)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package server
+package agentsvc
 
 import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
@@ -10,15 +10,15 @@ import (
 // its size must not be the node's choice. A Docker error or an image
 // reference fits easily.
 const (
-	maxNodeImage = 512     // an image reference or digest
-	maxNodeText  = 1 << 10 // an error or a reason
-	maxNodeFact  = 256     // each string of Facts, a container ID
+	MaxNodeImage = 512     // an image reference or digest
+	MaxNodeText  = 1 << 10 // an error or a reason
+	MaxNodeFact  = 256     // each string of Facts, a container ID
 )
 
 // cleanMessage bounds and escapes, in place, the strings of a node's
 // message that the server keeps or shows. An ImagePull's image is left
 // alone: it only ever matches a request the server made, or is dropped.
-func (l *agentLimits) cleanMessage(nodeID string, m *agentproto.AgentMessage) {
+func (l *Limits) cleanMessage(nodeID string, m *agentproto.AgentMessage) {
 	switch m := m.Msg.(type) {
 	case *agentproto.AgentMessage_Hello:
 		l.cleanFacts(nodeID, m.Hello.Facts)
@@ -27,36 +27,36 @@ func (l *agentLimits) cleanMessage(nodeID string, m *agentproto.AgentMessage) {
 		}
 	case *agentproto.AgentMessage_Heartbeat:
 		l.cleanFacts(nodeID, m.Heartbeat.Facts)
-		l.clean(nodeID, "heartbeat.error", &m.Heartbeat.Error, maxNodeText)
+		l.clean(nodeID, "heartbeat.error", &m.Heartbeat.Error, MaxNodeText)
 	case *agentproto.AgentMessage_Status:
 		l.cleanStatus(nodeID, m.Status)
 	case *agentproto.AgentMessage_Pulled:
-		l.clean(nodeID, "pulled.digest", &m.Pulled.Digest, maxNodeImage)
-		l.clean(nodeID, "pulled.error", &m.Pulled.Error, maxNodeText)
+		l.clean(nodeID, "pulled.digest", &m.Pulled.Digest, MaxNodeImage)
+		l.clean(nodeID, "pulled.error", &m.Pulled.Error, MaxNodeText)
 	}
 }
 
-func (l *agentLimits) cleanStatus(nodeID string, st *agentproto.InstanceStatus) {
-	l.clean(nodeID, "status.instance_id", &st.InstanceId, maxNodeFact)
-	l.clean(nodeID, "status.reason", &st.Reason, maxNodeText)
-	l.clean(nodeID, "status.container_id", &st.ContainerId, maxNodeFact)
-	l.clean(nodeID, "status.image_digest", &st.ImageDigest, maxNodeImage)
+func (l *Limits) cleanStatus(nodeID string, st *agentproto.InstanceStatus) {
+	l.clean(nodeID, "status.instance_id", &st.InstanceId, MaxNodeFact)
+	l.clean(nodeID, "status.reason", &st.Reason, MaxNodeText)
+	l.clean(nodeID, "status.container_id", &st.ContainerId, MaxNodeFact)
+	l.clean(nodeID, "status.image_digest", &st.ImageDigest, MaxNodeImage)
 }
 
 // cleanFacts bounds and escapes the strings of f, which may be nil.
-func (l *agentLimits) cleanFacts(nodeID string, f *agentproto.Facts) {
+func (l *Limits) cleanFacts(nodeID string, f *agentproto.Facts) {
 	if f == nil {
 		return
 	}
 	for field, p := range map[string]*string{"facts.agent_version": &f.AgentVersion, "facts.docker_version": &f.DockerVersion,
 		"facts.os": &f.Os, "facts.arch": &f.Arch, "facts.hostname": &f.Hostname} {
-		l.clean(nodeID, field, p, maxNodeFact)
+		l.clean(nodeID, field, p, MaxNodeFact)
 	}
 }
 
 // clean replaces *s with termtext.Escape(*s, max) and says so, sparsely, when
 // that changed it. nodeID is empty for a node still enrolling.
-func (l *agentLimits) clean(nodeID, field string, s *string, max int) {
+func (l *Limits) clean(nodeID, field string, s *string, max int) {
 	c, changed := termtext.Escape(*s, max)
 	if !changed {
 		return

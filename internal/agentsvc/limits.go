@@ -1,4 +1,4 @@
-package server
+package agentsvc
 
 import (
 	"context"
@@ -17,58 +17,68 @@ import (
 	"github.com/dockfleet/dockfleet/internal/sparselog"
 )
 
-// Defaults of Config's agent endpoint limits. A source's burst lets the
-// agents behind one address (a site's NAT) all reconnect at once after a
-// server restart; its rate refills the burst in ten seconds and holds a
-// client that reconnects in a tight loop to about 100 TLS handshakes a
+// Defaults of LimitsConfig, and of server.Config's agent endpoint limits.
+// A source's burst lets the agents behind one address (a site's NAT) all
+// reconnect at once after a server restart; its rate refills the burst in
+// ten seconds and holds a client that reconnects in a tight loop to about 100 TLS handshakes a
 // second, a few percent of one core. A stream's burst covers a rollout
 // that replaces a hundred containers of one host at once, a few statuses
 // each; its rate is hundreds of times an agent's steady heartbeat.
 const (
-	DefaultAgentSourceRate   = 100
-	DefaultAgentSourceBurst  = 1000
-	DefaultAgentMessageRate  = 100
-	DefaultAgentMessageBurst = 1000
+	DefaultSourceRate   = 100
+	DefaultSourceBurst  = 1000
+	DefaultMessageRate  = 100
+	DefaultMessageBurst = 1000
 )
 
 const (
-	// enrollFailureBurst and enrollFailureRate bound the failed
+	// EnrollFailureBurst and EnrollFailureRate bound the failed
 	// enrollments of one source address: ten, then ten a minute.
-	enrollFailureBurst = 10
-	enrollFailureRate  = rate.Limit(1.0 / 6)
-	// limitLogInterval is how often each kind of refusal is logged at
+	EnrollFailureBurst = 10
+	EnrollFailureRate  = rate.Limit(1.0 / 6)
+	// LimitLogInterval is how often each kind of refusal is logged at
 	// most: a flood must not turn into a flood of log lines.
-	limitLogInterval = 10 * time.Second
+	LimitLogInterval = 10 * time.Second
 	// sourceSweepInterval is how often the buckets of idle source
 	// addresses are forgotten.
 	sourceSweepInterval = time.Minute
 )
 
-// agentLimits holds the agent endpoint's limits, which keep one broken or
+// LimitsConfig sets the limits of one source address and of one node; see
+// Limits. Each field must be positive.
+type LimitsConfig struct {
+	SourceRate   float64
+	SourceBurst  int
+	MessageRate  float64
+	MessageBurst int
+}
+
+// Limits holds the agent endpoint's limits, which keep one broken or
 // hostile agent, or one source address, from slowing the others down:
 //
-//   - a message weighs at most maxAgentMessage: gRPC refuses a larger one
-//     with ResourceExhausted before reading it, which ends that stream only;
-//   - a node may send Config.AgentMessageBurst messages at once and
-//     Config.AgentMessageRate a second after, over all its streams: a
+//   - a message weighs at most the server's maxAgentMessage: gRPC refuses
+//     a larger one with ResourceExhausted before reading it, which ends
+//     that stream only;
+//   - a node may send LimitsConfig.MessageBurst messages at once and
+//     LimitsConfig.MessageRate a second after, over all its streams: a
 //     node that reconnects finds its budget as it left it. A stream over
 //     it is closed with ResourceExhausted;
 //   - the strings a node sends are cut to a bound and their control
 //     characters escaped before they are kept (cleanMessage);
-//   - a source address may open Config.AgentSourceBurst connections at once
-//     and Config.AgentSourceRate a second after, and start as many calls.
+//   - a source address may open LimitsConfig.SourceBurst connections at once
+//     and LimitsConfig.SourceRate a second after, and start as many calls.
 //     A connection over it is reset as soon as it is accepted, before the
 //     TLS handshake that is most of a connection's cost to the server; a
 //     call over it is refused with ResourceExhausted before it starts;
-//   - a source address whose enrollments failed enrollFailureBurst times
+//   - a source address whose enrollments failed EnrollFailureBurst times
 //     (bad, revoked, expired or used-up tokens) is refused further
 //     enrollments, with ResourceExhausted, until its failures age out at
-//     enrollFailureRate: a flood of guessed tokens costs the server little,
+//     EnrollFailureRate: a flood of guessed tokens costs the server little,
 //     and other addresses enroll as usual.
 //
 // Agents retry what is refused with ResourceExhausted or a reset
 // connection, with exponential backoff.
-type agentLimits struct {
+type Limits struct {
 	conns          *sourceLimiter[netip.Addr]
 	calls          *sourceLimiter[netip.Addr]
 	enrollFailures *sourceLimiter[netip.Addr]
@@ -77,28 +87,29 @@ type agentLimits struct {
 	connLog, callLog, messageLog, enrollLog, textLog *sparselog.Log
 }
 
-func newAgentLimits(cfg Config, log *slog.Logger) *agentLimits {
-	return &agentLimits{
-		conns:          newSourceLimiter[netip.Addr](rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
-		calls:          newSourceLimiter[netip.Addr](rate.Limit(cfg.AgentSourceRate), cfg.AgentSourceBurst),
-		enrollFailures: newSourceLimiter[netip.Addr](enrollFailureRate, enrollFailureBurst),
-		messages:       newSourceLimiter[string](rate.Limit(cfg.AgentMessageRate), cfg.AgentMessageBurst),
-		connLog:        sparselog.New(log, limitLogInterval),
-		callLog:        sparselog.New(log, limitLogInterval),
-		messageLog:     sparselog.New(log, limitLogInterval),
-		enrollLog:      sparselog.New(log, limitLogInterval),
-		textLog:        sparselog.New(log, limitLogInterval),
+// NewLimits makes the limits of cfg; log says, sparsely, what they refuse.
+func NewLimits(cfg LimitsConfig, log *slog.Logger) *Limits {
+	return &Limits{
+		conns:          newSourceLimiter[netip.Addr](rate.Limit(cfg.SourceRate), cfg.SourceBurst),
+		calls:          newSourceLimiter[netip.Addr](rate.Limit(cfg.SourceRate), cfg.SourceBurst),
+		enrollFailures: newSourceLimiter[netip.Addr](EnrollFailureRate, EnrollFailureBurst),
+		messages:       newSourceLimiter[string](rate.Limit(cfg.MessageRate), cfg.MessageBurst),
+		connLog:        sparselog.New(log, LimitLogInterval),
+		callLog:        sparselog.New(log, LimitLogInterval),
+		messageLog:     sparselog.New(log, LimitLogInterval),
+		enrollLog:      sparselog.New(log, LimitLogInterval),
+		textLog:        sparselog.New(log, LimitLogInterval),
 	}
 }
 
-// listener wraps the agent listener with the per-source connection limit.
-func (l *agentLimits) listener(ln net.Listener) net.Listener {
+// Listener wraps the agent listener with the per-source connection limit.
+func (l *Limits) Listener(ln net.Listener) net.Listener {
 	return &limitedListener{Listener: ln, limits: l}
 }
 
-// tap refuses a call from a source address over its rate before gRPC
+// Tap refuses a call from a source address over its rate before gRPC
 // makes a stream of it (grpc.InTapHandle).
-func (l *agentLimits) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+func (l *Limits) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	src := peerSource(ctx)
 	if l.calls.allow(src) {
 		return ctx, nil
@@ -114,7 +125,7 @@ func (l *agentLimits) tap(ctx context.Context, info *tap.Info) (context.Context,
 // status that closes the stream when the node is over its message rate.
 // The budget is the node's, not the stream's: reconnecting does not
 // refill it.
-func (l *agentLimits) message(nodeID string) error {
+func (l *Limits) message(nodeID string) error {
 	m := l.messages
 	if m.allow(nodeID) {
 		return nil
@@ -128,7 +139,7 @@ func (l *agentLimits) message(nodeID string) error {
 
 // enrollBlocked returns the status refusing an enrollment from the source
 // of ctx after too many failures, or nil when it may try.
-func (l *agentLimits) enrollBlocked(ctx context.Context) error {
+func (l *Limits) enrollBlocked(ctx context.Context) error {
 	src := peerSource(ctx)
 	if !l.enrollFailures.empty(src) {
 		return nil
@@ -139,7 +150,7 @@ func (l *agentLimits) enrollBlocked(ctx context.Context) error {
 }
 
 // enrollFailed counts a failed enrollment against the source of ctx.
-func (l *agentLimits) enrollFailed(ctx context.Context) {
+func (l *Limits) enrollFailed(ctx context.Context) {
 	l.enrollFailures.allow(peerSource(ctx))
 }
 
@@ -147,7 +158,7 @@ func (l *agentLimits) enrollFailed(ctx context.Context) {
 // connection rate as soon as they are accepted.
 type limitedListener struct {
 	net.Listener
-	limits *agentLimits
+	limits *Limits
 }
 
 func (ln *limitedListener) Accept() (net.Conn, error) {
@@ -156,7 +167,7 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src, conns := source(c.RemoteAddr()), ln.limits.conns
+		src, conns := Source(c.RemoteAddr()), ln.limits.conns
 		if conns.allow(src) {
 			return c, nil
 		}
@@ -171,10 +182,10 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 	}
 }
 
-// source is the address a limit counts a connection against: its IPv4
+// Source is the address a limit counts a connection against: its IPv4
 // address, or the /64 of its IPv6 address, as one host or site usually
 // holds a whole /64. Addresses other than TCP's share the zero address.
-func source(a net.Addr) netip.Addr {
+func Source(a net.Addr) netip.Addr {
 	ta, ok := a.(*net.TCPAddr)
 	if !ok {
 		return netip.Addr{}
@@ -192,7 +203,7 @@ func peerSource(ctx context.Context) netip.Addr {
 	if !ok {
 		return netip.Addr{}
 	}
-	return source(p.Addr)
+	return Source(p.Addr)
 }
 
 // sourceLimiter keeps a token bucket for each source: an address, or a
