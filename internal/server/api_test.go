@@ -109,7 +109,7 @@ spec:
 
 func TestAPIErrors(t *testing.T) {
 	s, tok := newTestServer(t)
-	h := s.routes()
+	h := s.api
 	tests := []struct {
 		name, token, method, path, body string
 		status                          int
@@ -148,7 +148,7 @@ func TestRefusalsAreLoggedSparsely(t *testing.T) {
 	var logs testenv.Buffer
 	s, _ := newTestServerConfig(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	for range 100 {
-		call(t, s.routes(), "", "POST", "/v1/tokens", `{}`)
+		call(t, s.api, "", "POST", "/v1/tokens", `{}`)
 	}
 	if n := strings.Count(logs.String(), "api request refused"); n != 1 {
 		t.Errorf("100 refused requests logged %d times; want once (then counted):\n%s", n, logs.String())
@@ -168,7 +168,7 @@ func TestUnauthorizedSaysBearer(t *testing.T) {
 			req.Header.Set("Authorization", auth)
 		}
 		rec := httptest.NewRecorder()
-		s.routes().ServeHTTP(rec, req)
+		s.api.ServeHTTP(rec, req)
 		if got := rec.Header().Get("WWW-Authenticate"); rec.Code != 401 || got != `Bearer realm="dockfleet"` {
 			t.Errorf("Authorization %q: %d, WWW-Authenticate %q; want 401 with Bearer realm=\"dockfleet\"", auth, rec.Code, got)
 		}
@@ -197,7 +197,7 @@ func TestEnrollTokenDefaults(t *testing.T) {
 
 func TestApplyReportsEveryProblemAndStoresNothing(t *testing.T) {
 	s, tok := newTestServer(t)
-	h := s.routes()
+	h := s.api
 	bad := goodSpec + "---\napiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: Two}\nspec:\n  mode: sideways\n  container: {}\n"
 	code, e := call(t, h, tok, "POST", "/v1/apply?filename=app.yaml", bad)
 	want := []string{
@@ -220,7 +220,7 @@ func TestApplyReportsEveryProblemAndStoresNothing(t *testing.T) {
 
 func TestApplyRevisions(t *testing.T) {
 	s, tok := newTestServer(t)
-	h := s.routes()
+	h := s.api
 	apply := func(body string) api.ApplyResult {
 		t.Helper()
 		req := httptest.NewRequest("POST", "/v1/apply?filename=web.yaml", strings.NewReader(body))
@@ -254,7 +254,7 @@ func TestApplyRevisions(t *testing.T) {
 // make the server answer 500, and every error body is JSON.
 func FuzzAPI(f *testing.F) {
 	s, tok := newTestServer(f)
-	h := s.routes()
+	h := s.api
 	f.Add("POST", "/v1/apply?filename=a.yaml", goodSpec)
 	f.Add("POST", "/v1/tokens", `{"ttl":"1h","uses":2,"labels":{"a":"b"}}`)
 	f.Add("PATCH", "/v1/nodes/x/labels", `{"set":{"a":"b"},"remove":["c"]}`)
@@ -327,7 +327,7 @@ spec:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, tok := newTestServer(t)
-			h := s.routes()
+			h := s.api
 			for _, step := range tc.setup {
 				path, body := actions+step, ""
 				if step == "apply" {

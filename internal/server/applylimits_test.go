@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/controller"
+	"github.com/dockfleet/dockfleet/internal/restapi"
 )
 
 // bigEnvSpec is a global deployment on the good agents whose env holds n
@@ -56,7 +56,7 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 			[]string{"big.yaml: deployment big-3: the desired state of node good-", "bytes of other deployments", fmt.Sprint(controller.MaxDesiredState), "20 of the 20 nodes it targets"}},
 		// JSON writes '<' as \u003c: 0.9 MiB of YAML is 5 MiB for an agent.
 		{"escaped", bigEnvSpec("escaped", 15, 60<<10, "<"),
-			[]string{"big.yaml: deployment escaped: spec.container is", fmt.Sprintf("at most %d are allowed", maxContainerSpec)}},
+			[]string{"big.yaml: deployment escaped: spec.container is", fmt.Sprintf("at most %d are allowed", restapi.MaxContainerSpec)}},
 	} {
 		_, err := f.api.Apply(ctx, "big.yaml", []byte(tt.doc))
 		var he *client.APIError
@@ -115,7 +115,7 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 // finding 14: one 4 MiB apply took 900 MB).
 func TestHostileSpecsCostBoundedMemory(t *testing.T) {
 	s, tok := newTestServer(t)
-	h := s.routes()
+	h := s.api
 	hostile := func(size int) string {
 		head := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  container:\n    image: hello:v1\n    args: [a"
 		return head + strings.Repeat(",a", (size-len(head)-2)/2) + "]\n"
@@ -125,8 +125,8 @@ func TestHostileSpecsCostBoundedMemory(t *testing.T) {
 		want       string
 		parallel   int
 	}{
-		{"4 MiB", hostile(4 << 20), fmt.Sprintf("spec is larger than %d bytes", maxSpecFile), 4},
-		{"just under 1 MiB", hostile(maxSpecFile - 10), "spec.container.args: has 524", 4},
+		{"4 MiB", hostile(4 << 20), fmt.Sprintf("spec is larger than %d bytes", restapi.MaxSpecFile), 4},
+		{"just under 1 MiB", hostile(restapi.MaxSpecFile - 10), "spec.container.args: has 524", 4},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			peak := watchHeap()
@@ -184,29 +184,5 @@ func watchHeap() func() uint64 {
 			return top - base
 		}
 		return 0
-	}
-}
-
-// An apply that finds every apply slot taken for applyWait is refused with
-// 503, saying the server is busy, and stores nothing.
-func TestApplyWhenBusy(t *testing.T) {
-	old := applyWait
-	applyWait = 50 * time.Millisecond
-	t.Cleanup(func() { applyWait = old })
-	s, tok := newTestServer(t)
-	for range maxApplies {
-		s.applies <- struct{}{}
-	}
-	req := httptest.NewRequest("POST", "/v1/apply", strings.NewReader(goodSpec))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, req)
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "the server is busy") || rec.Header().Get("Retry-After") == "" {
-		t.Errorf("apply with every slot taken: %d %s (Retry-After %q); want 503 saying the server is busy, with Retry-After",
-			rec.Code, rec.Body, rec.Header().Get("Retry-After"))
-	}
-	<-s.applies // one slot frees: the next apply goes through
-	if code, e := call(t, s.routes(), tok, "POST", "/v1/apply", goodSpec); code != http.StatusOK {
-		t.Errorf("apply with a slot free: %d %v; want 200", code, e)
 	}
 }

@@ -2,14 +2,10 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"strings"
 
 	"github.com/dockfleet/dockfleet/internal/pki"
-	"github.com/dockfleet/dockfleet/internal/store"
 )
 
 // ensureAdminToken makes the bootstrap admin API token on first start and
@@ -32,31 +28,5 @@ func (s *Server) ensureAdminToken(ctx context.Context) error {
 		return fmt.Errorf("writing admin token: %w", err)
 	}
 	s.log.Info("created admin token", "file", s.adminTok)
-	return nil
-}
-
-var errUnauthorized = errors.New("missing or invalid API token: pass one with --token or DOCKFLEET_TOKEN")
-
-// authenticate checks the bearer token of r.
-func (s *Server) authenticate(r *http.Request) error {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
-		return errUnauthorized
-	}
-	id, secret, err := pki.ParseAPIToken(strings.TrimSpace(tok))
-	if err != nil {
-		return errUnauthorized
-	}
-	want, err := s.store.APITokenHash(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		return errUnauthorized
-	}
-	if err != nil {
-		return err
-	}
-	if !pki.SecretMatches(secret, want) {
-		return errUnauthorized
-	}
 	return nil
 }

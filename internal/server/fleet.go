@@ -10,6 +10,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
+	"github.com/dockfleet/dockfleet/internal/restapi"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -18,8 +19,8 @@ import (
 // knows which nodes are up, out (package fanout) holds the agents' streams
 // and what each node was last sent, and ctl (package controller) places
 // instances, steps rollouts and decides what each node runs. The REST API
-// and the agent service call them through fleet's few methods below and
-// through the parts' own.
+// (package restapi) and the agent service (package agentsvc) are given the
+// parts and fleet's few methods below.
 type fleet struct {
 	live *liveness.Registry
 	out  *fanout.Fanout
@@ -28,7 +29,7 @@ type fleet struct {
 
 // newFleet loads the nodes of st and makes the parts; events wakes the
 // API's event followers when the controller writes events.
-func newFleet(ctx context.Context, st store.Store, cfg Config, events *eventBell) (*fleet, error) {
+func newFleet(ctx context.Context, st store.Store, cfg Config, events *restapi.EventBell) (*fleet, error) {
 	clock := cfg.Clock
 	if clock == nil {
 		clock = clockwork.NewRealClock()
@@ -45,7 +46,7 @@ func newFleet(ctx context.Context, st store.Store, cfg Config, events *eventBell
 		return nil, err
 	}
 	f.ctl = controller.New(st, f.live, f.out, controller.Config{RescheduleAfter: cfg.RescheduleAfter,
-		PrePullParallelism: cfg.PrePullParallelism, ImagePolicy: cfg.ImagePolicy, Clock: clock, Logger: cfg.Logger, OnEvents: events.notify})
+		PrePullParallelism: cfg.PrePullParallelism, ImagePolicy: cfg.ImagePolicy, Clock: clock, Logger: cfg.Logger, OnEvents: events.Notify})
 	return f, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/registry"
+	"github.com/dockfleet/dockfleet/internal/restapi"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
@@ -362,14 +363,14 @@ func TestStoredPinIsChecked(t *testing.T) {
 }
 
 func TestRegistryHosts(t *testing.T) {
-	got, err := registryHosts([]string{"ghcr.io", "Index.Docker.IO", "docker.io", "10.0.0.5:5000", "localhost:5000", "[::1]:5000"})
+	got, err := restapi.RegistryHosts([]string{"ghcr.io", "Index.Docker.IO", "docker.io", "10.0.0.5:5000", "localhost:5000", "[::1]:5000"})
 	want := []string{"ghcr.io", "docker.io", "docker.io", "10.0.0.5:5000", "localhost:5000", "[::1]:5000"}
 	if err != nil || !slices.Equal(got, want) {
-		t.Errorf("registryHosts: got %q, %v; want %q", got, err, want)
+		t.Errorf("RegistryHosts: got %q, %v; want %q", got, err, want)
 	}
 	for _, bad := range []string{"", "nginx", "ghcr.io/org", "https://ghcr.io", "ghcr.io:port"} {
-		if got, err := registryHosts([]string{bad}); err == nil || !strings.Contains(err.Error(), "want a registry host or host:port") {
-			t.Errorf("registryHosts(%q): got %q, %v; want an error", bad, got, err)
+		if got, err := restapi.RegistryHosts([]string{bad}); err == nil || !strings.Contains(err.Error(), "want a registry host or host:port") {
+			t.Errorf("RegistryHosts(%q): got %q, %v; want an error", bad, got, err)
 		}
 	}
 	if _, err := New(context.Background(), testConfig(t, Config{RegistryAllow: []string{"nginx"}})); err == nil {

@@ -1,5 +1,6 @@
-// Package server is dockfleet's control plane: the REST API for the CLI, the
-// listener agents stream to (served by package agentsvc), the built-in CA,
+// Package server is dockfleet's control plane: the listeners of the REST API
+// for the CLI (served by package restapi) and of the endpoint agents stream
+// to (served by package agentsvc), the built-in CA,
 // and the wiring of the controllers that place instances and track node
 // liveness.
 package server
@@ -23,11 +24,12 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/agentsvc"
+	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/registry"
-	"github.com/dockfleet/dockfleet/internal/sparselog"
+	"github.com/dockfleet/dockfleet/internal/restapi"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -251,13 +253,13 @@ const maxAgentMessage = 1 << 20
 
 // The REST API's timeouts. The TLS handshake must end within the
 // shortest of them (net/http), so ReadHeaderTimeout bounds it too. The
-// write timeout outlasts the longest events poll (maxEventWait). The idle
-// timeout closes HTTP/1.1 and HTTP/2 connections without a request in
-// flight; HTTP/2 PINGs do not count as requests.
+// write timeout outlasts the longest events poll (restapi.MaxEventWait).
+// The idle timeout closes HTTP/1.1 and HTTP/2 connections without a
+// request in flight; HTTP/2 PINGs do not count as requests.
 const (
 	apiReadHeaderTimeout = 10 * time.Second
 	apiReadTimeout       = time.Minute
-	apiWriteTimeout      = maxEventWait + 30*time.Second
+	apiWriteTimeout      = restapi.MaxEventWait + 30*time.Second
 )
 
 // apiIdleTimeout is a variable so that tests can shorten it.
@@ -267,25 +269,22 @@ var apiIdleTimeout = 2 * time.Minute
 // listeners); Run serves until its context ends and releases them all;
 // Close releases them for a server that will not run.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   store.Store
-	ca      *pki.CA
-	apiLn   net.Listener
-	agentLn net.Listener
-	http    *http.Server
-	debug   *http.Server // nil unless Config.DebugAddr is set
-	debugLn net.Listener
-	grpc    *grpc.Server
-	fleet   *fleet
-	gate    *agentsvc.Gate
-	cert    *pki.ServerCert
-	hosts   []string // the server certificate's
-	events  *eventBell
-	// refusals logs the API requests refused for their caller's fault.
-	refusals *sparselog.Log
-	adminTok string        // path
-	applies  chan struct{} // the apply slots (applySlot)
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	ca       *pki.CA
+	apiLn    net.Listener
+	agentLn  net.Listener
+	http     *http.Server
+	debug    *http.Server // nil unless Config.DebugAddr is set
+	debugLn  net.Listener
+	grpc     *grpc.Server
+	fleet    *fleet
+	gate     *agentsvc.Gate
+	cert     *pki.ServerCert
+	hosts    []string // the server certificate's
+	api      *restapi.Handler
+	adminTok string // path
 
 	mu   sync.Mutex // guards used
 	used bool       // by Run or Close: what New acquired is theirs to release
@@ -298,7 +297,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	allow, err := registryHosts(cfg.RegistryAllow)
+	allow, err := restapi.RegistryHosts(cfg.RegistryAllow)
 	if err != nil {
 		return nil, err
 	}
@@ -323,12 +322,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		events: newEventBell(), refusals: sparselog.New(cfg.Logger, agentsvc.LimitLogInterval), adminTok: filepath.Join(cfg.DataDir, "admin.token"), applies: make(chan struct{}, maxApplies)}
+		adminTok: filepath.Join(cfg.DataDir, "admin.token")}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
-	s.fleet, err = newFleet(ctx, st, cfg, s.events)
+	events := restapi.NewEventBell()
+	s.fleet, err = newFleet(ctx, st, cfg, events)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -337,6 +337,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.api = restapi.New(restapi.Deps{Store: st, Logger: s.log, CA: ca, Gate: s.gate, Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl,
+		Revoked: s.fleet.revoked, Removed: s.fleet.removed, Events: events, MaxTokenTTL: cfg.MaxTokenTTL, ImagePolicy: cfg.ImagePolicy,
+		RegistryAllow: cfg.RegistryAllow, Resolve: cfg.Resolve})
 	s.checkFDLimit(ctx)
 	if err := s.listen(); err != nil {
 		st.Close()
@@ -370,7 +373,7 @@ func (s *Server) listen() error {
 	s.agentLn = limits.Listener(s.agentLn)
 	s.apiLn = newCapListener(s.apiLn, s.cfg.APIConnsPerSource, s.log)
 	s.http = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.api,
 		TLSConfig:         pki.APIServerTLS(s.cert),
 		ReadHeaderTimeout: apiReadHeaderTimeout,
 		ReadTimeout:       apiReadTimeout,
@@ -436,7 +439,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Requests' contexts derive from ctx, so that a long poll (an events
-	// wait, up to maxEventWait) ends when the server stops instead of
+	// wait, up to restapi.MaxEventWait) ends when the server stops instead of
 	// outlasting the shutdown.
 	s.http.BaseContext = func(net.Listener) context.Context { return ctx }
 	routes := s.http.Handler
@@ -585,3 +588,17 @@ func (s *Server) CAFile() string { return filepath.Join(s.cfg.DataDir, "ca.crt")
 
 // AdminTokenFile is the path of the bootstrap admin API token.
 func (s *Server) AdminTokenFile() string { return s.adminTok }
+
+// The enrollment token defaults of the REST API (package restapi), for the
+// CLI's flags.
+const (
+	DefaultTokenTTL    = restapi.DefaultTokenTTL
+	DefaultTokenUses   = restapi.DefaultTokenUses
+	DefaultMaxTokenTTL = restapi.DefaultMaxTokenTTL
+)
+
+// CreateEnrollToken makes an enrollment token, as POST /v1/tokens does. The
+// answer is the only place its secret appears.
+func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (api.EnrollToken, error) {
+	return s.api.CreateEnrollToken(ctx, req)
+}

@@ -1,4 +1,7 @@
-package server
+// Package restapi serves the REST API the CLI and the client package speak:
+// nodes, enrollment tokens, apply, deployments, instances, rollouts and
+// events. Package server binds its listener and mounts the Handler.
+package restapi
 
 import (
 	"cmp"
@@ -7,21 +10,26 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/controller"
+	"github.com/dockfleet/dockfleet/internal/fanout"
+	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// maxSpecFile bounds an apply body; real specs are a few KiB. Parsing
+// MaxSpecFile bounds an apply body; real specs are a few KiB. Parsing
 // costs up to a hundred times the body (a YAML node per list item), so
 // the bound is also what one apply may cost (review finding 14: 4 MiB of
 // args took 900 MB).
-const maxSpecFile = 1 << 20
+const MaxSpecFile = 1 << 20
 
 // badRequest is a client error that changed nothing.
 type badRequest struct{ msg string }
@@ -30,7 +38,69 @@ func (e badRequest) Error() string { return e.msg }
 
 func badRequestf(format string, a ...any) error { return badRequest{fmt.Sprintf(format, a...)} }
 
-func (s *Server) routes() http.Handler {
+// Handler serves the REST API the CLI and the client package speak. It
+// holds what its handlers use: the store, the CA (whose fingerprint tokens
+// carry), the node gate (a revoked or removed node's connections close),
+// the fleet's parts (liveness, fan-out, controller), and the bell that
+// wakes event followers.
+type Handler struct {
+	store store.Store
+	log   *slog.Logger
+	ca    *pki.CA
+	gate  *agentsvc.Gate
+	live  *liveness.Registry
+	out   *fanout.Fanout
+	ctl   *controller.Controller
+	// revoked and removed tell the fleet a node was revoked or removed.
+	revoked, removed func(id string)
+	events           *EventBell
+	// refusals logs the API requests refused for their caller's fault.
+	refusals      *sparselog.Log
+	applies       chan struct{} // the apply slots (applySlot)
+	maxTokenTTL   time.Duration
+	imagePolicy   spec.ImagePolicy
+	registryAllow []string
+	resolveDigest func(ctx context.Context, image string) (string, error)
+	mux           *http.ServeMux
+}
+
+// Deps are what a Handler uses; every field is required but RegistryAllow.
+type Deps struct {
+	Store  store.Store
+	Logger *slog.Logger
+	CA     *pki.CA
+	Gate   *agentsvc.Gate
+	Live   *liveness.Registry
+	Out    *fanout.Fanout
+	Ctl    *controller.Controller
+	// Revoked and Removed tell the fleet a node was revoked or removed.
+	Revoked, Removed func(id string)
+	Events           *EventBell
+	// MaxTokenTTL is the longest lifetime an enrollment token may be made for.
+	MaxTokenTTL time.Duration
+	// ImagePolicy is that of the deployments whose spec names none.
+	ImagePolicy spec.ImagePolicy
+	// RegistryAllow, when not empty, lists the registries images may come
+	// from, as RegistryHosts returns them.
+	RegistryAllow []string
+	// Resolve asks an image's registry for the digest its tag names now.
+	Resolve func(ctx context.Context, image string) (string, error)
+}
+
+// New makes the REST API handler of d.
+func New(d Deps) *Handler {
+	s := &Handler{store: d.Store, log: d.Logger, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl,
+		revoked: d.Revoked, removed: d.Removed, events: d.Events, refusals: sparselog.New(d.Logger, agentsvc.LimitLogInterval),
+		applies: make(chan struct{}, maxApplies), maxTokenTTL: d.MaxTokenTTL, imagePolicy: d.ImagePolicy,
+		registryAllow: d.RegistryAllow, resolveDigest: d.Resolve}
+	s.mux = s.routes()
+	return s
+}
+
+// ServeHTTP serves one API request.
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Handler) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -78,7 +148,7 @@ type notFound struct{ msg string }
 func (e notFound) Error() string { return e.msg }
 
 // writeError maps an error to its status code; this is the one place that does.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		status = http.StatusInternalServerError
 		body   = api.Error{Error: err.Error()}
@@ -150,13 +220,13 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) listNodes(w http.ResponseWriter, r *http.Request) error {
 	nodes, err := s.store.ListNodes(r.Context())
 	if err != nil {
 		return err
 	}
 	for i := range nodes {
-		s.fleet.live.Live(&nodes[i])
+		s.live.Live(&nodes[i])
 	}
 	writeList(w, nodes)
 	return nil
@@ -164,7 +234,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 
 // findNode resolves a node by ID or by name. No name has the form of an
 // ID (Enroll refuses those), so the two cannot be confused.
-func (s *Server) findNode(ctx context.Context, ref string) (api.Node, error) {
+func (s *Handler) findNode(ctx context.Context, ref string) (api.Node, error) {
 	n, err := s.store.GetNode(ctx, ref)
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		return n, err
@@ -181,17 +251,17 @@ func (s *Server) findNode(ctx context.Context, ref string) (api.Node, error) {
 	return api.Node{}, notFound{fmt.Sprintf("no node with ID or name %q; dockfleet nodes lists them", ref)}
 }
 
-func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) getNode(w http.ResponseWriter, r *http.Request) error {
 	n, err := s.findNode(r.Context(), r.PathValue("node"))
 	if err != nil {
 		return err
 	}
-	s.fleet.live.Live(&n)
+	s.live.Live(&n)
 	writeJSON(w, http.StatusOK, n)
 	return nil
 }
 
-func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 	var p api.LabelPatch
 	if err := decodeJSON(r, &p); err != nil {
 		return err
@@ -234,8 +304,8 @@ func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		s.log.Info("node labels changed", "node_id", n.ID, "labels", n.Labels)
-		s.fleet.ctl.Need(controller.ReloadNodes | controller.Place)
-		s.fleet.live.Live(&n)
+		s.ctl.Need(controller.ReloadNodes | controller.Place)
+		s.live.Live(&n)
 		writeJSON(w, http.StatusOK, n)
 		return nil
 	}
@@ -244,7 +314,7 @@ func (s *Server) patchNodeLabels(w http.ResponseWriter, r *http.Request) error {
 // revokeNode revokes a node's identity: its certificates are refused from
 // now on, its connections are closed, and its instances count as lost.
 // Revoking a revoked node changes nothing.
-func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) revokeNode(w http.ResponseWriter, r *http.Request) error {
 	n, err := s.findNode(r.Context(), r.PathValue("node"))
 	if err != nil {
 		return err
@@ -254,9 +324,9 @@ func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.gate.Revoke(n.ID)
-	s.fleet.revoked(n.ID)
+	s.revoked(n.ID)
 	s.log.Warn("node revoked", "node_id", n.ID, "name", n.Name)
-	s.fleet.live.Live(&n)
+	s.live.Live(&n)
 	writeJSON(w, http.StatusOK, n)
 	return nil
 }
@@ -265,7 +335,7 @@ func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) error {
 // if it is one of from (any, if from is empty): cordon leaves a draining
 // node draining, drain a drained one drained. The controller does the
 // rest: a drain moves instances, an uncordon lets placement use the node.
-func (s *Server) scheduleNode(to api.NodeScheduling, from ...api.NodeScheduling) func(http.ResponseWriter, *http.Request) error {
+func (s *Handler) scheduleNode(to api.NodeScheduling, from ...api.NodeScheduling) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		n, err := s.findNode(r.Context(), r.PathValue("node"))
 		if err != nil {
@@ -280,8 +350,8 @@ func (s *Server) scheduleNode(to api.NodeScheduling, from ...api.NodeScheduling)
 			return err
 		}
 		s.log.Info("node scheduling set", "node_id", n.ID, "name", n.Name, "scheduling", cmp.Or(string(n.Scheduling), "schedulable"))
-		s.fleet.ctl.Need(controller.ReloadNodes | controller.Place)
-		s.fleet.live.Live(&n)
+		s.ctl.Need(controller.ReloadNodes | controller.Place)
+		s.live.Live(&n)
 		writeJSON(w, http.StatusOK, n)
 		return nil
 	}
@@ -290,26 +360,26 @@ func (s *Server) scheduleNode(to api.NodeScheduling, from ...api.NodeScheduling)
 // deleteNode removes a node: its row and instances go (placement moves what
 // they ran, as for a node that left), and its identity is refused from now
 // on. A connected node is removed only with ?force=true.
-func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	force := r.URL.Query().Get("force") == "true"
 	n, err := s.findNode(r.Context(), r.PathValue("node"))
 	if err != nil {
 		return err
 	}
-	if !force && s.fleet.out.Connected(n.ID) {
+	if !force && s.out.Connected(n.ID) {
 		return conflict{fmt.Sprintf("node %s (%s) is connected: stop its agent first, or remove it anyway with dockfleet node rm --force (its connection is closed)", n.Name, n.ID)}
 	}
 	if err := s.store.DeleteNode(r.Context(), n.ID, "removed", time.Now().UTC()); err != nil {
 		return err
 	}
 	s.gate.Revoke(n.ID)
-	s.fleet.removed(n.ID)
+	s.removed(n.ID)
 	s.log.Warn("node removed", "node_id", n.ID, "name", n.Name, "forced", force)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
 	var req api.TokenRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -336,7 +406,7 @@ const (
 
 // CreateEnrollToken makes an enrollment token, as POST /v1/tokens does. The
 // answer is the only place its secret appears.
-func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (api.EnrollToken, error) {
+func (s *Handler) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (api.EnrollToken, error) {
 	t := api.EnrollToken{ID: pki.NewTokenID(), Labels: req.Labels, MaxUses: req.Uses, CreatedAt: time.Now().UTC(),
 		AgentLabels: req.AgentLabels, Node: req.Node}
 	ttl := DefaultTokenTTL
@@ -346,8 +416,8 @@ func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (a
 			return t, badRequestf("ttl: %q is not a positive duration (e.g. 1h, 30m)", req.TTL)
 		}
 	}
-	if ttl > s.cfg.MaxTokenTTL {
-		return t, badRequestf("ttl: %s is longer than this server allows for an enrollment token (%s, its --max-token-ttl)", req.TTL, s.cfg.MaxTokenTTL)
+	if ttl > s.maxTokenTTL {
+		return t, badRequestf("ttl: %s is longer than this server allows for an enrollment token (%s, its --max-token-ttl)", req.TTL, s.maxTokenTTL)
 	}
 	t.ExpiresAt = t.CreatedAt.Add(ttl)
 	switch {
@@ -399,7 +469,7 @@ func (s *Server) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (a
 	return t, nil
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) listTokens(w http.ResponseWriter, r *http.Request) error {
 	ts, err := s.store.ListEnrollTokens(r.Context())
 	if err != nil {
 		return err
@@ -408,7 +478,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if err := s.store.RevokeEnrollToken(r.Context(), id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

@@ -1,4 +1,4 @@
-package server
+package restapi
 
 import (
 	"context"
@@ -13,33 +13,35 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// events lets API followers wait for new events.
-type eventBell struct {
+// EventBell lets API followers wait for new events; the controller rings
+// it when it writes some.
+type EventBell struct {
 	mu sync.Mutex
 	ch chan struct{}
 }
 
-func newEventBell() *eventBell { return &eventBell{ch: make(chan struct{})} }
+// NewEventBell makes a bell with no waiter.
+func NewEventBell() *EventBell { return &EventBell{ch: make(chan struct{})} }
 
-// notify wakes every waiter.
-func (b *eventBell) notify() {
+// Notify wakes every waiter.
+func (b *EventBell) Notify() {
 	b.mu.Lock()
 	close(b.ch)
 	b.ch = make(chan struct{})
 	b.mu.Unlock()
 }
 
-// wait returns a channel closed at the next notify.
-func (b *eventBell) wait() <-chan struct{} {
+// wait returns a channel closed at the next Notify.
+func (b *EventBell) wait() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.ch
 }
 
-// maxEventWait bounds a long poll, below common proxy timeouts.
-const maxEventWait = 60 * time.Second
+// MaxEventWait bounds a long poll, below common proxy timeouts.
+const MaxEventWait = 60 * time.Second
 
-func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) listEvents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := store.EventFilter{Project: r.PathValue("project"), Deployment: q.Get("deployment")}
 	if a := q.Get("after"); a != "" {
@@ -53,7 +55,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		if wait, err = time.ParseDuration(ws); err != nil || wait < 0 {
 			return badRequestf("wait: %q is not a duration (e.g. 30s)", ws)
 		}
-		wait = min(wait, maxEventWait)
+		wait = min(wait, MaxEventWait)
 	}
 	deadline := time.After(wait)
 	for {
@@ -77,7 +79,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) listRevisions(w http.ResponseWriter, r *http.Request) error {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	if _, err := s.deployment(r, project, name); err != nil {
 		return err
@@ -91,7 +93,7 @@ func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) error {
 }
 
 // deployment reads a deployment, with a 404 that names it.
-func (s *Server) deployment(r *http.Request, project, name string) (api.Deployment, error) {
+func (s *Handler) deployment(r *http.Request, project, name string) (api.Deployment, error) {
 	d, err := s.store.GetDeployment(r.Context(), project, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return d, notFound{fmt.Sprintf("no deployment %q in project %q", name, project)}
@@ -99,7 +101,7 @@ func (s *Server) deployment(r *http.Request, project, name string) (api.Deployme
 	return d, err
 }
 
-func (s *Server) getRollout(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) getRollout(w http.ResponseWriter, r *http.Request) error {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	ro, err := s.store.LatestRollout(r.Context(), project, name)
 	if errors.Is(err, store.ErrNotFound) {
@@ -117,7 +119,7 @@ type conflict struct{ msg string }
 
 func (e conflict) Error() string { return e.msg }
 
-func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) rolloutAction(w http.ResponseWriter, r *http.Request) error {
 	project, name, action := r.PathValue("project"), r.PathValue("name"), r.PathValue("action")
 	ctx := r.Context()
 	for attempt := 0; ; attempt++ {
@@ -132,14 +134,14 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		err = s.fleet.ctl.PersistAction(ctx, res)
+		err = s.ctl.PersistAction(ctx, res)
 		if errors.Is(err, store.ErrConflict) && attempt < 5 {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		s.fleet.ctl.Trigger()
+		s.ctl.Trigger()
 		writeJSON(w, http.StatusOK, res.Rollout)
 		return nil
 	}
@@ -147,7 +149,7 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) error {
 
 // act decides what a user's action does to rollout ro. The rules are the
 // rollout package's; a refusal is a conflict with the rollout's state.
-func (s *Server) act(ctx context.Context, ro api.Rollout, action string) (rollout.Result, error) {
+func (s *Handler) act(ctx context.Context, ro api.Rollout, action string) (rollout.Result, error) {
 	now := time.Now().UTC()
 	var (
 		res rollout.Result

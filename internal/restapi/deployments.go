@@ -1,4 +1,4 @@
-package server
+package restapi
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) apply(w http.ResponseWriter, r *http.Request) error {
 	filename := r.URL.Query().Get("filename")
 	if filename == "" {
 		filename = "<request>"
@@ -39,7 +39,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	// Even when a later document fails to be written, the earlier ones were applied.
-	defer s.fleet.ctl.Need(controller.ReloadDeployments | controller.Place)
+	defer s.ctl.Need(controller.ReloadDeployments | controller.Place)
 	var resp api.ApplyResponse
 	for _, p := range plans {
 		res, err := s.applyDeployment(r.Context(), p)
@@ -62,7 +62,7 @@ type applyPlan struct {
 
 // planDeployment checks one document against what the server holds and
 // resolves its image unless the deployment is unchanged.
-func (s *Server) planDeployment(r *http.Request, filename string, d spec.Deployment) (applyPlan, error) {
+func (s *Handler) planDeployment(r *http.Request, filename string, d spec.Deployment) (applyPlan, error) {
 	ctx := r.Context()
 	p := applyPlan{d: d, res: api.ApplyResult{Project: d.Metadata.Project, Name: d.Metadata.Name}}
 	cur, err := s.store.GetDeployment(ctx, p.res.Project, p.res.Name)
@@ -94,7 +94,7 @@ func (s *Server) planDeployment(r *http.Request, filename string, d spec.Deploym
 	return p, err
 }
 
-func (s *Server) applyDeployment(ctx context.Context, p applyPlan) (api.ApplyResult, error) {
+func (s *Handler) applyDeployment(ctx context.Context, p applyPlan) (api.ApplyResult, error) {
 	res := p.res
 	if res.Action == api.ActionUnchanged {
 		return res, nil
@@ -115,17 +115,17 @@ func (s *Server) applyDeployment(ctx context.Context, p applyPlan) (api.ApplyRes
 // lets the first node to pull the image pin its digest, in the image's own
 // repository, and res gets a warning saying so. Under unpinned no registry
 // is asked.
-func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment, res *api.ApplyResult) (string, error) {
+func (s *Handler) resolve(ctx context.Context, filename string, d spec.Deployment, res *api.ApplyResult) (string, error) {
 	image := d.Spec.Container.Image
 	where := fmt.Sprintf("%s: deployment %s: spec.container.image", filename, d.Metadata.Name)
 	if err := s.allowRegistry(image); err != nil {
 		return "", badRequestf("%s: %v", where, err)
 	}
-	policy := cmp.Or(d.Spec.ImagePolicy, s.cfg.ImagePolicy)
+	policy := cmp.Or(d.Spec.ImagePolicy, s.imagePolicy)
 	if policy == spec.ImagePolicyUnpinned {
 		return "", nil
 	}
-	digest, err := s.cfg.Resolve(ctx, image)
+	digest, err := s.resolveDigest(ctx, image)
 	if err == nil {
 		return digest, nil
 	}
@@ -148,10 +148,10 @@ func (s *Server) resolve(ctx context.Context, filename string, d spec.Deployment
 	return "", nil
 }
 
-// registryHosts checks and normalizes Config.RegistryAllow: each entry is
-// the registry part of an image reference, in the form reference.Domain
-// gives it (index.docker.io is docker.io), lower case.
-func registryHosts(allow []string) ([]string, error) {
+// RegistryHosts checks and normalizes server.Config.RegistryAllow: each
+// entry is the registry part of an image reference, in the form
+// reference.Domain gives it (index.docker.io is docker.io), lower case.
+func RegistryHosts(allow []string) ([]string, error) {
 	var hosts []string
 	for _, h := range allow {
 		h = strings.ToLower(h)
@@ -168,16 +168,16 @@ func registryHosts(allow []string) ([]string, error) {
 
 // allowRegistry refuses an image whose registry Config.RegistryAllow does
 // not list, before the server contacts it.
-func (s *Server) allowRegistry(image string) error {
-	if len(s.cfg.RegistryAllow) == 0 {
+func (s *Handler) allowRegistry(image string) error {
+	if len(s.registryAllow) == 0 {
 		return nil
 	}
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
 		return fmt.Errorf("image %q: %w", image, err)
 	}
-	if domain := strings.ToLower(reference.Domain(named)); !slices.Contains(s.cfg.RegistryAllow, domain) {
-		return fmt.Errorf("image %s: registry %s is not allowed on this server; allowed: %s", image, domain, strings.Join(s.cfg.RegistryAllow, ", "))
+	if domain := strings.ToLower(reference.Domain(named)); !slices.Contains(s.registryAllow, domain) {
+		return fmt.Errorf("image %s: registry %s is not allowed on this server; allowed: %s", image, domain, strings.Join(s.registryAllow, ", "))
 	}
 	return nil
 }
@@ -185,7 +185,7 @@ func (s *Server) allowRegistry(image string) error {
 // newRevision makes revision N+1 of deployment cur from rev (its spec,
 // cause and image pin) and starts the rollout to it from the stable
 // revision, in one store transaction.
-func (s *Server) newRevision(ctx context.Context, cur api.Deployment, rev api.Revision) (api.Revision, api.Rollout, error) {
+func (s *Handler) newRevision(ctx context.Context, cur api.Deployment, rev api.Revision) (api.Revision, api.Rollout, error) {
 	now := time.Now().UTC()
 	d, cause := rev.Spec, rev.Cause
 	cur.Spec, cur.Revision, cur.UpdatedAt = d, cur.Revision+1, now
@@ -197,13 +197,13 @@ func (s *Server) newRevision(ctx context.Context, cur api.Deployment, rev api.Re
 	if _, err := s.store.ApplyRevision(ctx, cur, rev, ro, []api.Event{ev}); err != nil {
 		return rev, ro, err
 	}
-	s.events.notify()
+	s.events.Notify()
 	return rev, ro, nil
 }
 
 // checkTargets refuses an update strategy that cannot work on the nodes a
 // global deployment targets now: a canary larger than all of them.
-func (s *Server) checkTargets(ctx context.Context, filename string, d spec.Deployment) error {
+func (s *Handler) checkTargets(ctx context.Context, filename string, d spec.Deployment) error {
 	c := d.Spec.Update.Canary
 	if d.Spec.Mode != spec.ModeGlobal || c.Value == 0 || c.Percent {
 		return nil
@@ -227,7 +227,7 @@ func (s *Server) checkTargets(ctx context.Context, filename string, d spec.Deplo
 	return nil
 }
 
-func (s *Server) undo(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) undo(w http.ResponseWriter, r *http.Request) error {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	var req api.UndoRequest
 	if r.ContentLength != 0 {
@@ -271,12 +271,12 @@ func (s *Server) undo(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("deployment rolled back", "project", project, "deployment", name, "to_revision", to, "revision", rev.Number, "rollout_id", ro.ID)
-	s.fleet.ctl.Need(controller.ReloadDeployments | controller.Place)
+	s.ctl.Need(controller.ReloadDeployments | controller.Place)
 	writeJSON(w, http.StatusOK, api.ApplyResult{Project: project, Name: name, Action: api.ActionConfigured, Revision: rev.Number, Rollout: ro.ID})
 	return nil
 }
 
-func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) listDeployments(w http.ResponseWriter, r *http.Request) error {
 	ds, err := s.store.ListDeployments(r.Context(), r.PathValue("project"))
 	if err != nil {
 		return err
@@ -285,7 +285,7 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) getDeployment(w http.ResponseWriter, r *http.Request) error {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	d, err := s.deployment(r, project, name)
 	if err != nil {
@@ -307,7 +307,7 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) deleteDeployment(w http.ResponseWriter, r *http.Request) error {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	err := s.store.DeleteDeployment(r.Context(), project, name)
 	if errors.Is(err, store.ErrNotFound) {
@@ -321,13 +321,13 @@ func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) error 
 		Type: "deployment.deleted", Message: "deleted; its containers are being removed from every node"}}); err != nil {
 		s.log.Error("recording event", "err", err)
 	}
-	s.events.notify()
-	s.fleet.ctl.Need(controller.ReloadDeployments | controller.ReloadInstances | controller.Place)
+	s.events.Notify()
+	s.ctl.Need(controller.ReloadDeployments | controller.ReloadInstances | controller.Place)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
+func (s *Handler) listInstances(w http.ResponseWriter, r *http.Request) error {
 	is, err := s.instances(r, store.InstanceFilter{Project: r.PathValue("project"), Deployment: r.URL.Query().Get("deployment")})
 	if err != nil {
 		return err
@@ -337,11 +337,11 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
 }
 
 // instances lists instances with their node names filled in.
-func (s *Server) instances(r *http.Request, f store.InstanceFilter) ([]api.Instance, error) {
+func (s *Handler) instances(r *http.Request, f store.InstanceFilter) ([]api.Instance, error) {
 	is, err := s.store.ListInstances(r.Context(), f)
 	if err != nil {
 		return nil, err
 	}
-	s.fleet.live.Names(is)
+	s.live.Names(is)
 	return is, nil
 }

@@ -1,4 +1,4 @@
-package server
+package restapi
 
 import (
 	"context"
@@ -17,14 +17,14 @@ import (
 // what would not fit in a node's desired state (checkDesiredSize), whose
 // bound is controller.MaxDesiredState.
 const (
-	// maxContainerSpec bounds one instance's container spec (its JSON).
-	maxContainerSpec = 1 << 20
+	// MaxContainerSpec bounds one instance's container spec (its JSON).
+	MaxContainerSpec = 1 << 20
 	// instanceOverhead is what an instance adds to a desired state besides
 	// its container spec: IDs, names, hash, framing; generously.
 	instanceOverhead = 512
 )
 
-// Applies parse a spec of up to maxSpecFile in memory; a spec
+// Applies parse a spec of up to MaxSpecFile in memory; a spec
 // made of tiny list items costs the server a hundred times its size while
 // it is parsed. maxApplies bounds how many run at once; one more waits up
 // to applyWait for its turn, then is refused with 503.
@@ -41,23 +41,23 @@ func (e busy) Error() string { return e.msg }
 // parseSpec reads and parses the spec file of apply request r in one of
 // the maxApplies slots: that is what costs memory; storing the result and
 // resolving its images, which may wait on a registry, need no slot.
-func (s *Server) parseSpec(r *http.Request, filename string) ([]spec.Deployment, error) {
+func (s *Handler) parseSpec(r *http.Request, filename string) ([]spec.Deployment, error) {
 	if err := s.applySlot(r); err != nil {
 		return nil, err
 	}
 	defer func() { <-s.applies }()
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSpecFile+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxSpecFile+1))
 	if err != nil {
 		return nil, badRequestf("reading spec: %v", err)
 	}
-	if len(body) > maxSpecFile {
-		return nil, badRequestf("%s: spec is larger than %d bytes", filename, maxSpecFile)
+	if len(body) > MaxSpecFile {
+		return nil, badRequestf("%s: spec is larger than %d bytes", filename, MaxSpecFile)
 	}
 	return spec.Parse(filename, body)
 }
 
 // applySlot waits for one of the maxApplies slots; the caller frees it.
-func (s *Server) applySlot(r *http.Request) error {
+func (s *Handler) applySlot(r *http.Request) error {
 	t := time.NewTimer(applyWait)
 	defer t.Stop()
 	select {
@@ -76,7 +76,7 @@ func (s *Server) applySlot(r *http.Request) error {
 // server sends an agent. A node's desired state is estimated from the
 // specs of every deployment that targets it, their instances spread
 // evenly over their ready targets, as the rollouts under way will leave it.
-func (s *Server) checkDesiredSize(ctx context.Context, filename string, d spec.Deployment) error {
+func (s *Handler) checkDesiredSize(ctx context.Context, filename string, d spec.Deployment) error {
 	if filename == "" {
 		filename = "<request>"
 	}
@@ -84,9 +84,9 @@ func (s *Server) checkDesiredSize(ctx context.Context, filename string, d spec.D
 	if err != nil {
 		return err
 	}
-	if size-instanceOverhead > maxContainerSpec {
+	if size-instanceOverhead > MaxContainerSpec {
 		return s.refuseApply(d, fmt.Sprintf("%s: deployment %s: spec.container is %d bytes as agents get it (JSON); at most %d are allowed: "+
-			"move large values out of env and args (into a file in a volume, say)", filename, d.Metadata.Name, size-instanceOverhead, maxContainerSpec))
+			"move large values out of env and args (into a file in a volume, say)", filename, d.Metadata.Name, size-instanceOverhead, MaxContainerSpec))
 	}
 	nodes, err := s.store.ListNodes(ctx)
 	if err != nil {
@@ -163,7 +163,7 @@ func spread(nodes []api.Node, ds spec.DeploymentSpec) ([]api.Node, int) {
 }
 
 // refuseApply logs why an apply of d is refused and returns msg as a 400.
-func (s *Server) refuseApply(d spec.Deployment, msg string) error {
+func (s *Handler) refuseApply(d spec.Deployment, msg string) error {
 	s.log.Warn("apply refused", "project", d.Metadata.Project, "deployment", d.Metadata.Name, "reason", msg)
 	return badRequestf("%s", msg)
 }
