@@ -193,7 +193,7 @@ const (
 	certRefused
 	// certCutOff: the server closed the connection right after the
 	// handshake without a word, as it does when it refuses the node
-	// after the handshake (internal/server/nodegate.go's track).
+	// after the handshake (internal/agentsvc/gate.go, Gate.track).
 	certCutOff
 )
 
