@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -22,11 +23,11 @@ import (
 // watch probes watched's container) lives under one lock, in.mu.
 //
 // Locking: in.mu is never held across runtime calls, nor while calling
-// into the reconciler. The reconciler may take in.mu while holding r.mu
-// (to report), never the other way round.
+// n.queue. The reconciler may take in.mu while holding its own lock (to
+// report), never the other way round.
 type instance struct {
 	id string
-	r  *reconciler // for the runtime, the clock, wake-ups and the outbox
+	n  *node
 
 	mu     sync.Mutex
 	status observed
@@ -55,8 +56,30 @@ type observed struct {
 	at                        time.Time
 }
 
-func newInstance(r *reconciler, id string) *instance {
-	return &instance{id: id, r: r, status: observed{state: api.InstancePending}}
+func newInstance(n *node, id string) *instance {
+	return &instance{id: id, n: n, status: observed{state: api.InstancePending}}
+}
+
+// node is what the instances of a node share with its reconciler: set up
+// once, then only read, apart from the channels and the wait group.
+type node struct {
+	rt     Runtime
+	nodeID string
+	clock  clockwork.Clock
+	log    *slog.Logger
+	wake   chan struct{}
+	// queue marks an instance's status for the server.
+	queue func(id string)
+	// watches are the health-watch goroutines; the reconciler's run waits for them.
+	watches sync.WaitGroup
+}
+
+// trigger asks for a pass soon.
+func (n *node) trigger() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
 }
 
 // take returns the instance's report and forgets its events: they are sent once.
@@ -99,7 +122,7 @@ func (in *instance) stopWatch() {
 // setStatus records the instance's state and queues it for the server when
 // it changed, or when event (if not empty) is to be reported.
 func (in *instance) setStatus(hash string, state api.InstanceState, reason, containerID, event string) {
-	log := in.r.log
+	log := in.n.log
 	in.mu.Lock()
 	if event != "" {
 		// Bounded: events wait here only while the server is away.
@@ -114,30 +137,30 @@ func (in *instance) setStatus(hash string, state api.InstanceState, reason, cont
 		in.mu.Unlock()
 		return
 	}
-	s.at = in.r.clock.Now()
+	s.at = in.n.clock.Now()
 	in.status = s
 	in.mu.Unlock()
 	log.Info("instance state", "instance_id", in.id, "state", state, "reason", reason)
-	in.r.queue(in.id)
+	in.n.queue(in.id)
 }
 
 // converge runs one pass for the instance: it decides on what it knows and
 // what runs, then does it. It reports whether its container is running.
 func (in *instance) converge(ctx context.Context, w wanted, cs []container.State) bool {
-	r := in.r
+	n := in.n
 	in.mu.Lock()
 	k := known{status: in.status, restarts: in.restarts, restartsOf: in.restartsOf}
 	if in.watch != nil {
 		k.watched = in.watchedID
 	}
-	p := decide(k, w, cs, r.clock.Now())
+	p := decide(k, w, cs, n.clock.Now())
 	in.restarts, in.restartsOf = p.restarts, p.restartsOf
 	in.mu.Unlock()
 
 	for _, c := range p.remove {
-		r.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", in.id)
-		if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
-			r.log.Error("removing container", "container_id", short(c.ID), "err", err)
+		n.log.Info("replacing container that differs from its spec", "container_id", short(c.ID), "instance_id", in.id)
+		if err := n.rt.Remove(ctx, n.nodeID, c.ID); err != nil {
+			n.log.Error("removing container", "container_id", short(c.ID), "err", err)
 		}
 	}
 	in.mu.Lock()
@@ -146,7 +169,7 @@ func (in *instance) converge(ctx context.Context, w wanted, cs []container.State
 	}
 	if p.wait > 0 {
 		if in.retry == nil {
-			in.retry = r.clock.AfterFunc(p.wait, r.trigger)
+			in.retry = n.clock.AfterFunc(p.wait, n.trigger)
 		} else {
 			in.retry.Reset(p.wait)
 		}
@@ -170,7 +193,7 @@ func (in *instance) converge(ctx context.Context, w wanted, cs []container.State
 // has failed, and the next attempt waits its backoff.
 func (in *instance) failedStart(hash string, err error, containerID string) {
 	in.mu.Lock()
-	in.restarts.Failed(in.r.clock.Now())
+	in.restarts.Failed(in.n.clock.Now())
 	in.mu.Unlock()
 	in.setStatus(hash, api.InstanceFailed, err.Error(), containerID, "")
 }
@@ -178,9 +201,9 @@ func (in *instance) failedStart(hash string, err error, containerID string) {
 // create makes and starts the instance's container; event, if not empty,
 // is reported once it runs.
 func (in *instance) create(ctx context.Context, w wanted, event string) {
-	r, hash, c := in.r, w.spec.SpecHash, w.container
+	n, hash, c := in.n, w.spec.SpecHash, w.container
 	in.setStatus(hash, api.InstancePulling, "", "", "")
-	digest, err := r.rt.EnsureImage(ctx, c.Image)
+	digest, err := n.rt.EnsureImage(ctx, c.Image)
 	if err != nil {
 		in.failedStart(hash, err, "")
 		return
@@ -189,63 +212,63 @@ func (in *instance) create(ctx context.Context, w wanted, event string) {
 	in.digest = digest
 	in.mu.Unlock()
 	in.setStatus(hash, api.InstanceStarting, "", "", "")
-	cid, err := r.rt.Create(ctx, containerConfig(r.nodeID, w))
+	cid, err := n.rt.Create(ctx, containerConfig(n.nodeID, w))
 	if err != nil {
 		in.failedStart(hash, err, "")
 		return
 	}
-	if err := r.rt.Start(ctx, r.nodeID, cid); err != nil {
+	if err := n.rt.Start(ctx, n.nodeID, cid); err != nil {
 		in.failedStart(hash, err, cid)
 		return
 	}
 	in.setStatus(hash, api.InstanceRunning, "", cid, event)
 	// The next pass finds it running, starts its health watch and counts it.
-	r.trigger()
+	n.trigger()
 }
 
 // restart starts an exited container again. One that cannot be started
 // again (removed from outside dockfleet as it exited: "marked for
 // removal") is replaced by a new one.
 func (in *instance) restart(ctx context.Context, w wanted, c *container.State) {
-	r := in.r
-	r.log.Info("restarting exited container", "instance_id", in.id, "container_id", short(c.ID))
-	if err := r.rt.Start(ctx, r.nodeID, c.ID); err != nil {
-		r.log.Warn("restarting container failed; replacing it", "instance_id", in.id, "container_id", short(c.ID), "err", err)
-		if err := r.rt.Remove(ctx, r.nodeID, c.ID); err != nil {
+	n := in.n
+	n.log.Info("restarting exited container", "instance_id", in.id, "container_id", short(c.ID))
+	if err := n.rt.Start(ctx, n.nodeID, c.ID); err != nil {
+		n.log.Warn("restarting container failed; replacing it", "instance_id", in.id, "container_id", short(c.ID), "err", err)
+		if err := n.rt.Remove(ctx, n.nodeID, c.ID); err != nil {
 			// Its removal is under way: its destroy event brings the pass
 			// that finds it gone and creates the new one.
-			r.log.Info("container still being removed; recreating it once it is gone", "instance_id", in.id, "container_id", short(c.ID), "err", err)
+			n.log.Info("container still being removed; recreating it once it is gone", "instance_id", in.id, "container_id", short(c.ID), "err", err)
 			return
 		}
 		in.create(ctx, w, eventReplaced)
 		return
 	}
 	in.mu.Lock()
-	in.restarts.Restarted(r.clock.Now())
+	in.restarts.Restarted(n.clock.Now())
 	in.mu.Unlock()
 	in.setStatus(w.spec.SpecHash, api.InstanceRunning, "", c.ID, fmt.Sprintf(eventRestarted, c.ExitCode))
-	r.trigger()
+	n.trigger()
 }
 
 // watchHealth starts the health watch of the instance's running container.
 func (in *instance) watchHealth(ctx context.Context, w wanted, c *container.State) {
-	r, hash, id := in.r, w.spec.SpecHash, c.ID
+	n, hash, id := in.n, w.spec.SpecHash, c.ID
 	wctx, cancel := context.WithCancel(ctx)
 	in.mu.Lock()
 	in.watch, in.watchedID = cancel, id
 	in.mu.Unlock()
-	target := health.Target{IP: c.IP, ContainerID: id, NodeID: r.nodeID, Exec: r.rt}
+	target := health.Target{IP: c.IP, ContainerID: id, NodeID: n.nodeID, Exec: n.rt}
 	hc := *w.container.HealthCheck
-	r.watches.Add(1) // run waits for it
+	n.watches.Add(1) // run waits for it
 	go func() {
-		defer r.watches.Done()
+		defer n.watches.Done()
 		health.Watch(wctx, hc, target, func(s health.Status) {
 			if wctx.Err() != nil {
 				return
 			}
 			if s.Healthy {
 				in.setStatus(hash, api.InstanceHealthy, "", id, "")
-				r.trigger() // a start-first replacement may now take over
+				n.trigger() // a start-first replacement may now take over
 			} else {
 				in.setStatus(hash, api.InstanceUnhealthy, s.Reason, id, "")
 			}

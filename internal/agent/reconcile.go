@@ -37,17 +37,11 @@ const desiredFile = "desired.json"
 // container the runtime lists; Docker events and new desired states only
 // make the next pass come sooner.
 type reconciler struct {
-	rt      Runtime
-	nodeID  string
+	*node
 	dataDir string
 	resync  time.Duration
-	clock   clockwork.Clock
-	log     *slog.Logger
-	wake    chan struct{}
 	// onReconciled, if set, is called after each pass with its number.
 	onReconciled func(pass uint64)
-	// watches are the health-watch goroutines; run waits for them.
-	watches sync.WaitGroup
 	// outboxReady is signalled when statuses wait in the outbox.
 	outboxReady chan struct{}
 
@@ -69,9 +63,10 @@ type reconciler struct {
 }
 
 func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, clock clockwork.Clock, log *slog.Logger) *reconciler {
-	r := &reconciler{rt: rt, nodeID: nodeID, dataDir: dataDir, resync: resync, clock: clock, log: log,
-		wake: make(chan struct{}, 1), outboxReady: make(chan struct{}, 1),
+	r := &reconciler{node: &node{rt: rt, nodeID: nodeID, clock: clock, log: log, wake: make(chan struct{}, 1)},
+		dataDir: dataDir, resync: resync, outboxReady: make(chan struct{}, 1),
 		insts: map[string]*instance{}, outbox: map[string]bool{}}
+	r.queue = r.queueStatus
 	if b, err := os.ReadFile(filepath.Join(dataDir, desiredFile)); err == nil {
 		var d agentproto.DesiredState
 		if err := json.Unmarshal(b, &d); err == nil {
@@ -81,13 +76,6 @@ func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, clo
 		}
 	}
 	return r
-}
-
-func (r *reconciler) trigger() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
 }
 
 // setDesired takes a new desired state from the server.
@@ -213,8 +201,8 @@ func (r *reconciler) setHostErr(msg string) {
 	r.hostErr = msg
 }
 
-// queue marks an instance's status for the server and wakes the forwarder.
-func (r *reconciler) queue(id string) {
+// queueStatus marks an instance's status for the server and wakes the forwarder.
+func (r *reconciler) queueStatus(id string) {
 	r.mu.Lock()
 	r.outbox[id] = true
 	r.mu.Unlock()
@@ -359,7 +347,7 @@ func (r *reconciler) ensureInstance(id string) *instance {
 	defer r.mu.Unlock()
 	in := r.insts[id]
 	if in == nil {
-		in = newInstance(r, id)
+		in = newInstance(r.node, id)
 		r.insts[id] = in
 	}
 	return in
