@@ -19,8 +19,10 @@ import (
 // instance owns one desired instance: its status, pinned digest, restart
 // history, backoff timer and health watch. Each pass hands it its wanted
 // spec and its containers; decide says what to do and converge does it.
-// Nothing else changes its state, so an invariant of one instance (the
-// watch probes watched's container) lives under one lock, in.mu.
+// Only its own methods change its state (the pass through converge, its
+// health watch through setStatus), so an invariant of one instance (the
+// watch probes watchedID's container) lives under one lock, in.mu, and
+// instances never wait for each other.
 //
 // Locking: in.mu is never held across runtime calls, nor while calling
 // n.queue. The reconciler may take in.mu while holding its own lock (to
