@@ -451,7 +451,15 @@ func (a *Agent) wait(ctx context.Context, d time.Duration) bool {
 // jittered is how long to wait before a retry whose backoff is backoff:
 // "full jitter", anything up to it. A fleet that lost its server, or a
 // crowd of agents enrolling at once over a server's limit, then comes back
-// spread out instead of in waves that are refused together.
+// spread out instead of in waves that are refused together. It waits at
+// least minWait, so a retry never spins, and never more than backoff, the
+// bound callers promise (refusedBackoff).
 func jittered(backoff time.Duration) time.Duration {
-	return time.Duration(rand.Int64N(int64(backoff))) + 100*time.Millisecond
+	if backoff <= minWait {
+		return minWait
+	}
+	return minWait + time.Duration(rand.Int64N(int64(backoff-minWait)))
 }
+
+// minWait is the shortest wait before a retry.
+const minWait = 100 * time.Millisecond
