@@ -48,6 +48,7 @@ var postgresDialect = newDialect(&dialect{
 	// transaction's reads still hold when it commits.
 	txOptions:        &sql.TxOptions{Isolation: sql.LevelSerializable},
 	greatest:         "GREATEST",
+	lockTable:        "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE",
 	lockEvents:       "SELECT pg_advisory_xact_lock(" + strconv.Itoa(eventsLock) + ")",
 	rolloutRevisions: `(o.data::json->>'fromRevision')::bigint, (o.data::json->>'toRevision')::bigint`,
 })
@@ -78,7 +79,10 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(pgMaxConns)
 	db.SetMaxIdleConns(pgMaxConns)
-	if err := db.PingContext(ctx); err != nil {
+	// The timeout bounds each address pgx tries; this bounds them all.
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: connecting to %s: %s", where, connectCause(err, cfg.ConnectTimeout))
 	}

@@ -54,6 +54,10 @@ type dialect struct {
 	rolloutRevisions string
 	// lockEvents, if set, runs in a transaction before it inserts events.
 	lockEvents string
+	// lockTable, if set, is the statement (with %s for the table) that
+	// makes a transaction wait for the others writing a table before it
+	// reads anything (see dbtx.serialize).
+	lockTable string
 
 	// Queries made from the above once, when the dialect is.
 	updateNodeStatuses, pruneRevisions string
@@ -131,6 +135,23 @@ func (x dbtx) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 func (x dbtx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
 	return x.r.PrepareContext(ctx, x.d.bind(query))
+}
+
+// serialize, as the first statement of a transaction, makes it wait for
+// the transactions writing table and holds off others until it ends. It
+// is for a row every writer of the table updates, such as an enrollment
+// token's use count: retried serializable transactions would all conflict
+// on it, and fail after their last attempt when many run at once. On
+// PostgreSQL it takes a table lock before the transaction's snapshot (a
+// transaction takes that at its first query, not at LOCK TABLE), so
+// serializable transactions do not conflict on the row either; SQLite has
+// one writer at a time anyway.
+func (x dbtx) serialize(ctx context.Context, table string) error {
+	if x.d.lockTable == "" {
+		return nil
+	}
+	_, err := x.r.ExecContext(ctx, fmt.Sprintf(x.d.lockTable, table))
+	return err
 }
 
 // migrate brings the database to the newest schema this binary knows, and
@@ -354,6 +375,9 @@ func (s *sqlStore) RevokeEnrollToken(ctx context.Context, id string) error {
 func (s *sqlStore) Enroll(ctx context.Context, tokenID string, check func(api.EnrollToken, string, *api.Node) error, n api.Node) (api.Node, error) {
 	var out api.Node
 	err := s.tx(ctx, func(tx dbtx) error {
+		if err := tx.serialize(ctx, "enroll_tokens"); err != nil {
+			return err
+		}
 		t, hash, err := scanEnrollToken(tx.QueryRowContext(ctx, `SELECT `+enrollTokenCols+` FROM enroll_tokens WHERE id = ?`, tokenID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("enrollment token %s: %w", tokenID, ErrNotFound)
