@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -175,5 +177,27 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 				t.Errorf("Open: %v; want %q and what to do", err, want)
 			}
 		})
+	}
+}
+
+// TestOpenPostgresTogether starts several stores at once on one new
+// database, as replicas do: one migrates, the others wait, and all open.
+func TestOpenPostgresTogether(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	errs := make(chan error, 4)
+	for range cap(errs) {
+		go func() {
+			s, err := store.OpenPostgres(context.Background(), dsn)
+			if err == nil {
+				err = s.CreateAPIToken(context.Background(), fmt.Sprint(time.Now().UnixNano(), rand.Int()), "x", "h")
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
