@@ -274,3 +274,56 @@ func missing(want, got []int64) string {
 	}
 	return fmt.Sprintf("missing %v", m)
 }
+
+// testNodeBatchesRace writes heartbeat times and node statuses in batches
+// of many nodes from several writers at once, as the liveness of several
+// servers does: every batch must succeed, and the latest time stays.
+func testNodeBatchesRace(t *testing.T, s store.Store) {
+	const nodes, rounds = 300, 4
+	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t", CreatedAt: time.Now()}, "h"); err != nil {
+		t.Fatal(err)
+	}
+	pass := func(api.EnrollToken, string, *api.Node) error { return nil }
+	for i := range nodes {
+		if _, err := s.Enroll(ctx, "t", pass, newNode(fmt.Sprint("n", i), fmt.Sprint("node", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := func(round, writer int) time.Time { return time.Unix(1e9+int64(round*10+writer), 0).UTC() }
+	errs := race(4, func(w int) error {
+		for r := range rounds {
+			var err error
+			if w%2 == 0 {
+				seen := map[string]time.Time{}
+				for i := range nodes {
+					seen[fmt.Sprint("n", i)] = at(r, w)
+				}
+				err = s.SetLastSeen(ctx, seen)
+			} else {
+				var ss []store.NodeStatus
+				for i := range nodes {
+					ss = append(ss, store.NodeStatus{ID: fmt.Sprint("n", i), State: api.NodeReady, LastSeen: at(r, w)})
+				}
+				err = s.UpdateNodeStatuses(ctx, ss)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	latest := at(rounds-1, 3)
+	list, err := s.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range list {
+		if !n.LastSeen.Equal(latest) {
+			t.Errorf("node %s last seen %v; want the latest batch's %v", n.ID, n.LastSeen, latest)
+			break
+		}
+	}
+}
