@@ -38,7 +38,6 @@ const pgConnectTimeout = 10 * time.Second
 const eventsLock = 0x646f636b6576
 
 var postgresDialect = newDialect(&dialect{
-	name:       "PostgreSQL",
 	goose:      goose.DialectPostgres,
 	migrations: postgresMigrations,
 	dir:        "migrations/postgres",

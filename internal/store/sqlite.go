@@ -22,7 +22,6 @@ const maxConns = 8
 // sqliteDialect is SQLite's: its ? placeholders as written, and
 // immediate transactions (the _txlock of the DSN) that serialise writers.
 var sqliteDialect = newDialect(&dialect{
-	name:       "SQLite",
 	goose:      goose.DialectSQLite3,
 	migrations: sqliteMigrations,
 	dir:        "migrations/sqlite",

@@ -38,7 +38,6 @@ func newSQLStore(db *sql.DB, d *dialect) sqlStore {
 
 // dialect is what differs between the engines, and nothing else.
 type dialect struct {
-	name       string
 	goose      goose.Dialect
 	migrations embed.FS
 	dir        string
