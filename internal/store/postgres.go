@@ -85,6 +85,8 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: connecting to %s: %s", where, connectCause(err, cfg.ConnectTimeout))
 	}
+	// Servers starting together migrate one at a time, under an advisory
+	// lock: the others ask for it every second, for 5 minutes at most.
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		db.Close()
