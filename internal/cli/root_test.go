@@ -59,6 +59,8 @@ func TestUsageErrors(t *testing.T) {
 		{"server bad int", []string{"server", "--data-dir", "x", "--missed-heartbeats", "three"}, `invalid argument "three"`},
 		{"server bad image policy", []string{"server", "--data-dir", "x", "--image-policy", "trustNodes"}, `"trustNodes" is not an image policy; use resolveOnServer, pinFromNodes or unpinned`},
 		{"server args", []string{"server", "now"}, `unknown command "now" for "dockfleet server"`},
+		{"server unknown store", []string{"server", "--data-dir", "x", "--store", "mysql://u:pw@db/x"},
+			`store: unknown kind of store URL "mysql:": use sqlite:PATH, postgres://USER:PASSWORD@HOST:PORT/DATABASE`},
 		{"agent without server", []string{"agent", "--data-dir", "x"}, "--server is required"},
 		{"agent without data dir", []string{"agent", "--server", "h:7401"}, "--data-dir is required"},
 		{"agent bad labels", []string{"agent", "--server", "h:7401", "--data-dir", "x", "--labels", "a=b,,c=d"}, "empty label between commas"},

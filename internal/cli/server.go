@@ -40,7 +40,9 @@ CLI users and agents trust, and a bootstrap admin API token
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the store, the CA and the admin token (required)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the CA, the admin token and the default store (required)")
+	f.StringVar(&cfg.Store, "store", "", "where the state is kept: sqlite:PATH, or a PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DATABASE "+
+		"(or a keyword/value DSN) that several servers can share (default: SQLite in DATA_DIR/dockfleet.db)")
 	f.StringVar(&cfg.APIAddr, "api-addr", def.APIAddr, "HOST:PORT of the HTTPS REST API")
 	f.StringVar(&cfg.AgentAddr, "agent-addr", def.AgentAddr, "HOST:PORT agents connect to (mTLS)")
 	f.IntVar(&cfg.ExpectedAgents, "expected-agents", def.ExpectedAgents, "agents this server should hold: it warns at start when its open-file limit "+

@@ -59,3 +59,14 @@ func TestServerStartsAndStops(t *testing.T) {
 		t.Fatal("server did not stop in 10s after its context ended")
 	}
 }
+
+// TestServerStoreUnreachable checks that a server whose PostgreSQL does not
+// answer stops at once, saying where it tried, without the password.
+func TestServerStoreUnreachable(t *testing.T) {
+	r := runCLI(t, nil, "", "server", "--data-dir", t.TempDir(), "--api-addr", "127.0.0.1:0", "--agent-addr", "127.0.0.1:0",
+		"--store", "postgres://dockfleet:s3cret@127.0.0.1:1/fleet")
+	want := "store: connecting to PostgreSQL at 127.0.0.1:1 (database fleet, user dockfleet): connection refused"
+	if r.code != exitFailure || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "s3cret") {
+		t.Errorf("exit code %d, stderr %q; want %d and %q, without the password", r.code, r.stderr, exitFailure, want)
+	}
+}

@@ -39,8 +39,13 @@ import (
 // sets only what it changes; it refuses a value that is set but invalid
 // (Validate), such as a negative interval, rather than replacing it.
 type Config struct {
-	// DataDir holds the store, the CA, the server certificate and admin.token.
+	// DataDir holds the CA, the server certificate, admin.token and, when
+	// Store is empty, the store.
 	DataDir string
+	// Store is where the state is kept (store.Open): empty for SQLite in
+	// DataDir, sqlite:PATH, or a PostgreSQL URL (postgres://…) or
+	// keyword/value DSN.
+	Store string
 	// APIAddr is the HTTPS REST API listener; default 127.0.0.1:7400.
 	APIAddr string
 	// AgentAddr is the agents' gRPC (mTLS) listener; default :7401.
@@ -203,6 +208,9 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data directory: required (--data-dir)"))
 	}
+	if err := store.CheckURL(c.Store); err != nil {
+		errs = append(errs, fmt.Errorf("%w (--store)", err))
+	}
 	check(c.APIAddr != "", "API address", `""`, "required", "--api-addr")
 	check(c.AgentAddr != "", "agent address", `""`, "required", "--agent-addr")
 	check(c.ExpectedAgents >= 0, "expected agents", c.ExpectedAgents, "must be 0 or more", "--expected-agents")
@@ -317,7 +325,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading server certificate: %w", err)
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "dockfleet.db"))
+	st, err := store.Open(ctx, cfg.Store, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/pgtest"
 	"github.com/dockfleet/dockfleet/internal/server"
 	"github.com/dockfleet/dockfleet/internal/servertest"
 	"github.com/dockfleet/dockfleet/internal/sim"
@@ -28,7 +29,21 @@ type testServer struct{ *servertest.Fixture }
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
-	return &testServer{servertest.Start(t, func(cfg *server.Config) { cfg.HeartbeatInterval = 500 * time.Millisecond })}
+	return startServerOn(t, "")
+}
+
+// startServerOn starts the test server on the store engine names: "sqlite"
+// (or "", the default) or "postgres" (a database of its own).
+func startServerOn(t *testing.T, engine string) *testServer {
+	t.Helper()
+	var url string
+	if engine == "postgres" {
+		url = pgtest.DSN(t)
+	}
+	return &testServer{servertest.Start(t, func(cfg *server.Config) {
+		cfg.HeartbeatInterval = 500 * time.Millisecond
+		cfg.Store = url
+	})}
 }
 
 func (ts *testServer) token(t *testing.T, uses int) string {
@@ -320,8 +335,16 @@ func TestFleetRollsOutAndReconnects(t *testing.T) {
 	})
 }
 
+// TestUnhealthyFractionRollsBack runs on both store engines: agents enroll,
+// report, and roll out and back through the store.
 func TestUnhealthyFractionRollsBack(t *testing.T) {
-	ts := startServer(t)
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) { testUnhealthyFractionRollsBack(t, engine) })
+	}
+}
+
+func testUnhealthyFractionRollsBack(t *testing.T, engine string) {
+	ts := startServerOn(t, engine)
 	r := runSim(t, sim.Config{
 		Server:            ts.Server.AgentAddr(),
 		Token:             ts.token(t, agents),

@@ -6,22 +6,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
 )
 
-func (s *SQLite) ApplyRevision(ctx context.Context, d api.Deployment, rev api.Revision, ro api.Rollout, events []api.Event) (api.Deployment, error) {
+func (s *sqlStore) ApplyRevision(ctx context.Context, d api.Deployment, rev api.Revision, ro api.Rollout, events []api.Event) (api.Deployment, error) {
 	var out api.Deployment
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx dbtx) error {
+		events := slices.Clip(events) // appending copies: an attempt run again starts from the caller's
 		var err error
 		if out, err = putDeployment(ctx, tx, d); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO revisions (project, deployment, number, spec, image_digest, pinned_by, pinned_by_name, cause, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rev.Project, rev.Deployment, rev.Number, toJSON(rev.Spec), rev.ImageDigest, rev.PinnedBy, rev.PinnedByName, rev.Cause, nanos(rev.CreatedAt))
-		if isUnique(err) || (err != nil && strings.Contains(err.Error(), "PRIMARY KEY")) {
+		if isUnique(err) {
 			return fmt.Errorf("revision %d of %s/%s: %w", rev.Number, rev.Project, rev.Deployment, ErrExists)
 		}
 		if err != nil {
@@ -68,7 +69,7 @@ func scanRevision(row interface{ Scan(...any) error }) (api.Revision, error) {
 
 const revisionCols = `project, deployment, number, spec, image_digest, pinned_by, pinned_by_name, cause, created_at`
 
-func (s *SQLite) GetRevision(ctx context.Context, project, deployment string, number int64) (api.Revision, error) {
+func (s *sqlStore) GetRevision(ctx context.Context, project, deployment string, number int64) (api.Revision, error) {
 	r, err := scanRevision(s.db.QueryRowContext(ctx, `SELECT `+revisionCols+` FROM revisions WHERE project = ? AND deployment = ? AND number = ?`,
 		project, deployment, number))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -77,7 +78,7 @@ func (s *SQLite) GetRevision(ctx context.Context, project, deployment string, nu
 	return r, err
 }
 
-func (s *SQLite) ListRevisions(ctx context.Context, project, deployment string) ([]api.Revision, error) {
+func (s *sqlStore) ListRevisions(ctx context.Context, project, deployment string) ([]api.Revision, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+revisionCols+` FROM revisions WHERE project = ? AND deployment = ? ORDER BY number`, project, deployment)
 	if err != nil {
 		return nil, err
@@ -94,9 +95,9 @@ func (s *SQLite) ListRevisions(ctx context.Context, project, deployment string) 
 	return out, rows.Err()
 }
 
-func (s *SQLite) PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest, nodeID, nodeName string) (api.Revision, error) {
+func (s *sqlStore) PinRevisionDigest(ctx context.Context, project, deployment string, number int64, digest, nodeID, nodeName string) (api.Revision, error) {
 	var rev api.Revision
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx dbtx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE revisions SET image_digest = ?, pinned_by = ?, pinned_by_name = ? WHERE project = ? AND deployment = ? AND number = ? AND image_digest = ''`,
 			digest, nodeID, nodeName, project, deployment, number); err != nil {
 			return err
@@ -112,11 +113,7 @@ func (s *SQLite) PinRevisionDigest(ctx context.Context, project, deployment stri
 	return rev, err
 }
 
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func activeRollouts(ctx context.Context, q querier, where string, args ...any) ([]api.Rollout, error) {
+func activeRollouts(ctx context.Context, q dbtx, where string, args ...any) ([]api.Rollout, error) {
 	rows, err := q.QueryContext(ctx, `SELECT data, version FROM rollouts `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, err
@@ -141,7 +138,7 @@ func activeRollouts(ctx context.Context, q querier, where string, args ...any) (
 	return out, rows.Err()
 }
 
-func (s *SQLite) LatestRollout(ctx context.Context, project, deployment string) (api.Rollout, error) {
+func (s *sqlStore) LatestRollout(ctx context.Context, project, deployment string) (api.Rollout, error) {
 	rs, err := activeRollouts(ctx, s.db, `WHERE project = ? AND deployment = ?`, project, deployment)
 	if err != nil {
 		return api.Rollout{}, err
@@ -152,11 +149,11 @@ func (s *SQLite) LatestRollout(ctx context.Context, project, deployment string) 
 	return rs[len(rs)-1], nil
 }
 
-func (s *SQLite) ActiveRollouts(ctx context.Context) ([]api.Rollout, error) {
+func (s *sqlStore) ActiveRollouts(ctx context.Context) ([]api.Rollout, error) {
 	return activeRollouts(ctx, s.db, `WHERE state IN (?, ?)`, api.RolloutRunning, api.RolloutPaused)
 }
 
-func updateRollout(ctx context.Context, tx *sql.Tx, r api.Rollout) (api.Rollout, error) {
+func updateRollout(ctx context.Context, tx dbtx, r api.Rollout) (api.Rollout, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = ?, data = ?, version = version + 1 WHERE id = ? AND version = ?`,
 		r.State, toJSON(r), r.ID, r.Version)
 	if err != nil {
@@ -169,10 +166,11 @@ func updateRollout(ctx context.Context, tx *sql.Tx, r api.Rollout) (api.Rollout,
 	return r, nil
 }
 
-func (s *SQLite) StepRollout(ctx context.Context, r api.Rollout, moves []InstanceMove, stable *int64, events []api.Event) (api.Rollout, error) {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+func (s *sqlStore) StepRollout(ctx context.Context, r api.Rollout, moves []InstanceMove, stable *int64, events []api.Event) (api.Rollout, error) {
+	var out api.Rollout
+	err := s.tx(ctx, func(tx dbtx) error {
 		var err error
-		if r, err = updateRollout(ctx, tx, r); err != nil {
+		if out, err = updateRollout(ctx, tx, r); err != nil {
 			return err
 		}
 		now := nanos(time.Now())
@@ -190,10 +188,18 @@ func (s *SQLite) StepRollout(ctx context.Context, r api.Rollout, moves []Instanc
 		}
 		return appendEvents(ctx, tx, events)
 	})
-	return r, err
+	if err != nil {
+		return r, err
+	}
+	return out, nil
 }
 
-func appendEvents(ctx context.Context, tx *sql.Tx, events []api.Event) error {
+func appendEvents(ctx context.Context, tx dbtx, events []api.Event) error {
+	if len(events) > 0 && tx.d.lockEvents != "" {
+		if _, err := tx.ExecContext(ctx, tx.d.lockEvents); err != nil {
+			return err
+		}
+	}
 	for _, e := range events {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO events (time, project, deployment, rollout, type, message) VALUES (?, ?, ?, ?, ?, ?)`,
 			nanos(e.Time), e.Project, e.Deployment, e.Rollout, e.Type, e.Message); err != nil {
@@ -203,14 +209,14 @@ func appendEvents(ctx context.Context, tx *sql.Tx, events []api.Event) error {
 	return nil
 }
 
-func (s *SQLite) AppendEvents(ctx context.Context, events []api.Event) error {
+func (s *sqlStore) AppendEvents(ctx context.Context, events []api.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error { return appendEvents(ctx, tx, events) })
+	return s.tx(ctx, func(tx dbtx) error { return appendEvents(ctx, tx, events) })
 }
 
-func (s *SQLite) ListEvents(ctx context.Context, f EventFilter) ([]api.Event, error) {
+func (s *sqlStore) ListEvents(ctx context.Context, f EventFilter) ([]api.Event, error) {
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 1000
 	}
@@ -236,28 +242,19 @@ func (s *SQLite) ListEvents(ctx context.Context, f EventFilter) ([]api.Event, er
 	return out, rows.Err()
 }
 
-func (s *SQLite) PruneRevisions(ctx context.Context, keep int) (int64, error) {
-	// Revision numbers count up from 1 without gaps but for pruned ones,
-	// so the keep newest are the numbers above revision - keep.
-	res, err := s.db.ExecContext(ctx, `DELETE FROM revisions WHERE rowid IN (
-		SELECT r.rowid FROM revisions r JOIN deployments d ON d.project = r.project AND d.name = r.deployment
-		WHERE r.number <= d.revision - ? AND r.number <> d.stable_revision
-		AND NOT EXISTS (SELECT 1 FROM instances i
-			WHERE i.project = r.project AND i.deployment = r.deployment AND i.revision = r.number)
-		AND NOT EXISTS (SELECT 1 FROM rollouts o
-			WHERE o.project = r.project AND o.deployment = r.deployment AND o.state IN (?, ?)
-			AND r.number IN (json_extract(o.data, '$.fromRevision'), json_extract(o.data, '$.toRevision'))))`,
-		keep, api.RolloutRunning, api.RolloutPaused)
+func (s *sqlStore) PruneRevisions(ctx context.Context, keep int) (int64, error) {
+	res, err := s.db.ExecContext(ctx, s.d.pruneRevisions, keep, api.RolloutRunning, api.RolloutPaused)
 	if err != nil {
 		return 0, fmt.Errorf("pruning revisions: %w", err)
 	}
 	return res.RowsAffected()
 }
 
-func (s *SQLite) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
-	// Sequence numbers have no gaps but for pruned events, so the keep
-	// newest are the numbers above the last one less keep.
-	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE time < ? OR seq <= (SELECT MAX(seq) FROM events) - ?`,
+func (s *sqlStore) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	// The keep newest are those after the (keep+1)th newest; sequence
+	// numbers may have gaps (PostgreSQL's, of transactions that did not
+	// commit), so it is found by counting, not by subtraction.
+	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE time < ? OR seq <= (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)`,
 		nanos(before), keep)
 	if err != nil {
 		return 0, fmt.Errorf("pruning events: %w", err)

@@ -1,6 +1,10 @@
-// Package store persists dockfleet's objects. Store is the one contract; the
-// embedded SQLite backend implements it today and PostgreSQL will for several
-// server replicas, both checked by the same conformance suite in storetest.
+// Package store persists dockfleet's objects. Store is the one contract,
+// with two backends: SQLite, embedded, and PostgreSQL, which several server
+// replicas can share (Open picks one from a URL). Both run the same SQL
+// (sqlstore.go), a dialect holding what differs, and pass the same
+// conformance suite in storetest. On PostgreSQL, transactions are
+// serializable and run again when they lose a race, so they keep the
+// guarantees of SQLite's one writer at a time.
 //
 // Every object carries a Version, bumped by each write: an update names the
 // version it read and fails with ErrConflict when another write came between.

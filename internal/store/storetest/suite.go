@@ -34,6 +34,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Events", testEvents},
 		{"PruneRevisions", testPruneRevisions},
 		{"PruneEvents", testPruneEvents},
+		{"OptimisticUpdatesRace", testOptimisticRace},
+		{"EnrollOneUseRace", testEnrollOneUse},
+		{"PinRevisionDigestRace", testPinRace},
+		{"ApplyRevisionRace", testApplyRace},
+		{"EventsVisibleInOrder", testEventsInOrder},
+		{"NodeBatchesRace", testNodeBatchesRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
