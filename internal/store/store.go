@@ -126,6 +126,14 @@ type Store interface {
 	// UpdateInstanceStatuses records many reports in one transaction and
 	// says which of them matched an instance, by the same rules.
 	UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error)
+
+	// AcquireLease takes lease name for holder for ttl, by the store's
+	// clock, if it is free or expired, renews it if holder holds it, and
+	// returns it as it then is: held by holder or by another replica. A
+	// lease that changes hands gets the next epoch.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error)
+	// ReleaseLease ends holder's lease name of epoch, if it still holds it.
+	ReleaseLease(ctx context.Context, name, holder string, epoch int64) error
 }
 
 // RevokedNode is a node identity the agent endpoint refuses.

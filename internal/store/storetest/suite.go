@@ -40,6 +40,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ApplyRevisionRace", testApplyRace},
 		{"EventsVisibleInOrder", testEventsInOrder},
 		{"NodeBatchesRace", testNodeBatchesRace},
+		{"Leases", testLeases},
+		{"LeaseExpires", testLeaseExpires},
+		{"LeaseOneHolderUnderConcurrency", testLeaseOneHolderUnderConcurrency},
+		{"FencedWrites", testFencedWrites},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
