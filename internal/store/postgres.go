@@ -45,9 +45,11 @@ var postgresDialect = newDialect(&dialect{
 	// Serializable transactions, run again when they lose a race (see
 	// sqlStore.tx), give what SQLite's one writer at a time gives: a
 	// transaction's reads still hold when it commits.
-	txOptions:        &sql.TxOptions{Isolation: sql.LevelSerializable},
-	greatest:         "GREATEST",
-	lockTable:        "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE",
+	txOptions: &sql.TxOptions{Isolation: sql.LevelSerializable},
+	greatest:  "GREATEST",
+	lockTable: "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE",
+	// The database server's clock: replicas never compare their own.
+	now:              `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000`,
 	lockEvents:       "SELECT pg_advisory_xact_lock(" + strconv.Itoa(eventsLock) + ")",
 	rolloutRevisions: `(o.data::json->>'fromRevision')::bigint, (o.data::json->>'toRevision')::bigint`,
 })

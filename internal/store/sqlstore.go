@@ -57,6 +57,9 @@ type dialect struct {
 	// makes a transaction wait for the others writing a table before it
 	// reads anything (see dbtx.serialize).
 	lockTable string
+	// now, if set, is the query of the database server's time in Unix
+	// nanoseconds (storeNow); without it the store's time is this process's.
+	now string
 
 	// Queries made from the above once, when the dialect is.
 	updateNodeStatuses, pruneRevisions string
@@ -219,7 +222,15 @@ func (s *sqlStore) tx1(ctx context.Context, f func(tx dbtx) error) error {
 	if err != nil {
 		return err
 	}
-	if err := f(dbtx{r: tx, d: s.d}); err != nil {
+	x := dbtx{r: tx, d: s.d}
+	// The fence is checked last, in the transaction: f's first statement
+	// may need to come first (serialize), and the check holds until the
+	// commit either way.
+	if err := f(x); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := checkFence(ctx, x); err != nil {
 		tx.Rollback()
 		return err
 	}

@@ -126,6 +126,30 @@ type Store interface {
 	// UpdateInstanceStatuses records many reports in one transaction and
 	// says which of them matched an instance, by the same rules.
 	UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error)
+
+	// AcquireLease takes lease name for holder for ttl, by the store's
+	// clock, if it is free or expired, renews it if holder holds it, and
+	// returns it as it then is: held by holder or by another replica. A
+	// lease that changes hands gets the next epoch.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error)
+	// ReleaseLease ends holder's lease name of epoch, if it still holds it.
+	ReleaseLease(ctx context.Context, name, holder string, epoch int64) error
+
+	// What the server replicas sharing the store tell each other: which
+	// replicas run, which holds each node's stream, the leader's desired
+	// states for the others to deliver, and agents' reports for the leader.
+	ReplicaSeen(ctx context.Context, r Replica) error
+	ListReplicas(ctx context.Context) ([]Replica, error)
+	DeleteReplica(ctx context.Context, id string) error
+	UpdateSessions(ctx context.Context, ss []Session) error
+	ListSessions(ctx context.Context) ([]Session, error)
+	PutDesiredStates(ctx context.Context, ds []DesiredState) (int64, error)
+	DeleteDesiredStates(ctx context.Context, nodeIDs []string) error
+	DesiredSince(ctx context.Context, after int64) ([]DesiredState, int64, error)
+	DesiredStates(ctx context.Context, nodeIDs []string) ([]DesiredState, error)
+	AppendReports(ctx context.Context, rs []Report) error
+	Reports(ctx context.Context, limit int) ([]Report, error)
+	DeleteReports(ctx context.Context, seqs []int64) error
 }
 
 // RevokedNode is a node identity the agent endpoint refuses.

@@ -40,6 +40,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ApplyRevisionRace", testApplyRace},
 		{"EventsVisibleInOrder", testEventsInOrder},
 		{"NodeBatchesRace", testNodeBatchesRace},
+		{"Leases", testLeases},
+		{"LeaseExpires", testLeaseExpires},
+		{"LeaseOneHolderUnderConcurrency", testLeaseOneHolderUnderConcurrency},
+		{"FencedWrites", testFencedWrites},
+		{"Replicas", testReplicas},
+		{"Sessions", testSessions},
+		{"DesiredStates", testDesiredStates},
+		{"DesiredStatesInOrder", testDesiredStatesInOrder},
+		{"Reports", testReports},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
