@@ -139,7 +139,9 @@ func TestReplicasShareOneIdentity(t *testing.T) {
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	b2 := servertest.Start(t, func(cfg *server.Config) { cfg.DataDir, cfg.KeyFile = dirB, filepath.Join(a.DataDir, server.DefaultKeyFile) })
+	b2 := servertest.Start(t, func(cfg *server.Config) {
+		cfg.DataDir, cfg.KeyFile = dirB, filepath.Join(a.DataDir, server.DefaultKeyFile)
+	})
 	if b2.AdminToken != a.AdminToken || caFingerprint(t, dirB) != caFingerprint(t, a.DataDir) {
 		t.Error("replica b restarted has another admin token or CA")
 	}
