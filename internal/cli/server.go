@@ -28,8 +28,8 @@ func newServerCommand(e *env) *cobra.Command {
 On first start on a new store it creates the key file (DATA_DIR/store.key
 unless --key-file names another), its certificate authority, which CLI users
 and agents trust, and a bootstrap admin API token. The CA's key and the token
-are kept in the store, sealed with the key file's key; every start writes
-DATA_DIR/ca.crt and DATA_DIR/admin.token from them.
+are kept in the store, sealed with the key file's key; a start writes
+DATA_DIR/ca.crt and DATA_DIR/admin.token from them when they are missing.
 
 Several replicas share one store (PostgreSQL): give every replica the same
 key file, and they are one server, with one CA and one admin token. Back the
