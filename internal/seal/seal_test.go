@@ -234,3 +234,45 @@ func TestParseKeyFileErrors(t *testing.T) {
 		t.Errorf("reordered file with comments: %v, %v; want key %s", got, err, k.ID())
 	}
 }
+
+// FuzzParseKeyFile: no input panics the key file parser, and a file it
+// accepts holds a key that writes back to a file it reads as the same key.
+func FuzzParseKeyFile(f *testing.F) {
+	k, err := NewKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(MarshalKeyFile(k))
+	f.Add([]byte("version: 1\nid: 00\nkey: AAAA\n"))
+	f.Add([]byte("# only a comment\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := ParseKeyFile("fuzz", data)
+		if err != nil {
+			if !errors.Is(err, ErrKeyFileFormat) {
+				t.Fatalf("error %v does not wrap ErrKeyFileFormat", err)
+			}
+			return
+		}
+		again, err := ParseKeyFile("again", MarshalKeyFile(k))
+		if err != nil || again.ID() != k.ID() {
+			t.Fatalf("written back: %v, %v; want key %s", again, err, k.ID())
+		}
+	})
+}
+
+// FuzzOpen: no blob panics Open, and none but a sealed one opens.
+func FuzzOpen(f *testing.F) {
+	k, err := NewKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	blob, _ := k.Seal("ca", []byte("secret"))
+	f.Add(blob)
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plain, err := k.Open("ca", data)
+		if err == nil && !bytes.Equal(data, blob) {
+			t.Fatalf("a blob Seal did not make opened to %q", plain)
+		}
+	})
+}
