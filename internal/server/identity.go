@@ -62,7 +62,7 @@ type identity struct {
 	key     *seal.Key
 }
 
-// openKey returns the key that seals the store's secrets, from the key
+// openKey sets id.key, the key that seals the store's secrets, from the key
 // file. Without a key file, a store holding no sealed secret yet (a new
 // one, or one from before sealing) gets a new key, written to the key
 // file; a store holding some cannot be opened, and the error says so.
