@@ -23,6 +23,7 @@ import (
 // devOptions are the flags of dockfleet dev.
 type devOptions struct {
 	dataDir    string
+	keyFile    string
 	apiAddr    string
 	agentAddr  string
 	name       string
@@ -63,6 +64,7 @@ The data dir defaults to $XDG_STATE_HOME/dockfleet/dev, else
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "", "directory of the server's and the agent's state (default $XDG_STATE_HOME/dockfleet/dev or ~/.dockfleet/dev)")
+	f.StringVar(&o.keyFile, "key-file", "", "key file that seals the server's CA key and admin token in its store (default DATA_DIR/"+server.DefaultKeyFile+", created if absent)")
 	def := server.DefaultConfig()
 	f.StringVar(&o.apiAddr, "api-addr", def.APIAddr, "HOST:PORT of the HTTPS REST API")
 	// Its agent is on this host: the agents' endpoint need not be reachable from others.
@@ -116,7 +118,7 @@ func runDev(ctx context.Context, e *env, o *devOptions) error {
 	}
 
 	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.APIAddr, cfg.AgentAddr = o.dataDir, o.apiAddr, o.agentAddr
+	cfg.DataDir, cfg.KeyFile, cfg.APIAddr, cfg.AgentAddr = o.dataDir, o.keyFile, o.apiAddr, o.agentAddr
 	cfg.Logger = log.With("component", "server")
 	srv, err := server.New(ctx, cfg)
 	if err != nil {

@@ -25,9 +25,16 @@ func newServerCommand(e *env) *cobra.Command {
 		Short: "Run the control plane: the REST API, the agents' endpoint and the controllers",
 		Long: `Run the dockfleet server until interrupted.
 
-On first start it creates its certificate authority (DATA_DIR/ca.crt), which
-CLI users and agents trust, and a bootstrap admin API token
-(DATA_DIR/admin.token).`,
+On first start on a new store it creates the key file (DATA_DIR/store.key
+unless --key-file names another), its certificate authority, which CLI users
+and agents trust, and a bootstrap admin API token. The CA's key and the token
+are kept in the store, sealed with the key file's key; a start writes
+DATA_DIR/ca.crt and DATA_DIR/admin.token from them when they are missing.
+
+Several replicas share one store (PostgreSQL): give every replica the same
+key file, and they are one server, with one CA and one admin token. Back the
+key file up apart from the store: without it the store's secrets cannot be
+opened (docs/operations.md#key-file).`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The server validates its configuration itself, for every
@@ -40,9 +47,11 @@ CLI users and agents trust, and a bootstrap admin API token
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the CA, the admin token and the default store (required)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the default store, the key file, ca.crt, the server certificate and admin.token (required)")
 	f.StringVar(&cfg.Store, "store", "", "where the state is kept: sqlite:PATH, or a PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DATABASE "+
 		"(or a keyword/value DSN) that several servers can share (default: SQLite in DATA_DIR/dockfleet.db)")
+	f.StringVar(&cfg.KeyFile, "key-file", "", "key file that seals the CA key and admin token in the store, the same for every replica; "+
+		"created on first start if absent (default DATA_DIR/"+server.DefaultKeyFile+")")
 	f.StringVar(&cfg.APIAddr, "api-addr", def.APIAddr, "HOST:PORT of the HTTPS REST API")
 	f.StringVar(&cfg.AgentAddr, "agent-addr", def.AgentAddr, "HOST:PORT agents connect to (mTLS)")
 	f.IntVar(&cfg.ExpectedAgents, "expected-agents", def.ExpectedAgents, "agents this server should hold: it warns at start when its open-file limit "+
@@ -106,7 +115,8 @@ func runServer(ctx context.Context, e *env, cfg server.Config) error {
 	fmt.Fprintf(e.stdout, "  API:          %s\n", srv.APIURL())
 	fmt.Fprintf(e.stdout, "  agents:       %s\n", srv.AgentAddr())
 	fmt.Fprintf(e.stdout, "  CA:           %s\n", srv.CAFile())
-	fmt.Fprintf(e.stdout, "  admin token:  %s\n\n", srv.AdminTokenFile())
+	fmt.Fprintf(e.stdout, "  admin token:  %s\n", srv.AdminTokenFile())
+	fmt.Fprintf(e.stdout, "  key file:     %s (back it up; every replica needs it)\n\n", srv.KeyFile())
 	fmt.Fprintf(e.stdout, "Create an enrollment token for agents with 'dockfleet token create'.\n")
 	return serve(ctx, "server", srv.Run)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -20,7 +21,7 @@ func TestLoadOrCreateCA(t *testing.T) {
 	if !created {
 		t.Errorf("first call: created = false; want true")
 	}
-	if got := fileMode(t, filepath.Join(dir, caKeyFile)); got != 0o600 {
+	if got := fileMode(t, filepath.Join(dir, CAKeyFile)); got != 0o600 {
 		t.Errorf("ca.key mode = %v; want 0600", got)
 	}
 	if got := fileMode(t, dir); got != 0o700 {
@@ -86,12 +87,12 @@ func TestLoadOrCreateCAErrors(t *testing.T) {
 		want  error
 	}{
 		{"cert without key", func(t *testing.T, dir string) { copyFile(t, dir, CACertFile) }, ErrCAIncomplete},
-		{"key without cert", func(t *testing.T, dir string) { copyFile(t, dir, caKeyFile) }, ErrCAIncomplete},
+		{"key without cert", func(t *testing.T, dir string) { copyFile(t, dir, CAKeyFile) }, ErrCAIncomplete},
 		{"key of another CA", func(t *testing.T, dir string) {
 			if _, _, err := LoadOrCreateCA(dir); err != nil {
 				t.Fatal(err)
 			}
-			copyFile(t, dir, caKeyFile)
+			copyFile(t, dir, CAKeyFile)
 		}, ErrKeyMismatch},
 		{"expired", func(t *testing.T, dir string) {
 			if _, err := createCA(dir, time.Now().Add(-caValidity-time.Hour)); err != nil {
@@ -107,19 +108,19 @@ func TestLoadOrCreateCAErrors(t *testing.T) {
 			if err := os.Rename(filepath.Join(dir, serverCertFile), filepath.Join(dir, CACertFile)); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Rename(filepath.Join(dir, serverKeyFile), filepath.Join(dir, caKeyFile)); err != nil {
+			if err := os.Rename(filepath.Join(dir, serverKeyFile), filepath.Join(dir, CAKeyFile)); err != nil {
 				t.Fatal(err)
 			}
 		}, ErrNotCA},
 		{"cert is not PEM", func(t *testing.T, dir string) {
-			copyFile(t, dir, caKeyFile)
+			copyFile(t, dir, CAKeyFile)
 			if err := os.WriteFile(filepath.Join(dir, CACertFile), []byte("garbage"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}, ErrInvalidPEM},
 		{"key is not PEM", func(t *testing.T, dir string) {
 			copyFile(t, dir, CACertFile)
-			if err := os.WriteFile(filepath.Join(dir, caKeyFile), []byte("garbage"), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, CAKeyFile), []byte("garbage"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}, ErrInvalidPEM},
@@ -148,7 +149,7 @@ func TestLoadOrCreateCAIncompleteMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err := LoadOrCreateCA(dir)
-	keyPath, certPath := filepath.Join(dir, caKeyFile), filepath.Join(dir, CACertFile)
+	keyPath, certPath := filepath.Join(dir, CAKeyFile), filepath.Join(dir, CACertFile)
 	want := "pki: CA is incomplete: " + keyPath + " exists but " + certPath + " does not; restore it, or remove " +
 		keyPath + " to create a new CA (every agent then has to enroll again)"
 	if err == nil || err.Error() != want {
@@ -157,5 +158,59 @@ func TestLoadOrCreateCAIncompleteMessage(t *testing.T) {
 	// The lone key is kept for the operator to decide.
 	if _, err := os.Stat(keyPath); err != nil {
 		t.Errorf("ca.key after the error: %v", err)
+	}
+}
+
+// A CA kept as PEM (sealed in the store) comes back as the same CA, able
+// to sign for the agents that trust it.
+func TestCAPEMRoundTrip(t *testing.T) {
+	ca, err := NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := ca.MarshalPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseCA("sealed CA", data)
+	if err != nil {
+		t.Fatalf("ParseCA: %v", err)
+	}
+	if again.Fingerprint() != ca.Fingerprint() {
+		t.Fatalf("fingerprint %s; want %s", again.Fingerprint(), ca.Fingerprint())
+	}
+	// A node certificate the parsed CA signs verifies against the original.
+	id := newTestIdentity(t, again, "node-1", time.Hour)
+	if _, err := id.Leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("a certificate the parsed CA signed does not verify against the original: %v", err)
+	}
+
+	other, _ := NewCA()
+	otherPEM, _ := other.MarshalPEM()
+	otherKey := otherPEM[len(other.CertPEM()):]
+	for name, tc := range map[string]struct {
+		data []byte
+		want error
+	}{
+		"certificate only":  {ca.CertPEM(), ErrInvalidPEM},
+		"key only":          {data[len(ca.CertPEM()):], ErrInvalidPEM},
+		"another CA's key":  {append(ca.CertPEM(), otherKey...), ErrKeyMismatch},
+		"not PEM":           {[]byte("hello"), ErrInvalidPEM},
+		"key then cert too": {append(slices.Clone(otherKey), ca.CertPEM()...), ErrKeyMismatch},
+	} {
+		_, err := ParseCA("sealed CA", tc.data)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v; want %v", name, err, tc.want)
+		}
+	}
+}
+
+func TestLoadCAMissing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadCA(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("empty dir: got %v; want fs.ErrNotExist", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("LoadCA wrote %d files; want none", len(entries))
 	}
 }

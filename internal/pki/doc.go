@@ -1,9 +1,9 @@
 // Package pki is dockfleet's built-in certificate authority and everything
-// that rests on it: the CA the server creates in its data dir on first start,
-// the server certificate of its REST API and agent endpoint, the client
-// certificates that name enrolled nodes, the agent's stored identity, the
-// enrollment and API token formats, and the TLS configuration of every
-// listener and client.
+// that rests on it: the CA the server creates on first start (and keeps
+// sealed in its store, as MarshalPEM gives it), the server certificate of its
+// REST API and agent endpoint, the client certificates that name enrolled
+// nodes, the agent's stored identity, the enrollment and API token formats,
+// and the TLS configuration of every listener and client.
 //
 // Trust is bootstrapped the way Docker Swarm does it: an enrollment token
 // carries the SHA-256 fingerprint of the CA certificate, so an agent that has

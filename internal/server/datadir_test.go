@@ -58,7 +58,7 @@ func TestDataDirIsPrivateWhateverItWasBefore(t *testing.T) {
 			}
 			return nil
 		})
-		for _, f := range []string{"dockfleet.db", "dockfleet.db-wal", "ca.key", "ca.crt", "admin.token"} {
+		for _, f := range []string{"dockfleet.db", "dockfleet.db-wal", DefaultKeyFile, "ca.crt", "server.key", "admin.token"} {
 			if !strings.Contains(strings.Join(files, " "), f) {
 				t.Errorf("%s: no %s in the data dir (%v); the check would miss it", when, f, files)
 			}

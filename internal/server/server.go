@@ -39,13 +39,19 @@ import (
 // sets only what it changes; it refuses a value that is set but invalid
 // (Validate), such as a negative interval, rather than replacing it.
 type Config struct {
-	// DataDir holds the CA, the server certificate, admin.token and, when
-	// Store is empty, the store.
+	// DataDir holds the key file (unless KeyFile is elsewhere), a copy
+	// of the CA certificate, this replica's server certificate,
+	// admin.token and, when Store is empty, the store.
 	DataDir string
 	// Store is where the state is kept (store.Open): empty for SQLite in
 	// DataDir, sqlite:PATH, or a PostgreSQL URL (postgres://…) or
 	// keyword/value DSN.
 	Store string
+	// KeyFile is the key file that seals the secrets every replica of
+	// the store shares (the CA key, the admin token); every replica must
+	// be given the same one. Default DataDir/store.key, created on first
+	// start when the store holds no sealed secret yet.
+	KeyFile string
 	// APIAddr is the HTTPS REST API listener; default 127.0.0.1:7400.
 	APIAddr string
 	// AgentAddr is the agents' gRPC (mTLS) listener; default :7401.
@@ -293,13 +299,16 @@ type Server struct {
 	hosts    []string // the server certificate's
 	api      *restapi.Handler
 	adminTok string // path
+	keyFile  string // path
 
 	mu   sync.Mutex // guards used
 	used bool       // by Run or Close: what New acquired is theirs to release
 }
 
-// New opens the store, loads or creates the CA and certificates, makes the
-// bootstrap admin token on first start, and binds both listeners.
+// New opens the store and the key file, loads the identity every replica
+// of the store shares (the CA and the bootstrap admin token, created by
+// the first replica to start), this replica's server certificate, and
+// binds both listeners.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -313,28 +322,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := datadir.Secure(cfg.DataDir, cfg.Logger); err != nil {
 		return nil, err
 	}
-	ca, created, err := pki.LoadOrCreateCA(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("loading CA: %w", err)
-	}
-	if created {
-		cfg.Logger.Info("created certificate authority", "ca_file", filepath.Join(cfg.DataDir, "ca.crt"), "fingerprint", ca.Fingerprint())
-	}
-	hosts := append(serverHosts(), cfg.Hosts...)
-	cert, err := pki.LoadOrCreateServerCertificate(cfg.DataDir, ca, hosts)
-	if err != nil {
-		return nil, fmt.Errorf("loading server certificate: %w", err)
-	}
 	st, err := store.Open(ctx, cfg.Store, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, ca: ca, cert: pki.NewServerCert(cert), hosts: hosts,
-		adminTok: filepath.Join(cfg.DataDir, "admin.token")}
-	if err := s.ensureAdminToken(ctx); err != nil {
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	if err := s.loadIdentity(ctx, st); err != nil {
 		st.Close()
 		return nil, err
 	}
+	ca := s.ca
 	events := restapi.NewEventBell()
 	s.fleet, err = newFleet(ctx, st, cfg, events)
 	if err != nil {
@@ -593,6 +590,9 @@ func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
 
 // CAFile is the path of the CA certificate clients trust.
 func (s *Server) CAFile() string { return filepath.Join(s.cfg.DataDir, "ca.crt") }
+
+// KeyFile is the path of the key file that seals the store's secrets.
+func (s *Server) KeyFile() string { return s.keyFile }
 
 // AdminTokenFile is the path of the bootstrap admin API token.
 func (s *Server) AdminTokenFile() string { return s.adminTok }

@@ -150,6 +150,12 @@ type Store interface {
 	AppendReports(ctx context.Context, rs []Report) error
 	Reports(ctx context.Context, limit int) ([]Report, error)
 	DeleteReports(ctx context.Context, seqs []int64) error
+
+	// PutSealedIfAbsent stores sec unless a secret of its name is stored
+	// already, and returns the one stored then, and whether it was sec.
+	PutSealedIfAbsent(ctx context.Context, sec Sealed) (Sealed, bool, error)
+	// GetSealed returns the sealed secret name; ErrNotFound if there is none.
+	GetSealed(ctx context.Context, name string) (Sealed, error)
 }
 
 // RevokedNode is a node identity the agent endpoint refuses.

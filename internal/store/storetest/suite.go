@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DesiredStates", testDesiredStates},
 		{"DesiredStatesInOrder", testDesiredStatesInOrder},
 		{"Reports", testReports},
+		{"Sealed", testSealed}, {"SealedRace", testSealedRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })

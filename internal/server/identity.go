@@ -1,0 +1,339 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/dockfleet/dockfleet/internal/datadir"
+	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/seal"
+	"github.com/dockfleet/dockfleet/internal/store"
+)
+
+// A server's identity is what every replica of one store shares: the CA
+// agents and users trust, and the bootstrap admin token. Both live in the
+// store, sealed with the key of the key file every replica is given
+// (package seal), so that a replica started anywhere, with a new data dir,
+// is the same server as the others. What stays per replica is in its data
+// dir: the server certificate for its own hosts (issued by the shared CA),
+// a copy of ca.crt for users, and admin.token.
+
+// DefaultKeyFile is the key file's name in the data dir when
+// Config.KeyFile is not set. (server.key is the server certificate's key.)
+const DefaultKeyFile = "store.key"
+
+// The names of the sealed secrets in the store. A blob opens only under
+// its own name.
+const (
+	sealedCA         = "ca"
+	sealedAdminToken = "admin-token"
+)
+
+// keyFileDoc is where an operator reads about the key file.
+const keyFileDoc = "docs/operations.md#key-file"
+
+// sealedStore is the part of the store that start-up reads and writes the
+// shared identity with.
+type sealedStore interface {
+	PutSealedIfAbsent(ctx context.Context, sec store.Sealed) (store.Sealed, bool, error)
+	GetSealed(ctx context.Context, name string) (store.Sealed, error)
+	CreateAPIToken(ctx context.Context, id, name, secretHash string) error
+	APITokenHash(ctx context.Context, id string) (string, error)
+}
+
+// identity opens the key file and the CA at start. A replica that cannot
+// be the same server as the others refuses before it writes anything: a
+// key file that does not open the store's secrets, or a data dir whose
+// CA is not the store's.
+type identity struct {
+	st      sealedStore
+	dataDir string
+	keyPath string
+	log     *slog.Logger
+	key     *seal.Key
+}
+
+// openKey sets id.key, the key that seals the store's secrets, from the key
+// file. Without a key file, a store holding no sealed secret yet (a new
+// one, or one from before sealing) gets a new key, written to the key
+// file; a store holding some cannot be opened, and the error says so.
+func (id *identity) openKey(ctx context.Context) error {
+	key, err := seal.LoadKeyFile(id.keyPath)
+	missing := errors.Is(err, fs.ErrNotExist)
+	if err != nil && !missing {
+		return err
+	}
+	// Any sealed secret names the key the store needs.
+	var sealed []store.Sealed
+	for _, name := range []string{sealedCA, sealedAdminToken} {
+		sec, err := id.st.GetSealed(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		sealed = append(sealed, sec)
+	}
+	if missing {
+		if len(sealed) > 0 {
+			return fmt.Errorf("the store's secrets are sealed with key %s; there is no key file at %s: copy the key file of the other replicas there (or restore it from a backup), or name it with --key-file (%s)",
+				sealed[0].KeyID, id.keyPath, keyFileDoc)
+		}
+		key, err = seal.CreateKeyFile(id.keyPath)
+		if errors.Is(err, fs.ErrExist) { // made by another process meanwhile
+			key, err = seal.LoadKeyFile(id.keyPath)
+		}
+		if err != nil {
+			return err
+		}
+		id.log.Info("created key file: back it up apart from the store, and give every server replica this same file",
+			"key_file", id.keyPath, "key_id", key.ID(), "docs", keyFileDoc)
+	}
+	for _, sec := range sealed {
+		if sec.KeyID != key.ID() {
+			return id.wrongKey(sec.KeyID, key)
+		}
+	}
+	id.key = key
+	return nil
+}
+
+func (id *identity) wrongKey(storeKeyID string, key *seal.Key) error {
+	return fmt.Errorf("the store's secrets are sealed with key %s; --key-file %s holds key %s: give every replica the same key file (%s)",
+		storeKeyID, id.keyPath, key.ID(), keyFileDoc)
+}
+
+// open opens sec with the key, naming the key the store needs when it is
+// another.
+func (id *identity) open(sec store.Sealed) ([]byte, error) {
+	plain, err := id.key.Open(sec.Name, sec.Blob)
+	if errors.Is(err, seal.ErrWrongKey) {
+		return nil, id.wrongKey(sec.KeyID, id.key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store secret %s: %w", sec.Name, err)
+	}
+	return plain, nil
+}
+
+// putIfAbsent seals plain as name unless the store has name already, and
+// returns what the store holds then, opened: plain, or what another
+// replica stored first.
+func (id *identity) putIfAbsent(ctx context.Context, name string, plain []byte) (stored []byte, created bool, err error) {
+	blob, err := id.key.Seal(name, plain)
+	if err != nil {
+		return nil, false, err
+	}
+	sec, created, err := id.st.PutSealedIfAbsent(ctx, store.Sealed{Name: name, KeyID: id.key.ID(), Blob: blob})
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
+		return plain, true, nil
+	}
+	stored, err = id.open(sec)
+	return stored, false, err
+}
+
+// loadCA returns the store's CA. A store without one gets the data dir's
+// ca.crt and ca.key, the CA of a server from before sealing, whose agents
+// must keep trusting it; or else a new CA. The data dir's ca.crt, which
+// users copy, is written if missing; one of another CA is refused, as it
+// may be what some agents trust.
+func (id *identity) loadCA(ctx context.Context) (*pki.CA, error) {
+	ca, err := id.storedCA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	certPath := filepath.Join(id.dataDir, pki.CACertFile)
+	onDisk, err := os.ReadFile(certPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := datadir.WriteFile(certPath, ca.CertPEM(), datadir.FileMode); err != nil {
+			return nil, fmt.Errorf("writing the CA certificate: %w", err)
+		}
+		return ca, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	if fp := certFingerprint(onDisk); fp != ca.Fingerprint() {
+		return nil, fmt.Errorf("%s is CA %s, but the store's CA is %s: this data dir is from another fleet's server. "+
+			"Move %s and %s aside (keep them while agents trust that CA) to join this store's fleet, or start on the store that CA belongs to (%s)",
+			certPath, fp, ca.Fingerprint(), pki.CACertFile, pki.CAKeyFile, keyFileDoc)
+	}
+	return ca, nil
+}
+
+// storedCA opens the store's CA, storing one first if it has none.
+func (id *identity) storedCA(ctx context.Context) (*pki.CA, error) {
+	sec, err := id.st.GetSealed(ctx, sealedCA)
+	if err == nil {
+		plain, err := id.open(sec)
+		if err != nil {
+			return nil, err
+		}
+		return pki.ParseCA("the store", plain)
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	ca, err := pki.LoadCA(id.dataDir)
+	fromDir := err == nil
+	if errors.Is(err, fs.ErrNotExist) {
+		ca, err = pki.NewCA()
+	}
+	if err != nil {
+		return nil, err
+	}
+	plain, err := ca.MarshalPEM()
+	if err != nil {
+		return nil, err
+	}
+	stored, created, err := id.putIfAbsent(ctx, sealedCA, plain)
+	if err != nil {
+		return nil, fmt.Errorf("storing the CA: %w", err)
+	}
+	if !created { // another replica stored its CA first
+		return pki.ParseCA("the store", stored)
+	}
+	keyPath := filepath.Join(id.dataDir, pki.CAKeyFile)
+	if fromDir {
+		// Never deleted here: it is the operator's, and may be the only
+		// copy outside a store whose key file is not yet backed up.
+		id.log.Info("sealed the data dir's CA in the store; every replica now shares it, and the key file is not needed in the data dir: "+
+			"delete it once the store and the key file are backed up", "fingerprint", ca.Fingerprint(), "ca_key_file", keyPath, "docs", keyFileDoc)
+	} else {
+		id.log.Info("created certificate authority", "ca_file", filepath.Join(id.dataDir, pki.CACertFile), "fingerprint", ca.Fingerprint())
+	}
+	return ca, nil
+}
+
+// certFingerprint is the fingerprint of the first certificate in PEM data,
+// as pki.CA.Fingerprint gives it; "" if data holds none.
+func certFingerprint(data []byte) string {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return ""
+		}
+		if block.Type == "CERTIFICATE" {
+			sum := sha256.Sum256(block.Bytes)
+			return hex.EncodeToString(sum[:])
+		}
+	}
+}
+
+// adminToken returns the bootstrap admin API token, made once per store:
+// the store's, or, if it has none, the data dir's admin.token of a server
+// from before sealing, or else a new one. Its hash is an API token of the
+// store like any other.
+func (id *identity) adminToken(ctx context.Context, tokPath string) (string, error) {
+	sec, err := id.st.GetSealed(ctx, sealedAdminToken)
+	var tok string
+	switch {
+	case err == nil:
+		plain, err := id.open(sec)
+		if err != nil {
+			return "", err
+		}
+		tok = string(plain)
+	case errors.Is(err, store.ErrNotFound):
+		tok = id.fileToken(ctx, tokPath)
+		fromFile := tok != ""
+		if !fromFile {
+			tok, _, _ = pki.NewAPIToken()
+		}
+		stored, created, err := id.putIfAbsent(ctx, sealedAdminToken, []byte(tok))
+		if err != nil {
+			return "", fmt.Errorf("storing the admin token: %w", err)
+		}
+		tok = string(stored)
+		if created && fromFile {
+			id.log.Info("sealed the data dir's admin token in the store; every replica now writes it to its admin.token", "file", tokPath)
+		}
+	default:
+		return "", err
+	}
+	tid, secret, err := pki.ParseAPIToken(tok)
+	if err != nil {
+		return "", fmt.Errorf("the store's admin token: %w", err)
+	}
+	// Created by the first replica, or by an older server; a crash
+	// between sealing and here leaves it to the next start.
+	err = id.st.CreateAPIToken(ctx, tid, "admin", pki.HashSecret(secret))
+	if errors.Is(err, store.ErrExists) {
+		var hash string
+		if hash, err = id.st.APITokenHash(ctx, tid); err == nil && !pki.SecretMatches(secret, hash) {
+			err = fmt.Errorf("API token %s is in the store with another secret than the sealed admin token's", tid)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("storing the admin token: %w", err)
+	}
+	return tok, nil
+}
+
+// fileToken is the API token in the file at path if the store knows it,
+// else "".
+func (id *identity) fileToken(ctx context.Context, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if !id.validToken(ctx, string(data)) {
+		return ""
+	}
+	return string(bytes.TrimSpace(data))
+}
+
+// validToken reports whether tok is an API token of the store.
+func (id *identity) validToken(ctx context.Context, tok string) bool {
+	tid, secret, err := pki.ParseAPIToken(tok)
+	if err != nil {
+		return false
+	}
+	hash, err := id.st.APITokenHash(ctx, tid)
+	return err == nil && pki.SecretMatches(secret, hash)
+}
+
+// loadIdentity opens the key file, the shared CA and admin token, and
+// this replica's server certificate, and writes the data dir's copies.
+func (s *Server) loadIdentity(ctx context.Context, st sealedStore) error {
+	s.keyFile = s.cfg.KeyFile
+	if s.keyFile == "" {
+		s.keyFile = filepath.Join(s.cfg.DataDir, DefaultKeyFile)
+	}
+	id := &identity{st: st, dataDir: s.cfg.DataDir, keyPath: s.keyFile, log: s.log}
+	if err := id.openKey(ctx); err != nil {
+		return err
+	}
+	ca, err := id.loadCA(ctx)
+	if err != nil {
+		return fmt.Errorf("loading CA: %w", err)
+	}
+	tok, err := id.adminToken(ctx, s.adminTok)
+	if err != nil {
+		return err
+	}
+	hosts := append(serverHosts(), s.cfg.Hosts...)
+	cert, err := pki.LoadOrCreateServerCertificate(s.cfg.DataDir, ca, hosts)
+	if err != nil {
+		return fmt.Errorf("loading server certificate: %w", err)
+	}
+	if err := s.writeAdminToken(ctx, id, tok); err != nil {
+		return err
+	}
+	s.ca, s.cert, s.hosts = ca, pki.NewServerCert(cert), hosts
+	return nil
+}
