@@ -182,6 +182,11 @@ func (s *SQLite) StepRollout(ctx context.Context, r api.Rollout, moves []Instanc
 				return err
 			}
 		}
+		if len(moves) > 0 {
+			if err := bumpStateSeq(ctx, tx); err != nil {
+				return err
+			}
+		}
 		if stable != nil {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET stable_revision = ?, version = version + 1 WHERE project = ? AND name = ?`,
 				*stable, r.Project, r.Deployment); err != nil {

@@ -396,8 +396,10 @@ func (s *SQLite) DeleteNode(ctx context.Context, id, reason string, at time.Time
 		if _, err := tx.ExecContext(ctx, `DELETE FROM instances WHERE node_id = ?`, id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id)
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id); err != nil {
+			return err
+		}
+		return bumpStateSeq(ctx, tx)
 	})
 }
 
@@ -581,7 +583,7 @@ func (s *SQLite) DeleteDeployment(ctx context.Context, project, name string) err
 				return err
 			}
 		}
-		return nil
+		return bumpStateSeq(ctx, tx)
 	})
 }
 
@@ -643,7 +645,7 @@ func (s *SQLite) ApplyPlacement(ctx context.Context, add []api.Instance, remove 
 				return err
 			}
 		}
-		return nil
+		return bumpStateSeq(ctx, tx)
 	})
 }
 
@@ -690,6 +692,6 @@ func (s *SQLite) SetInstanceRevision(ctx context.Context, ids []string, revision
 				return err
 			}
 		}
-		return nil
+		return bumpStateSeq(ctx, tx)
 	})
 }
