@@ -80,12 +80,23 @@ func (c *Controller) AgentStateSeq(ctx context.Context, nodeID string, seq uint6
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if seq <= s.sent.Load() {
+		return "" // another agent's call read the store meanwhile
+	}
 	if was, ok := s.held[nodeID]; ok && was == seq {
 		return HeldText(seq, s.sent.Load())
 	}
-	// The pass that sent the agent its state may not have stored what
-	// it read yet: the store decides, and records the hold if there is one.
-	q, err := c.store.HoldStateSeq(ctx, seq)
+	// Before the first pass (a server just started, its agents
+	// reconnecting at once) nothing was read yet: one read serves them
+	// all. Only an agent still ahead of it costs a write.
+	q, err := c.store.StateSeq(ctx)
+	if err == nil {
+		raiseTo(&s.sent, q.Sent())
+		if seq <= q.Sent() {
+			return ""
+		}
+		q, err = c.store.HoldStateSeq(ctx, seq)
+	}
 	if err != nil {
 		c.log.Error("recording a node ahead of the store", "node_id", nodeID, "state_seq", seq, "err", err)
 		return ""
