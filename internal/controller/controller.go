@@ -282,11 +282,11 @@ func (c *Controller) schedule(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	seq, err := c.readStateSeq(ctx)
+	seq, salt, err := c.readStateSeq(ctx)
 	if err != nil {
 		return err
 	}
-	c.push(dirty, pullReqs, seq)
+	c.push(dirty, pullReqs, seq, salt)
 	return nil
 }
 

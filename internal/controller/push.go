@@ -26,13 +26,15 @@ const MaxDesiredState = 3 << 20
 // push, and sends the ones that changed. It builds and hashes them with no
 // lock held: the fan-out's lock is only taken to compare and swap. Each
 // state carries seq, the store's state sequence read after the view.
-func (c *Controller) push(dirty map[string]bool, pullReqs map[string][]string, seq uint64) {
-	// The sequence is no part of the key: a change sends only the nodes it
-	// changes. Accepting a restored state changes the salt, which sends
-	// every node its state again, with the raised sequence.
-	var salt string
-	if n := c.seqs.salt.Load(); n != 0 {
-		salt = "/" + strconv.FormatUint(n, 10)
+//
+// The sequence is no part of a state's key: a change sends only the nodes
+// it changes. The key has salt instead (readStateSeq), which accepting a
+// restored state changes: every node is sent its state again, with the
+// raised sequence.
+func (c *Controller) push(dirty map[string]bool, pullReqs map[string][]string, seq, salt uint64) {
+	var keySuffix string
+	if salt != 0 {
+		keySuffix = "/" + strconv.FormatUint(salt, 10)
 	}
 	v := c.view
 	if dirty != nil {
@@ -58,7 +60,7 @@ func (c *Controller) push(dirty map[string]bool, pullReqs map[string][]string, s
 		}
 		sort.Slice(specs, func(i, j int) bool { return specs[i].Id < specs[j].Id })
 		pulls := pullReqs[id]
-		key := fanout.Key(specs, pulls) + salt
+		key := fanout.Key(specs, pulls) + keySuffix
 		if c.out.Unchanged(id, key) {
 			continue
 		}

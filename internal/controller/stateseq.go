@@ -31,16 +31,21 @@ type stateSeqs struct {
 }
 
 // readStateSeq reads the sequence to send with the desired states of a
-// pass. It is read after the view the states are built from, so that it
-// is at or above the sequence of every change they include.
-func (c *Controller) readStateSeq(ctx context.Context) (uint64, error) {
+// pass, and the salt of their keys. It is read after the view the states
+// are built from, so that it is at or above the sequence of every change
+// they include. The salt is read first: AcceptRestore changes it after it
+// raised the sequence, so a pass that keys its states with a new salt
+// sends them with the raised sequence, and one that read the old salt
+// leaves them to the pass AcceptRestore asks for.
+func (c *Controller) readStateSeq(ctx context.Context) (seq, salt uint64, err error) {
+	salt = c.seqs.salt.Load()
 	q, err := c.store.StateSeq(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading the state sequence: %w", err)
+		return 0, 0, fmt.Errorf("reading the state sequence: %w", err)
 	}
-	sent := q.Sent()
-	raiseTo(&c.seqs.sent, sent)
-	return sent, nil
+	seq = q.Sent()
+	raiseTo(&c.seqs.sent, seq)
+	return seq, salt, nil
 }
 
 func raiseTo(v *atomic.Uint64, to uint64) {
