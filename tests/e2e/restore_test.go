@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/dockfleet/dockfleet/internal/container"
 	"github.com/dockfleet/dockfleet/internal/testenv"
@@ -57,8 +60,9 @@ func TestRestoreOlderBackupDestroysNothingUndecided(t *testing.T) {
 	}
 	f.WaitHealthy("web", 2, 30*time.Second)
 	before := map[string]map[string]string{} // node → container ID → image
+	startedBefore := map[string]string{}     // container ID → start time
 	for _, n := range nodes {
-		before[n] = runningOn(t, f, n)
+		before[n] = runningOn(t, f, n, startedBefore)
 		if len(before[n]) != 2 {
 			t.Fatalf("node %s runs %v; want web and api", n, before[n])
 		}
@@ -99,10 +103,14 @@ func TestRestoreOlderBackupDestroysNothingUndecided(t *testing.T) {
 		})
 		f.WaitReconciled(n, 30*time.Second)
 	}
+	startedAfter := map[string]string{}
 	for _, n := range nodes {
-		if got := runningOn(t, f, n); !maps.Equal(got, before[n]) {
+		if got := runningOn(t, f, n, startedAfter); !maps.Equal(got, before[n]) {
 			t.Errorf("node %s after the restore runs %v; want %v: the same containers, none removed, replaced or restarted", n, got, before[n])
 		}
+	}
+	if !maps.Equal(startedAfter, startedBefore) {
+		t.Errorf("container start times after the restore %v; want %v: none restarted", startedAfter, startedBefore)
 	}
 	if !strings.Contains(f.Server.Out.String(), "node held") {
 		t.Errorf("the server logged no warning of held nodes")
@@ -118,7 +126,7 @@ func TestRestoreOlderBackupDestroysNothingUndecided(t *testing.T) {
 	}
 	for _, n := range nodes {
 		testenv.Eventually(t, 60*time.Second, "node "+n+" to run the restored state", func() error {
-			got := runningOn(t, f, n)
+			got := runningOn(t, f, n, nil)
 			if len(got) != 1 {
 				return fmt.Errorf("runs %v", got)
 			}
@@ -139,13 +147,23 @@ func TestRestoreOlderBackupDestroysNothingUndecided(t *testing.T) {
 	}
 }
 
-// runningOn maps the running containers of node's agent to "deployment image".
-func runningOn(t *testing.T, f *harness.Fleet, node string) map[string]string {
+// runningOn maps the running containers of node's agent to "deployment
+// image", and records when each started in started: a container restarted
+// in place keeps its ID, not its start time.
+func runningOn(t *testing.T, f *harness.Fleet, node string, started map[string]string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, c := range f.Containers(node) {
-		if c.State == "running" {
-			out[c.ID] = c.Labels[container.LabelDeployment] + " " + c.Image
+		if c.State != "running" {
+			continue
+		}
+		out[c.ID] = c.Labels[container.LabelDeployment] + " " + c.Image
+		if started != nil {
+			res, err := testenv.SDK(t).ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			started[c.ID] = res.Container.State.StartedAt
 		}
 	}
 	return out
