@@ -110,8 +110,9 @@ the backup, newer revisions) and 'dockfleet nodes' shows them held.
 accept-restore is the decision to let the restored state rule: every node
 is sent its desired state again, above what its agent applied, and the
 agents apply it. They remove the containers the restored store does not
-know and return the others to the revisions it has. It is idempotent: with
-no node held it changes nothing.
+know and return the others to the revisions it has. It also ends the hold
+a backup is born with: run it after every restore, once the nodes are back.
+It is idempotent: with nothing held it changes nothing.
 
 Instead, to keep what the agents run, re-apply the newer specs (dockfleet
 apply) before deciding.`,
@@ -129,7 +130,7 @@ apply) before deciding.`,
 				return render(e.stdout, out, res, nil)
 			}
 			if !res.Accepted {
-				fmt.Fprintf(e.stdout, "No node is held: no agent has applied a newer state than the store's (state %d). Nothing changed.\n", res.FromStateSeq)
+				fmt.Fprintf(e.stdout, "Nothing is held: no agent has applied a newer state than the store's (state %d). Nothing changed.\n", res.FromStateSeq)
 				return nil
 			}
 			fmt.Fprintf(e.stdout, "Accepted the restored state: state sequence %d → %d. Every node is sent its desired state again;\n", res.FromStateSeq, res.ToStateSeq)

@@ -64,7 +64,7 @@ func TestStoreBackupAndAcceptRestore(t *testing.T) {
 
 	vars := map[string]string{envAddr: srv.Server.APIURL(), envToken: srv.AdminToken, envCACert: srv.CAFile}
 	r = runCLI(t, vars, "", "store", "accept-restore")
-	if r.code != 0 || !strings.Contains(r.stdout, "No node is held") {
+	if r.code != 0 || !strings.Contains(r.stdout, "Nothing is held") {
 		t.Errorf("store accept-restore with nothing held: exit %d, %q %q; want it to say nothing changed", r.code, r.stdout, r.stderr)
 	}
 }

@@ -23,6 +23,8 @@ type stateSeqs struct {
 	salt atomic.Uint64
 	// nheld counts held, for the heartbeats' fast path.
 	nheld atomic.Int32
+	// warned is set once the store's hold was logged.
+	warned atomic.Bool
 
 	mu sync.Mutex // guards held; taken by agents ahead only
 	// held maps the nodes whose agent reported a sequence above what the
@@ -45,6 +47,11 @@ func (c *Controller) readStateSeq(ctx context.Context) (seq, salt uint64, err er
 	}
 	seq = q.Sent()
 	raiseTo(&c.seqs.sent, seq)
+	if q.Held != 0 && !c.seqs.warned.Swap(true) {
+		c.log.Warn("the store is held (restored from a backup?): desired states carry its state sequence as it was until "+
+			"'dockfleet store accept-restore'; nodes whose agents applied a newer state keep their containers and show held",
+			"held_state_seq", q.Held, "state_seq", q.Seq, "agent_state_seq", q.Ahead)
+	}
 	return seq, salt, nil
 }
 
@@ -127,7 +134,7 @@ func (c *Controller) AgentStateSeq(ctx context.Context, nodeID string, seq uint6
 
 // AcceptRestore is what accepting a restored state did.
 type AcceptRestore struct {
-	// Accepted is false when no agent was ahead of the store: nothing changed.
+	// Accepted is false when nothing was held: nothing changed.
 	Accepted bool
 	// From is the sequence sent before, To the one sent from now on, above
 	// every sequence an agent reported.
@@ -140,8 +147,9 @@ type AcceptRestore struct {
 // it (they applied a newer state before the store was restored from an
 // older backup): it raises the store's sequence above every sequence an
 // agent reported, and sends every node its desired state again, which
-// the agents then apply, removing what the store does not know. With no
-// agent ahead it changes nothing.
+// the agents then apply, removing what the store does not know. It also
+// ends the hold a backup is born with (store.BackupSQLite). With nothing
+// held it changes nothing.
 func (c *Controller) AcceptRestore(ctx context.Context) (AcceptRestore, error) {
 	s := &c.seqs
 	s.mu.Lock()
@@ -166,6 +174,7 @@ func (c *Controller) AcceptRestore(ctx context.Context) (AcceptRestore, error) {
 	raiseTo(&s.sent, res.To)
 	clear(s.held)
 	s.nheld.Store(0)
+	s.warned.Store(false)
 	s.salt.Add(1)
 	c.log.Warn("restored state accepted: every node is sent its desired state again, above what its agent applied; "+
 		"the agents remove what the store does not know", "from_state_seq", res.From, "to_state_seq", res.To, "held_nodes", len(res.Nodes))

@@ -99,17 +99,28 @@ func schemaVersion(ctx context.Context, db *sql.DB) (int64, error) {
 
 // finishCopy makes the copy at path private and durable, and reads its
 // state sequence (0 for a store older than it) and size.
+//
+// The copy is born held (StateSeq.Held): a server restored from it sends
+// its sequence as it is now, from its first pass on, until the operator
+// accepts the restore. Otherwise the writes a restored server makes before
+// the first agent reports (placement, rollout steps) could raise its
+// sequence to that of agents ahead of it, and they would apply a state
+// that removes what they run, with nobody having decided.
 func finishCopy(ctx context.Context, path string) (uint64, int64, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return 0, 0, err
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(DELETE)") // one file, nothing beside it to lose
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return 0, 0, err
 	}
 	var seq uint64
-	err = db.QueryRowContext(ctx, `SELECT seq FROM state_seq WHERE id = 1`).Scan(&seq)
-	db.Close()
+	err = db.QueryRowContext(ctx, `UPDATE state_seq SET held = CASE held WHEN 0 THEN seq ELSE held END WHERE id = 1 RETURNING seq`).Scan(&seq)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil && !errors.Is(err, sql.ErrNoRows) && !isNoTable(err) {
 		return 0, 0, err
 	}

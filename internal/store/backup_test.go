@@ -91,6 +91,9 @@ func TestBackupWhileWriting(t *testing.T) {
 			t.Errorf("backup %d: %d instances at state sequence %d (reported %d), from %d; want an even number, one sequence step per two",
 				k, len(is), q.Seq, b.StateSeq, base.Seq)
 		}
+		if q.Held != q.Seq {
+			t.Errorf("backup %d: state sequence %+v; want it born held at its sequence, so that a server restored from it cannot overtake the agents", k, q)
+		}
 		if q.Seq < lastSeq {
 			t.Errorf("backup %d is at state sequence %d, older than the backup before it (%d)", k, q.Seq, lastSeq)
 		}
@@ -100,9 +103,9 @@ func TestBackupWhileWriting(t *testing.T) {
 	if lastSeq == base.Seq {
 		t.Errorf("no backup saw a write; the test proves nothing")
 	}
-	leftovers, _ := filepath.Glob(filepath.Join(backups, ".*"))
-	if len(leftovers) != 0 {
-		t.Errorf("temporary files left beside the backups: %v", leftovers)
+	entries, _ := os.ReadDir(backups)
+	if len(entries) != 5 {
+		t.Errorf("the backup directory holds %d entries; want the 5 backups, nothing left beside them", len(entries))
 	}
 }
 

@@ -142,7 +142,7 @@ func TestRestoreOlderBackupDestroysNothingUndecided(t *testing.T) {
 		})
 	}
 	f.WaitHealthy("web", 2, 30*time.Second)
-	if out, code := f.CLI("", "store", "accept-restore"); code != 0 || !strings.Contains(out, "No node is held") {
+	if out, code := f.CLI("", "store", "accept-restore"); code != 0 || !strings.Contains(out, "Nothing is held") {
 		t.Errorf("a second accept-restore: exit %d, %q; want it to change nothing", code, out)
 	}
 }
