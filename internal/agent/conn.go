@@ -58,8 +58,9 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 	}
 	rec.newStream()
 	gen, statuses := rec.snapshot()
+	applied, _ := rec.stateSeq()
 	if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: &agentproto.Hello{
-		ProtocolVersion: agentproto.Version, Facts: a.facts(ctx), Generation: gen, Instances: statuses}}}); err != nil {
+		ProtocolVersion: agentproto.Version, Facts: a.facts(ctx), Generation: gen, Instances: statuses, StateSeq: applied}}}); err != nil {
 		return false, err
 	}
 	first, err := stream.Recv()
@@ -140,7 +141,8 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, rec *rec
 		}
 		u := usage()
 		u.Containers = int32(rec.running())
-		hb := &agentproto.Heartbeat{Usage: u, Error: rec.hostError()}
+		applied, _ := rec.stateSeq()
+		hb := &agentproto.Heartbeat{Usage: u, Error: rec.hostError(), StateSeq: applied}
 		if rec.takeFactsChanged() {
 			hb.Facts = a.facts(ctx)
 		}

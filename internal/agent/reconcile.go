@@ -59,6 +59,9 @@ type reconciler struct {
 	outbox       map[string]bool // instances whose status the server has yet to hear
 	hostErr      string
 	factsChanged bool
+	// holding is the state sequence of the desired state the agent holds
+	// (holds), 0 if it holds none.
+	holding      uint64
 	runningCount int // the containers the last pass left running, desired or not
 }
 
@@ -89,11 +92,18 @@ func newReconciler(rt Runtime, nodeID, dataDir string, resync time.Duration, clo
 //
 // It ignores, and reports false for, a generation older than the one
 // already taken on the same stream.
+//
+// It holds, and reports false for, a desired state from a stale store
+// (holds).
 func (r *reconciler) setDesired(d *agentproto.DesiredState) bool {
 	r.mu.Lock()
 	if r.ordered && r.desired != nil && d.Generation < r.desired.Generation {
 		r.mu.Unlock()
 		r.log.Warn("ignoring an older desired state", "generation", d.Generation, "have", r.desired.Generation)
+		return false
+	}
+	if r.holds(d) {
+		r.mu.Unlock()
 		return false
 	}
 	r.desired, r.ordered = d, true
@@ -114,6 +124,52 @@ func (r *reconciler) setDesired(d *agentproto.DesiredState) bool {
 	r.cache(d)
 	r.trigger()
 	return true
+}
+
+// holds reports whether d comes from a store older than the state the
+// agent applied, and then holds: it takes nothing of d (no container is
+// removed, replaced or started for it), keeps running and healing what
+// it runs, and warns once. A store restored from an older backup sends
+// such states: applying one would remove every container deployed since
+// the backup. Hello and heartbeats carry the agent's sequence, which tells
+// the server; a state at or above it (after dockfleet store
+// accept-restore) is applied again. A state with no sequence (0) comes
+// from a server before protocol version 3 and is applied as before; it
+// keeps the sequence applied, so that the cache still holds the highest.
+// r.mu is held.
+func (r *reconciler) holds(d *agentproto.DesiredState) bool {
+	var applied uint64
+	if r.desired != nil {
+		applied = r.desired.StateSeq
+	}
+	if d.StateSeq == 0 {
+		d.StateSeq = applied
+	}
+	if d.StateSeq < applied {
+		if r.holding == 0 {
+			r.log.Warn("holding: the server sent a desired state from an older store than the one this agent applied "+
+				"(restored from a backup?); keeping every container as it is until an operator decides (dockfleet store accept-restore on the server)",
+				"state_seq", d.StateSeq, "applied_state_seq", applied, "generation", d.Generation)
+		}
+		r.holding = d.StateSeq
+		return true
+	}
+	if r.holding != 0 {
+		r.log.Info("hold ended: the server's desired state is at or above the state applied", "state_seq", d.StateSeq, "applied_state_seq", applied)
+		r.holding = 0
+	}
+	return false
+}
+
+// stateSeq is the highest store state sequence the agent applied, and the
+// sequence of the state it holds, 0 if none.
+func (r *reconciler) stateSeq() (applied, holding uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.desired != nil {
+		applied = r.desired.StateSeq
+	}
+	return applied, r.holding
 }
 
 // cache keeps d in the data dir for a restart while the server is away. A

@@ -461,7 +461,11 @@ type Hello struct {
 	// generation of the desired state the agent last applied (0: none).
 	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
 	// the agent's view of every instance it runs.
-	Instances     []*InstanceStatus `protobuf:"bytes,4,rep,name=instances,proto3" json:"instances,omitempty"`
+	Instances []*InstanceStatus `protobuf:"bytes,4,rep,name=instances,proto3" json:"instances,omitempty"`
+	// state_seq is the highest store state sequence the agent has applied
+	// (0: none, or an agent before version 3). One above the server's store
+	// means the store was restored from an older backup: the agent holds.
+	StateSeq      uint64 `protobuf:"varint,5,opt,name=state_seq,json=stateSeq,proto3" json:"state_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,6 +528,13 @@ func (x *Hello) GetInstances() []*InstanceStatus {
 	return nil
 }
 
+func (x *Hello) GetStateSeq() uint64 {
+	if x != nil {
+		return x.StateSeq
+	}
+	return 0
+}
+
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Usage *Usage                 `protobuf:"bytes,1,opt,name=usage,proto3" json:"usage,omitempty"`
@@ -531,7 +542,9 @@ type Heartbeat struct {
 	// unreachable; empty when all is well.
 	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	// facts are sent again when they changed since Hello.
-	Facts         *Facts `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
+	Facts *Facts `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
+	// state_seq is the agent's applied state sequence, as in Hello.
+	StateSeq      uint64 `protobuf:"varint,5,opt,name=state_seq,json=stateSeq,proto3" json:"state_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -585,6 +598,13 @@ func (x *Heartbeat) GetFacts() *Facts {
 		return x.Facts
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetStateSeq() uint64 {
+	if x != nil {
+		return x.StateSeq
+	}
+	return 0
 }
 
 type Ack struct {
@@ -896,7 +916,13 @@ type DesiredState struct {
 	Instances  []*InstanceSpec `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
 	// pull_images are images to pull now, ahead of a rollout (pre-pull); the
 	// agent answers each with ImagePull.
-	PullImages    []string `protobuf:"bytes,3,rep,name=pull_images,json=pullImages,proto3" json:"pull_images,omitempty"`
+	PullImages []string `protobuf:"bytes,3,rep,name=pull_images,json=pullImages,proto3" json:"pull_images,omitempty"`
+	// state_seq is the server store's state sequence, at or above that of
+	// every change this state includes (0: a server before version 3). An
+	// agent that has applied a higher one holds: this state comes from a
+	// store restored from an older backup, and applying it would remove
+	// what that store does not know.
+	StateSeq      uint64 `protobuf:"varint,4,opt,name=state_seq,json=stateSeq,proto3" json:"state_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -950,6 +976,13 @@ func (x *DesiredState) GetPullImages() []string {
 		return x.PullImages
 	}
 	return nil
+}
+
+func (x *DesiredState) GetStateSeq() uint64 {
+	if x != nil {
+		return x.StateSeq
+	}
+	return 0
 }
 
 type InstanceSpec struct {
@@ -1235,18 +1268,20 @@ const file_agent_proto_rawDesc = "" +
 	"\tImagePull\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xc5\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xe2\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12/\n" +
 	"\x05facts\x18\x02 \x01(\v2\x19.dockfleet.agent.v1.FactsR\x05facts\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12@\n" +
-	"\tinstances\x18\x04 \x03(\v2\".dockfleet.agent.v1.InstanceStatusR\tinstances\"\x83\x01\n" +
+	"\tinstances\x18\x04 \x03(\v2\".dockfleet.agent.v1.InstanceStatusR\tinstances\x12\x1b\n" +
+	"\tstate_seq\x18\x05 \x01(\x04R\bstateSeq\"\xa0\x01\n" +
 	"\tHeartbeat\x12/\n" +
 	"\x05usage\x18\x01 \x01(\v2\x19.dockfleet.agent.v1.UsageR\x05usage\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12/\n" +
-	"\x05facts\x18\x03 \x01(\v2\x19.dockfleet.agent.v1.FactsR\x05facts\"%\n" +
+	"\x05facts\x18\x03 \x01(\v2\x19.dockfleet.agent.v1.FactsR\x05facts\x12\x1b\n" +
+	"\tstate_seq\x18\x05 \x01(\x04R\bstateSeq\"%\n" +
 	"\x03Ack\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -1270,14 +1305,15 @@ const file_agent_proto_rawDesc = "" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"\x8f\x01\n" +
+	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"\xac\x01\n" +
 	"\fDesiredState\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12>\n" +
 	"\tinstances\x18\x02 \x03(\v2 .dockfleet.agent.v1.InstanceSpecR\tinstances\x12\x1f\n" +
 	"\vpull_images\x18\x03 \x03(\tR\n" +
-	"pullImages\"\xd0\x01\n" +
+	"pullImages\x12\x1b\n" +
+	"\tstate_seq\x18\x04 \x01(\x04R\bstateSeq\"\xd0\x01\n" +
 	"\fInstanceSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1e\n" +

@@ -17,7 +17,12 @@ package agentproto
 //     and the agent's own actions (restarted, recreated) as events; an exit
 //     the agent restarts is reported starting, not failed. A version 1
 //     agent still works: it reports neither, and its restarts fail rollouts.
-const Version = 2
+//   - 3 (2026-12-07): DesiredState carries the store's state sequence, and
+//     Hello and Heartbeat the highest one the agent applied: an agent holds
+//     a desired state below it (a store restored from an older backup)
+//     instead of removing what that store does not know. Older agents and
+//     servers send 0, which is applied as before.
+const Version = 3
 
 // MinVersion is the oldest agent protocol version the server still serves.
 const MinVersion = 1

@@ -351,6 +351,11 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	for _, st := range hello.Instances {
 		a.ctl.Status(ctx, nodeID, st)
 	}
+	// An agent ahead of the store holds what it is sent; its node says so
+	// at once, not at its first heartbeat.
+	if held := a.ctl.AgentStateSeq(ctx, nodeID, hello.StateSeq); held != "" {
+		a.live.Heartbeat(nodeID, liveness.Heartbeat{Error: held})
+	}
 
 	for {
 		msg, err := stream.Recv()
@@ -367,7 +372,11 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 		a.limits.cleanMessage(nodeID, msg)
 		switch m := msg.Msg.(type) {
 		case *agentproto.AgentMessage_Heartbeat:
-			a.live.Heartbeat(nodeID, heartbeatFromProto(m.Heartbeat))
+			hb := heartbeatFromProto(m.Heartbeat)
+			if held := a.ctl.AgentStateSeq(ctx, nodeID, m.Heartbeat.StateSeq); held != "" {
+				hb.Error = strings.TrimPrefix(hb.Error+"; "+held, "; ")
+			}
+			a.live.Heartbeat(nodeID, hb)
 		case *agentproto.AgentMessage_Ack:
 			a.out.Ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:

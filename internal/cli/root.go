@@ -152,6 +152,7 @@ instances'.`,
 		newRolloutCommand(e),
 		newEventsCommand(e),
 		newSimCommand(e),
+		newStoreCommand(e),
 	)
 	return root
 }

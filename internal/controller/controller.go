@@ -117,6 +117,8 @@ type Controller struct {
 	// draining says that a node is draining and runs instances, or its
 	// agent containers, still.
 	draining bool
+
+	seqs stateSeqs
 }
 
 // New returns a controller over st that reads liveness from live and
@@ -280,7 +282,11 @@ func (c *Controller) schedule(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.push(dirty, pullReqs)
+	seq, salt, err := c.readStateSeq(ctx)
+	if err != nil {
+		return err
+	}
+	c.push(dirty, pullReqs, seq, salt)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"math"
 	"sort"
+	"strconv"
 
 	"google.golang.org/protobuf/proto"
 
@@ -23,8 +24,18 @@ const MaxDesiredState = 3 << 20
 // push computes the desired state of each node in dirty (every node if
 // dirty is nil) and of each node with a pull request, now or at the last
 // push, and sends the ones that changed. It builds and hashes them with no
-// lock held: the fan-out's lock is only taken to compare and swap.
-func (c *Controller) push(dirty map[string]bool, pullReqs map[string][]string) {
+// lock held: the fan-out's lock is only taken to compare and swap. Each
+// state carries seq, the store's state sequence read after the view.
+//
+// The sequence is no part of a state's key: a change sends only the nodes
+// it changes. The key has salt instead (readStateSeq), which accepting a
+// restored state changes: every node is sent its state again, with the
+// raised sequence.
+func (c *Controller) push(dirty map[string]bool, pullReqs map[string][]string, seq, salt uint64) {
+	var keySuffix string
+	if salt != 0 {
+		keySuffix = "/" + strconv.FormatUint(salt, 10)
+	}
 	v := c.view
 	if dirty != nil {
 		for id := range pullReqs {
@@ -49,13 +60,13 @@ func (c *Controller) push(dirty map[string]bool, pullReqs map[string][]string) {
 		}
 		sort.Slice(specs, func(i, j int) bool { return specs[i].Id < specs[j].Id })
 		pulls := pullReqs[id]
-		key := fanout.Key(specs, pulls)
+		key := fanout.Key(specs, pulls) + keySuffix
 		if c.out.Unchanged(id, key) {
 			continue
 		}
 		// The generation is fanout's to number; the largest one stands in
 		// for it here, so the size checked is never below what is sent.
-		d := &agentproto.DesiredState{Generation: math.MaxUint64, Instances: specs, PullImages: pulls}
+		d := &agentproto.DesiredState{Generation: math.MaxUint64, Instances: specs, PullImages: pulls, StateSeq: seq}
 		if c.desiredTooLarge(id, d) {
 			continue
 		}

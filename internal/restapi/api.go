@@ -137,6 +137,7 @@ func (s *Handler) routes() *http.ServeMux {
 	handle("POST /v1/projects/{project}/deployments/{name}/rollout/undo", s.undo)
 	handle("POST /v1/projects/{project}/deployments/{name}/rollout/{action}", s.rolloutAction)
 	handle("GET /v1/projects/{project}/events", s.listEvents)
+	handle("POST /v1/store/accept-restore", s.acceptRestore)
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return notFound{fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)}
 	})

@@ -16,6 +16,10 @@ type TableCount struct {
 	Rows  int64
 }
 
+// seeded are the tables a new store's migrations fill (state_seq's one
+// row): a copy replaces their rows rather than finding the store not empty.
+var seeded = map[string]bool{"state_seq": true}
+
 // copyBatch is how many rows one INSERT of a copy carries.
 const copyBatch = 100
 
@@ -53,6 +57,9 @@ func Copy(ctx context.Context, from *SQLite, to *Postgres) ([]TableCount, error)
 	}
 	var nonEmpty []string
 	for _, t := range tables {
+		if seeded[t] {
+			continue
+		}
 		var n int64
 		if err := dst.QueryRowContext(ctx, `SELECT count(*) FROM `+pgx.Identifier{t}.Sanitize()).Scan(&n); err != nil {
 			return nil, err
@@ -66,6 +73,11 @@ func Copy(ctx context.Context, from *SQLite, to *Postgres) ([]TableCount, error)
 	}
 	var counts []TableCount
 	for _, t := range tables {
+		if seeded[t] {
+			if _, err := dst.ExecContext(ctx, `DELETE FROM `+pgx.Identifier{t}.Sanitize()); err != nil {
+				return nil, fmt.Errorf("copying table %s: %w", t, err)
+			}
+		}
 		n, err := copyTable(ctx, src, dst, t)
 		if err != nil {
 			return nil, fmt.Errorf("copying table %s: %w", t, err)

@@ -63,6 +63,7 @@ type snapshot struct {
 	Rollouts  []api.Rollout
 	Instances []api.Instance
 	Events    []api.Event
+	Seq       store.StateSeq
 }
 
 func read(t *testing.T, s store.Store) snapshot {
@@ -88,6 +89,8 @@ func read(t *testing.T, s store.Store) snapshot {
 	sn.Instances, err = s.ListInstances(ctx, store.InstanceFilter{})
 	errs = append(errs, err)
 	sn.Events, err = s.ListEvents(ctx, store.EventFilter{})
+	errs = append(errs, err)
+	sn.Seq, err = s.StateSeq(ctx)
 	errs = append(errs, err)
 	for _, err := range errs {
 		if err != nil {
@@ -115,7 +118,7 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	for _, c := range counts {
 		rows[c.Table] = c.Rows
 	}
-	for table, want := range map[string]int64{"nodes": 3, "revoked_nodes": 1, "instances": 2, "events": 2, "deployments": 1, "leases": 1} {
+	for table, want := range map[string]int64{"nodes": 3, "revoked_nodes": 1, "instances": 2, "events": 2, "deployments": 1, "leases": 1, "state_seq": 1} {
 		if rows[table] != want {
 			t.Errorf("copied %d rows of %s; want %d (all counts: %v)", rows[table], table, want, counts)
 		}

@@ -180,6 +180,11 @@ func (s *sqlStore) StepRollout(ctx context.Context, r api.Rollout, moves []Insta
 				return err
 			}
 		}
+		if len(moves) > 0 {
+			if err := bumpStateSeq(ctx, tx); err != nil {
+				return err
+			}
+		}
 		if stable != nil {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET stable_revision = ?, version = version + 1 WHERE project = ? AND name = ?`,
 				*stable, r.Project, r.Deployment); err != nil {

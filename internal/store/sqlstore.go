@@ -560,8 +560,10 @@ func (s *sqlStore) DeleteNode(ctx context.Context, id, reason string, at time.Ti
 		if _, err := tx.ExecContext(ctx, `DELETE FROM instances WHERE node_id = ?`, id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id)
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id); err != nil {
+			return err
+		}
+		return bumpStateSeq(ctx, tx)
 	})
 }
 
@@ -748,7 +750,7 @@ func (s *sqlStore) DeleteDeployment(ctx context.Context, project, name string) e
 				return err
 			}
 		}
-		return nil
+		return bumpStateSeq(ctx, tx)
 	})
 }
 
@@ -810,7 +812,7 @@ func (s *sqlStore) ApplyPlacement(ctx context.Context, add []api.Instance, remov
 				return err
 			}
 		}
-		return nil
+		return bumpStateSeq(ctx, tx)
 	})
 }
 
@@ -857,6 +859,6 @@ func (s *sqlStore) SetInstanceRevision(ctx context.Context, ids []string, revisi
 				return err
 			}
 		}
-		return nil
+		return bumpStateSeq(ctx, tx)
 	})
 }

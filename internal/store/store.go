@@ -28,6 +28,7 @@ var (
 // Store is the persistence every server component goes through.
 type Store interface {
 	Close() error
+	StateSeqs
 
 	// CreateAPIToken stores a REST API bearer token by the hash of its secret.
 	CreateAPIToken(ctx context.Context, id, name, secretHash string) error

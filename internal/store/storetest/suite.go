@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DesiredStatesInOrder", testDesiredStatesInOrder},
 		{"Reports", testReports},
 		{"Sealed", testSealed}, {"SealedRace", testSealedRace},
+		{"StateSeq", testStateSeq},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
