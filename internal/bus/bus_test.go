@@ -3,11 +3,12 @@ package bus
 import (
 	"context"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dockfleet/dockfleet/internal/pgtest"
 )
 
 func TestLocalDeliversToEverySubscriber(t *testing.T) {
@@ -57,17 +58,10 @@ func TestSlowSubscriberIsToldToResync(t *testing.T) {
 	}
 }
 
-// postgresURL is the database the PostgreSQL tests use.
-func postgresURL(t *testing.T) string {
-	u := os.Getenv("DOCKFLEET_TEST_POSTGRES")
-	if u == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("DOCKFLEET_TEST_POSTGRES is not set")
-		}
-		t.Skip("DOCKFLEET_TEST_POSTGRES is not set")
-	}
-	return u
-}
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// postgresURL is a new database for a PostgreSQL test.
+func postgresURL(t *testing.T) string { return pgtest.DSN(t) }
 
 // replica starts a bus on url as one replica would, and waits until it
 // listens.
@@ -144,7 +138,7 @@ func TestPostgresLostConnectionMeansResync(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(context.Background(),
-		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`); err != nil {
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
 		t.Fatal(err)
 	}
 	if m := next(t, ch); !m.Resync {

@@ -24,22 +24,16 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-)
 
-// Lease is the lease as the store holds it after an acquire or renew.
-type Lease struct {
-	// Holder is the replica that holds it; Epoch grows by one each time
-	// it changes hands.
-	Holder string
-	Epoch  int64
-}
+	"github.com/dockfleet/dockfleet/internal/store"
+)
 
 // Store is what the elector needs of the store.
 type Store interface {
 	// AcquireLease takes lease name for holder for ttl if it is free or
 	// expired, renews it if holder holds it, and returns it as it then is:
 	// held by holder or by another replica.
-	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error)
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (store.Lease, error)
 	// ReleaseLease ends holder's lease name of epoch, if it still holds
 	// it, so that another replica may take it at once.
 	ReleaseLease(ctx context.Context, name, holder string, epoch int64) error
@@ -134,7 +128,7 @@ func (e *Elector) sleep(ctx context.Context, done <-chan struct{}, d time.Durati
 	}
 }
 
-func (e *Elector) acquire(ctx context.Context) (Lease, time.Time, error) {
+func (e *Elector) acquire(ctx context.Context) (store.Lease, time.Time, error) {
 	sent := e.clock.Now()
 	actx, cancel := context.WithTimeout(ctx, e.cfg.TTL/3)
 	defer cancel()

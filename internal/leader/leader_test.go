@@ -9,9 +9,12 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
+
+	"github.com/dockfleet/dockfleet/internal/pgtest"
+	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(pgtest.Wrap(m)) }
 
 // leases is the store's lease table in memory, on the test's fake clock:
 // the rules of the real stores (storetest checks those), for testing the
@@ -25,23 +28,23 @@ type leases struct {
 }
 
 type lease struct {
-	Lease
+	store.Lease
 	expires time.Time
 }
 
 var errDown = errors.New("store unreachable")
 
-func (s *leases) AcquireLease(_ context.Context, name, holder string, ttl time.Duration) (Lease, error) {
+func (s *leases) AcquireLease(_ context.Context, name, holder string, ttl time.Duration) (store.Lease, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down[holder] {
-		return Lease{}, errDown
+		return store.Lease{}, errDown
 	}
 	now := s.clock.Now()
 	l := s.l[name]
 	switch {
 	case l == nil:
-		l = &lease{Lease: Lease{Holder: holder, Epoch: 1}}
+		l = &lease{Lease: store.Lease{Holder: holder, Epoch: 1}}
 		s.l[name] = l
 	case l.Holder == holder && !now.After(l.expires):
 	case now.After(l.expires):
