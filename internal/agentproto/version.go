@@ -17,7 +17,10 @@ package agentproto
 //     and the agent's own actions (restarted, recreated) as events; an exit
 //     the agent restarts is reported starting, not failed. A version 1
 //     agent still works: it reports neither, and its restarts fail rollouts.
-const Version = 2
+//   - 3 (2026-12-07): GoAway in ServerMessage: the server asks the agent to
+//     move to another of its servers (shutting down, or over --max-agents).
+//     A version 2 agent ignores it; its stream ends when the server stops.
+const Version = 3
 
 // MinVersion is the oldest agent protocol version the server still serves.
 const MinVersion = 1
