@@ -121,7 +121,7 @@ func TestProbeCert(t *testing.T) {
 			// Many times: the refusal must not depend on which of the
 			// server's alert and its reset the agent sees first.
 			for range 20 {
-				if got := a.probeCert(context.Background(), id); got != tt.want {
+				if got := a.probeCert(context.Background(), a.servers.entries[0], id); got != tt.want {
 					t.Fatalf("probeCert = %d; want %d", got, tt.want)
 				}
 			}
@@ -187,7 +187,7 @@ func TestRefusalsCountCutOffsInARow(t *testing.T) {
 		{false, false, certCutOff},  // second cut-off in a row
 		{false, false, certCutOff},
 	} {
-		if got := r.after(ctx, a, id, step.welcomed, step.refused); got != step.want {
+		if got := r.after(ctx, a, a.servers.entries[0], id, step.welcomed, step.refused); got != step.want {
 			t.Errorf("step %d (welcomed %v, refused %v): verdict %d; want %d", i, step.welcomed, step.refused, got, step.want)
 		}
 	}
