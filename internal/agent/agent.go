@@ -85,9 +85,11 @@ type Hooks struct {
 	// Rand, if set, returns a random int in [0, n) in place of
 	// math/rand/v2.IntN, for the start entry and the wait after GoAway.
 	Rand func(n int) int
-	// OnConnected is called each time the server welcomes the agent on a
-	// new stream, and OnDisconnected when that stream ends, with why.
-	OnConnected    func()
+	// OnConnected is called each time a server welcomes the agent on a
+	// new stream, with the address it dialed ("host:port", an entry of
+	// Config.Server resolved), and OnDisconnected when that stream ends,
+	// with why.
+	OnConnected    func(server string)
 	OnDisconnected func(err error)
 	// OnDesired is called each time the agent has taken a desired state from
 	// the server and acked it, with its generation and number of instances.

@@ -97,7 +97,7 @@ func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec 
 	}
 	log.Info("connected", "server", ep.addr, "heartbeat_interval", interval)
 	if a.cfg.Hooks.OnConnected != nil {
-		a.cfg.Hooks.OnConnected()
+		a.cfg.Hooks.OnConnected(ep.addr)
 	}
 
 	// The stream's goroutines: the first to end ends the session, and the

@@ -33,7 +33,8 @@ type serverList struct {
 	lookup  func(ctx context.Context, host string) ([]string, error)
 	intn    func(n int) int // the random source of the start entry and of waits
 	started bool            // whether the start entry was drawn
-	next    int             // index, in the last resolved list, of the next attempt
+	last    string          // the address of the last attempt
+	next    int             // its index in its list, plus one
 	avoid   map[string]time.Time
 }
 
@@ -107,16 +108,22 @@ func (l *serverList) pick(ctx context.Context, now time.Time) (endpoint, int) {
 			delete(l.avoid, addr)
 		}
 	}
+	// The one after the last attempt's, if the list still has it (DNS may
+	// have changed it); else the one at the place after it.
 	start := l.next % n
+	if i := slices.IndexFunc(eps, func(e endpoint) bool { return e.addr == l.last }); i >= 0 {
+		start = (i + 1) % n
+	}
+	pick := start
 	for i := range n {
 		j := (start + i) % n
 		if _, avoided := l.avoid[eps[j].addr]; !avoided {
-			l.next = j + 1
-			return eps[j], n
+			pick = j
+			break
 		}
 	}
-	l.next = start + 1
-	return eps[start], n
+	l.last, l.next = eps[pick].addr, pick+1
+	return eps[pick], n
 }
 
 // goAway keeps the list away from addr, the server that sent GoAway, until

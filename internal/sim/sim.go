@@ -323,7 +323,7 @@ func (s *sim) newNode(i int, dialers []func(context.Context, string) (net.Conn, 
 	return n, a, nil
 }
 
-func (n *node) onConnected() {
+func (n *node) onConnected(string) {
 	s := n.s
 	if s.stopping.Load() {
 		return
