@@ -88,7 +88,8 @@ type Hooks struct {
 	// OnConnected is called each time a server welcomes the agent on a
 	// new stream, with the address it dialed ("host:port", an entry of
 	// Config.Server resolved), and OnDisconnected when that stream ends,
-	// with why.
+	// with why: an error wrapping ErrGoAway if the server told the agent
+	// to move.
 	OnConnected    func(server string)
 	OnDisconnected func(err error)
 	// OnDesired is called each time the agent has taken a desired state from

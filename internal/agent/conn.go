@@ -22,6 +22,10 @@ import (
 // streamWindow is the static HTTP/2 window of the agent's connection.
 const streamWindow = 1 << 20
 
+// ErrGoAway is wrapped by the error of a session the server ended with
+// GoAway (Hooks.OnDisconnected): it told the agent to move to another server.
+var ErrGoAway = errors.New("the server asked the agent to move to another server")
+
 // goAwayError ends a session whose server sent GoAway: the agent is to
 // connect to another server within the time it says.
 type goAwayError struct {
@@ -29,9 +33,8 @@ type goAwayError struct {
 	within time.Duration
 }
 
-func (e *goAwayError) Error() string {
-	return fmt.Sprintf("the server asked the agent to move (%s)", e.reason)
-}
+func (e *goAwayError) Error() string { return fmt.Sprintf("%v (%s)", ErrGoAway, e.reason) }
+func (e *goAwayError) Unwrap() error { return ErrGoAway }
 
 func newGoAwayError(g *agentproto.GoAway) *goAwayError {
 	return &goAwayError{reason: g.Reason, within: time.Duration(max(g.ReconnectWithinMs, 0)) * time.Millisecond}

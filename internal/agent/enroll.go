@@ -67,7 +67,8 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 			if err != nil {
 				return nil, fmt.Errorf("saving identity: %w", err)
 			}
-			a.log.Info("enrolled", "node_id", id.NodeID, "name", a.cfg.Name)
+			a.log.Info("enrolled", "node_id", id.NodeID, "name", a.cfg.Name, "server", ep.addr)
+			a.servers.stay()
 			return id, nil
 		}
 		st, _ := status.FromError(err)

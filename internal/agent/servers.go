@@ -35,6 +35,7 @@ type serverList struct {
 	started bool            // whether the start entry was drawn
 	last    string          // the address of the last attempt
 	next    int             // its index in its list, plus one
+	again   bool            // whether the next attempt goes to last again
 	avoid   map[string]time.Time
 }
 
@@ -113,7 +114,11 @@ func (l *serverList) pick(ctx context.Context, now time.Time) (endpoint, int) {
 	start := l.next % n
 	if i := slices.IndexFunc(eps, func(e endpoint) bool { return e.addr == l.last }); i >= 0 {
 		start = (i + 1) % n
+		if l.again {
+			start = i
+		}
 	}
+	l.again = false
 	pick := start
 	for i := range n {
 		j := (start + i) % n
@@ -125,6 +130,10 @@ func (l *serverList) pick(ctx context.Context, now time.Time) (endpoint, int) {
 	l.last, l.next = eps[pick].addr, pick+1
 	return eps[pick], n
 }
+
+// stay makes the next attempt go where the last one went: the server that
+// enrolled the agent, which was up a moment ago.
+func (l *serverList) stay() { l.again = true }
 
 // goAway keeps the list away from addr, the server that sent GoAway, until
 // until, and reports whether it has another endpoint to go to meanwhile
