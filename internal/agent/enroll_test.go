@@ -146,15 +146,7 @@ func TestRunHintsRefusal(t *testing.T) {
 			var out testenv.Buffer
 			a, _ := newTestAgent(t, pk.serve(t, tt.serve), pk)
 			a.log = slog.New(slog.NewTextHandler(&out, nil))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			defer runUntilReturn(t, a)()
 			testenv.Eventually(t, within, "a hint in the agent's log that its certificate was refused", func() error {
 				if !strings.Contains(out.String(), "revoked or removed") {
 					return fmt.Errorf("no hint yet:\n%s", out.String())
@@ -306,6 +298,20 @@ func newTestAgent(t *testing.T, addr string, p *testPKI) (*Agent, *pki.Identity)
 	return a, id
 }
 
+// runUntilReturn runs a until the returned function is called, which waits
+// for Run to return and fails the test if Run failed.
+func runUntilReturn(t *testing.T, a *Agent) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
 // An agent that finds nobody listening (the server restarting) retries
 // within refusedBackoff however many times that happened: it is back
 // within seconds of the server, even when MaxBackoff is long.
@@ -315,15 +321,7 @@ func TestRefusedDialRetriesSoon(t *testing.T) {
 	var out testenv.Buffer
 	clock := clockwork.NewFakeClock()
 	a.log, a.clock, a.cfg.MaxBackoff = slog.New(slog.NewTextHandler(&out, nil)), clock, 30*time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer runUntilReturn(t, a)()
 	retry := regexp.MustCompile(`retry_in=(\S+)`)
 	for k := 1; k <= 8; k++ {
 		var waits [][]string

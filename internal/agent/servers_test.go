@@ -235,15 +235,7 @@ func TestRunTriesTheNextServer(t *testing.T) {
 		dials <- addr
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer runUntilReturn(t, a)()
 	want := []string{"192.0.2.3:7401", "192.0.2.1:7401", "192.0.2.2:7401", "192.0.2.3:7401", "192.0.2.1:7401", "192.0.2.2:7401", "192.0.2.3:7401"}
 	var got []string
 	for len(got) < len(want) {
