@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dockfleet/dockfleet/internal/agent"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/container"
@@ -310,5 +312,63 @@ func TestMaxAgentsTurnsAgentsAway(t *testing.T) {
 	}
 	if !strings.Contains(logA.String(), "agents turned away") || !strings.Contains(logA.String(), "max_agents=1") {
 		t.Errorf("the full server's log does not say it turned agents away:\n%s", logA.String())
+	}
+}
+
+// An agent told to go avoids that server for a minute, though its other
+// server is dead: it tries the other again and again, and the first only
+// once the minute has passed. Time is the agent's fake clock.
+func TestGoAwayAvoidsTheServerForAMinute(t *testing.T) {
+	cfg := replicaConfig(t.TempDir(), "", nil)
+	cfg.MaxAgents = 1
+	a := startServerConfig(t, cfg)
+	addrA, dead := a.srv.AgentAddr(), testenv.FreeAddr(t)
+	c := newCutter()
+	c.kill(dead)
+	startRoamers(t, a, c, 1, "first", addrA)
+
+	clock := clockwork.NewFakeClock()
+	dials := make(chan string, 1000)
+	tok := token(t, a, 1)
+	startAgentWith(t, a, fakert.New(), t.TempDir(), "extra", tok, nil, func(cfg *agent.Config) {
+		cfg.Server, cfg.Servers, cfg.Clock = "", []string{addrA, dead}, clock
+		cfg.MaxBackoff = 4 * time.Second
+		cfg.Hooks.Rand = func(int) int { return 0 } // enroll at the full server, then connect there
+		cfg.Hooks.Dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+			dials <- addr
+			return c.dial(ctx, addr)
+		}
+	})
+	// Enrollment, then the session GoAway ended.
+	for _, want := range []string{addrA, addrA} {
+		select {
+		case got := <-dials:
+			if got != want {
+				t.Fatalf("dialed %s; want %s", got, want)
+			}
+		case <-time.After(within):
+			t.Fatalf("no dial of %s", want)
+		}
+	}
+	told := clock.Now()
+	// Every wait is at most MaxBackoff: steps of it reach each next dial.
+	var got []string
+	testenv.Eventually(t, within, "a dial of the first server again", func() error {
+		select {
+		case addr := <-dials:
+			got = append(got, addr)
+			if addr == addrA {
+				return nil
+			}
+		default:
+			clock.Advance(time.Second)
+		}
+		return fmt.Errorf("dials since GoAway: %v", got)
+	})
+	if since := clock.Since(told); since < time.Minute {
+		t.Errorf("the server that said go was dialed again %s after; want a minute at least (dials %v)", since, got)
+	}
+	if len(got) < 10 {
+		t.Errorf("the dead server was tried %d times in the minute; want it tried again and again", len(got)-1)
 	}
 }
