@@ -417,7 +417,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if errors.As(err, &away) {
 			// The server spoke: it took the certificate.
 			refused.after(ctx, a, ep, id, true, false)
+			msg := "server asked the agent to move; it has no other server, and retries this one"
 			if a.servers.goAway(ep.addr, a.clock.Now().Add(avoidAfterGoAway), n) {
+				msg = "server asked the agent to move to another server"
 				// A server's agents leave it at random times within
 				// what it asked, so that they do not land on the others
 				// at once; one that could not even start its session
@@ -429,7 +431,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 				wait = moveIn
 			}
-			log.Info("server asked the agent to move to another server", "server", ep.addr, "reason", away.reason,
+			log.Info(msg, "server", ep.addr, "reason", away.reason,
 				"servers", n, "retry_in", wait.Round(time.Millisecond))
 			if !a.wait(ctx, wait) {
 				return nil
