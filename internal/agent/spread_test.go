@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -370,5 +371,33 @@ func TestGoAwayAvoidsTheServerForAMinute(t *testing.T) {
 	}
 	if len(got) < 10 {
 		t.Errorf("the dead server was tried %d times in the minute; want it tried again and again", len(got)-1)
+	}
+}
+
+// A --server name with several addresses is one entry per address, resolved
+// at each attempt; the agent checks each server's certificate against the
+// name. Here the name's first address has nobody listening.
+func TestServerNameWithSeveralAddresses(t *testing.T) {
+	ts := startServerConfig(t, server.Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", Hosts: []string{"fleet.test"}})
+	_, port, err := net.SplitHostPort(ts.srv.AgentAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lookups atomic.Int64
+	ta := startAgentWith(t, ts, fakert.New(), t.TempDir(), "dns", token(t, ts, 1), nil, func(cfg *agent.Config) {
+		cfg.Server = "fleet.test:" + port
+		cfg.Hooks.LookupHost = func(_ context.Context, host string) ([]string, error) {
+			if host != "fleet.test" {
+				return nil, fmt.Errorf("lookup of %q", host)
+			}
+			lookups.Add(1)
+			return []string{"127.0.0.2", "127.0.0.1"}, nil // nobody listens on 127.0.0.2
+		}
+		cfg.Hooks.Rand = func(n int) int { return n - 1 } // the last address sorted: 127.0.0.2
+	})
+	waitOn(t, []*testAgent{ta}, "the agent on the address that listens", net.JoinHostPort("127.0.0.1", port))
+	// Enrollment at 127.0.0.2, then at 127.0.0.1, then the stream there.
+	if n := lookups.Load(); n < 3 {
+		t.Errorf("%d lookups of the name; want one per attempt, 3 at least", n)
 	}
 }
