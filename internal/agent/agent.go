@@ -12,10 +12,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,8 +29,17 @@ import (
 // Config configures an Agent. Start from DefaultConfig: New refuses what
 // Validate refuses, and a zero interval is one of those.
 type Config struct {
-	// Server is the server's agent endpoint, "host:port" or "https://host:port".
+	// Server is the server's agent endpoint, "host:port" or
+	// "https://host:port", or several of them, comma-separated: the
+	// replicas of one server, which share its CA. A host that is a DNS
+	// name is resolved at each connection attempt, and each address it
+	// resolves to is an entry.
 	Server string
+	// Servers are more entries, after Server's (the --server flag given
+	// several times). Each agent starts at a random entry, so a fleet
+	// spreads evenly over them, and moves to the next when its server
+	// goes away or tells it to (GoAway).
+	Servers []string
 	// Token is the enrollment token; needed only for the first start.
 	Token string
 	// CACertFile, if set, is trusted instead of the CA fingerprint in the token.
@@ -72,9 +79,18 @@ type Hooks struct {
 	// from several loopback source addresses to get more ephemeral ports.
 	// addr is the server's resolved "host:port".
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
-	// OnConnected is called each time the server welcomes the agent on a
-	// new stream, and OnDisconnected when that stream ends, with why.
-	OnConnected    func()
+	// LookupHost, if set, resolves the names of the --server entries in
+	// place of net.DefaultResolver.LookupHost.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	// Rand, if set, returns a random int in [0, n) in place of
+	// math/rand/v2.IntN, for the start entry and the wait after GoAway.
+	Rand func(n int) int
+	// OnConnected is called each time a server welcomes the agent on a
+	// new stream, with the address it dialed ("host:port", an entry of
+	// Config.Server resolved), and OnDisconnected when that stream ends,
+	// with why: an error wrapping ErrGoAway if the server told the agent
+	// to move.
+	OnConnected    func(server string)
 	OnDisconnected func(err error)
 	// OnDesired is called each time the agent has taken a desired state from
 	// the server and acked it, with its generation and number of instances.
@@ -110,9 +126,13 @@ func (c *Config) Validate() error {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
+	entries, err := parseServers(c.Server, c.Servers)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
 	switch {
-	case c.Server == "":
-		return invalid("--server is required (Config.Server): the server's agent address, HOST:PORT")
+	case len(entries) == 0:
+		return invalid("--server is required (Config.Server): the server's agent address, HOST:PORT, or several, comma-separated")
 	case c.DataDir == "":
 		return invalid("--data-dir is required (Config.DataDir): the directory of the agent's key, certificate and state")
 	case c.Runtime == nil:
@@ -122,19 +142,15 @@ func (c *Config) Validate() error {
 	case c.MaxBackoff <= 0:
 		return invalid("Config.MaxBackoff must be above zero (it is %s); the default is %s", c.MaxBackoff, DefaultConfig().MaxBackoff)
 	}
-	if _, _, err := parseServer(c.Server); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
 	return nil
 }
 
 // Agent is one node's agent.
 type Agent struct {
-	cfg   Config
-	log   *slog.Logger
-	clock clockwork.Clock
-	addr  string // host:port of the agent endpoint
-	host  string // the server name its certificate must carry
+	cfg     Config
+	log     *slog.Logger
+	clock   clockwork.Clock
+	servers *serverList
 	// dialRefused says that the last connection to the server was
 	// refused: nobody listened.
 	dialRefused atomic.Bool
@@ -158,8 +174,9 @@ func New(cfg Config) (*Agent, error) {
 		}
 		cfg.Name = h
 	}
-	addr, host, _ := parseServer(cfg.Server) // Validate checked it
-	return &Agent{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, addr: addr, host: host}, nil
+	entries, _ := parseServers(cfg.Server, cfg.Servers) // Validate checked them
+	servers := newServerList(entries, cfg.Hooks.LookupHost, cfg.Hooks.Rand)
+	return &Agent{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, servers: servers}, nil
 }
 
 // refusalHint says what to do when the server refuses the node's
@@ -221,7 +238,7 @@ const probeFrom = 3
 // server welcomed the agent in it. It probes only sessions the server did
 // not welcome (a welcomed certificate was accepted) whose connection a
 // listener took (refused means nobody listened, so nothing was checked).
-func (r *refusals) after(ctx context.Context, a *Agent, id *pki.Identity, welcomed, refused bool) certVerdict {
+func (r *refusals) after(ctx context.Context, a *Agent, ep endpoint, id *pki.Identity, welcomed, refused bool) certVerdict {
 	if welcomed || !time.Now().Before(id.NotAfter) {
 		r.unwelcomed, r.cutOffs = 0, 0
 		return certUnknown
@@ -232,7 +249,7 @@ func (r *refusals) after(ctx context.Context, a *Agent, id *pki.Identity, welcom
 	if r.unwelcomed++; r.unwelcomed < probeFrom {
 		return certUnknown
 	}
-	v := a.probeCert(ctx, id)
+	v := a.probeCert(ctx, ep, id)
 	if v != certCutOff {
 		r.cutOffs = 0
 		return v
@@ -251,17 +268,17 @@ const probeTimeout = 5 * time.Second
 // reads the server's first words, writing nothing after the handshake: the
 // server has nothing of the agent's unread when it refuses, so its alert
 // arrives, not a reset.
-func (a *Agent) probeCert(ctx context.Context, id *pki.Identity) certVerdict {
+func (a *Agent) probeCert(ctx context.Context, ep endpoint, id *pki.Identity) certVerdict {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	var raw net.Conn
 	var err error
-	raw, err = a.dial(ctx, a.addr)
+	raw, err = a.dial(ctx, ep.addr)
 	if err != nil {
 		return certUnknown // the server is away
 	}
 	defer raw.Close()
-	conf := pki.AgentClientTLS(id, a.host)
+	conf := pki.AgentClientTLS(id, ep.host)
 	conf.NextProtos = []string{"h2"}
 	conn := tls.Client(raw, conf)
 	if err := conn.HandshakeContext(ctx); err != nil {
@@ -342,25 +359,6 @@ func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, err
 }
 
-// parseServer accepts "host:port", "https://host:port" or "grpcs://host:port".
-func parseServer(s string) (addr, host string, err error) {
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			return "", "", fmt.Errorf("--server %q is not a host:port or https://host:port address", s)
-		}
-		s = u.Host
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || port == "" {
-		return "", "", fmt.Errorf("--server %q must name a host and port, e.g. 10.0.0.5:7401", s)
-	}
-	if host == "" {
-		host = "localhost"
-	}
-	return net.JoinHostPort(host, port), host, nil
-}
-
 // Run enrolls if needed, then connects and reconciles until ctx ends. An
 // enrollment refusal is returned; a lost server is retried for ever, with
 // exponential backoff and jitter, while the containers keep running. It
@@ -384,7 +382,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	log := a.log.With("node_id", id.NodeID)
-	log.Info("agent starting", "server", a.addr, "cert_expires", id.NotAfter)
+	log.Info("agent starting", "servers", a.servers.describe(), "cert_expires", id.NotAfter)
 
 	rec := newReconciler(a.cfg.Runtime, id.NodeID, a.cfg.DataDir, a.cfg.ResyncInterval, a.clock, log)
 	rec.onReconciled = a.cfg.Hooks.OnReconciled
@@ -396,10 +394,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer func() { <-done }()
 
 	pulls := newPuller(a.cfg.Runtime)
-	backoff := time.Second
+	retry := newRounds(a.cfg.MaxBackoff)
 	var refused refusals
 	for {
-		connected, err := a.session(ctx, id, rec, pulls, log)
+		ep, n := a.servers.pick(ctx, a.clock.Now())
+		connected, err := a.session(ctx, ep, id, rec, pulls, log)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -410,21 +409,42 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		if connected {
-			backoff = time.Second
+			retry.reset()
 		}
 		dialRefused := a.dialRefused.Load()
-		wait := jittered(backoff)
-		args := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
-		if hint := refusalHint(id, a.cfg.Name, refused.after(ctx, a, id, connected, dialRefused)); hint != "" {
+		wait := retry.failed(n, dialRefused)
+		var away *goAwayError
+		if errors.As(err, &away) {
+			// The server spoke: it took the certificate.
+			refused.after(ctx, a, ep, id, true, false)
+			msg := "server asked the agent to move; it has no other server, and retries this one"
+			if a.servers.goAway(ep.addr, a.clock.Now().Add(avoidAfterGoAway), n) {
+				msg = "server asked the agent to move to another server"
+				// A server's agents leave it at random times within
+				// what it asked, so that they do not land on the others
+				// at once; one that could not even start its session
+				// there (overloaded) backs off as from a failure too, so
+				// a fleet whose servers are all full does not spin.
+				moveIn := a.servers.upTo(away.within)
+				if !connected {
+					moveIn = max(moveIn, wait)
+				}
+				wait = moveIn
+			}
+			log.Info(msg, "server", ep.addr, "reason", away.reason,
+				"servers", n, "retry_in", wait.Round(time.Millisecond))
+			if !a.wait(ctx, wait) {
+				return nil
+			}
+			continue
+		}
+		args := []any{"server", ep.addr, "err", err, "retry_in", wait.Round(time.Millisecond)}
+		if hint := refusalHint(id, a.cfg.Name, refused.after(ctx, a, ep, id, connected, dialRefused)); hint != "" {
 			args = append(args, "hint", hint)
 		}
 		log.Warn("server connection lost; retrying", args...)
 		if !a.wait(ctx, wait) {
 			return nil
-		}
-		backoff = min(backoff*2, a.cfg.MaxBackoff)
-		if dialRefused {
-			backoff = min(backoff, refusedBackoff)
 		}
 	}
 }

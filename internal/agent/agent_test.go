@@ -66,6 +66,19 @@ type testAgent struct {
 	// passes counts the agent's reconcile passes, desired the desired
 	// states it took from a server.
 	passes, desired atomic.Uint64
+	// server is the address of the server the agent is connected to, ""
+	// while it is connected to none; goAways counts the sessions that
+	// ended with the server telling it to move.
+	server  atomic.Pointer[string]
+	goAways atomic.Int64
+}
+
+// on returns the server the agent is connected to, or "".
+func (ta *testAgent) on() string {
+	if s := ta.server.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 func startAgent(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, token string, labels map[string]string) *testAgent {
@@ -77,13 +90,32 @@ func startAgent(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, tok
 // real clock.
 func startAgentClock(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, token string, labels map[string]string, clock clockwork.Clock) *testAgent {
 	t.Helper()
+	return startAgentWith(t, ts, rt, dir, name, token, labels, func(c *agent.Config) { c.Clock = clock })
+}
+
+// startAgentWith starts an agent of ts whose configuration configure, if
+// not nil, changes; it sets no hook the test agent sets (OnReconciled,
+// OnDesired, OnConnected, OnDisconnected).
+func startAgentWith(t *testing.T, ts *testServer, rt *fakert.Runtime, dir, name, token string, labels map[string]string, configure func(*agent.Config)) *testAgent {
+	t.Helper()
 	ta := &testAgent{rt: rt, done: make(chan error, 1)}
 	cfg := agent.DefaultConfig()
 	cfg.Server, cfg.Token, cfg.DataDir, cfg.Name, cfg.Labels = ts.srv.AgentAddr(), token, dir, name, labels
-	cfg.Runtime, cfg.Clock = rt, clock
+	cfg.Runtime = rt
 	cfg.ResyncInterval, cfg.MaxBackoff = 200*time.Millisecond, 300*time.Millisecond
+	if configure != nil {
+		configure(&cfg)
+	}
 	cfg.Hooks.OnReconciled = func(uint64) { ta.passes.Add(1) }
 	cfg.Hooks.OnDesired = func(uint64, int) { ta.desired.Add(1) }
+	cfg.Hooks.OnConnected = func(server string) { ta.server.Store(&server) }
+	cfg.Hooks.OnDisconnected = func(err error) {
+		none := ""
+		ta.server.Store(&none)
+		if errors.Is(err, agent.ErrGoAway) {
+			ta.goAways.Add(1)
+		}
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -22,11 +22,30 @@ import (
 // streamWindow is the static HTTP/2 window of the agent's connection.
 const streamWindow = 1 << 20
 
-// session runs one stream to the server until it breaks or ctx ends. It
-// reports whether the server welcomed the agent, which resets the backoff.
-func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
-	conn, err := grpc.NewClient(a.addr, a.dialOptions(
-		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, a.host))),
+// ErrGoAway is wrapped by the error of a session the server ended with
+// GoAway (Hooks.OnDisconnected): it told the agent to move to another server.
+var ErrGoAway = errors.New("the server asked the agent to move to another server")
+
+// goAwayError ends a session whose server sent GoAway: the agent is to
+// connect to another server within the time it says.
+type goAwayError struct {
+	reason string
+	within time.Duration
+}
+
+func (e *goAwayError) Error() string { return fmt.Sprintf("%v (%s)", ErrGoAway, e.reason) }
+func (e *goAwayError) Unwrap() error { return ErrGoAway }
+
+func newGoAwayError(g *agentproto.GoAway) *goAwayError {
+	return &goAwayError{reason: g.Reason, within: time.Duration(max(g.ReconnectWithinMs, 0)) * time.Millisecond}
+}
+
+// session runs one stream to the server at ep until it breaks, the server
+// sends GoAway (a *goAwayError) or ctx ends. It reports whether the server
+// welcomed the agent, which resets the backoff.
+func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
+	conn, err := grpc.NewClient(target(ep), a.dialOptions(
+		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, ep.host))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// As on the server (internal/server.listen): TLS buffers records
 		// already, the write buffer is pooled, and static windows stop
@@ -67,6 +86,9 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 	if err != nil {
 		return false, err
 	}
+	if g := first.GetGoaway(); g != nil {
+		return false, newGoAwayError(g)
+	}
 	welcome := first.GetWelcome()
 	if welcome == nil {
 		return false, errors.New("server did not answer hello with welcome")
@@ -75,11 +97,11 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 	// welcome without it is a broken server, not one to guess for.
 	interval := time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond
 	if interval <= 0 {
-		return false, fmt.Errorf("server %s welcomed the agent without a heartbeat interval (%d ms)", a.addr, welcome.HeartbeatIntervalMs)
+		return false, fmt.Errorf("server %s welcomed the agent without a heartbeat interval (%d ms)", ep.addr, welcome.HeartbeatIntervalMs)
 	}
-	log.Info("connected", "server", a.addr, "heartbeat_interval", interval)
+	log.Info("connected", "server", ep.addr, "heartbeat_interval", interval)
 	if a.cfg.Hooks.OnConnected != nil {
-		a.cfg.Hooks.OnConnected()
+		a.cfg.Hooks.OnConnected(ep.addr)
 	}
 
 	// The stream's goroutines: the first to end ends the session, and the
@@ -103,6 +125,11 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 			if err != nil {
 				return err
 			}
+			if g := msg.GetGoaway(); g != nil {
+				// Ending the session closes the stream and its
+				// connection; the containers run on.
+				return newGoAwayError(g)
+			}
 			if d := msg.GetDesired(); d != nil && rec.setDesired(d) {
 				pulls.pull(ctx, d.PullImages, send)
 				if err := send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Ack{Ack: &agentproto.Ack{Generation: d.Generation}}}); err != nil {
@@ -124,6 +151,10 @@ func (a *Agent) session(ctx context.Context, id *pki.Identity, rec *reconciler, 
 	}
 	return true, err
 }
+
+// target is the gRPC target of ep: its address as it is, for the agent
+// chose it (serverList) and gRPC must not resolve it again.
+func target(ep endpoint) string { return "passthrough:///" + ep.addr }
 
 func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, rec *reconciler, send func(*agentproto.AgentMessage) error) error {
 	t := a.clock.NewTicker(interval)

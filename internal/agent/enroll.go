@@ -32,16 +32,21 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnrollRefused, err)
 	}
-	tlsConf := typedVerification(pki.EnrollClientTLS(fp, a.host))
+	// The TLS configuration for the server name host: each entry's own.
+	tlsConf := func(host string) *tls.Config { return typedVerification(pki.EnrollClientTLS(fp, host)) }
 	if a.cfg.CACertFile != "" {
 		pem, err := os.ReadFile(a.cfg.CACertFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading --ca-cert: %w", err)
 		}
-		if tlsConf, err = pki.CAFileClientTLS(pem); err != nil {
+		if _, err = pki.CAFileClientTLS(pem); err != nil {
 			return nil, fmt.Errorf("--ca-cert %s: %w", a.cfg.CACertFile, err)
 		}
-		tlsConf.ServerName = a.host
+		tlsConf = func(host string) *tls.Config {
+			conf, _ := pki.CAFileClientTLS(pem) // checked above
+			conf.ServerName = host
+			return conf
+		}
 	}
 	key, err := pki.NewNodeKey()
 	if err != nil {
@@ -52,16 +57,18 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 		return nil, err
 	}
 	facts := a.facts(ctx)
-	backoff := time.Second
+	retry := newRounds(a.cfg.MaxBackoff)
 	for {
-		resp, handshakeErr, err := a.enrollOnce(ctx, tlsConf, &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
+		ep, n := a.servers.pick(ctx, a.clock.Now())
+		resp, handshakeErr, err := a.enrollOnce(ctx, ep, tlsConf(ep.host), &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: a.cfg.Token,
 			Csr: csr, Name: a.cfg.Name, Labels: a.cfg.Labels, Facts: facts})
 		if err == nil {
 			id, err := pki.SaveIdentity(a.cfg.DataDir, key, resp.Certificate, resp.CaCertificate)
 			if err != nil {
 				return nil, fmt.Errorf("saving identity: %w", err)
 			}
-			a.log.Info("enrolled", "node_id", id.NodeID, "name", a.cfg.Name)
+			a.log.Info("enrolled", "node_id", id.NodeID, "name", a.cfg.Name, "server", ep.addr)
+			a.servers.stay()
 			return id, nil
 		}
 		st, _ := status.FromError(err)
@@ -70,17 +77,19 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 		// source address): worth a retry, as a server that is away is.
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 		default:
-			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollRefused, a.addr, st.Message())
+			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollRefused, ep.addr, st.Message())
 		}
 		if distrusted(handshakeErr) {
-			return nil, fmt.Errorf("%w: not trusting %s: %w", ErrEnrollRefused, a.addr, handshakeErr)
+			return nil, fmt.Errorf("%w: not trusting %s: %w", ErrEnrollRefused, ep.addr, handshakeErr)
 		}
-		wait := jittered(backoff)
-		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", a.addr, "err", err, "retry_in", wait.Round(time.Millisecond))
+		// Enrollment backs off from every failure alike, refused
+		// connections too: it happens once, and a crowd of new agents
+		// must not hammer a server that is starting.
+		wait := retry.failed(n, false)
+		a.log.Warn("enrollment: server unreachable or busy; retrying", "server", ep.addr, "err", err, "retry_in", wait.Round(time.Millisecond))
 		if !a.wait(ctx, wait) {
 			return nil, ctx.Err()
 		}
-		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
 }
 
@@ -91,11 +100,11 @@ func (a *Agent) enroll(ctx context.Context) (*pki.Identity, error) {
 // agents behind one NAT enrolling at once). handshakeErr is the error of
 // the attempt's last TLS handshake, if it failed: the call's error has only
 // its text.
-func (a *Agent) enrollOnce(ctx context.Context, tlsConf *tls.Config, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, handshakeErr, err error) {
+func (a *Agent) enrollOnce(ctx context.Context, ep endpoint, tlsConf *tls.Config, req *agentproto.EnrollRequest) (_ *agentproto.EnrollResponse, handshakeErr, err error) {
 	creds := recordHandshakes(credentials.NewTLS(tlsConf))
-	conn, err := grpc.NewClient(a.addr, a.dialOptions(grpc.WithTransportCredentials(creds))...)
+	conn, err := grpc.NewClient(target(ep), a.dialOptions(grpc.WithTransportCredentials(creds))...)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.InvalidArgument, "enrolling with %s: %v", a.addr, err)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "enrolling with %s: %v", ep.addr, err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

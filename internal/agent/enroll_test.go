@@ -121,7 +121,7 @@ func TestProbeCert(t *testing.T) {
 			// Many times: the refusal must not depend on which of the
 			// server's alert and its reset the agent sees first.
 			for range 20 {
-				if got := a.probeCert(context.Background(), id); got != tt.want {
+				if got := a.probeCert(context.Background(), a.servers.entries[0], id); got != tt.want {
 					t.Fatalf("probeCert = %d; want %d", got, tt.want)
 				}
 			}
@@ -146,15 +146,7 @@ func TestRunHintsRefusal(t *testing.T) {
 			var out testenv.Buffer
 			a, _ := newTestAgent(t, pk.serve(t, tt.serve), pk)
 			a.log = slog.New(slog.NewTextHandler(&out, nil))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			defer runUntilReturn(t, a)()
 			testenv.Eventually(t, within, "a hint in the agent's log that its certificate was refused", func() error {
 				if !strings.Contains(out.String(), "revoked or removed") {
 					return fmt.Errorf("no hint yet:\n%s", out.String())
@@ -187,7 +179,7 @@ func TestRefusalsCountCutOffsInARow(t *testing.T) {
 		{false, false, certCutOff},  // second cut-off in a row
 		{false, false, certCutOff},
 	} {
-		if got := r.after(ctx, a, id, step.welcomed, step.refused); got != step.want {
+		if got := r.after(ctx, a, a.servers.entries[0], id, step.welcomed, step.refused); got != step.want {
 			t.Errorf("step %d (welcomed %v, refused %v): verdict %d; want %d", i, step.welcomed, step.refused, got, step.want)
 		}
 	}
@@ -306,6 +298,20 @@ func newTestAgent(t *testing.T, addr string, p *testPKI) (*Agent, *pki.Identity)
 	return a, id
 }
 
+// runUntilReturn runs a until the returned function is called, which waits
+// for Run to return and fails the test if Run failed.
+func runUntilReturn(t *testing.T, a *Agent) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
 // An agent that finds nobody listening (the server restarting) retries
 // within refusedBackoff however many times that happened: it is back
 // within seconds of the server, even when MaxBackoff is long.
@@ -315,15 +321,7 @@ func TestRefusedDialRetriesSoon(t *testing.T) {
 	var out testenv.Buffer
 	clock := clockwork.NewFakeClock()
 	a.log, a.clock, a.cfg.MaxBackoff = slog.New(slog.NewTextHandler(&out, nil)), clock, 30*time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer runUntilReturn(t, a)()
 	retry := regexp.MustCompile(`retry_in=(\S+)`)
 	for k := 1; k <= 8; k++ {
 		var waits [][]string

@@ -772,6 +772,7 @@ type ServerMessage struct {
 	//
 	//	*ServerMessage_Welcome
 	//	*ServerMessage_Desired
+	//	*ServerMessage_Goaway
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -832,6 +833,15 @@ func (x *ServerMessage) GetDesired() *DesiredState {
 	return nil
 }
 
+func (x *ServerMessage) GetGoaway() *GoAway {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Goaway); ok {
+			return x.Goaway
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -844,9 +854,76 @@ type ServerMessage_Desired struct {
 	Desired *DesiredState `protobuf:"bytes,2,opt,name=desired,proto3,oneof"`
 }
 
+type ServerMessage_Goaway struct {
+	Goaway *GoAway `protobuf:"bytes,3,opt,name=goaway,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Desired) isServerMessage_Msg() {}
+
+func (*ServerMessage_Goaway) isServerMessage_Msg() {}
+
+// GoAway asks the agent to leave this server for another of its --server
+// entries (since version 3): the server is shutting down, or holds as many
+// agents as it may. The agent closes the stream, waits a random time in
+// [0, reconnect_within_ms] so that a server's agents do not all land on
+// another at once, and connects to another entry, avoiding this one for a
+// while unless it has no other. Its containers keep running.
+type GoAway struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason is for logs: "shutting down", "overloaded".
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// reconnect_within_ms bounds the agent's random wait before it connects
+	// again, in milliseconds; 0 means at once.
+	ReconnectWithinMs int64 `protobuf:"varint,2,opt,name=reconnect_within_ms,json=reconnectWithinMs,proto3" json:"reconnect_within_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GoAway) Reset() {
+	*x = GoAway{}
+	mi := &file_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GoAway) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GoAway) ProtoMessage() {}
+
+func (x *GoAway) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
+func (*GoAway) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GoAway) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GoAway) GetReconnectWithinMs() int64 {
+	if x != nil {
+		return x.ReconnectWithinMs
+	}
+	return 0
+}
 
 type Welcome struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -860,7 +937,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +949,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +962,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -929,7 +1006,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1018,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1031,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DesiredState) GetGeneration() uint64 {
@@ -1006,7 +1083,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1095,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1108,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstanceSpec) GetId() string {
@@ -1098,7 +1175,7 @@ type Facts struct {
 
 func (x *Facts) Reset() {
 	*x = Facts{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1187,7 @@ func (x *Facts) String() string {
 func (*Facts) ProtoMessage() {}
 
 func (x *Facts) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1200,7 @@ func (x *Facts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Facts.ProtoReflect.Descriptor instead.
 func (*Facts) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Facts) GetAgentVersion() string {
@@ -1186,7 +1263,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1275,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1288,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Usage) GetCpuPercent() float64 {
@@ -1297,11 +1374,15 @@ const file_agent_proto_rawDesc = "" +
 	"observedAt\x12!\n" +
 	"\fimage_digest\x18\a \x01(\tR\vimageDigest\x12\x1a\n" +
 	"\brestarts\x18\b \x01(\rR\brestarts\x12\x16\n" +
-	"\x06events\x18\t \x03(\tR\x06events\"\x8d\x01\n" +
+	"\x06events\x18\t \x03(\tR\x06events\"\xc3\x01\n" +
 	"\rServerMessage\x127\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1b.dockfleet.agent.v1.WelcomeH\x00R\awelcome\x12<\n" +
-	"\adesired\x18\x02 \x01(\v2 .dockfleet.agent.v1.DesiredStateH\x00R\adesiredB\x05\n" +
-	"\x03msg\"\x81\x01\n" +
+	"\adesired\x18\x02 \x01(\v2 .dockfleet.agent.v1.DesiredStateH\x00R\adesired\x124\n" +
+	"\x06goaway\x18\x03 \x01(\v2\x1a.dockfleet.agent.v1.GoAwayH\x00R\x06goawayB\x05\n" +
+	"\x03msg\"P\n" +
+	"\x06GoAway\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12.\n" +
+	"\x13reconnect_within_ms\x18\x02 \x01(\x03R\x11reconnectWithinMs\"\x81\x01\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
@@ -1357,7 +1438,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),   // 0: dockfleet.agent.v1.RenewRequest
 	(*RenewResponse)(nil),  // 1: dockfleet.agent.v1.RenewResponse
@@ -1370,39 +1451,41 @@ var file_agent_proto_goTypes = []any{
 	(*Ack)(nil),            // 8: dockfleet.agent.v1.Ack
 	(*InstanceStatus)(nil), // 9: dockfleet.agent.v1.InstanceStatus
 	(*ServerMessage)(nil),  // 10: dockfleet.agent.v1.ServerMessage
-	(*Welcome)(nil),        // 11: dockfleet.agent.v1.Welcome
-	(*DesiredState)(nil),   // 12: dockfleet.agent.v1.DesiredState
-	(*InstanceSpec)(nil),   // 13: dockfleet.agent.v1.InstanceSpec
-	(*Facts)(nil),          // 14: dockfleet.agent.v1.Facts
-	(*Usage)(nil),          // 15: dockfleet.agent.v1.Usage
-	nil,                    // 16: dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	(*GoAway)(nil),         // 11: dockfleet.agent.v1.GoAway
+	(*Welcome)(nil),        // 12: dockfleet.agent.v1.Welcome
+	(*DesiredState)(nil),   // 13: dockfleet.agent.v1.DesiredState
+	(*InstanceSpec)(nil),   // 14: dockfleet.agent.v1.InstanceSpec
+	(*Facts)(nil),          // 15: dockfleet.agent.v1.Facts
+	(*Usage)(nil),          // 16: dockfleet.agent.v1.Usage
+	nil,                    // 17: dockfleet.agent.v1.EnrollRequest.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	16, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
-	14, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
+	17, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	15, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
 	6,  // 2: dockfleet.agent.v1.AgentMessage.hello:type_name -> dockfleet.agent.v1.Hello
 	7,  // 3: dockfleet.agent.v1.AgentMessage.heartbeat:type_name -> dockfleet.agent.v1.Heartbeat
 	8,  // 4: dockfleet.agent.v1.AgentMessage.ack:type_name -> dockfleet.agent.v1.Ack
 	9,  // 5: dockfleet.agent.v1.AgentMessage.status:type_name -> dockfleet.agent.v1.InstanceStatus
 	5,  // 6: dockfleet.agent.v1.AgentMessage.pulled:type_name -> dockfleet.agent.v1.ImagePull
-	14, // 7: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
+	15, // 7: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
 	9,  // 8: dockfleet.agent.v1.Hello.instances:type_name -> dockfleet.agent.v1.InstanceStatus
-	15, // 9: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
-	14, // 10: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
-	11, // 11: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
-	12, // 12: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
-	13, // 13: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
-	2,  // 14: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
-	4,  // 15: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
-	0,  // 16: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
-	3,  // 17: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
-	10, // 18: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
-	1,  // 19: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	16, // 9: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
+	15, // 10: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
+	12, // 11: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
+	13, // 12: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
+	11, // 13: dockfleet.agent.v1.ServerMessage.goaway:type_name -> dockfleet.agent.v1.GoAway
+	14, // 14: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
+	2,  // 15: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
+	4,  // 16: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
+	0,  // 17: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
+	3,  // 18: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
+	10, // 19: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
+	1,  // 20: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
+	18, // [18:21] is the sub-list for method output_type
+	15, // [15:18] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1420,6 +1503,7 @@ func file_agent_proto_init() {
 	file_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Desired)(nil),
+		(*ServerMessage_Goaway)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1427,7 +1511,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

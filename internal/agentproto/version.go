@@ -21,7 +21,10 @@ package agentproto
 //     Hello and Heartbeat the highest one the agent applied: an agent holds
 //     a desired state below it (a store restored from an older backup)
 //     instead of removing what that store does not know. Older agents and
-//     servers send 0, which is applied as before.
+//     servers send 0, which is applied as before. GoAway in ServerMessage:
+//     the server asks the agent to move to another of its servers (shutting
+//     down, or over --max-agents); a version 2 agent ignores it, and its
+//     stream ends when the server stops.
 const Version = 3
 
 // MinVersion is the oldest agent protocol version the server still serves.

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -48,6 +50,23 @@ type Service struct {
 	// heartbeatInterval is what agents are told to keep; certTTL the
 	// lifetime of the certificates the service signs.
 	heartbeatInterval, certTTL time.Duration
+	// maxAgents caps the streams served at once; 0: no cap.
+	maxAgents int
+	// overloads logs the agents turned away by maxAgents.
+	overloads *sparselog.Log
+
+	streamsMu sync.Mutex
+	streams   map[*agentStream]bool // the connected agents'
+	// draining is set by Drain: new streams are told to go, each within
+	// drainWithin.
+	draining    bool
+	drainWithin time.Duration
+	// asked counts the streams Drain told to go that are still open;
+	// drained is closed when it reaches zero.
+	asked   int
+	drained chan struct{}
+	// senders are Drain's goroutines that send GoAway.
+	senders sync.WaitGroup
 }
 
 // Deps are what a Service uses; every field is required.
@@ -67,12 +86,17 @@ type Deps struct {
 	// HeartbeatInterval is what agents are told to keep; CertTTL the
 	// lifetime of the node certificates the service signs.
 	HeartbeatInterval, CertTTL time.Duration
+	// MaxAgents, if above zero, caps the agents connected at once: one
+	// more is told to go to another server (GoAway, ReasonOverloaded).
+	// It is optional.
+	MaxAgents int
 }
 
 // New makes the agent service of d.
 func New(d Deps) *Service {
 	return &Service{store: d.Store, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl, enrolled: d.Enrolled,
-		limits: d.Limits, log: d.Logger, heartbeatInterval: d.HeartbeatInterval, certTTL: d.CertTTL}
+		limits: d.Limits, log: d.Logger, heartbeatInterval: d.HeartbeatInterval, certTTL: d.CertTTL,
+		maxAgents: d.MaxAgents, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
 }
 
 func checkVersion(v uint32) error {
@@ -338,15 +362,21 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	}
 	a.limits.cleanMessage(nodeID, first)
 	log := a.log.With("node_id", nodeID)
+	st := &agentStream{stream: stream, version: hello.ProtocolVersion}
+	if err := a.admit(st, nodeID); err != nil {
+		st.end()
+		return err
+	}
+	defer a.leave(st)
 	a.live.Connected(nodeID, factsFromProto(hello.Facts))
 	sess := a.out.Connect(nodeID)
 	defer a.out.Disconnect(sess)
 	log.Info("agent connected", "generation", hello.Generation)
-	if err := stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
+	if err := st.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: a.heartbeatInterval.Milliseconds()}}}); err != nil {
 		return err
 	}
-	sess.Start(stream)
+	sess.Start(st)
 	defer sess.Stop()
 	for _, st := range hello.Instances {
 		a.ctl.Status(ctx, nodeID, st)
@@ -360,7 +390,12 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			log.Info("agent disconnected", "reason", err)
+			// Drain logs the agents it told to go by their count.
+			if a.toldToGo(st) {
+				log.Debug("agent disconnected", "reason", err)
+			} else {
+				log.Info("agent disconnected", "reason", err)
+			}
 			return nil
 		}
 		if err := sess.Err(); err != nil {

@@ -56,7 +56,7 @@ func newAgentCommand(e *env) *cobra.Command {
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --server HOST:PORT --token-file FILE --data-dir DIR [flags]",
+		Use:   "agent --server HOST:PORT[,HOST:PORT...] --token-file FILE --data-dir DIR [flags]",
 		Short: "Run the agent that runs this host's containers",
 		Long: `Run the dockfleet agent of this Docker host until interrupted.
 
@@ -76,7 +76,9 @@ and the token file can be deleted.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Server, "server", "", "the server's agent address, HOST:PORT (its --agent-addr; required)")
+	f.StringSliceVar(&cfg.Servers, "server", nil, "the server's agent address, HOST:PORT (its --agent-addr; required); "+
+		"the replicas of a server as several (repeatable or comma-separated) or as a DNS name with several addresses: "+
+		"the agent starts at a random one and moves to the next when its server goes away")
 	token.add(f, "needed on first start")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the agent's key, certificate and state (required)")
 	f.StringVar(&cfg.Name, "name", "", "node name to enroll as (default the hostname)")

@@ -89,6 +89,10 @@ opened (docs/operations.md#key-file).`,
 		"newest revisions each deployment keeps; older ones are deleted unless still in use")
 	f.DurationVar(&cfg.EventRetention, "event-retention", def.EventRetention, "how long events are kept")
 	f.IntVar(&cfg.MaxEvents, "max-events", def.MaxEvents, "newest events kept at most")
+	f.IntVar(&cfg.MaxAgents, "max-agents", def.MaxAgents, "agents this server holds at most; one more is told to connect to another "+
+		"of its --server entries (0: no cap)")
+	f.DurationVar(&cfg.DrainAgentsWithin, "drain-agents-within", def.DrainAgentsWithin, "on a graceful stop, how long agents are given to move "+
+		"to another server: each is told to go within a random time up to it, and those still here after it are cut off")
 	logs.add(f)
 	return cmd
 }

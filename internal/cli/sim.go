@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +24,7 @@ type simOptions struct {
 	verbose   bool
 	debugAddr string
 	logs      logFlags
+	servers   []string
 }
 
 func newSimCommand(e *env) *cobra.Command {
@@ -61,6 +63,7 @@ loopback source addresses with --source-ip 127.0.0.2,127.0.0.3,...`,
 			if cfg.Token, err = token.resolve(cmd, e); err != nil {
 				return err
 			}
+			cfg.Server = strings.Join(o.servers, ",")
 			if err := checkSimFlags(cmd, &cfg); err != nil {
 				return err
 			}
@@ -69,7 +72,8 @@ loopback source addresses with --source-ip 127.0.0.2,127.0.0.3,...`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Server, "server", "", "the server's agent address, HOST:PORT (its --agent-addr; required)")
+	f.StringSliceVar(&o.servers, "server", nil, "the server's agent address, HOST:PORT (its --agent-addr; required); "+
+		"several for the replicas of a server (repeatable or comma-separated): each agent starts at a random one")
 	token.add(f, "with a use for every new agent")
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "CA certificate to trust the server with, instead of the fingerprint in the token")
 	f.IntVar(&cfg.Agents, "agents", 0, "how many agents to run (required)")

@@ -387,7 +387,7 @@ func TestUpgradeKeepsTheCAOfTheDataDir(t *testing.T) {
 	acfg := agent.DefaultConfig()
 	acfg.Server, acfg.Token, acfg.DataDir, acfg.Name = agentAddr, tok.Token, t.TempDir(), "edge-1"
 	acfg.Runtime, acfg.ResyncInterval, acfg.MaxBackoff = fakert.New(), 200*time.Millisecond, 300*time.Millisecond
-	acfg.Hooks.OnConnected = func() { connected.Add(1) }
+	acfg.Hooks.OnConnected = func(string) { connected.Add(1) }
 	ag, err := agent.New(acfg)
 	if err != nil {
 		t.Fatal(err)

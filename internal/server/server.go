@@ -120,6 +120,15 @@ type Config struct {
 	// without a client certificate (enrolling agents) one source address
 	// holds at once; each lasts 30s at most. Default 32.
 	AgentCertlessConnsPerSource int
+	// MaxAgents, if above zero, caps the agents this server holds at once:
+	// one more is told to connect to another server (GoAway, "overloaded").
+	// Zero: no cap.
+	MaxAgents int
+	// DrainAgentsWithin is how long a server that stops gracefully gives
+	// its agents to move to another server: it tells each to go (GoAway)
+	// within a random time up to it, and waits up to it for them to leave
+	// before it cuts off the rest. Default 10s.
+	DrainAgentsWithin time.Duration
 	// RevisionHistory is how many of its newest revisions a deployment
 	// keeps; older ones go, but for those its stable revision, an active
 	// rollout or an instance still uses. Default 50.
@@ -158,6 +167,7 @@ func DefaultConfig() Config {
 		RevisionHistory:             DefaultRevisionHistory,
 		EventRetention:              DefaultEventRetention,
 		MaxEvents:                   DefaultMaxEvents,
+		DrainAgentsWithin:           DefaultDrainAgentsWithin,
 		Logger:                      slog.New(slog.DiscardHandler),
 	}
 }
@@ -184,6 +194,7 @@ func (c Config) withDefaults() Config {
 	setZero(&c.RevisionHistory, d.RevisionHistory)
 	setZero(&c.EventRetention, d.EventRetention)
 	setZero(&c.MaxEvents, d.MaxEvents)
+	setZero(&c.DrainAgentsWithin, d.DrainAgentsWithin)
 	if c.Resolve == nil {
 		c.Resolve = d.Resolve
 	}
@@ -220,6 +231,7 @@ func (c Config) Validate() error {
 	check(c.APIAddr != "", "API address", `""`, "required", "--api-addr")
 	check(c.AgentAddr != "", "agent address", `""`, "required", "--agent-addr")
 	check(c.ExpectedAgents >= 0, "expected agents", c.ExpectedAgents, "must be 0 or more", "--expected-agents")
+	check(c.MaxAgents >= 0, "max agents", c.MaxAgents, "must be 0 (no cap) or more", "--max-agents")
 	for _, d := range []struct {
 		field string
 		value time.Duration
@@ -230,6 +242,7 @@ func (c Config) Validate() error {
 		{"node certificate TTL", c.NodeCertTTL, "--node-cert-ttl"},
 		{"max token TTL", c.MaxTokenTTL, "--max-token-ttl"},
 		{"event retention", c.EventRetention, "--event-retention"},
+		{"drain agents within", c.DrainAgentsWithin, "--drain-agents-within"},
 	} {
 		check(d.value > 0, d.field, d.value, "must be positive", d.flag)
 	}
@@ -295,6 +308,7 @@ type Server struct {
 	grpc     *grpc.Server
 	fleet    *fleet
 	gate     *agentsvc.Gate
+	agents   *agentsvc.Service
 	cert     *pki.ServerCert
 	hosts    []string // the server certificate's
 	api      *restapi.Handler
@@ -418,9 +432,10 @@ func (s *Server) listen() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	agentproto.RegisterAgentServer(s.grpc, agentsvc.New(agentsvc.Deps{Store: s.store, CA: s.ca, Gate: s.gate,
+	s.agents = agentsvc.New(agentsvc.Deps{Store: s.store, CA: s.ca, Gate: s.gate,
 		Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl, Enrolled: s.fleet.enrolled, Limits: limits, Logger: s.log,
-		HeartbeatInterval: s.cfg.HeartbeatInterval, CertTTL: s.cfg.NodeCertTTL}))
+		HeartbeatInterval: s.cfg.HeartbeatInterval, CertTTL: s.cfg.NodeCertTTL, MaxAgents: s.cfg.MaxAgents})
+	agentproto.RegisterAgentServer(s.grpc, s.agents)
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
 			s.apiLn.Close()
@@ -488,10 +503,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.debug != nil {
 		s.shutdownHTTP(s.debug, "debug profiles")
 	}
-	// Agent streams never end by themselves, so a graceful stop would wait
-	// forever; agents reconnect with backoff and their containers keep
-	// running. Stop waits for the handlers (grpc.WaitForHandlers).
+	// Agent streams never end by themselves: the agents are told to move
+	// to another server (GoAway), and given DrainAgentsWithin to leave.
+	// Those that stay are cut off; they reconnect with backoff, and their
+	// containers keep running. Stop waits for the handlers
+	// (grpc.WaitForHandlers).
+	drainCtx, drained := context.WithTimeout(context.Background(), s.cfg.DrainAgentsWithin)
+	s.agents.Drain(drainCtx, s.cfg.DrainAgentsWithin)
+	drained()
 	s.grpc.Stop()
+	s.agents.Wait()
 	wg.Wait()
 	requests.Wait()
 	s.fleet.live.Flush(context.Background())
@@ -596,6 +617,11 @@ func (s *Server) KeyFile() string { return s.keyFile }
 
 // AdminTokenFile is the path of the bootstrap admin API token.
 func (s *Server) AdminTokenFile() string { return s.adminTok }
+
+// DefaultDrainAgentsWithin is Config.DrainAgentsWithin's default: ten
+// seconds spread the reconnections of 10,000 agents to 1,000 a second on
+// the servers that take them.
+const DefaultDrainAgentsWithin = 10 * time.Second
 
 // The enrollment token defaults of the REST API (package restapi), for the
 // CLI's flags.

@@ -51,7 +51,9 @@ const (
 
 // Config configures a simulation.
 type Config struct {
-	// Server is the server's agent endpoint, "host:port" or "https://host:port".
+	// Server is the server's agent endpoint, "host:port" or
+	// "https://host:port", or several, comma-separated (agent.Config.Server):
+	// each agent starts at a random one.
 	Server string
 	// Token is the enrollment token; it needs a use for every agent that
 	// has no identity in DataDir yet, and none is needed when all have one.
@@ -321,7 +323,7 @@ func (s *sim) newNode(i int, dialers []func(context.Context, string) (net.Conn, 
 	return n, a, nil
 }
 
-func (n *node) onConnected() {
+func (n *node) onConnected(string) {
 	s := n.s
 	if s.stopping.Load() {
 		return

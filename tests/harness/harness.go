@@ -220,12 +220,16 @@ func (f *Fleet) Token(args ...string) string {
 }
 
 // StartAgent starts an agent process, in its network namespace if f.Netns
-// names one; token may be empty on restarts.
+// names one; token may be empty on restarts. It connects to the fleet's
+// server unless extra gives --server: repeated, the flag lists servers.
 func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
 	f.t.Helper()
-	args := []string{"agent", "--server", f.AgentAddr, "--data-dir", filepath.Join(f.Dir, "agent-"+name), "--name", name, "--resync", "2s",
+	args := []string{"agent", "--data-dir", filepath.Join(f.Dir, "agent-"+name), "--name", name, "--resync", "2s",
 		// Debug logs a line per reconcile pass, which WaitReconciled counts.
 		"--log-level", "debug"}
+	if !slices.Contains(extra, "--server") {
+		args = append(args, "--server", f.AgentAddr)
+	}
 	if token != "" {
 		// As the docs say: the token in a private file, not on the command line.
 		file := filepath.Join(f.Dir, "token-"+name)
