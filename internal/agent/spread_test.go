@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/container"
 	"github.com/dockfleet/dockfleet/internal/fakert"
-	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/server"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
@@ -29,8 +27,7 @@ import (
 // with real agents that list both.
 //
 // Scaffolding until replicas on PostgreSQL land: the second server shares
-// the first's SQLite file (a link in its data dir) and a copy of its CA, so
-// that a node enrolled at one is known at the other and its certificate is
+// the first's SQLite file and key file (so its sealed CA), so that a node enrolled at one is known at the other and its certificate is
 // good at both; each has its own server certificate from that CA. Both run
 // their controllers and neither learns of the other's changes, so these
 // tests keep to where agents connect and how they move, and put a
@@ -47,22 +44,12 @@ func replicaConfig(dir, agentAddr string, log *slog.Logger) server.Config {
 }
 
 // startReplica starts, with cfg, a server that shares first's store and
-// CA; cfg.DataDir is set to a new directory.
+// key file, and so its CA; cfg.DataDir is set to a new directory.
 func startReplica(t *testing.T, first *testServer, cfg server.Config) *testServer {
 	t.Helper()
 	cfg.DataDir = t.TempDir()
-	for _, name := range []string{pki.CACertFile, "ca.key"} {
-		b, err := os.ReadFile(filepath.Join(first.f.DataDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(cfg.DataDir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink(filepath.Join(first.f.DataDir, "dockfleet.db"), filepath.Join(cfg.DataDir, "dockfleet.db")); err != nil {
-		t.Fatal(err)
-	}
+	cfg.Store = "sqlite:" + filepath.Join(first.f.DataDir, "dockfleet.db")
+	cfg.KeyFile = filepath.Join(first.f.DataDir, server.DefaultKeyFile)
 	return startServerConfig(t, cfg)
 }
 
