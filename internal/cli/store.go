@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -14,10 +16,10 @@ import (
 func newStoreCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "store",
-		Short: "Back up the server's store, and decide what a restored one does",
+		Short: "Back up the server's store, move it to PostgreSQL, and decide what a restored one does",
 	}
 	makeGroup(cmd)
-	cmd.AddCommand(newStoreBackupCommand(e), newStoreAcceptRestoreCommand(e))
+	cmd.AddCommand(newStoreBackupCommand(e), newStoreMigrateCommand(e), newStoreAcceptRestoreCommand(e))
 	return cmd
 }
 
@@ -143,5 +145,73 @@ apply) before deciding.`,
 	}
 	e.addConnFlags(cmd.Flags(), false)
 	addOutputFlag(cmd.Flags(), &out)
+	return cmd
+}
+
+func newStoreMigrateCommand(e *env) *cobra.Command {
+	var from, to string
+	cmd := &cobra.Command{
+		Use:   "migrate --from sqlite:PATH --to postgres://...",
+		Short: "Move a stopped server's SQLite store into an empty PostgreSQL database",
+		Long: `Copy everything a server's SQLite store holds (nodes, tokens, deployments,
+revisions, rollouts, instances, events, the sealed CA key and admin token)
+into a new, empty PostgreSQL database, so that the server can run on it, as
+one replica or several.
+
+Stop the server first: what it writes during the copy would not be copied.
+The copy is whole or nothing: read in one transaction, written in one, with
+each table's rows counted on both sides before it commits. A database that
+holds anything is refused. The SQLite file is left as it was.
+
+Then start the server with --store set to the same URL and the same key
+file (DATA_DIR/store.key, or --key-file). See docs/operations.md, "Moving to
+PostgreSQL".`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, ok := strings.CutPrefix(from, "sqlite:")
+			if !ok || path == "" {
+				return usageErrorf("--from %q: want sqlite:PATH, the server's SQLite store (DATA_DIR/%s)", from, storeFile)
+			}
+			if to == "" || strings.HasPrefix(to, "sqlite:") {
+				return usageErrorf("--to: want the URL of an empty PostgreSQL database, postgres://USER@HOST:PORT/DATABASE")
+			}
+			if err := store.CheckURL(to); err != nil {
+				return usageErrorf("--to: %v", err)
+			}
+			// Opening a file that is not there would make an empty store.
+			if _, err := os.Stat(path); err != nil {
+				return fmt.Errorf("no store at %s: give the server's DATA_DIR/%s (%w)", path, storeFile, err)
+			}
+			src, err := store.OpenSQLite(cmd.Context(), path)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			st, err := store.Open(cmd.Context(), to, "")
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			dst, ok := st.(*store.Postgres)
+			if !ok {
+				return usageErrorf("--to: want a PostgreSQL database")
+			}
+			counts, err := store.Copy(cmd.Context(), src, dst)
+			if err != nil {
+				return fmt.Errorf("migrating %s to PostgreSQL: %w", path, err)
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TABLE\tROWS")
+			for _, c := range counts {
+				fmt.Fprintf(w, "%s\t%d\n", c.Table, c.Rows)
+			}
+			w.Flush()
+			fmt.Fprintf(e.stdout, "Copied %s into PostgreSQL. Start the server with --store and that URL, and the same key file.\n", path)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "the SQLite store to copy, sqlite:PATH (required)")
+	f.StringVar(&to, "to", "", "the empty PostgreSQL database to copy into, postgres://USER@HOST:PORT/DATABASE (required)")
 	return cmd
 }
