@@ -136,6 +136,24 @@ func (f *Fanout) Send(id, key string, d *agentproto.DesiredState) {
 	}
 }
 
+// Deliver keeps d, numbered already (by the leader replica, through the
+// store), as node id's desired state of key, and queues it on the node's
+// stream, if one is open; a state numbered at or below the one held is
+// late and dropped. It reports whether d was kept.
+func (f *Fanout) Deliver(id, key string, d *agentproto.DesiredState) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.node(id)
+	if n.desired != nil && d.Generation <= n.desired.Generation {
+		return false
+	}
+	n.desired, n.key = d, key
+	if n.session != nil {
+		n.session.push(d)
+	}
+	return true
+}
+
 // Desired returns node id's last desired state, or nil. The caller must
 // not change it.
 func (f *Fanout) Desired(id string) *agentproto.DesiredState {

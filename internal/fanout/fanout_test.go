@@ -57,3 +57,26 @@ func TestFanoutKeepsTheLastStatePerNode(t *testing.T) {
 		t.Errorf("a is connected after its stream ended")
 	}
 }
+
+// A state numbered elsewhere (by the leader replica) is delivered as
+// numbered, and a late copy of an older one is dropped.
+func TestDeliverKeepsTheLeadersNumbers(t *testing.T) {
+	f := New(clockwork.NewFakeClock())
+	st := &blockingStream{sent: make(chan uint64), release: make(chan error)}
+	sess := f.Connect("a")
+	sess.Start(st)
+	defer sess.Stop()
+	if !f.Deliver("a", "k7", &agentproto.DesiredState{Generation: 7}) {
+		t.Fatal("the first state was dropped")
+	}
+	if got := <-st.sent; got != 7 {
+		t.Fatalf("sent generation %d; want the leader's 7", got)
+	}
+	st.release <- nil
+	if f.Deliver("a", "k5", &agentproto.DesiredState{Generation: 5}) || f.Deliver("a", "k7", &agentproto.DesiredState{Generation: 7}) {
+		t.Fatal("a late or repeated state was kept")
+	}
+	if d := f.Desired("a"); d.Generation != 7 || !f.Unchanged("a", "k7") {
+		t.Fatalf("held %+v; want generation 7 of key k7", d)
+	}
+}
