@@ -52,6 +52,7 @@ type Service struct {
 	heartbeatInterval, certTTL time.Duration
 	// maxAgents caps the streams served at once; 0: no cap.
 	maxAgents int
+	onSession func(ctx context.Context, nodeID string, open bool)
 	// overloads logs the agents turned away by maxAgents.
 	overloads *sparselog.Log
 
@@ -90,13 +91,18 @@ type Deps struct {
 	// more is told to go to another server (GoAway, ReasonOverloaded).
 	// It is optional.
 	MaxAgents int
+	// OnSession, if set, is told when a node's stream opens here (before
+	// it is sent anything) and when it ends: the replicas of a cluster
+	// record which holds each node, and give a new stream its node's
+	// desired state from the store. It is optional.
+	OnSession func(ctx context.Context, nodeID string, open bool)
 }
 
 // New makes the agent service of d.
 func New(d Deps) *Service {
 	return &Service{store: d.Store, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl, enrolled: d.Enrolled,
 		limits: d.Limits, log: d.Logger, heartbeatInterval: d.HeartbeatInterval, certTTL: d.CertTTL,
-		maxAgents: d.MaxAgents, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
+		maxAgents: d.MaxAgents, onSession: d.OnSession, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
 }
 
 func checkVersion(v uint32) error {
@@ -371,6 +377,10 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	a.live.Connected(nodeID, factsFromProto(hello.Facts))
 	sess := a.out.Connect(nodeID)
 	defer a.out.Disconnect(sess)
+	if a.onSession != nil {
+		a.onSession(ctx, nodeID, true)
+		defer a.onSession(context.WithoutCancel(ctx), nodeID, false)
+	}
 	log.Info("agent connected", "generation", hello.Generation)
 	if err := st.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: a.heartbeatInterval.Milliseconds()}}}); err != nil {
