@@ -51,8 +51,9 @@ type Service struct {
 	// lifetime of the certificates the service signs.
 	heartbeatInterval, certTTL time.Duration
 	// maxAgents caps the streams served at once; 0: no cap.
-	maxAgents int
-	onSession func(ctx context.Context, nodeID string, open bool)
+	maxAgents    int
+	onSession    func(ctx context.Context, nodeID string, open bool)
+	onReenrolled func()
 	// overloads logs the agents turned away by maxAgents.
 	overloads *sparselog.Log
 
@@ -96,13 +97,17 @@ type Deps struct {
 	// record which holds each node, and give a new stream its node's
 	// desired state from the store. It is optional.
 	OnSession func(ctx context.Context, nodeID string, open bool)
+	// OnReenrolled, if set, is told that a node re-enrolled here: the
+	// other replicas of a cluster must refuse its old certificates too.
+	// It is optional.
+	OnReenrolled func()
 }
 
 // New makes the agent service of d.
 func New(d Deps) *Service {
 	return &Service{store: d.Store, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl, enrolled: d.Enrolled,
 		limits: d.Limits, log: d.Logger, heartbeatInterval: d.HeartbeatInterval, certTTL: d.CertTTL,
-		maxAgents: d.MaxAgents, onSession: d.OnSession, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
+		maxAgents: d.MaxAgents, onSession: d.OnSession, onReenrolled: d.OnReenrolled, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
 }
 
 func checkVersion(v uint32) error {
@@ -231,6 +236,9 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 		// The certificates of the node's earlier epochs are refused from
 		// now on, and the connections made with them closed.
 		a.gate.reenrolled(node.ID, node.Epoch)
+		if a.onReenrolled != nil {
+			a.onReenrolled()
+		}
 		a.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
 		a.ctl.Need(controller.ReloadNodes)
 		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dockfleet/dockfleet/internal/agentproto"
+	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/bus"
 	"github.com/dockfleet/dockfleet/internal/controller"
@@ -36,6 +37,8 @@ import (
 //     queued in the store for the leader (store.AppendReports, reportsTopic);
 //   - the leader's desired states go through the store to the replica that
 //     holds each node's stream (package replica);
+//   - a node revoked, removed or re-enrolled through one replica is
+//     refused by every other's gate (gateTopic);
 //   - each replica records which nodes' streams it holds, and renews its
 //     own record every second; the leader counts a node held by a live
 //     replica as heard from (liveness.Registry.Seen).
@@ -45,6 +48,9 @@ const (
 	needTopic    bus.Topic = "dockfleet_need"
 	reportsTopic bus.Topic = "dockfleet_reports"
 	eventsTopic  bus.Topic = "dockfleet_events"
+	// gateTopic: a node was revoked, removed or re-enrolled; every
+	// replica's gate reads the store again (agentsvc.Gate.Sync).
+	gateTopic bus.Topic = "dockfleet_gate"
 )
 
 // Timing of the replicas' bookkeeping.
@@ -82,6 +88,8 @@ type cluster struct {
 	needs   <-chan bus.Message
 	reports <-chan bus.Message
 	evs     <-chan bus.Message
+	gates   <-chan bus.Message
+	gate    *agentsvc.Gate
 
 	mu       sync.Mutex
 	sessions []store.Session // opened and closed since the last write
@@ -111,14 +119,15 @@ func newCluster(ctx context.Context, st *store.Postgres, cfg Config, clock clock
 	every := min(cfg.HeartbeatInterval, maxPresenceInterval)
 	c := &cluster{id: id, st: st, bus: b, clock: clock, log: cfg.Logger.With("replica", id), events: events,
 		every: every, silence: 3 * every,
-		needs: b.Subscribe(needTopic), reports: b.Subscribe(reportsTopic), evs: b.Subscribe(eventsTopic)}
+		needs: b.Subscribe(needTopic), reports: b.Subscribe(reportsTopic), evs: b.Subscribe(eventsTopic),
+		gates: b.Subscribe(gateTopic)}
 	c.elector = leader.New(st, leader.Config{Name: "controller", Holder: id, Clock: clock, Logger: cfg.Logger})
 	return c, nil
 }
 
-// bind gives the cluster the fleet it serves, once both exist.
-func (c *cluster) bind(f *fleet, agentAddr, apiAddr string) {
-	c.fleet = f
+// bind gives the cluster the fleet and gate it serves, once they exist.
+func (c *cluster) bind(f *fleet, g *agentsvc.Gate, agentAddr, apiAddr string) {
+	c.fleet, c.gate = f, g
 	c.feed = replica.NewFeed(c.st, c.bus, f.out, c.clock, c.log)
 	c.addrs = store.Replica{ID: c.id, AgentAddr: agentAddr, APIAddr: apiAddr, StartedAt: c.clock.Now()}
 }
@@ -160,6 +169,17 @@ func (c *cluster) session(ctx context.Context, nodeID string, open bool) {
 	}
 }
 
+// gateChanged tells every replica's gate that a node was revoked,
+// removed or re-enrolled here.
+func (c *cluster) gateChanged() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.bus.Publish(ctx, gateTopic, ""); err != nil {
+		// The others refuse the node when their bus is back (a resync).
+		c.log.Warn("telling the replicas of a revoked or re-enrolled node", "err", err)
+	}
+}
+
 // eventsAppended wakes every replica's event followers.
 func (c *cluster) eventsAppended() {
 	c.events.Notify()
@@ -185,6 +205,25 @@ func (c *cluster) run(ctx context.Context) {
 				return
 			case <-c.evs:
 				c.events.Notify()
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.gates:
+				newly, err := c.gate.Sync(ctx, c.st)
+				if err != nil {
+					if ctx.Err() == nil {
+						c.log.Warn("reading revoked and re-enrolled nodes", "err", err)
+					}
+					continue
+				}
+				for _, id := range newly {
+					c.fleet.live.Revoked(id)
+				}
 			}
 		}
 	})

@@ -200,6 +200,19 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 		}
 	}
 
+	// A node revoked through one replica is cut off at the one that holds
+	// its stream, and refused there from then on: edge-2 knows r2 only.
+	if _, err := reps[1].Client.RevokeNode(ctx, "edge-2"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 15*time.Second, "edge-2 cut off by r2", func() error {
+		if on := agents[1].on(); on != "" {
+			return fmt.Errorf("edge-2 is still on %s", on)
+		}
+		return nil
+	})
+	agents = append(agents[:1], agents[2:]...) // it runs what it ran; the rounds go on without it
+
 	// The first replica started first and leads; stopped, it hands over.
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)

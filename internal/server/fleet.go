@@ -91,6 +91,9 @@ func (f *fleet) enrolled(n api.Node) {
 
 // revoked records that node id was revoked: its instances are lost.
 func (f *fleet) revoked(id string) {
+	if f.cluster != nil {
+		f.cluster.gateChanged()
+	}
 	f.live.Revoked(id)
 	f.ctl.Need(controller.ReloadNodes | controller.Place)
 }
@@ -98,6 +101,9 @@ func (f *fleet) revoked(id string) {
 // removed forgets node id, which the store no longer has: its instances
 // are gone, and placement moves what they ran.
 func (f *fleet) removed(id string) {
+	if f.cluster != nil {
+		f.cluster.gateChanged()
+	}
 	f.live.Removed(id)
 	f.out.Forget(id)
 	f.ctl.Need(controller.ReloadNodes | controller.ReloadInstances | controller.Place)

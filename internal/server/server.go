@@ -450,8 +450,8 @@ func (s *Server) listen() error {
 		Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl, Enrolled: s.fleet.enrolled, Limits: limits, Logger: s.log,
 		HeartbeatInterval: s.cfg.HeartbeatInterval, CertTTL: s.cfg.NodeCertTTL, MaxAgents: s.cfg.MaxAgents}
 	if cl := s.fleet.cluster; cl != nil {
-		cl.bind(s.fleet, s.agentLn.Addr().String(), s.apiLn.Addr().String())
-		deps.OnSession = cl.session
+		cl.bind(s.fleet, s.gate, s.agentLn.Addr().String(), s.apiLn.Addr().String())
+		deps.OnSession, deps.OnReenrolled = cl.session, cl.gateChanged
 	}
 	s.agents = agentsvc.New(deps)
 	agentproto.RegisterAgentServer(s.grpc, s.agents)
