@@ -364,6 +364,17 @@ func (r *Registry) Resume(ctx context.Context) error {
 	return nil
 }
 
+// Silence is how long node id has not been heard from here, 0 if the
+// registry does not know it.
+func (r *Registry) Silence(id string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.nodes[id]; n != nil {
+		return r.clock.Since(n.lastSeen)
+	}
+	return 0
+}
+
 // LoadNew adds the nodes of the store the registry does not know: on a
 // leader of several replicas, those enrolled through another. Each counts
 // as last heard of when it was enrolled or last seen.

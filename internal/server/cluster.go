@@ -84,6 +84,8 @@ type cluster struct {
 	// heard from (they then have the missed-heartbeat window to reach
 	// another replica).
 	every, silence time.Duration
+	// window is the silence that makes a node unreachable.
+	window time.Duration
 
 	needs   <-chan bus.Message
 	reports <-chan bus.Message
@@ -96,6 +98,9 @@ type cluster struct {
 	queued   []store.Report  // agents' reports for the leader
 	need     controller.Work // work to forward to the leader, if forward
 	forward  bool
+	// local holds the nodes whose streams are open here: true while the
+	// store says so, false while the node is silent past the window.
+	local map[string]bool
 }
 
 // newReplicaID names this process among the replicas: its host, and a
@@ -118,7 +123,8 @@ func newCluster(ctx context.Context, st *store.Postgres, cfg Config, clock clock
 	}
 	every := min(cfg.HeartbeatInterval, maxPresenceInterval)
 	c := &cluster{id: id, st: st, bus: b, clock: clock, log: cfg.Logger.With("replica", id), events: events,
-		every: every, silence: 3 * every,
+		every: every, silence: 3 * every, window: time.Duration(cfg.MissedHeartbeats) * cfg.HeartbeatInterval,
+		local: map[string]bool{},
 		needs: b.Subscribe(needTopic), reports: b.Subscribe(reportsTopic), evs: b.Subscribe(eventsTopic),
 		gates: b.Subscribe(gateTopic)}
 	c.elector = leader.New(st, leader.Config{Name: "controller", Holder: id, Clock: clock, Logger: cfg.Logger})
@@ -161,6 +167,11 @@ func (c *cluster) Report(nodeID string, m *agentproto.AgentMessage) {
 func (c *cluster) session(ctx context.Context, nodeID string, open bool) {
 	c.mu.Lock()
 	c.sessions = append(c.sessions, store.Session{NodeID: nodeID, Replica: c.id, Since: c.clock.Now(), Closed: !open})
+	if open {
+		c.local[nodeID] = true
+	} else {
+		delete(c.local, nodeID)
+	}
 	c.mu.Unlock()
 	if open {
 		if err := c.feed.NodeConnected(ctx, nodeID); err != nil {
@@ -248,6 +259,7 @@ func (c *cluster) presence(ctx context.Context) {
 			c.log.Warn("renewing this replica's record", "err", err)
 		}
 		c.mu.Lock()
+		c.noteSilence()
 		ss := c.sessions
 		c.sessions = nil
 		c.mu.Unlock()
@@ -261,6 +273,21 @@ func (c *cluster) presence(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
+		}
+	}
+}
+
+// noteSilence records as closed the streams of nodes silent here past the
+// unreachable window, and as open again those heard from since: a node cut
+// off from this replica may keep its TCP connection for a while, and the
+// leader must not count it as heard from meanwhile. Callers hold c.mu.
+func (c *cluster) noteSilence() {
+	now := c.clock.Now()
+	for id, open := range c.local {
+		silent := c.fleet.live.Silence(id) > c.window
+		if silent == open {
+			c.local[id] = !silent
+			c.sessions = append(c.sessions, store.Session{NodeID: id, Replica: c.id, Since: now, Closed: silent})
 		}
 	}
 }

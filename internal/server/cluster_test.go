@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +30,33 @@ type fleetAgent struct {
 	on      func() string // the server it is connected to, "" if none
 }
 
+// freezer dials an agent's connections and can freeze them: what the
+// agent writes is dropped, as on a cut link whose TCP connection the
+// server still holds.
+type freezer struct{ frozen atomic.Bool }
+
+func (f *freezer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &freezingConn{Conn: c, f: f}, nil
+}
+
+type freezingConn struct {
+	net.Conn
+	f *freezer
+}
+
+func (c *freezingConn) Write(p []byte) (int, error) {
+	if c.f.frozen.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
 // startFleetAgent runs an agent that lists servers until the test ends.
-func startFleetAgent(t *testing.T, name, token string, servers []string) *fleetAgent {
+func startFleetAgent(t *testing.T, name, token string, servers []string, dial *freezer) *fleetAgent {
 	t.Helper()
 	fa := &fleetAgent{name: name, dataDir: t.TempDir(), rt: fakert.New()}
 	fa.rt.AddImage("hello:v1")
@@ -42,6 +69,9 @@ func startFleetAgent(t *testing.T, name, token string, servers []string) *fleetA
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.Hooks.OnConnected = func(server string) { connected <- server }
 	cfg.Hooks.OnDisconnected = func(error) { connected <- "" }
+	if dial != nil {
+		cfg.Hooks.Dialer = dial.dial
+	}
 	fa.on = func() string {
 		for {
 			select {
@@ -138,6 +168,7 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	var agents []*fleetAgent
+	cut := &freezer{} // edge-1's link to r1, which does not lead
 	for i := range 6 {
 		// Two agents know one replica each that does not lead, so that
 		// some streams are surely held away from the leader; the others
@@ -146,7 +177,11 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 		if i < 2 {
 			list = servers[i+1 : i+2]
 		}
-		agents = append(agents, startFleetAgent(t, fmt.Sprintf("edge-%d", i+1), tok.Token, list))
+		var dial *freezer
+		if i == 0 {
+			dial = cut
+		}
+		agents = append(agents, startFleetAgent(t, fmt.Sprintf("edge-%d", i+1), tok.Token, list, dial))
 	}
 	testenv.Eventually(t, 30*time.Second, "every agent connected", func() error {
 		for _, a := range agents {
@@ -199,6 +234,33 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 			t.Errorf("replica %d marked a node unreachable:\n%s", i, l.String())
 		}
 	}
+
+	// A node cut off from the replica that holds its stream, which does not
+	// lead, is marked unreachable by the leader: that replica stops
+	// vouching for it once it is silent past the window, though its TCP
+	// connection lingers.
+	cut.frozen.Store(true)
+	testenv.Eventually(t, 15*time.Second, "edge-1 unreachable at the leader", func() error {
+		n, err := first.Client.GetNode(ctx, "edge-1")
+		if err != nil {
+			return err
+		}
+		if n.State != api.NodeUnreachable {
+			return fmt.Errorf("edge-1 is %s", n.State)
+		}
+		return nil
+	})
+	cut.frozen.Store(false)
+	testenv.Eventually(t, 30*time.Second, "edge-1 ready again once its link is back", func() error {
+		n, err := first.Client.GetNode(ctx, "edge-1")
+		if err != nil {
+			return err
+		}
+		if n.State != api.NodeReady {
+			return fmt.Errorf("edge-1 is %s", n.State)
+		}
+		return nil
+	})
 
 	// A node revoked through one replica is cut off at the one that holds
 	// its stream, and refused there from then on: edge-2 knows r2 only.
