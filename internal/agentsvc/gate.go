@@ -61,6 +61,37 @@ func LoadGate(ctx context.Context, st store.Store, log *slog.Logger) (*Gate, err
 	return g, nil
 }
 
+// Sync reads the revoked nodes and the re-enrolled nodes' epochs from st
+// again, and refuses and cuts off those it did not know of: on a replica
+// of several, those another replica revoked, removed or re-enrolled. It
+// returns the nodes it newly refuses.
+func (g *Gate) Sync(ctx context.Context, st store.Store) ([]string, error) {
+	revoked, err := st.ListRevokedNodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("loading revoked nodes: %w", err)
+	}
+	nodes, err := st.ListNodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("loading nodes: %w", err)
+	}
+	var newly []string
+	for _, r := range revoked {
+		g.mu.Lock()
+		known := g.revoked[r.ID]
+		g.mu.Unlock()
+		if !known {
+			g.Revoke(r.ID)
+			newly = append(newly, r.ID)
+		}
+	}
+	for _, n := range nodes {
+		if n.Epoch > 0 {
+			g.reenrolled(n.ID, n.Epoch)
+		}
+	}
+	return newly, nil
+}
+
 // Check refuses the certificate of node id from epoch if the node was
 // revoked or removed, or re-enrolled since.
 func (g *Gate) Check(id string, epoch int64) error {

@@ -51,7 +51,9 @@ type Service struct {
 	// lifetime of the certificates the service signs.
 	heartbeatInterval, certTTL time.Duration
 	// maxAgents caps the streams served at once; 0: no cap.
-	maxAgents int
+	maxAgents    int
+	onSession    func(ctx context.Context, nodeID string, open bool)
+	onReenrolled func()
 	// overloads logs the agents turned away by maxAgents.
 	overloads *sparselog.Log
 
@@ -90,13 +92,22 @@ type Deps struct {
 	// more is told to go to another server (GoAway, ReasonOverloaded).
 	// It is optional.
 	MaxAgents int
+	// OnSession, if set, is told when a node's stream opens here (before
+	// it is sent anything) and when it ends: the replicas of a cluster
+	// record which holds each node, and give a new stream its node's
+	// desired state from the store. It is optional.
+	OnSession func(ctx context.Context, nodeID string, open bool)
+	// OnReenrolled, if set, is told that a node re-enrolled here: the
+	// other replicas of a cluster must refuse its old certificates too.
+	// It is optional.
+	OnReenrolled func()
 }
 
 // New makes the agent service of d.
 func New(d Deps) *Service {
 	return &Service{store: d.Store, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl, enrolled: d.Enrolled,
 		limits: d.Limits, log: d.Logger, heartbeatInterval: d.HeartbeatInterval, certTTL: d.CertTTL,
-		maxAgents: d.MaxAgents, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
+		maxAgents: d.MaxAgents, onSession: d.OnSession, onReenrolled: d.OnReenrolled, overloads: sparselog.New(d.Logger, LimitLogInterval), streams: map[*agentStream]bool{}}
 }
 
 func checkVersion(v uint32) error {
@@ -225,6 +236,9 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 		// The certificates of the node's earlier epochs are refused from
 		// now on, and the connections made with them closed.
 		a.gate.reenrolled(node.ID, node.Epoch)
+		if a.onReenrolled != nil {
+			a.onReenrolled()
+		}
 		a.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
 		a.ctl.Need(controller.ReloadNodes)
 		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
@@ -371,6 +385,10 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	a.live.Connected(nodeID, factsFromProto(hello.Facts))
 	sess := a.out.Connect(nodeID)
 	defer a.out.Disconnect(sess)
+	if a.onSession != nil {
+		a.onSession(ctx, nodeID, true)
+		defer a.onSession(context.WithoutCancel(ctx), nodeID, false)
+	}
 	log.Info("agent connected", "generation", hello.Generation)
 	if err := st.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: &agentproto.Welcome{
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: a.heartbeatInterval.Milliseconds()}}}); err != nil {

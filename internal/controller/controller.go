@@ -17,14 +17,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"iter"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
-	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/spec"
@@ -69,6 +70,30 @@ type Config struct {
 	// OnEvents, if set, is called after the controller appended events,
 	// to wake the API's followers.
 	OnEvents func()
+	// Cluster, if set, makes the controller one replica's of several that
+	// share a store: it runs (RunLeader) only while its replica leads,
+	// and its replica hands what it is asked meanwhile to the leader.
+	Cluster Cluster
+}
+
+// Cluster is what a controller of one of several replicas needs of them.
+type Cluster interface {
+	// Leading reports whether this replica leads now.
+	Leading() bool
+	// Forward hands the leader work the API or a node asked for here.
+	Forward(w Work)
+	// Report hands the leader what an agent connected here reported: an
+	// instance status or an image pull answer.
+	Report(nodeID string, m *agentproto.AgentMessage)
+}
+
+// Outbox takes the desired states the controller makes: a fanout on a
+// single server, the store for a leader of several replicas (which also
+// has Flush, called at the end of each pass).
+type Outbox interface {
+	Stale(ids iter.Seq[string]) []string
+	Unchanged(id, key string) bool
+	Send(id, key string, d *agentproto.DesiredState)
 }
 
 // Controller places instances, steps rollouts and pushes desired states.
@@ -78,7 +103,7 @@ type Controller struct {
 	log   *slog.Logger
 	store store.Store
 	live  *liveness.Registry
-	out   *fanout.Fanout
+	out   Outbox // the run goroutine's, set before it starts
 	wake  chan struct{}
 
 	// view and pinChecked belong to the run goroutine.
@@ -123,7 +148,7 @@ type Controller struct {
 
 // New returns a controller over st that reads liveness from live and
 // hands desired states to out. Its first pass reads everything.
-func New(st store.Store, live *liveness.Registry, out *fanout.Fanout, cfg Config) *Controller {
+func New(st store.Store, live *liveness.Registry, out Outbox, cfg Config) *Controller {
 	c := &Controller{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, store: st, live: live, out: out, wake: make(chan struct{}, 1),
 		view: newView(), pinChecked: map[string]bool{},
 		statuses: make(chan store.InstanceStatus, 4096), batches: make(chan []store.InstanceStatus),
@@ -156,6 +181,10 @@ func (c *Controller) wakeAt(t time.Time) {
 
 // Need asks the next pass to do w; it also triggers one.
 func (c *Controller) Need(w Work) {
+	if c.following() {
+		c.cfg.Cluster.Forward(w)
+		return
+	}
 	c.mu.Lock()
 	c.pending |= w
 	c.mu.Unlock()
@@ -179,6 +208,10 @@ func (c *Controller) Emptied() {
 // Trigger asks the controller for a pass soon: it steps the active
 // rollouts and pushes what changed. Calls coalesce.
 func (c *Controller) Trigger() {
+	if c.following() {
+		c.cfg.Cluster.Forward(0)
+		return
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -188,11 +221,33 @@ func (c *Controller) Trigger() {
 // Joined adds a newly enrolled node to the view at the next pass, which
 // places instances on it.
 func (c *Controller) Joined(n api.Node) {
+	if c.following() {
+		c.cfg.Cluster.Forward(ReloadNodes | Place)
+		return
+	}
 	c.mu.Lock()
 	c.joined = append(c.joined, n)
 	c.pending |= Place
 	c.mu.Unlock()
 	c.Trigger()
+}
+
+// following reports whether another replica leads: what this one's
+// controller is asked goes to it.
+func (c *Controller) following() bool {
+	return c.cfg.Cluster != nil && !c.cfg.Cluster.Leading()
+}
+
+// RunLeader runs the controller of a replica that has just become the
+// leader, with out for its desired states, until ctx ends (its lease
+// ended): it starts from a view read afresh, as the last leader left the
+// store.
+func (c *Controller) RunLeader(ctx context.Context, out Outbox) {
+	c.out = out
+	c.mu.Lock()
+	c.pending |= ReloadAll
+	c.mu.Unlock()
+	c.Run(ctx)
 }
 
 // Run runs passes, and writes status reports, until ctx ends.
@@ -287,6 +342,11 @@ func (c *Controller) schedule(ctx context.Context) error {
 		return err
 	}
 	c.push(dirty, pullReqs, seq, salt)
+	if f, ok := c.out.(interface{ Flush(context.Context) error }); ok {
+		if err := f.Flush(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -142,6 +142,10 @@ type pullResult struct {
 // pre-pulls) is dropped, and logged sparsely: a node that sends them is
 // broken or hostile.
 func (c *Controller) Pulled(nodeID string, p *agentproto.ImagePull) {
+	if c.following() {
+		c.cfg.Cluster.Report(nodeID, &agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Pulled{Pulled: p}})
+		return
+	}
 	c.mu.Lock()
 	_, ok := c.pulls[nodeID][p.Image]
 	if ok {

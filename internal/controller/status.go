@@ -21,6 +21,10 @@ import (
 // backpressure we want; a report lost to a crash is sent again by the agent
 // in the hello of its next connection.
 func (c *Controller) Status(ctx context.Context, nodeID string, st *agentproto.InstanceStatus) {
+	if c.following() {
+		c.cfg.Cluster.Report(nodeID, &agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Status{Status: st}})
+		return
+	}
 	if !validStates[api.InstanceState(st.State)] {
 		c.log.Warn("ignoring instance status with an unknown state", "node_id", nodeID, "instance_id", st.InstanceId, "state", st.State)
 		return

@@ -308,6 +308,91 @@ func (r *Registry) Connected(id string, facts api.Facts) {
 	}
 }
 
+// Seen records that node id's agent was heard through another server
+// replica, which holds its stream: it is live as if it had sent a
+// heartbeat here, and its usage and host error stay as they were.
+func (r *Registry) Seen(id string) {
+	r.mu.Lock()
+	n := r.nodes[id]
+	if n == nil || n.state == api.NodeRevoked {
+		r.mu.Unlock()
+		return
+	}
+	n.lastSeen = r.clock.Now()
+	revived := n.state != api.NodeReady
+	if revived {
+		n.state = api.NodeReady
+		r.note(id, nil)
+	}
+	r.mu.Unlock()
+	if revived {
+		r.log.Info("node ready", "node_id", id)
+		r.changed(id)
+	}
+}
+
+// Resume reads the nodes again from the store, for a replica that has
+// become the leader: another wrote their states meanwhile. Like a
+// restarted server, it gives each node RestartGrace before its silence
+// counts, so that the agents of a replica that died with the old leader
+// have the time to reach another.
+func (r *Registry) Resume(ctx context.Context) error {
+	nodes, err := r.store.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	now := r.clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	known := make(map[string]bool, len(nodes))
+	for _, sn := range nodes {
+		known[sn.ID] = true
+		n := r.nodes[sn.ID]
+		if n == nil {
+			n = &node{}
+			r.nodes[sn.ID] = n
+		}
+		n.name, n.state, n.hostErr = sn.Name, sn.State, sn.Error
+		n.lastSeen, n.flushed = later(n.lastSeen, sn.LastSeen), sn.LastSeen
+		n.grace = now.Add(RestartGrace)
+	}
+	for id := range r.nodes {
+		if !known[id] {
+			delete(r.nodes, id)
+		}
+	}
+	return nil
+}
+
+// Silence is how long node id has not been heard from here, 0 if the
+// registry does not know it.
+func (r *Registry) Silence(id string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.nodes[id]; n != nil {
+		return r.clock.Since(n.lastSeen)
+	}
+	return 0
+}
+
+// LoadNew adds the nodes of the store the registry does not know: on a
+// leader of several replicas, those enrolled through another. Each counts
+// as last heard of when it was enrolled or last seen.
+func (r *Registry) LoadNew(ctx context.Context) error {
+	nodes, err := r.store.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, sn := range nodes {
+		if r.nodes[sn.ID] == nil {
+			r.nodes[sn.ID] = &node{name: sn.Name, state: sn.State, lastSeen: later(sn.LastSeen, sn.CreatedAt), flushed: sn.LastSeen, hostErr: sn.Error}
+		}
+	}
+	return nil
+}
+
 // Heartbeat is what an agent's heartbeat tells of its node.
 type Heartbeat struct {
 	// Usage is the node's usage; nil leaves the last one.

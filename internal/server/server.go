@@ -39,6 +39,9 @@ import (
 // sets only what it changes; it refuses a value that is set but invalid
 // (Validate), such as a negative interval, rather than replacing it.
 type Config struct {
+	// ReplicaID names this server among the replicas of its store (on
+	// PostgreSQL); default its host name and a random part.
+	ReplicaID string
 	// DataDir holds the key file (unless KeyFile is elsewhere), a copy
 	// of the CA certificate, this replica's server certificate,
 	// admin.token and, when Store is empty, the store.
@@ -347,7 +350,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ca := s.ca
 	events := restapi.NewEventBell()
-	s.fleet, err = newFleet(ctx, st, cfg, events)
+	var cl *cluster
+	if pg, ok := st.(*store.Postgres); ok {
+		clock := cfg.Clock
+		if clock == nil {
+			clock = clockwork.NewRealClock()
+		}
+		if cl, err = newCluster(ctx, pg, cfg, clock, events); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	s.fleet, err = newFleet(ctx, st, cfg, events, cl)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -432,9 +446,14 @@ func (s *Server) listen() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: 5 * time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	s.agents = agentsvc.New(agentsvc.Deps{Store: s.store, CA: s.ca, Gate: s.gate,
+	deps := agentsvc.Deps{Store: s.store, CA: s.ca, Gate: s.gate,
 		Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl, Enrolled: s.fleet.enrolled, Limits: limits, Logger: s.log,
-		HeartbeatInterval: s.cfg.HeartbeatInterval, CertTTL: s.cfg.NodeCertTTL, MaxAgents: s.cfg.MaxAgents})
+		HeartbeatInterval: s.cfg.HeartbeatInterval, CertTTL: s.cfg.NodeCertTTL, MaxAgents: s.cfg.MaxAgents}
+	if cl := s.fleet.cluster; cl != nil {
+		cl.bind(s.fleet, s.gate, s.agentLn.Addr().String(), s.apiLn.Addr().String())
+		deps.OnSession, deps.OnReenrolled = cl.session, cl.gateChanged
+	}
+	s.agents = agentsvc.New(deps)
 	agentproto.RegisterAgentServer(s.grpc, s.agents)
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
