@@ -63,9 +63,6 @@ type bencher struct {
 	sims         []*benchenv.Process
 	tr           *tracker
 	afterSeq     int64 // the last event seen of the deployment
-	// baseline holds the replicas' memory in all before the agents
-	// connected.
-	baseline *idleResult
 
 	mu    sync.Mutex
 	files []*os.File
@@ -113,6 +110,9 @@ func runSteps(ctx context.Context, cfg config, rep *report) (err error) {
 			cfg.logf("removing %s: %v", dir, rerr)
 		}
 	}()
+	if err := b.newReplicas(); err != nil {
+		return err
+	}
 	// With -profiles, the steps with a profile name get a CPU profile of
 	// their first stepProfile; idle profiles its CPU window, and restart
 	// the new server, itself.
@@ -315,7 +315,6 @@ func (b *bencher) connect(ctx context.Context) error {
 	}
 	shares := split(n, b.cfg.perProcess)
 	ips := sourceIPs(shares)
-	idle := &idleResult{}
 	servers := make([]string, len(b.replicas))
 	for i, r := range b.replicas {
 		servers[i] = r.agentAddr
@@ -327,10 +326,7 @@ func (b *bencher) connect(ctx context.Context) error {
 			return err
 		}
 		r.heapBaseline = ms.heapAlloc
-		idle.RSSBaselineBytes += r.rssBaseline
-		idle.HeapBaselineBytes += r.heapBaseline
 	}
-	b.baseline = idle
 
 	begin := time.Now()
 	for i, k := range shares {
@@ -428,8 +424,7 @@ func (b *bencher) simCPU() (float64, int64, error) {
 // in all, PostgreSQL's CPU beside them. With -profiles it saves a CPU
 // profile of the window and a heap profile after it, of the first replica.
 func (b *bencher) idle(ctx context.Context) error {
-	n := int64(b.cfg.n)
-	x := b.baseline
+	x := &idleResult{}
 	x.SettleSeconds = b.cfg.settle.Seconds()
 	gcs0 := make([]int64, len(b.replicas))
 	for i, r := range b.replicas {
@@ -488,6 +483,8 @@ func (b *bencher) idle(ctx context.Context) error {
 		return err
 	}
 	x.Replicas = make([]replicaIdle, len(b.replicas))
+	// The sums start from the baseline, which connect took.
+	total := serverIdle{}
 	for i, r := range b.replicas {
 		y := &x.Replicas[i]
 		y.Name, y.Agents, y.RSSBaselineBytes, y.HeapBaselineBytes = r.name, agents[i], r.rssBaseline, r.heapBaseline
@@ -510,22 +507,11 @@ func (b *bencher) idle(ctx context.Context) error {
 		if y.Goroutines, err = r.debug.goroutines(ctx); err != nil {
 			return err
 		}
-		if k := int64(y.Agents); k > 0 {
-			y.RSSPerAgentBytes = max(y.RSSBytes-y.RSSBaselineBytes, 0) / k
-			y.HeapPerAgentBytes = max(y.HeapLiveBytes-y.HeapBaselineBytes, 0) / k
-		}
+		y.perAgent(y.Agents)
 		x.AgentsCounted += y.Agents
-		x.RSSBytes += y.RSSBytes
-		x.OpenFiles += y.OpenFiles
-		x.HeapLiveBytes += y.HeapLiveBytes
-		x.StacksBytes += y.StacksBytes
-		x.GoSysBytes += y.GoSysBytes
-		x.GCsIdle += y.GCsIdle
-		x.Goroutines += y.Goroutines
-		x.CPUPercent += y.CPUPercent
+		total.add(y.serverIdle, b.cfg.n)
 	}
-	x.RSSPerAgentBytes = max(x.RSSBytes-x.RSSBaselineBytes, 0) / n
-	x.HeapPerAgentBytes = max(x.HeapLiveBytes-x.HeapBaselineBytes, 0) / n
+	x.serverIdle = total
 	if b.cfg.profiles {
 		first := b.replicas[0]
 		if err := first.debug.save(ctx, "heap", 0, filepath.Join(b.profileDir(), "heap-idle.pprof")); err != nil {

@@ -144,7 +144,8 @@ func (b *bencher) postgresCPU() (*float64, error) {
 	return &s, nil
 }
 
-// newReplicas gives each replica a data dir and free loopback ports.
+// newReplicas gives each replica a data dir and free loopback ports,
+// before the steps: the open-files sampler reads b.replicas meanwhile.
 func (b *bencher) newReplicas() error {
 	for i := range b.cfg.replicas {
 		r := &replica{name: "server"}
@@ -175,9 +176,6 @@ func (b *bencher) startServer(ctx context.Context) error {
 		b.rep.ProfilesDir = b.profileDir()
 	}
 	if err := b.startStore(ctx); err != nil {
-		return err
-	}
-	if err := b.newReplicas(); err != nil {
 		return err
 	}
 	first := b.replicas[0]

@@ -81,12 +81,40 @@ type connectResult struct {
 	NodesReady int `json:"nodesReady"`
 }
 
-// idleResult is the replicas' in all, and each one's in Replicas.
+// idleResult is the idle figures: the replicas' in all, and each one's
+// in Replicas.
 type idleResult struct {
 	SettleSeconds float64 `json:"settleSeconds"`
+	// The replicas' in all; per agent, their growth shared out over all N.
+	serverIdle
+	// CPUWindowSeconds is how long CPU was measured; SimCPUPercent the
+	// sim processes' together over it.
+	CPUWindowSeconds float64 `json:"cpuWindowSeconds"`
+	SimCPUPercent    float64 `json:"simCpuPercent"`
+	SimRSSBytes      int64   `json:"simRssBytes"`
+	// PostgresCPUPercent is the CPU of the benchmark's own PostgreSQL,
+	// its postmaster and backends, over the window; null without one.
+	PostgresCPUPercent *float64 `json:"postgresCpuPercent"`
+	// AgentsCounted sums the replicas' Agents: N, unless a connection was
+	// being made or ended as they were counted.
+	AgentsCounted int `json:"agentsCounted"`
+	// Replicas are each server process's figures.
+	Replicas []replicaIdle `json:"replicas"`
+}
+
+// replicaIdle is one replica at idle. Agents is its connected agents,
+// counted by its established connections on its agent address; its
+// figures per agent share its memory's growth over those.
+type replicaIdle struct {
+	Name   string `json:"name"`
+	Agents int    `json:"agents"`
+	serverIdle
+}
+
+// serverIdle is a server's figures at idle, or several's summed.
+type serverIdle struct {
 	// RSS before the agents connected, and after they were connected and
-	// idle for settle and the CPU window; per agent, the growth shared
-	// out over all N.
+	// idle for settle and the CPU window.
 	RSSBaselineBytes int64 `json:"rssBaselineBytes"`
 	RSSBytes         int64 `json:"rssBytes"`
 	RSSPerAgentBytes int64 `json:"rssPerAgentBytes"`
@@ -106,40 +134,33 @@ type idleResult struct {
 	// Goroutines is how many the server runs with every agent idle.
 	Goroutines int `json:"goroutines"`
 	// CPUPercent is the server's user+system CPU over the window, in % of
-	// one core; SimCPUPercent the sim processes' together.
-	CPUWindowSeconds float64 `json:"cpuWindowSeconds"`
-	CPUPercent       float64 `json:"cpuPercent"`
-	SimCPUPercent    float64 `json:"simCpuPercent"`
-	SimRSSBytes      int64   `json:"simRssBytes"`
-	OpenFiles        int     `json:"openFiles"`
-	// PostgresCPUPercent is the CPU of the benchmark's own PostgreSQL,
-	// its postmaster and backends, over the window; null without one.
-	PostgresCPUPercent *float64 `json:"postgresCpuPercent"`
-	// AgentsCounted sums the replicas' Agents: N, unless a connection was
-	// being made or ended as they were counted.
-	AgentsCounted int `json:"agentsCounted"`
-	// Replicas are each server process's figures.
-	Replicas []replicaIdle `json:"replicas"`
+	// one core.
+	CPUPercent float64 `json:"cpuPercent"`
+	OpenFiles  int     `json:"openFiles"`
 }
 
-// replicaIdle is one replica at idle. Agents is its connected agents,
-// counted by its established connections on its agent address; its
-// figures per agent share its memory's growth over those.
-type replicaIdle struct {
-	Name              string  `json:"name"`
-	Agents            int     `json:"agents"`
-	RSSBaselineBytes  int64   `json:"rssBaselineBytes"`
-	RSSBytes          int64   `json:"rssBytes"`
-	RSSPerAgentBytes  int64   `json:"rssPerAgentBytes"`
-	HeapBaselineBytes int64   `json:"heapBaselineBytes"`
-	HeapLiveBytes     int64   `json:"heapLiveBytes"`
-	HeapPerAgentBytes int64   `json:"heapPerAgentBytes"`
-	StacksBytes       int64   `json:"stacksBytes"`
-	GoSysBytes        int64   `json:"goSysBytes"`
-	GCsIdle           int     `json:"gcsIdle"`
-	Goroutines        int     `json:"goroutines"`
-	CPUPercent        float64 `json:"cpuPercent"`
-	OpenFiles         int     `json:"openFiles"`
+// add sums o's figures into s's, and shares the memory's growth over
+// agents.
+func (s *serverIdle) add(o serverIdle, agents int) {
+	s.RSSBaselineBytes += o.RSSBaselineBytes
+	s.RSSBytes += o.RSSBytes
+	s.HeapBaselineBytes += o.HeapBaselineBytes
+	s.HeapLiveBytes += o.HeapLiveBytes
+	s.StacksBytes += o.StacksBytes
+	s.GoSysBytes += o.GoSysBytes
+	s.GCsIdle += o.GCsIdle
+	s.Goroutines += o.Goroutines
+	s.CPUPercent += o.CPUPercent
+	s.OpenFiles += o.OpenFiles
+	s.perAgent(agents)
+}
+
+// perAgent shares the memory's growth since the baseline over agents.
+func (s *serverIdle) perAgent(agents int) {
+	if k := int64(agents); k > 0 {
+		s.RSSPerAgentBytes = max(s.RSSBytes-s.RSSBaselineBytes, 0) / k
+		s.HeapPerAgentBytes = max(s.HeapLiveBytes-s.HeapBaselineBytes, 0) / k
+	}
 }
 
 // latency is a distribution, in seconds.

@@ -1,38 +1,19 @@
 package pgserver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dockfleet/dockfleet/internal/pgserver"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
-
-// syncBuffer is a Buffer postgres's output goroutine may write while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // TestStart runs a server with settings of its own: it answers on its URL
 // with them, logs, and is gone after Stop.
@@ -49,7 +30,7 @@ func TestStart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var log syncBuffer
+	var log testenv.Buffer
 	s, err := pgserver.Start(ctx, pgserver.Config{Dir: filepath.Join(dir, "pg"), Settings: []string{"max_connections=42", "fsync=off"}, Log: &log})
 	if errors.Is(err, pgserver.ErrNotInstalled) && os.Getenv("CI") != "true" {
 		t.Skipf("skipping: %v", err)
@@ -83,7 +64,7 @@ func TestStart(t *testing.T) {
 	default:
 		t.Error("postgres runs after Stop")
 	}
-	if got := log.String(); !bytes.Contains([]byte(got), []byte("ready to accept connections")) {
+	if got := log.String(); !strings.Contains(got, "ready to accept connections") {
 		t.Errorf("the log lacks postgres's readiness:\n%s", got)
 	}
 }
