@@ -130,7 +130,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: go run ./bench/scale [flags]\n\n"+
-			"Runs a real dockfleet server and N simulated agents (dockfleet sim) on loopback and measures\n"+
+			"Runs a real dockfleet server (or -replicas of it on PostgreSQL) and N simulated agents (dockfleet sim)\n"+
+			"on loopback and measures "+
 			"connect and reconnect times, memory and CPU per idle agent, fan-out, rollouts and API latency.\n"+
 			"Needs bin/dockfleet (make build). Linux only (it reads /proc).\n\nFlags:\n")
 		fs.PrintDefaults()
