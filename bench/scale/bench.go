@@ -49,9 +49,9 @@ type bencher struct {
 	rep *report
 
 	dir string
-	// replicas are the server processes, one unless -replicas; the first
-	// one's client, client, makes the API calls but API latency's, which
-	// go to all in turn.
+	// replicas are the server processes, one unless -replicas. client is
+	// the first one's: every API call goes to it but API latency's, which
+	// go to each replica in turn.
 	replicas []*replica
 	client   *dfclient.Client
 	pg       *pgserver.Server // the run's own PostgreSQL, if it has one
@@ -113,10 +113,10 @@ func runSteps(ctx context.Context, cfg config, rep *report) (err error) {
 	if err := b.newReplicas(); err != nil {
 		return err
 	}
-	// With -profiles, the steps with a profile name get a CPU profile of
-	// their first stepProfile; idle profiles its CPU window, and restart
-	// the new server, itself.
-	// -steps names them by key; the first always runs.
+	// -steps names the steps by key; the first always runs. With
+	// -profiles, the steps with a profile name get a CPU profile of their
+	// first stepProfile; idle profiles its CPU window, and restart the new
+	// server, itself.
 	steps := []struct {
 		key, name, profile string
 		f                  func(context.Context) error
