@@ -864,25 +864,28 @@ func (b *bencher) rollback(ctx context.Context) error {
 
 // restart stops each replica in turn (rolling) with SIGTERM, starts it
 // again on the same data dir and ports, and times its agents' return,
-// before the next; then it checks that no container was replaced. With
-// several replicas, a stopping one's agents move to the others (GoAway),
-// or wait for it when the others are full (--max-agents).
+// before the next; then it checks that no container was replaced, when
+// fan-out made the deployment (-steps). With several replicas, a stopping
+// one's agents move to the others (GoAway), or wait for it when the
+// others are full (--max-agents).
 func (b *bencher) restart(ctx context.Context) error {
 	n := b.cfg.n
-	d, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName)
-	if err != nil {
-		return fmt.Errorf("getting the deployment: %w", err)
-	}
-	before, _, err := b.waitInstances(ctx, d.Deployment.StableRevision)
-	if err != nil {
-		return err
-	}
 	containers := map[string]string{}
-	for _, i := range before {
-		if i.ContainerID == "" {
-			return fmt.Errorf("instance %s on %s has no container ID before the restart", i.ID, i.NodeName)
+	if b.rep.Fanout != nil {
+		d, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName)
+		if err != nil {
+			return fmt.Errorf("getting the deployment: %w", err)
 		}
-		containers[i.ID] = i.ContainerID
+		before, _, err := b.waitInstances(ctx, d.Deployment.StableRevision)
+		if err != nil {
+			return err
+		}
+		for _, i := range before {
+			if i.ContainerID == "" {
+				return fmt.Errorf("instance %s on %s has no container ID before the restart", i.ID, i.NodeName)
+			}
+			containers[i.ID] = i.ContainerID
+		}
 	}
 
 	x := &restartResult{}
@@ -900,7 +903,7 @@ func (b *bencher) restart(ctx context.Context) error {
 		x.Disconnected += y.Disconnected
 	}
 	x.Reconnect = distribution(lat)
-	err = b.waitFor(ctx, "every node ready", 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+	err := b.waitFor(ctx, "every node ready", 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		var err error
 		x.NodesReady, err = b.nodesReady(ctx)
 		if err != nil {
@@ -910,6 +913,11 @@ func (b *bencher) restart(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(containers) == 0 {
+		b.rep.Restart = x
+		b.cfg.logf("restart: all %d back %s after the new server started; no deployment to check", n, secs(x.Reconnect.Max))
+		return nil
 	}
 	// Give a container an agent replaced time to be reported.
 	if err := b.sleep(ctx, 2*time.Second); err != nil {

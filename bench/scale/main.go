@@ -76,16 +76,15 @@ const (
 	maxReplicas = 16
 )
 
-// stepNames are the steps -steps may name, in the order they run; each
-// needs the one before it, but idle and API latency, which change
-// nothing: fan-out needs connect, the rollout the deployment fan-out
-// applied, the rollback the rollout's revision, the restart a deployment
-// whose containers it checks.
+// stepNames are the steps -steps may name, in the order they run. Each
+// needs connect; the API latency and the rollout need the deployment
+// fan-out applies, the rollback the rollout's revision. The restart
+// checks the deployment's containers when there is one.
 var stepNames = []string{"connect", "idle", "fanout", "api", "rollout", "rollback", "restart"}
 
 // stepNeeds says which earlier step each step needs.
 var stepNeeds = map[string]string{"idle": "connect", "fanout": "connect", "api": "fanout", "rollout": "fanout",
-	"rollback": "rollout", "restart": "fanout"}
+	"rollback": "rollout", "restart": "connect"}
 
 // config is the benchmark's flags.
 type config struct {

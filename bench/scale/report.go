@@ -355,7 +355,11 @@ func (r *report) WriteTable(w io.Writer) {
 					y.Agents, secs(y.Reconnect.Max), secs(y.Reconnect.P50), secs(y.OutageSeconds)), "")
 			}
 		}
-		row("  containers replaced by the restart", fmt.Sprintf("%d of %d", x.ContainersReplaced, x.InstancesChecked), "0")
+		replaced := "not checked: no deployment (-steps without fanout)"
+		if x.InstancesChecked > 0 {
+			replaced = fmt.Sprintf("%d of %d", x.ContainersReplaced, x.InstancesChecked)
+		}
+		row("  containers replaced by the restart", replaced, "0")
 	}
 	if x := r.Idle; x != nil {
 		row("server RSS per connected idle agent", fmt.Sprintf("%s (%s → %s)", kib(x.RSSPerAgentBytes), mib(x.RSSBaselineBytes), mib(x.RSSBytes)),

@@ -478,15 +478,16 @@ func TestSmokePostgres(t *testing.T) {
 	})
 }
 
-// TestSmokeReplicas runs enroll, connect and idle with 50 agents over two
-// replicas on the benchmark's own PostgreSQL: the steps that need no
-// leader among the replicas.
+// TestSmokeReplicas runs enroll, connect, idle and a rolling restart with
+// 50 agents over two replicas on the benchmark's own PostgreSQL: the
+// steps that need no leader among the replicas (the restart without a
+// deployment, so without the check of its containers).
 func TestSmokeReplicas(t *testing.T) {
 	skipShort(t)
 	requirePostgres(t)
 	bin := buildDockfleet(t)
 	const n = 50
-	raw, r := runJSON(t, "-n", "50", "-replicas", "2", "-store", "postgres", "-steps", "connect,idle", "-bin", bin,
+	raw, r := runJSON(t, "-n", "50", "-replicas", "2", "-store", "postgres", "-steps", "connect,idle,restart", "-bin", bin,
 		"-settle", "1s", "-cpu-window", "3s", "-timeout", "1m")
 	requireFields(t, raw, map[string][]string{
 		"":      {"replicas", "store", "connect", "idle", "steps"},
@@ -494,16 +495,23 @@ func TestSmokeReplicas(t *testing.T) {
 		"idle":  {"rssPerAgentBytes", "cpuPercent", "postgresCpuPercent", "agentsCounted", "replicas"},
 	})
 	checkPostgres(t, r)
-	c, x := r.Connect, r.Idle
-	if c == nil || x == nil {
-		t.Fatal("connect or idle is null")
+	c, x, rs := r.Connect, r.Idle, r.Restart
+	if c == nil || x == nil || rs == nil {
+		t.Fatal("connect, idle or restart is null")
 	}
 	checks := []check{
 		{"2 replicas", r.Replicas == 2 && len(x.Replicas) == 2},
 		{"every agent connected and ready", c.NodesReady == n},
 		{"each replica's agents counted, n in all", x.AgentsCounted == n},
-		{"only the steps asked for", len(r.Steps) == 3 && r.Fanout == nil && r.API == nil && r.Rollout == nil && r.Rollback == nil && r.Restart == nil},
+		{"only the steps asked for", len(r.Steps) == 4 && r.Fanout == nil && r.API == nil && r.Rollout == nil && r.Rollback == nil},
 		{"PostgreSQL's CPU measured", x.PostgresCPUPercent != nil && *x.PostgresCPUPercent >= 0},
+		// Each replica restarted in turn; the first's agents are those it
+		// held at idle, and every one of them is back.
+		{"both replicas restarted, one after the other", len(rs.Replicas) == 2 && rs.Replicas[0].Name == "server1" && rs.Replicas[1].Name == "server2"},
+		{"the first replica's agents reconnected", len(rs.Replicas) == 2 && rs.Replicas[0].Agents == x.Replicas[0].Agents &&
+			rs.Replicas[0].Reconnect.Count >= rs.Replicas[0].Agents && rs.Replicas[1].Reconnect.Count >= rs.Replicas[1].Agents},
+		{"every node ready after the restarts", rs.NodesReady == n},
+		{"no containers to check without a deployment", rs.InstancesChecked == 0 && rs.ContainersReplaced == 0},
 	}
 	var rss, cpu float64
 	for _, y := range x.Replicas {
