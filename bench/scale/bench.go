@@ -55,7 +55,8 @@ type bencher struct {
 	replicas []*replica
 	client   *dfclient.Client
 	pg       *pgserver.Server // the run's own PostgreSQL, if it has one
-	storeURL string           // the replicas' --store; "" for SQLite in the data dir
+	storeURL string           // the replicas' --store, without a password; "" for SQLite in the data dir
+	storeEnv []string         // the replicas' environment: PGPASSWORD, if the store has one
 	simDebug *debugClient     // the first sim process's, with -profiles
 	// unreachable and serverErrors count lines of the replicas' logs.
 	unreachable  atomic.Int64

@@ -210,7 +210,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-per-process %d: %d agents would need %d sim processes; at most %d", cfg.perProcess, cfg.n, procs, maxProcesses)
 	}
 	cfg.keep = cfg.keep || cfg.profiles
-	cfg.command = strings.TrimSpace("go run ./bench/scale " + strings.Join(args, " "))
+	cfg.command = strings.TrimSpace("go run ./bench/scale " + strings.Join(redactArgs(args), " "))
 	cfg.logWriter = stderr
 	return cfg, nil
 }
@@ -237,6 +237,30 @@ func (c *config) parseStore(fs *flag.FlagSet) error {
 		return errors.New("-store-url: want postgres://USER:PASSWORD@HOST:PORT/DATABASE")
 	}
 	return nil
+}
+
+// redactArgs is args with -store-url's password, if any, replaced by
+// "xxxxx", for the report.
+func redactArgs(args []string) []string {
+	out := slices.Clone(args)
+	redact := func(v string) string {
+		u, err := url.Parse(v)
+		if err != nil {
+			return "REDACTED"
+		}
+		return u.Redacted()
+	}
+	for i, a := range out {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-") || name != "store-url":
+		case hasValue:
+			out[i] = a[:len(a)-len(value)] + redact(value)
+		case i+1 < len(out):
+			out[i+1] = redact(out[i+1])
+		}
+	}
+	return out
 }
 
 // parseSteps reads -steps: known names, each with the step it needs.

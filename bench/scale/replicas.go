@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -66,7 +67,7 @@ func (b *bencher) startStore(ctx context.Context) error {
 	}
 	u, err := url.Parse(b.storeURL)
 	if err != nil {
-		return fmt.Errorf("the store's URL: %w", err) // checked by parseFlags
+		return errors.New("the store's URL does not parse") // checked by parseFlags
 	}
 	st.URL, st.Own = u.Redacted(), b.pg != nil
 	conn, err := pgx.Connect(ctx, b.storeURL)
@@ -74,6 +75,13 @@ func (b *bencher) startStore(ctx context.Context) error {
 		return fmt.Errorf("connecting to PostgreSQL at %s: %w", st.URL, err)
 	}
 	defer conn.Close(context.Background())
+	// The replicas get the password by environment, out of the process
+	// list (pgx reads PGPASSWORD when the URL has none).
+	if pw, ok := u.User.Password(); ok {
+		b.storeEnv = []string{"PGPASSWORD=" + pw}
+		u.User = url.User(u.User.Username())
+		b.storeURL = u.String()
+	}
 	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&st.Version); err != nil {
 		return fmt.Errorf("asking PostgreSQL its version: %w", err)
 	}
@@ -248,7 +256,7 @@ func (b *bencher) launchServer(r *replica) error {
 		args = append(args, "--max-agents", strconv.FormatUint(limit-serverFileMargin, 10))
 	}
 	// Both append to the log; stderr is the server's log.
-	p, err := benchenv.StartProcess(r.name, b.cfg.bin, nil, f, &benchenv.LineWriter{File: f, OnLine: b.serverLine}, args...)
+	p, err := benchenv.StartProcess(r.name, b.cfg.bin, b.storeEnv, f, &benchenv.LineWriter{File: f, OnLine: b.serverLine}, args...)
 	if err != nil {
 		return err
 	}

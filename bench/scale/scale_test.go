@@ -609,3 +609,21 @@ func checkFullRun(t *testing.T, raw map[string]any, r report, n, requests int) {
 		})},
 	})
 }
+
+func TestRedactArgs(t *testing.T) {
+	for _, tt := range []struct{ in, want []string }{
+		{[]string{"-n", "5", "-store-url", "postgres://u:hunter2@h:5432/db"}, []string{"-n", "5", "-store-url", "postgres://u:xxxxx@h:5432/db"}},
+		{[]string{"--store-url=postgres://u:hunter2@h/db", "-replicas", "2"}, []string{"--store-url=postgres://u:xxxxx@h/db", "-replicas", "2"}},
+		{[]string{"-store-url", "postgres://u@h/db"}, []string{"-store-url", "postgres://u@h/db"}},
+		{[]string{"-store-url"}, []string{"-store-url"}},
+		{[]string{"-store", "postgres", "hunter2"}, []string{"-store", "postgres", "hunter2"}},
+	} {
+		if got := redactArgs(tt.in); !slices.Equal(got, tt.want) {
+			t.Errorf("redactArgs(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+	cfg, err := parseFlags([]string{"-store-url", "postgres://u:hunter2@h:5432/db"}, io.Discard)
+	if err != nil || strings.Contains(cfg.command, "hunter2") {
+		t.Errorf("command %q, %v; want it without the password", cfg.command, err)
+	}
+}
