@@ -44,7 +44,7 @@ bench: build images ## time rollouts on real Docker: Swarm vs dockfleet vs raw A
 
 N ?= 1000
 
-bench-scale: build ## scale: one server, N simulated agents on loopback (N=1000; BENCH_SCALE_FLAGS=-o json)
+bench-scale: build ## scale: N simulated agents on loopback (N=1000; BENCH_SCALE_FLAGS='-o json', '-replicas 3 -store postgres')
 	$(GO) run ./bench/scale -n $(N) $(BENCH_SCALE_FLAGS)
 
 bench-agent: build images ## agent footprint: one real agent, 20 healthy containers, idle RSS and CPU (BENCH_AGENT_FLAGS=-o json)

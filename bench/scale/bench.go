@@ -18,6 +18,7 @@ import (
 	"github.com/dockfleet/dockfleet/bench/internal/benchenv"
 	"github.com/dockfleet/dockfleet/internal/api"
 	dfclient "github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/pgserver"
 )
 
 const (
@@ -47,32 +48,34 @@ type bencher struct {
 	cfg config
 	rep *report
 
-	dir       string
-	serverDir string
-	apiAddr   string
-	agentAddr string
-	server    *benchenv.Process
-	serverPID atomic.Int64 // the server's, for the open-files sampler
-	debugAddr string       // the server's --debug-addr: pprof on loopback
-	debug     *debugClient
-	simDebug  *debugClient // the first sim process's, with -profiles
-	// unreachable and serverErrors count lines of the server's log.
+	dir string
+	// replicas are the server processes, one unless -replicas. client is
+	// the first one's: every API call goes to it but API latency's, which
+	// go to each replica in turn.
+	replicas []*replica
+	client   *dfclient.Client
+	pg       *pgserver.Server // the run's own PostgreSQL, if it has one
+	storeURL string           // the replicas' --store, without a password; "" for SQLite in the data dir
+	storeEnv []string         // the replicas' environment: PGPASSWORD, if the store has one
+	simDebug *debugClient     // the first sim process's, with -profiles
+	// unreachable and serverErrors count lines of the replicas' logs.
 	unreachable  atomic.Int64
 	serverErrors atomic.Int64
 	sims         []*benchenv.Process
 	tr           *tracker
-	client       *dfclient.Client
 	afterSeq     int64 // the last event seen of the deployment
-	// baseline holds the server's memory before the agents connected.
-	baseline *idleResult
 
 	mu    sync.Mutex
 	files []*os.File
 }
 
 func newReport(ctx context.Context, cfg config) *report {
-	r := &report{Command: cfg.command, N: cfg.n, HeartbeatInterval: heartbeatInterval, Targets: designTargets,
+	r := &report{Command: cfg.command, N: cfg.n, Replicas: cfg.replicas, HeartbeatInterval: heartbeatInterval, Targets: designTargets,
 		Gaps: slices.Clone(standingGaps), SimProcesses: []simProcess{}, Steps: []stepResult{}}
+	if cfg.store == "postgres" {
+		r.Gaps = append(r.Gaps, "PostgreSQL shares the host's cores and disk with the servers and the sims, "+
+			"on loopback: its latency is lower, and its CPU a share of the same cores, than on a host of its own.")
+	}
 	r.Machine = benchenv.ReadMachine(ctx, cfg.bin)
 	return r
 }
@@ -108,23 +111,30 @@ func runSteps(ctx context.Context, cfg config, rep *report) (err error) {
 			cfg.logf("removing %s: %v", dir, rerr)
 		}
 	}()
-	// With -profiles, the steps with a profile name get a CPU profile of
-	// their first stepProfile; idle profiles its CPU window, and restart
-	// the new server, itself.
+	if err := b.newReplicas(); err != nil {
+		return err
+	}
+	// -steps names the steps by key; the first always runs. With
+	// -profiles, the steps with a profile name get a CPU profile of their
+	// first stepProfile; idle profiles its CPU window, and restart the new
+	// server, itself.
 	steps := []struct {
-		name, profile string
-		f             func(context.Context) error
+		key, name, profile string
+		f                  func(context.Context) error
 	}{
-		{"start the server", "", b.startServer},
-		{"enroll and connect", "connect", b.connect},
-		{"idle", "", b.idle},
-		{"fan-out", "fanout", b.fanout},
-		{"API latency", "api", b.apiLatency},
-		{"rollout in 10% batches", "rollout", b.rollout},
-		{"rollout with unhealthy agents", "rollback", b.rollback},
-		{"server restart", "", b.restart},
+		{"", "start the server", "", b.startServer},
+		{"connect", "enroll and connect", "connect", b.connect},
+		{"idle", "idle", "", b.idle},
+		{"fanout", "fan-out", "fanout", b.fanout},
+		{"api", "API latency", "api", b.apiLatency},
+		{"rollout", "rollout in 10% batches", "rollout", b.rollout},
+		{"rollback", "rollout with unhealthy agents", "rollback", b.rollback},
+		{"restart", "server restart", "", b.restart},
 	}
 	for _, s := range steps {
+		if s.key != "" && !cfg.steps[s.key] {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -165,14 +175,20 @@ func (b *bencher) teardown() {
 		wg.Go(func() { s.Stop(20 * time.Second) })
 	}
 	wg.Wait()
-	if b.server != nil {
-		b.server.Stop(20 * time.Second)
+	for _, r := range b.replicas {
+		if r.proc != nil {
+			wg.Go(func() { r.proc.Stop(20 * time.Second) })
+		}
 	}
-	if b.client != nil {
-		b.client.CloseIdleConnections()
+	wg.Wait()
+	for _, r := range b.replicas {
+		if r.client != nil {
+			r.client.CloseIdleConnections()
+		}
+		r.debug.close()
 	}
-	if b.debug != nil {
-		b.debug.close()
+	if b.pg != nil {
+		b.pg.Stop(30 * time.Second)
 	}
 	if b.simDebug != nil {
 		b.simDebug.close()
@@ -184,17 +200,19 @@ func (b *bencher) teardown() {
 	}
 }
 
-// sampleOpenFiles counts the server's open files every 250 ms until the
-// function it returns is called, which returns the most it saw.
+// sampleOpenFiles counts each replica's open files every 250 ms until the
+// function it returns is called, which returns the most one held.
 func (b *bencher) sampleOpenFiles() func() int {
 	done := make(chan struct{})
 	result := make(chan int)
 	go func() {
 		most := 0
 		sample := func() {
-			if pid := int(b.serverPID.Load()); pid > 0 {
-				if n, err := benchenv.OpenFiles(pid); err == nil {
-					most = max(most, n)
+			for _, r := range b.replicas {
+				if pid := int(r.pid.Load()); pid > 0 {
+					if n, err := benchenv.OpenFiles(pid); err == nil {
+						most = max(most, n)
+					}
 				}
 			}
 		}
@@ -229,9 +247,19 @@ func (b *bencher) serverLine(line []byte) {
 
 // check fails when a process ended by itself or an agent failed.
 func (b *bencher) check() error {
-	if b.server != nil {
-		if err := b.server.UnexpectedExit(); err != nil {
-			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(b.server.LogPath, 20))
+	if b.pg != nil {
+		select {
+		case <-b.pg.Exited():
+			return fmt.Errorf("PostgreSQL exited; its log ends:\n%s", benchenv.Tail(filepath.Join(b.dir, "postgres.log"), 20))
+		default:
+		}
+	}
+	for _, r := range b.replicas {
+		if r.proc == nil {
+			continue
+		}
+		if err := r.proc.UnexpectedExit(); err != nil {
+			return fmt.Errorf("%w; its log ends:\n%s", err, benchenv.Tail(r.proc.LogPath, 20))
 		}
 	}
 	for _, s := range b.sims {
@@ -278,87 +306,6 @@ func (b *bencher) createFile(name string) (*os.File, error) {
 	return f, nil
 }
 
-// launchServer starts the server process on the run's data dir and
-// addresses, default flags but for a debug listener on loopback (pprof:
-// the heap is read from it) and the per-source limits; its output goes to
-// server.log (appended on a restart), and its log lines are counted.
-func (b *bencher) launchServer() error {
-	f, err := b.createFile("server.log")
-	if err != nil {
-		return err
-	}
-	// agentsPerSourceIP simulated agents share each loopback source
-	// address, more than sit behind one NAT in a real fleet: the limits
-	// of one source address are raised so that all its agents may enroll
-	// and connect at once (two connections and two calls each), and again
-	// every second. The benchmark measures the server, not how it
-	// throttles one address; its other limits keep their defaults.
-	perSource := strconv.Itoa(2 * agentsPerSourceIP)
-	// Both append to the log; stderr is the server's log.
-	p, err := benchenv.StartProcess("server", b.cfg.bin, nil, f, &benchenv.LineWriter{File: f, OnLine: b.serverLine},
-		"server", "--data-dir", b.serverDir, "--api-addr", b.apiAddr, "--agent-addr", b.agentAddr, "--debug-addr", b.debugAddr,
-		"--agent-source-burst", perSource, "--agent-source-rate", perSource)
-	if err != nil {
-		return err
-	}
-	p.LogPath = f.Name()
-	b.server = p
-	b.serverPID.Store(int64(p.PID()))
-	return nil
-}
-
-// waitAPI waits until the server answers its health check.
-func (b *bencher) waitAPI(ctx context.Context) error {
-	return b.waitFor(ctx, "the server's API", 20*time.Millisecond, func(ctx context.Context) (bool, string, error) {
-		if b.client == nil {
-			c, err := benchenv.AdminClient(b.serverDir, b.apiAddr)
-			if err != nil {
-				return false, err.Error(), nil
-			}
-			b.client = c
-		}
-		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if err := b.client.Health(hctx); err != nil {
-			return false, err.Error(), nil
-		}
-		return true, "", nil
-	})
-}
-
-func (b *bencher) startServer(ctx context.Context) error {
-	b.serverDir = filepath.Join(b.dir, "server")
-	var err error
-	if b.apiAddr, err = benchenv.FreeAddr(); err != nil {
-		return err
-	}
-	if b.agentAddr, err = benchenv.FreeAddr(); err != nil {
-		return err
-	}
-	if b.debugAddr, err = benchenv.FreeAddr(); err != nil {
-		return err
-	}
-	b.debug = newDebugClient(b.debugAddr)
-	if b.cfg.profiles {
-		if err := os.MkdirAll(b.profileDir(), 0o755); err != nil {
-			return err
-		}
-		b.rep.ProfilesDir = b.profileDir()
-	}
-	if err := b.launchServer(); err != nil {
-		return err
-	}
-	if err := b.waitAPI(ctx); err != nil {
-		return err
-	}
-	// The admin token works.
-	if _, err := b.client.ListNodes(ctx); err != nil {
-		return fmt.Errorf("listing nodes: %w", err)
-	}
-	b.cfg.logf("server on %s (agents %s), pid %d, work dir %s", b.apiAddr, b.agentAddr, b.server.PID(), b.dir)
-	return nil
-}
-
 // connect starts the sim processes and waits until every agent has
 // enrolled and connected.
 func (b *bencher) connect(ctx context.Context) error {
@@ -369,16 +316,18 @@ func (b *bencher) connect(ctx context.Context) error {
 	}
 	shares := split(n, b.cfg.perProcess)
 	ips := sourceIPs(shares)
-	idle := &idleResult{}
-	if idle.RSSBaselineBytes, err = benchenv.RSS(b.server.PID()); err != nil {
-		return err
+	servers := make([]string, len(b.replicas))
+	for i, r := range b.replicas {
+		servers[i] = r.agentAddr
+		if r.rssBaseline, err = benchenv.RSS(r.proc.PID()); err != nil {
+			return err
+		}
+		ms, err := r.debug.memStats(ctx, true)
+		if err != nil {
+			return err
+		}
+		r.heapBaseline = ms.heapAlloc
 	}
-	ms, err := b.debug.memStats(ctx, true)
-	if err != nil {
-		return err
-	}
-	idle.HeapBaselineBytes = ms.heapAlloc
-	b.baseline = idle
 
 	begin := time.Now()
 	for i, k := range shares {
@@ -392,7 +341,8 @@ func (b *bencher) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		args := []string{"sim", "--server", b.agentAddr, "--agents", strconv.Itoa(k), "--data-dir", filepath.Join(b.dir, prefix),
+		// Each agent starts at a random one of the servers.
+		args := []string{"sim", "--server", strings.Join(servers, ","), "--agents", strconv.Itoa(k), "--data-dir", filepath.Join(b.dir, prefix),
 			"--name-prefix", prefix, "--labels", nodeLabelKey + "=" + nodeLabelValue, "--source-ip", strings.Join(ips[i], ","),
 			"--unhealthy-fraction", strconv.FormatFloat(frac, 'g', -1, 64), "--ramp", strconv.Itoa(rampShare(b.cfg.ramp, len(shares))),
 			"--events"}
@@ -470,22 +420,29 @@ func (b *bencher) simCPU() (float64, int64, error) {
 	return cpu, mem, nil
 }
 
-// idle measures the server with every agent connected and idle: memory
-// after settle and a CPU window, CPU over the window. With -profiles it
-// saves a CPU profile of the window and a heap profile after it.
+// idle measures the replicas with every agent connected and idle: memory
+// after settle and a CPU window, CPU over the window, each replica's and
+// in all, PostgreSQL's CPU beside them. With -profiles it saves a CPU
+// profile of the window and a heap profile after it, of the first replica.
 func (b *bencher) idle(ctx context.Context) error {
-	n := int64(b.cfg.n)
-	x := b.baseline
+	x := &idleResult{}
 	x.SettleSeconds = b.cfg.settle.Seconds()
-	ms0, err := b.debug.memStats(ctx, false)
-	if err != nil {
-		return err
+	gcs0 := make([]int64, len(b.replicas))
+	for i, r := range b.replicas {
+		ms, err := r.debug.memStats(ctx, false)
+		if err != nil {
+			return err
+		}
+		gcs0[i] = ms.numGC
 	}
 	if err := b.sleep(ctx, b.cfg.settle); err != nil {
 		return err
 	}
-	pid := b.server.PID()
-	cpu0, err := benchenv.CPUSeconds(pid)
+	cpu0, err := b.replicaCPU()
+	if err != nil {
+		return err
+	}
+	pg0, err := b.postgresCPU()
 	if err != nil {
 		return err
 	}
@@ -498,7 +455,11 @@ func (b *bencher) idle(ctx context.Context) error {
 	if err := b.sleep(ctx, b.cfg.cpuWindow); err != nil {
 		return err
 	}
-	cpu1, err := benchenv.CPUSeconds(pid)
+	cpu1, err := b.replicaCPU()
+	if err != nil {
+		return err
+	}
+	pg1, err := b.postgresCPU()
 	if err != nil {
 		return err
 	}
@@ -512,33 +473,52 @@ func (b *bencher) idle(ctx context.Context) error {
 	}
 	window := w1.Sub(w0).Seconds()
 	x.CPUWindowSeconds = window
-	x.CPUPercent = 100 * (cpu1 - cpu0) / window
 	x.SimCPUPercent = 100 * (sim1 - sim0) / window
 	x.SimRSSBytes = simRSS
-	if x.RSSBytes, err = benchenv.RSS(pid); err != nil {
-		return err
+	if pg0 != nil {
+		p := 100 * (*pg1 - *pg0) / window
+		x.PostgresCPUPercent = &p
 	}
-	x.RSSPerAgentBytes = max(x.RSSBytes-x.RSSBaselineBytes, 0) / n
-	if x.OpenFiles, err = benchenv.OpenFiles(pid); err != nil {
-		return err
-	}
-	ms, err := b.debug.memStats(ctx, true)
+	agents, err := b.agentCounts()
 	if err != nil {
 		return err
 	}
-	x.HeapLiveBytes, x.StacksBytes, x.GoSysBytes = ms.heapAlloc, ms.stackInuse, ms.sys
-	// Less the one collection the second read forced (gc=1); the first
-	// read (no gc) forced none.
-	x.GCsIdle = int(ms.numGC - ms0.numGC - 1)
-	x.HeapPerAgentBytes = max(x.HeapLiveBytes-x.HeapBaselineBytes, 0) / n
-	if x.Goroutines, err = b.debug.goroutines(ctx); err != nil {
-		return err
-	}
-	if b.cfg.profiles {
-		if err := b.debug.save(ctx, "heap", 0, filepath.Join(b.profileDir(), "heap-idle.pprof")); err != nil {
+	x.Replicas = make([]replicaIdle, len(b.replicas))
+	// The sums start from the baseline, which connect took.
+	total := serverIdle{}
+	for i, r := range b.replicas {
+		y := &x.Replicas[i]
+		y.Name, y.Agents, y.RSSBaselineBytes, y.HeapBaselineBytes = r.name, agents[i], r.rssBaseline, r.heapBaseline
+		y.CPUPercent = 100 * (cpu1[i] - cpu0[i]) / window
+		pid := r.proc.PID()
+		if y.RSSBytes, err = benchenv.RSS(pid); err != nil {
 			return err
 		}
-		if err := b.debug.save(ctx, "goroutine", 0, filepath.Join(b.profileDir(), "goroutines-idle.txt")); err != nil {
+		if y.OpenFiles, err = benchenv.OpenFiles(pid); err != nil {
+			return err
+		}
+		ms, err := r.debug.memStats(ctx, true)
+		if err != nil {
+			return err
+		}
+		y.HeapLiveBytes, y.StacksBytes, y.GoSysBytes = ms.heapAlloc, ms.stackInuse, ms.sys
+		// Less the one collection the second read forced (gc=1); the first
+		// read (no gc) forced none.
+		y.GCsIdle = int(ms.numGC - gcs0[i] - 1)
+		if y.Goroutines, err = r.debug.goroutines(ctx); err != nil {
+			return err
+		}
+		y.perAgent(y.Agents)
+		x.AgentsCounted += y.Agents
+		total.add(y.serverIdle, b.cfg.n)
+	}
+	x.serverIdle = total
+	if b.cfg.profiles {
+		first := b.replicas[0]
+		if err := first.debug.save(ctx, "heap", 0, filepath.Join(b.profileDir(), "heap-idle.pprof")); err != nil {
+			return err
+		}
+		if err := first.debug.save(ctx, "goroutine", 0, filepath.Join(b.profileDir(), "goroutines-idle.txt")); err != nil {
 			return err
 		}
 	}
@@ -547,13 +527,33 @@ func (b *bencher) idle(ctx context.Context) error {
 	}
 	b.rep.Idle = x
 	b.cfg.logf("idle: RSS %s per agent, heap %s per agent, CPU %.1f %% of one core", kib(x.RSSPerAgentBytes), kib(x.HeapPerAgentBytes), x.CPUPercent)
+	if len(b.replicas) > 1 || x.PostgresCPUPercent != nil {
+		for _, y := range x.Replicas {
+			b.cfg.logf("  %s: %d agents, RSS %s per agent, CPU %.1f %%", y.Name, y.Agents, kib(y.RSSPerAgentBytes), y.CPUPercent)
+		}
+		if p := x.PostgresCPUPercent; p != nil {
+			b.cfg.logf("  PostgreSQL: CPU %.1f %%", *p)
+		}
+	}
 	return nil
+}
+
+// replicaCPU reads each replica's CPU seconds so far.
+func (b *bencher) replicaCPU() ([]float64, error) {
+	out := make([]float64, len(b.replicas))
+	for i, r := range b.replicas {
+		var err error
+		if out[i], err = benchenv.CPUSeconds(r.proc.PID()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // profileDir is where -profiles writes, in the work dir.
 func (b *bencher) profileDir() string { return filepath.Join(b.dir, "profiles") }
 
-// profile starts CPU profiles of the server and of the first sim process
+// profile starts CPU profiles of the first replica and of the first sim process
 // over d, saved as cpu-<name>.pprof and cpu-<name>-sim1.pprof, when
 // -profiles is set; the function it returns waits for them.
 func (b *bencher) profile(ctx context.Context, name string, d time.Duration) func() error {
@@ -562,7 +562,7 @@ func (b *bencher) profile(ctx context.Context, name string, d time.Duration) fun
 	}
 	errc := make(chan error, 2)
 	go func() {
-		errc <- b.debug.save(ctx, "cpu", d, filepath.Join(b.profileDir(), "cpu-"+name+".pprof"))
+		errc <- b.replicas[0].debug.save(ctx, "cpu", d, filepath.Join(b.profileDir(), "cpu-"+name+".pprof"))
 	}()
 	go func() {
 		err := error(nil)
@@ -696,7 +696,11 @@ func (b *bencher) waitInstances(ctx context.Context, revision int64) ([]api.Inst
 // agent's ack of the desired state that carries its instance.
 func (b *bencher) fanout(ctx context.Context) error {
 	n := b.cfg.n
-	serverCPU0, err := benchenv.CPUSeconds(b.server.PID())
+	serverCPU0, err := b.serverCPU()
+	if err != nil {
+		return err
+	}
+	pg0, err := b.postgresCPU()
 	if err != nil {
 		return err
 	}
@@ -718,7 +722,11 @@ func (b *bencher) fanout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	serverCPU1, err := benchenv.CPUSeconds(b.server.PID())
+	serverCPU1, err := b.serverCPU()
+	if err != nil {
+		return err
+	}
+	pg1, err := b.postgresCPU()
 	if err != nil {
 		return err
 	}
@@ -736,6 +744,10 @@ func (b *bencher) fanout(ctx context.Context) error {
 	}
 	f := &fanoutResult{ApplySeconds: applied.Sub(begin).Seconds(), Ack: distribution(lat), RolloutSeconds: at.Sub(begin).Seconds(),
 		ServerCPUSeconds: serverCPU1 - serverCPU0, SimCPUSeconds: simCPU1 - simCPU0}
+	if pg0 != nil {
+		d := *pg1 - *pg0
+		f.PostgresCPUSeconds = &d
+	}
 	b.rep.Fanout = f
 	b.cfg.logf("fan-out: ack p50 %s, p99 %s, max %s; rollout done in %s; CPU until the last ack: server %s, sims %s",
 		ms(f.Ack.P50), ms(f.Ack.P99), ms(f.Ack.Max), secs(f.RolloutSeconds), secs(f.ServerCPUSeconds), secs(f.SimCPUSeconds))
@@ -743,14 +755,17 @@ func (b *bencher) fanout(ctx context.Context) error {
 }
 
 // apiLatency times GET /v1/nodes and describe deployment, a few at once,
-// with every agent connected and an instance on each.
+// with every agent connected and an instance on each; the requests go to
+// each replica in turn.
 func (b *bencher) apiLatency(ctx context.Context) error {
 	x := &apiResult{Concurrency: b.cfg.apiConcurrency}
 	var errs atomic.Int64
-	measure := func(call func(context.Context) error) latency {
-		// One call first, not counted: the connection is set up.
-		if call(ctx) != nil {
-			errs.Add(1)
+	measure := func(call func(context.Context, *dfclient.Client) error) latency {
+		// One call to each first, not counted: the connection is set up.
+		for _, r := range b.replicas {
+			if call(ctx, r.client) != nil {
+				errs.Add(1)
+			}
 		}
 		var next atomic.Int64
 		var mu sync.Mutex
@@ -758,9 +773,14 @@ func (b *bencher) apiLatency(ctx context.Context) error {
 		var wg sync.WaitGroup
 		for range b.cfg.apiConcurrency {
 			wg.Go(func() {
-				for next.Add(1) <= int64(b.cfg.apiRequests) && ctx.Err() == nil {
+				for {
+					i := next.Add(1)
+					if i > int64(b.cfg.apiRequests) || ctx.Err() != nil {
+						return
+					}
+					c := b.replicas[int(i)%len(b.replicas)].client
 					t := time.Now()
-					if err := call(ctx); err != nil {
+					if err := call(ctx, c); err != nil {
 						errs.Add(1)
 						continue
 					}
@@ -774,15 +794,15 @@ func (b *bencher) apiLatency(ctx context.Context) error {
 		wg.Wait()
 		return distribution(ds)
 	}
-	x.Nodes = measure(func(ctx context.Context) error {
-		_, err := b.client.ListNodes(ctx)
+	x.Nodes = measure(func(ctx context.Context, c *dfclient.Client) error {
+		_, err := c.ListNodes(ctx)
 		return err
 	})
-	x.Describe = measure(func(ctx context.Context) error {
-		if _, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName); err != nil {
+	x.Describe = measure(func(ctx context.Context, c *dfclient.Client) error {
+		if _, err := c.GetDeployment(ctx, api.DefaultProject, deploymentName); err != nil {
 			return err
 		}
-		_, err := b.client.GetRollout(ctx, api.DefaultProject, deploymentName)
+		_, err := c.GetRollout(ctx, api.DefaultProject, deploymentName)
 		return err
 	})
 	x.Errors = int(errs.Load())
@@ -843,56 +863,48 @@ func (b *bencher) rollback(ctx context.Context) error {
 	return nil
 }
 
-// restart stops the server with SIGTERM, starts it again on the same data
-// dir and ports, and times the agents' return; then it checks that no
-// container was replaced.
+// restart stops each replica in turn (rolling) with SIGTERM, starts it
+// again on the same data dir and ports, and times its agents' return,
+// before the next; then it checks that no container was replaced, when
+// fan-out made the deployment (-steps). With several replicas, a stopping
+// one's agents move to the others (GoAway), or wait for it when the
+// others are full (--max-agents).
 func (b *bencher) restart(ctx context.Context) error {
 	n := b.cfg.n
-	d, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName)
-	if err != nil {
-		return fmt.Errorf("getting the deployment: %w", err)
-	}
-	before, _, err := b.waitInstances(ctx, d.Deployment.StableRevision)
-	if err != nil {
-		return err
-	}
 	containers := map[string]string{}
-	for _, i := range before {
-		if i.ContainerID == "" {
-			return fmt.Errorf("instance %s on %s has no container ID before the restart", i.ID, i.NodeName)
+	if b.rep.Fanout != nil {
+		d, err := b.client.GetDeployment(ctx, api.DefaultProject, deploymentName)
+		if err != nil {
+			return fmt.Errorf("getting the deployment: %w", err)
 		}
-		containers[i.ID] = i.ContainerID
+		before, _, err := b.waitInstances(ctx, d.Deployment.StableRevision)
+		if err != nil {
+			return err
+		}
+		for _, i := range before {
+			if i.ContainerID == "" {
+				return fmt.Errorf("instance %s on %s has no container ID before the restart", i.ID, i.NodeName)
+			}
+			containers[i.ID] = i.ContainerID
+		}
 	}
 
-	stop := time.Now()
-	x := &restartResult{StopSeconds: b.server.Stop(30 * time.Second).Seconds()}
-	b.client.CloseIdleConnections()
-	start := time.Now()
-	if err := b.launchServer(); err != nil {
-		return err
-	}
-	if err := b.waitAPI(ctx); err != nil {
-		return err
-	}
-	x.StartSeconds = time.Since(start).Seconds()
-	profiled := b.profile(ctx, "restart", stepProfile)
-	var times []time.Time
-	err = b.waitFor(ctx, fmt.Sprintf("%d agents to reconnect", n), 50*time.Millisecond, func(context.Context) (bool, string, error) {
-		var connected int
-		times, connected = b.tr.connectedSince(stop)
-		return len(times) >= n, fmt.Sprintf("%d of %d agents reconnected (%d connected)", len(times), n, connected), nil
-	})
-	if err != nil {
-		return err
-	}
-	lat := make([]time.Duration, len(times))
-	for i, t := range times {
-		lat[i] = t.Sub(start)
+	x := &restartResult{}
+	var lat []time.Duration
+	for _, r := range b.replicas {
+		y, l, err := b.restartReplica(ctx, r)
+		if err != nil {
+			return fmt.Errorf("restarting %s: %w", r.name, err)
+		}
+		x.Replicas = append(x.Replicas, y)
+		lat = append(lat, l...)
+		x.StopSeconds = max(x.StopSeconds, y.StopSeconds)
+		x.StartSeconds = max(x.StartSeconds, y.StartSeconds)
+		x.OutageSeconds = max(x.OutageSeconds, y.OutageSeconds)
+		x.Disconnected += y.Disconnected
 	}
 	x.Reconnect = distribution(lat)
-	x.OutageSeconds = latest(times).Sub(stop).Seconds()
-	x.Disconnected = b.tr.disconnectsSince(stop)
-	err = b.waitFor(ctx, "every node ready", 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+	err := b.waitFor(ctx, "every node ready", 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		var err error
 		x.NodesReady, err = b.nodesReady(ctx)
 		if err != nil {
@@ -902,6 +914,11 @@ func (b *bencher) restart(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(containers) == 0 {
+		b.rep.Restart = x
+		b.cfg.logf("restart: all %d back %s after the new server started; no deployment to check", n, secs(x.Reconnect.Max))
+		return nil
 	}
 	// Give a container an agent replaced time to be reported.
 	if err := b.sleep(ctx, 2*time.Second); err != nil {
@@ -922,10 +939,63 @@ func (b *bencher) restart(ctx context.Context) error {
 			x.ContainersReplaced++
 		}
 	}
-	if err := profiled(); err != nil {
-		return fmt.Errorf("profiling: %w", err)
-	}
 	b.rep.Restart = x
 	b.cfg.logf("restart: all %d back %s after the new server started; %d containers replaced", n, secs(x.Reconnect.Max), x.ContainersReplaced)
 	return nil
+}
+
+// restartReplica stops replica r, starts it again and waits until each
+// agent it held has connected again, to it or to another; it returns
+// each one's reconnection from the new process's start, none below zero
+// (an agent that moved to another replica before it started was back
+// before it).
+func (b *bencher) restartReplica(ctx context.Context, r *replica) (replicaRestart, []time.Duration, error) {
+	n := b.cfg.n
+	counts, err := b.agentCounts()
+	if err != nil {
+		return replicaRestart{}, nil, err
+	}
+	held := counts[slices.Index(b.replicas, r)]
+	if len(b.replicas) == 1 {
+		held = n // all of them, counted or not
+	}
+	y := replicaRestart{Name: r.name, Agents: held}
+	stop := time.Now()
+	y.StopSeconds = r.proc.Stop(30 * time.Second).Seconds()
+	r.client.CloseIdleConnections()
+	start := time.Now()
+	if err := b.launchServer(r); err != nil {
+		return y, nil, err
+	}
+	if err := b.waitAPI(ctx, r); err != nil {
+		return y, nil, err
+	}
+	y.StartSeconds = time.Since(start).Seconds()
+	profiled := func() error { return nil }
+	if r == b.replicas[0] {
+		profiled = b.profile(ctx, "restart", stepProfile)
+	}
+	var times []time.Time
+	err = b.waitFor(ctx, fmt.Sprintf("%s's %d agents to reconnect", r.name, held), 50*time.Millisecond, func(context.Context) (bool, string, error) {
+		var connected int
+		times, connected = b.tr.connectedSince(stop)
+		return len(times) >= held && connected == n, fmt.Sprintf("%d of %d agents reconnected (%d connected)", len(times), held, connected), nil
+	})
+	if err != nil {
+		return y, nil, err
+	}
+	if err := profiled(); err != nil {
+		return y, nil, fmt.Errorf("profiling: %w", err)
+	}
+	lat := make([]time.Duration, len(times))
+	for i, t := range times {
+		lat[i] = max(t.Sub(start), 0)
+	}
+	y.Reconnect = distribution(lat)
+	y.OutageSeconds = latest(times).Sub(stop).Seconds()
+	y.Disconnected = b.tr.disconnectsSince(stop)
+	if len(b.replicas) > 1 {
+		b.cfg.logf("  %s: its %d agents back %s after its new process started", r.name, held, secs(y.Reconnect.Max))
+	}
+	return y, lat, nil
 }

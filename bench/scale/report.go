@@ -19,6 +19,10 @@ import (
 type report struct {
 	Command string `json:"command"`
 	N       int    `json:"n"`
+	// Replicas is how many server processes shared the store.
+	Replicas int `json:"replicas"`
+	// Store is what they shared; null when the run failed before.
+	Store *storeInfo `json:"store"`
 	// HeartbeatInterval is the server's (its default: the benchmark
 	// passes no flag that changes its behaviour).
 	HeartbeatInterval string           `json:"heartbeatInterval"`
@@ -45,7 +49,20 @@ type report struct {
 	Error string `json:"error,omitempty"`
 }
 
-// machine is what the numbers were measured on.
+// storeInfo is the servers' store.
+type storeInfo struct {
+	// Kind is sqlite (a file in the server's data dir) or postgres.
+	Kind string `json:"kind"`
+	// The rest is PostgreSQL's: its URL without a password; Own when the
+	// benchmark started it on this machine (its CPU is measured), not
+	// -store-url's; its version; and the settings that bear on the
+	// figures, as it reported them.
+	URL      string            `json:"url,omitempty"`
+	Own      bool              `json:"own,omitempty"`
+	Version  string            `json:"version,omitempty"`
+	Settings map[string]string `json:"settings,omitempty"`
+}
+
 // simProcess is one `dockfleet sim` process.
 type simProcess struct {
 	NamePrefix        string   `json:"namePrefix"`
@@ -64,8 +81,38 @@ type connectResult struct {
 	NodesReady int `json:"nodesReady"`
 }
 
+// idleResult is the idle figures: the replicas' in all, and each one's
+// in Replicas.
 type idleResult struct {
 	SettleSeconds float64 `json:"settleSeconds"`
+	// The replicas' in all; per agent, their growth shared out over all N.
+	serverIdle
+	// CPUWindowSeconds is how long CPU was measured; SimCPUPercent the
+	// sim processes' together over it.
+	CPUWindowSeconds float64 `json:"cpuWindowSeconds"`
+	SimCPUPercent    float64 `json:"simCpuPercent"`
+	SimRSSBytes      int64   `json:"simRssBytes"`
+	// PostgresCPUPercent is the CPU of the benchmark's own PostgreSQL,
+	// its postmaster and backends, over the window; null without one.
+	PostgresCPUPercent *float64 `json:"postgresCpuPercent"`
+	// AgentsCounted sums the replicas' Agents: N, unless a connection was
+	// being made or ended as they were counted.
+	AgentsCounted int `json:"agentsCounted"`
+	// Replicas are each server process's figures.
+	Replicas []replicaIdle `json:"replicas"`
+}
+
+// replicaIdle is one replica at idle. Agents is its connected agents,
+// counted by its established connections on its agent address; its
+// figures per agent share its memory's growth over those.
+type replicaIdle struct {
+	Name   string `json:"name"`
+	Agents int    `json:"agents"`
+	serverIdle
+}
+
+// serverIdle is a server's figures at idle, or several's summed.
+type serverIdle struct {
 	// RSS before the agents connected, and after they were connected and
 	// idle for settle and the CPU window.
 	RSSBaselineBytes int64 `json:"rssBaselineBytes"`
@@ -87,12 +134,33 @@ type idleResult struct {
 	// Goroutines is how many the server runs with every agent idle.
 	Goroutines int `json:"goroutines"`
 	// CPUPercent is the server's user+system CPU over the window, in % of
-	// one core; SimCPUPercent the sim processes' together.
-	CPUWindowSeconds float64 `json:"cpuWindowSeconds"`
-	CPUPercent       float64 `json:"cpuPercent"`
-	SimCPUPercent    float64 `json:"simCpuPercent"`
-	SimRSSBytes      int64   `json:"simRssBytes"`
-	OpenFiles        int     `json:"openFiles"`
+	// one core.
+	CPUPercent float64 `json:"cpuPercent"`
+	OpenFiles  int     `json:"openFiles"`
+}
+
+// add sums o's figures into s's, and shares the memory's growth over
+// agents.
+func (s *serverIdle) add(o serverIdle, agents int) {
+	s.RSSBaselineBytes += o.RSSBaselineBytes
+	s.RSSBytes += o.RSSBytes
+	s.HeapBaselineBytes += o.HeapBaselineBytes
+	s.HeapLiveBytes += o.HeapLiveBytes
+	s.StacksBytes += o.StacksBytes
+	s.GoSysBytes += o.GoSysBytes
+	s.GCsIdle += o.GCsIdle
+	s.Goroutines += o.Goroutines
+	s.CPUPercent += o.CPUPercent
+	s.OpenFiles += o.OpenFiles
+	s.perAgent(agents)
+}
+
+// perAgent shares the memory's growth since the baseline over agents.
+func (s *serverIdle) perAgent(agents int) {
+	if k := int64(agents); k > 0 {
+		s.RSSPerAgentBytes = max(s.RSSBytes-s.RSSBaselineBytes, 0) / k
+		s.HeapPerAgentBytes = max(s.HeapLiveBytes-s.HeapBaselineBytes, 0) / k
+	}
 }
 
 // latency is a distribution, in seconds.
@@ -117,6 +185,9 @@ type fanoutResult struct {
 	// one machine's cores, they show whose work bounds the fan-out.
 	ServerCPUSeconds float64 `json:"serverCpuSeconds"`
 	SimCPUSeconds    float64 `json:"simCpuSeconds"`
+	// PostgresCPUSeconds is the benchmark's own PostgreSQL's over the
+	// same time; null without one.
+	PostgresCPUSeconds *float64 `json:"postgresCpuSeconds"`
 }
 
 type apiResult struct {
@@ -148,31 +219,49 @@ type rollbackResult struct {
 	Message           string  `json:"message"`
 }
 
+// restartResult is the restart of every replica, one after another; with
+// several, the slowest one's stop, start and outage, and every agent's
+// reconnection.
 type restartResult struct {
 	// StopSeconds: SIGTERM until the server exited; StartSeconds: the new
 	// process until its API answered.
 	StopSeconds  float64 `json:"stopSeconds"`
 	StartSeconds float64 `json:"startSeconds"`
 	// Reconnect counts from the new server process's start to each
-	// agent's new connection; its max is when all were back.
+	// agent's new connection (0 for one that was back on another replica
+	// before); its max is when all were back.
 	Reconnect latency `json:"reconnect"`
 	// OutageSeconds is from SIGTERM until the last agent was back.
 	OutageSeconds float64 `json:"outageSeconds"`
 	Disconnected  int     `json:"disconnected"`
 	NodesReady    int     `json:"nodesReady"`
+	// Replicas are each replica's restart, in order.
+	Replicas []replicaRestart `json:"replicas"`
 	// ContainersReplaced counts instances whose container ID changed or
 	// that stopped running across the restart.
 	InstancesChecked   int `json:"instancesChecked"`
 	ContainersReplaced int `json:"containersReplaced"`
 }
 
+// replicaRestart is one replica's restart; Agents is how many it held
+// before.
+type replicaRestart struct {
+	Name          string  `json:"name"`
+	Agents        int     `json:"agents"`
+	StopSeconds   float64 `json:"stopSeconds"`
+	StartSeconds  float64 `json:"startSeconds"`
+	Reconnect     latency `json:"reconnect"`
+	OutageSeconds float64 `json:"outageSeconds"`
+	Disconnected  int     `json:"disconnected"`
+}
+
 // stepResult is one step of the run, as the server lived it.
 type stepResult struct {
 	Name    string  `json:"name"`
 	Seconds float64 `json:"seconds"`
-	// MaxOpenFiles is the most files the server held open at once,
-	// sampled every 250 ms: one per agent, and the rest (the store, API
-	// connections) within the open-file limit.
+	// MaxOpenFiles is the most files the server (the replica with the
+	// most) held open at once, sampled every 250 ms: one per agent, and
+	// the rest (the store, API connections) within the open-file limit.
 	MaxOpenFiles int `json:"maxOpenFiles"`
 	// UnreachableMarks counts the server's "node unreachable" warnings;
 	// but in the restart (agents away until they reconnect) every agent
@@ -229,9 +318,13 @@ func (r *report) WriteTable(w io.Writer) {
 	for i, p := range r.SimProcesses {
 		procs[i] = fmt.Sprintf("%d from %s", p.Agents, strings.Join(p.SourceIPs, ","))
 	}
-	fmt.Fprintf(w, "dockfleet scale: %d simulated agents in %d sim process(es) (%s); one server, SQLite, TLS, default flags "+
+	servers := "one server"
+	if r.Replicas > 1 {
+		servers = fmt.Sprintf("%d server replicas (--max-agents by the open-file limit)", r.Replicas)
+	}
+	fmt.Fprintf(w, "dockfleet scale: %d simulated agents in %d sim process(es) (%s); %s, %s, TLS, default flags "+
 		"(and pprof on loopback), heartbeats every %s\n",
-		r.N, len(r.SimProcesses), strings.Join(procs, "; "), r.HeartbeatInterval)
+		r.N, len(r.SimProcesses), strings.Join(procs, "; "), servers, r.Store.describe(), r.HeartbeatInterval)
 	fmt.Fprintf(w, "machine: %d CPUs, %.1f GiB, kernel %s, %s, %s, open files ≤ %d; load %s at the start, %s at the end\n",
 		m.CPUs, float64(m.MemoryBytes)/(1<<30), m.Kernel, m.Go, m.Dockfleet, m.OpenFileLimit, m.LoadAvg, m.LoadAvgEnd)
 	fmt.Fprintf(w, "date: %s; command: %s\n\n", m.Date.Format(time.RFC3339), r.Command)
@@ -256,7 +349,17 @@ func (r *report) WriteTable(w io.Writer) {
 	if x := r.Restart; x != nil {
 		row("reconnect all after a server restart", fmt.Sprintf("%s after the new server started (p50 %s, p99 %s); outage %s from SIGTERM",
 			secs(x.Reconnect.Max), secs(x.Reconnect.P50), secs(x.Reconnect.P99), secs(x.OutageSeconds)), "")
-		row("  containers replaced by the restart", fmt.Sprintf("%d of %d", x.ContainersReplaced, x.InstancesChecked), "0")
+		if r.Replicas > 1 {
+			for _, y := range x.Replicas {
+				row("  "+y.Name+", restarted in turn", fmt.Sprintf("its %d agents back %s after its new process started (p50 %s); outage %s from SIGTERM",
+					y.Agents, secs(y.Reconnect.Max), secs(y.Reconnect.P50), secs(y.OutageSeconds)), "")
+			}
+		}
+		replaced := "not checked: no deployment (-steps without fanout)"
+		if x.InstancesChecked > 0 {
+			replaced = fmt.Sprintf("%d of %d", x.ContainersReplaced, x.InstancesChecked)
+		}
+		row("  containers replaced by the restart", replaced, "0")
 	}
 	if x := r.Idle; x != nil {
 		row("server RSS per connected idle agent", fmt.Sprintf("%s (%s → %s)", kib(x.RSSPerAgentBytes), mib(x.RSSBaselineBytes), mib(x.RSSBytes)),
@@ -268,6 +371,15 @@ func (r *report) WriteTable(w io.Writer) {
 		row(fmt.Sprintf("server CPU, idle agents, heartbeats every %s", r.HeartbeatInterval),
 			fmt.Sprintf("%.1f %% of one core over %s (sims: %.1f %%)", x.CPUPercent, secs(x.CPUWindowSeconds), x.SimCPUPercent),
 			verdict(x.CPUPercent <= t.CPUPercent, fmt.Sprintf("≤ %.0f %%", t.CPUPercent)))
+		if p := x.PostgresCPUPercent; p != nil {
+			row("  PostgreSQL's CPU meanwhile", fmt.Sprintf("%.1f %% of one core", *p), "")
+		}
+		if r.Replicas > 1 {
+			for _, y := range x.Replicas {
+				row("  "+y.Name, fmt.Sprintf("%d agents: RSS %s per agent (%s → %s), heap %s per agent, CPU %.1f %%, %d open files",
+					y.Agents, kib(y.RSSPerAgentBytes), mib(y.RSSBaselineBytes), mib(y.RSSBytes), kib(y.HeapPerAgentBytes), y.CPUPercent, y.OpenFiles), "")
+			}
+		}
 	}
 	if x := r.Fanout; x != nil {
 		row("fan-out: apply → desired state acked", fmt.Sprintf("p50 %s, p99 %s, max %s (%d agents)", ms(x.Ack.P50), ms(x.Ack.P99), ms(x.Ack.Max), x.Ack.Count),
@@ -275,6 +387,9 @@ func (r *report) WriteTable(w io.Writer) {
 				fmt.Sprintf("p99 ≤ %s, max ≤ %s", secs(t.FanoutP99Seconds), secs(t.FanoutMaxSeconds))))
 		row("  CPU used until the last ack", fmt.Sprintf("server %s, sims %s (%.0f µs and %.0f µs per agent)", secs(x.ServerCPUSeconds), secs(x.SimCPUSeconds),
 			x.ServerCPUSeconds/float64(max(x.Ack.Count, 1))*1e6, x.SimCPUSeconds/float64(max(x.Ack.Count, 1))*1e6), "")
+		if p := x.PostgresCPUSeconds; p != nil {
+			row("  PostgreSQL's CPU until the last ack", secs(*p), "")
+		}
 	}
 	if x := r.Rollout; x != nil {
 		row("rollout in 10 % batches, instant health", fmt.Sprintf("%s (%d batches, %d instances)", secs(x.Seconds), x.Batches, x.Instances),
@@ -310,6 +425,27 @@ func (r *report) WriteTable(w io.Writer) {
 	if r.Error != "" {
 		fmt.Fprintf(w, "\nthe run stopped early: %s\n", r.Error)
 	}
+}
+
+// describe names the store for the table's first line.
+func (s *storeInfo) describe() string {
+	switch {
+	case s == nil:
+		return "the store not started"
+	case s.Kind != "postgres":
+		return "SQLite"
+	}
+	where := "-store-url's"
+	if s.Own {
+		where = "its own, on this machine"
+	}
+	var set []string
+	for _, k := range pgReported {
+		if v, ok := s.Settings[k]; ok {
+			set = append(set, k+"="+v)
+		}
+	}
+	return fmt.Sprintf("PostgreSQL %s (%s; %s)", s.Version, where, strings.Join(set, ", "))
 }
 
 func secs(s float64) string {

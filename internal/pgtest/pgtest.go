@@ -1,7 +1,7 @@
 // Package pgtest gives tests a real PostgreSQL: one server per test binary,
 // started on first use from the machine's PostgreSQL binaries into a
-// temporary directory, and a fresh database for each test (DSN), dropped
-// when the test ends. The server runs without durability (fsync off): it
+// temporary directory (internal/pgserver), and a fresh database for each
+// test (DSN), dropped when the test ends. The server runs without durability (fsync off): it
 // holds nothing that must survive it.
 //
 // Without PostgreSQL binaries a test that asks for a database is skipped,
@@ -18,29 +18,22 @@
 package pgtest
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/dockfleet/dockfleet/internal/pgserver"
 )
 
 // EnvURL names the environment variable of an existing server's URL.
@@ -59,10 +52,9 @@ type server struct {
 	admin *sql.DB
 	// base is the URL of the admin database; a test's names another.
 	base string
-	// cmd is the postgres process pgtest started, nil for DOCKFLEET_TEST_POSTGRES's.
-	cmd    *exec.Cmd
-	exited chan struct{}
-	dir    string
+	// pg is the server pgtest started, nil for DOCKFLEET_TEST_POSTGRES's.
+	pg  *pgserver.Server
+	dir string
 }
 
 // DSN returns the URL of a new, empty database, dropped when t ends.
@@ -138,17 +130,10 @@ func Stop() error {
 		return nil
 	}
 	s.admin.Close()
-	if s.cmd == nil {
+	if s.pg == nil {
 		return nil
 	}
-	// SIGINT is PostgreSQL's fast shutdown: it ends the sessions and stops.
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-s.exited:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
+	s.pg.Stop(30 * time.Second)
 	return os.RemoveAll(s.dir)
 }
 
@@ -169,155 +154,36 @@ func start() *server {
 	return srv
 }
 
-// binDir finds the directory of initdb and postgres: PATH's, or the
-// newest under /usr/lib/postgresql (Debian's).
-func binDir() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("no initdb in PATH nor PostgreSQL in /usr/lib/postgresql (apt-get install postgresql)")
-}
-
-func version(binDir string) int {
-	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return v
-}
+// settings are the test server's: no durability (it holds nothing that
+// must survive it), room for many tests' connections.
+var settings = []string{"fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300", "shared_buffers=32MB"}
 
 // launch starts a server of its own on a free loopback port.
 func launch() (*server, error) {
-	bin, err := binDir()
-	if err != nil {
-		skip = true
-		return nil, err
-	}
-	// initdb and postgres refuse to run as root: they run as the postgres
-	// user then, which owns the data directory.
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			skip = true
-			return nil, fmt.Errorf("running as root, and no postgres user to run PostgreSQL as: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
 	dir, err := os.MkdirTemp("", "dockfleet-pgtest-")
 	if err != nil {
 		return nil, err
 	}
-	s, err := launchIn(dir, bin, cred)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg, err := pgserver.Start(ctx, pgserver.Config{Dir: dir, Settings: settings})
 	if err != nil {
+		os.RemoveAll(dir)
+		skip = errors.Is(err, pgserver.ErrNotInstalled)
+		return nil, err
+	}
+	s, err := connect(pg.URL, pg)
+	if err != nil {
+		pg.Stop(30 * time.Second)
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return s, nil
-}
-
-func launchIn(dir, bin string, cred *syscall.Credential) (*server, error) {
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	initdb.Env = append(os.Environ(), "LC_ALL=C")
-	if out, err := initdb.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
-	}
-	// The port is free when asked, and may be taken before postgres binds
-	// it: then another try.
-	var lastErr error
-	for range 3 {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		s, err := run(dir, bin, data, port, cred)
-		if err == nil {
-			return s, nil
-		}
-		lastErr = err
-	}
-	return nil, lastErr
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// run starts postgres on port and waits until it says it is ready.
-func run(dir, bin, data string, port int, cred *syscall.Credential) (*server, error) {
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir,
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	cmd.SysProcAttr = sysProcAttr(cred)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting postgres: %w", err)
-	}
-	exited := make(chan struct{})
-	ready := make(chan struct{})
-	var log strings.Builder // what postgres said until it was ready
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			select {
-			case <-ready:
-				continue
-			default:
-			}
-			log.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "database system is ready to accept connections") {
-				close(ready)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr) // after a line too long to scan
-		_ = cmd.Wait()
-	}()
-	select {
-	case <-ready:
-	case <-exited:
-		return nil, fmt.Errorf("postgres exited before it was ready:\n%s", log.String())
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		return nil, fmt.Errorf("postgres not ready after 60s:\n%s", log.String())
-	}
-	base := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	s, err := connect(base, cmd)
-	if err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
-		return nil, err
-	}
-	s.exited, s.dir = exited, dir
+	s.dir = dir
 	return s, nil
 }
 
 // connect opens the admin connection of the server at base.
-func connect(base string, cmd *exec.Cmd) (*server, error) {
+func connect(base string, pg *pgserver.Server) (*server, error) {
 	cfg, err := pgx.ParseConfig(base)
 	if err != nil {
 		return nil, err
@@ -329,5 +195,5 @@ func connect(base string, cmd *exec.Cmd) (*server, error) {
 		db.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	return &server{admin: db, base: base, cmd: cmd}, nil
+	return &server{admin: db, base: base, pg: pg}, nil
 }

@@ -1,7 +1,9 @@
 package benchenv
 
 import (
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -65,5 +67,65 @@ func TestProcfs(t *testing.T) {
 	}
 	if OpenFileLimit() == 0 || MemTotal() == 0 || Kernel() == "" || LoadAvg() == "" {
 		t.Error("the machine's limit, memory, kernel or load is unknown")
+	}
+}
+
+func TestEstablishedTo(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads Linux's /proc")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	idle, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	for range 3 {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+	}
+	got, err := EstablishedTo(l.Addr().String(), idle.Addr().String())
+	// The dialing sides' sockets have other local ports: not counted.
+	if err != nil || got[l.Addr().String()] != 3 || got[idle.Addr().String()] != 0 {
+		t.Errorf("EstablishedTo = %v, %v; want 3 on %s and 0 on %s", got, err, l.Addr(), idle.Addr())
+	}
+	if _, err := EstablishedTo("localhost:80"); err == nil {
+		t.Error("EstablishedTo of a name: no error")
+	}
+}
+
+func TestTreeCPUSeconds(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads Linux's /proc")
+	}
+	// A child that burns CPU and is waited for counts in its parent's tree.
+	busy := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")
+	if err := busy.Run(); err != nil {
+		t.Fatal(err)
+	}
+	child := busy.ProcessState.UserTime() + busy.ProcessState.SystemTime()
+	own, err := CPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := TreeCPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ticks of 10 ms: the child's time in ticks may round down by one.
+	if tree-own < child.Seconds()-0.02 || child <= 0 {
+		t.Errorf("TreeCPUSeconds = %.2f, own %.2f; want the child's %.2f more", tree, own, child.Seconds())
 	}
 }

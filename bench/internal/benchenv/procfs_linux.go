@@ -3,7 +3,9 @@ package benchenv
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -20,29 +22,121 @@ func ProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// CPUSeconds reads a process's user and system CPU time so far.
-func CPUSeconds(pid int) (float64, error) {
+// stat reads the fields of /proc/PID/stat after the command name, the
+// first being field 3 (state).
+func stat(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The command name, field 2, is in parentheses and may hold spaces:
 	// the fields after the last ')' start with field 3 (state).
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// utime and stime are fields 14 and 15, i.e. 11 and 12 after state.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	// cstime, field 17, is the last this package reads.
+	if len(f) < 15 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
 	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, f[11], f[12])
+	return f, nil
+}
+
+// seconds sums stat fields (counted from 1, as proc(5) does) of clock ticks.
+func seconds(pid int, f []string, fields ...int) (float64, error) {
+	var ticks uint64
+	for _, n := range fields {
+		t, err := strconv.ParseUint(f[n-3], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: field %d is %q", pid, n, f[n-3])
+		}
+		ticks += t
 	}
-	return float64(utime+stime) / clockTicks, nil
+	return float64(ticks) / clockTicks, nil
+}
+
+// CPUSeconds reads a process's user and system CPU time so far.
+func CPUSeconds(pid int) (float64, error) {
+	f, err := stat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return seconds(pid, f, 14, 15) // utime, stime
+}
+
+// TreeCPUSeconds reads the user and system CPU time so far of a process
+// and its children: its own, its children's that it has waited for
+// (cutime, cstime), and its live children's. PostgreSQL's postmaster
+// forks a backend per connection and waits for it, so this is all of a
+// PostgreSQL server's CPU.
+func TreeCPUSeconds(pid int) (float64, error) {
+	f, err := stat(pid)
+	if err != nil {
+		return 0, err
+	}
+	total, err := seconds(pid, f, 14, 15, 16, 17) // utime, stime, cutime, cstime
+	if err != nil {
+		return 0, err
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	ppid := strconv.Itoa(pid)
+	for _, p := range procs {
+		child, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		f, err := stat(child)
+		if err != nil || f[1] != ppid { // field 4: the parent's ID; gone since listed
+			continue
+		}
+		if s, err := seconds(child, f, 14, 15); err == nil {
+			total += s
+		}
+	}
+	return total, nil
+}
+
+// EstablishedTo counts the established TCP connections on this host's
+// side of each IPv4 listening address in addrs ("127.0.0.1:7443"): a
+// server's accepted connections. It reads /proc/net/tcp, which lists the
+// sockets of this network namespace.
+func EstablishedTo(addrs ...string) (map[string]int, error) {
+	want := map[string]string{} // "0100007F:1D13" as the kernel prints it → addr
+	for _, a := range addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().Is4() {
+			return nil, fmt.Errorf("%q: want an IPv4 HOST:PORT", a)
+		}
+		ip := ap.Addr().As4()
+		// The kernel prints the address as the number its four bytes in
+		// network order make on this host, the port as it is.
+		want[fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip[:]), ap.Port())] = a
+	}
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := make(map[string]int, len(addrs))
+	for _, a := range addrs {
+		out[a] = 0
+	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// sl local_address rem_address st ...; st 01 is ESTABLISHED.
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 4 || fs[3] != "01" {
+			continue
+		}
+		if a, ok := want[fs[1]]; ok {
+			out[a]++
+		}
+	}
+	return out, sc.Err()
 }
 
 // Status reads the named fields of /proc/PID/status as numbers: sizes

@@ -13,6 +13,8 @@ var errNoProcfs = errors.New("measuring a process needs Linux's /proc")
 
 func ProcAttr() *syscall.SysProcAttr                  { return nil }
 func CPUSeconds(int) (float64, error)                 { return 0, errNoProcfs }
+func TreeCPUSeconds(int) (float64, error)             { return 0, errNoProcfs }
+func EstablishedTo(...string) (map[string]int, error) { return nil, errNoProcfs }
 func Status(int, ...string) (map[string]int64, error) { return nil, errNoProcfs }
 func RSS(int) (int64, error)                          { return 0, errNoProcfs }
 func OpenFiles(int) (int, error)                      { return 0, errNoProcfs }
