@@ -169,14 +169,17 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 	}
 	// A CSR the CA cannot sign is refused before the store counts a use of
 	// the token or records the node.
-	if _, err := pki.CheckCSR(req.Csr); err != nil {
+	csr, err := pki.CheckCSR(req.Csr)
+	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
 
 	now := time.Now().UTC()
 	node := api.Node{ID: controller.NewID(), Name: req.Name, Labels: map[string]string{}, State: api.NodeReady,
-		LastSeen: now, CreatedAt: now, Facts: factsFromProto(req.Facts)}
+		LastSeen: now, CreatedAt: now, Facts: factsFromProto(req.Facts), KeyID: pki.KeyID(csr)}
+	retried := false
 	check := func(t api.EnrollToken, hash string, existing *api.Node) error {
+		retried = false // the store may run the check again
 		switch {
 		case !pki.SecretMatches(secret, hash):
 			return status.Errorf(codes.Unauthenticated, "enrollment token %s is not valid", tokenID)
@@ -184,6 +187,13 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 			return status.Errorf(codes.Unauthenticated, "enrollment token %s was revoked", tokenID)
 		case !t.ExpiresAt.IsZero() && now.After(t.ExpiresAt):
 			return status.Errorf(codes.Unauthenticated, "enrollment token %s expired at %s", tokenID, t.ExpiresAt.Format(time.RFC3339))
+		case t.Node == "" && existing != nil && existing.KeyID == node.KeyID && existing.State != api.NodeRevoked:
+			// The same key enrolled this name already: an agent retrying
+			// an enrollment whose answer it never got (it gave up waiting
+			// while the store recorded it). It gets the same node, and
+			// the token's use is not counted twice.
+			retried = true
+			return store.ErrEnrolledAlready
 		case t.MaxUses > 0 && t.Uses >= t.MaxUses:
 			return status.Errorf(codes.Unauthenticated, "enrollment token %s is used up (%d of %d uses)", tokenID, t.Uses, t.MaxUses)
 		}
@@ -225,6 +235,10 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 	}
 	node = enrolled
 	cert, err := a.ca.SignNode(req.Csr, node.ID, node.Epoch, a.certTTL)
+	if err == nil && retried {
+		a.log.Info("node enrollment retried with the same key: the same node, a new certificate", "node_id", node.ID, "name", node.Name, "token_id", tokenID)
+		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
+	}
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}

@@ -43,6 +43,9 @@ type Node struct {
 	Epoch int64 `json:"epoch,omitempty"`
 	// Scheduling says whether the node takes new work; empty means it does.
 	Scheduling NodeScheduling `json:"scheduling,omitempty"`
+	// KeyID identifies the key the node enrolled with (pki.KeyID): a
+	// retried enrollment sends the same.
+	KeyID string `json:"-"`
 	// Version is bumped by every store write, for optimistic concurrency.
 	Version int64 `json:"version"`
 }

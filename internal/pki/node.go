@@ -6,9 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -73,6 +75,14 @@ func (ca *CA) SignNode(csrDER []byte, nodeID string, epoch int64, ttl time.Durat
 		return nil, fmt.Errorf("issuing certificate of node %s: %w", nodeID, err)
 	}
 	return encodePEM(pemCertificate, cert.Raw), nil
+}
+
+// KeyID identifies the public key of csr: the hex SHA-256 of its
+// SubjectPublicKeyInfo. A node's store record keeps the one it enrolled
+// with, so that a retried enrollment (the same key) is known as one.
+func KeyID(csr *x509.CertificateRequest) string {
+	sum := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
 }
 
 // CheckCSR parses the DER CSR csrDER and checks what SignNode would: that

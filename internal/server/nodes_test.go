@@ -531,3 +531,59 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		return nil
 	})
 }
+
+// TestEnrollmentRetriedWithTheSameKey: an agent that gave up waiting for
+// an enrollment the server recorded anyway tries again with the same key;
+// it gets the same node, a certificate that works, and the token's use is
+// counted once, even for a token of one use. Another key asking for the
+// name is still refused.
+func TestEnrollmentRetriedWithTheSameKey(t *testing.T) {
+	f := startAbuseFleet(t, Config{})
+	ctx := context.Background()
+	tok := f.newToken(t, api.TokenRequest{Uses: 1})
+	csr, key := newCSR(t)
+	first, err := f.enrollAs(t, tok, "edge-retry", nil, csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.enrollAs(t, tok, "edge-retry", nil, csr)
+	if err != nil {
+		t.Fatalf("the same enrollment again: %v; want the same node", err)
+	}
+	if again.NodeId != first.NodeId {
+		t.Fatalf("the retry got node %s; want %s, the one recorded", again.NodeId, first.NodeId)
+	}
+	id, err := pki.SaveIdentity(t.TempDir(), key, again.Certificate, again.CaCertificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := f.connectAs(t, id)
+	if err != nil {
+		t.Fatalf("connecting with the retry's certificate: %v", err)
+	}
+	// openStream took the welcome; the node's desired state follows.
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("the stream opened with the retry's certificate: %v", err)
+	}
+	toks, err := f.api.ListTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tokID, _, err := pki.ParseEnrollToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := -1
+	for _, tk := range toks {
+		if tk.ID == tokID {
+			counted = tk.Uses
+		}
+	}
+	if counted != 1 {
+		t.Errorf("the token counts %d uses; want 1", counted)
+	}
+	other, _ := newCSR(t)
+	if _, err := f.enrollAs(t, f.token, "edge-retry", nil, other); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("another key asking for the name: %v; want AlreadyExists", err)
+	}
+}

@@ -405,6 +405,10 @@ func (s *sqlStore) Enroll(ctx context.Context, tokenID string, check func(api.En
 			return err
 		}
 		if err := check(t, hash, existing); err != nil {
+			if errors.Is(err, ErrEnrolledAlready) && existing != nil {
+				out = *existing
+				return nil
+			}
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?`, tokenID); err != nil {
@@ -434,16 +438,16 @@ func (s *sqlStore) Enroll(ctx context.Context, tokenID string, check func(api.En
 }
 
 func insertNode(ctx context.Context, tx dbtx, n api.Node) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (id, name, labels, state, last_seen, error, facts, usage, created_at, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		n.ID, n.Name, toJSON(n.Labels), n.State, nanos(n.LastSeen), n.Error, toJSON(n.Facts), toJSON(n.Usage), nanos(n.CreatedAt), n.Version)
+	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (id, name, labels, state, last_seen, error, facts, usage, created_at, version, key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		n.ID, n.Name, toJSON(n.Labels), n.State, nanos(n.LastSeen), n.Error, toJSON(n.Facts), toJSON(n.Usage), nanos(n.CreatedAt), n.Version, n.KeyID)
 	if isUnique(err) {
 		return fmt.Errorf("node %q: %w", n.Name, ErrExists)
 	}
 	return err
 }
 
-const nodeCols = `id, name, labels, state, last_seen, error, facts, usage, created_at, version, epoch, scheduling`
+const nodeCols = `id, name, labels, state, last_seen, error, facts, usage, created_at, version, epoch, scheduling, key_id`
 
 func scanNode(row interface{ Scan(...any) error }) (api.Node, error) {
 	var (
@@ -451,7 +455,7 @@ func scanNode(row interface{ Scan(...any) error }) (api.Node, error) {
 		labels, facts, usage string
 		lastSeen, created    int64
 	)
-	if err := row.Scan(&n.ID, &n.Name, &labels, &n.State, &lastSeen, &n.Error, &facts, &usage, &created, &n.Version, &n.Epoch, &n.Scheduling); err != nil {
+	if err := row.Scan(&n.ID, &n.Name, &labels, &n.State, &lastSeen, &n.Error, &facts, &usage, &created, &n.Version, &n.Epoch, &n.Scheduling, &n.KeyID); err != nil {
 		return n, err
 	}
 	for _, f := range []struct {

@@ -23,6 +23,10 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
 	ErrConflict = errors.New("store: version conflict")
+	// ErrEnrolledAlready is what an Enroll check returns for an
+	// enrollment that was recorded already (a retry whose first answer was
+	// lost): Enroll then returns the existing node, writing nothing.
+	ErrEnrolledAlready = errors.New("store: enrolled already")
 )
 
 // Store is the persistence every server component goes through.
@@ -44,6 +48,8 @@ type Store interface {
 	// the node already named n.Name, nil if none. A token bound to a node
 	// (t.Node) creates nothing: it re-enrolls that node, which must exist,
 	// raising its epoch by one and recording n's facts, and returns it.
+	// A check that returns ErrEnrolledAlready gets the existing node back,
+	// with nothing written and no use counted.
 	Enroll(ctx context.Context, tokenID string, check func(t api.EnrollToken, secretHash string, existing *api.Node) error, n api.Node) (api.Node, error)
 
 	GetNode(ctx context.Context, id string) (api.Node, error)

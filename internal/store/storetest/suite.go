@@ -24,6 +24,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"APITokens", testAPITokens},
 		{"EnrollTokens", testEnrollTokens},
 		{"EnrollUseLimitUnderConcurrency", testEnrollConcurrent},
+		{"EnrollRetried", testEnrollRetried},
 		{"Nodes", testNodes},
 		{"ReEnroll", testReEnroll},
 		{"RevokeAndDeleteNodes", testRevokeAndDeleteNodes},
@@ -691,5 +692,35 @@ func testPruneEvents(t *testing.T, s store.Store) {
 	}
 	if n, _ := s.PruneEvents(ctx, now.Add(-24*time.Hour), 100); n != 0 {
 		t.Errorf("PruneEvents again deleted %d; want 0", n)
+	}
+}
+
+// testEnrollRetried: a check that finds the enrollment recorded already
+// gets the existing node back, with nothing written and no use counted.
+func testEnrollRetried(t *testing.T, s store.Store) {
+	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t1", MaxUses: 1}, "h"); err != nil {
+		t.Fatal(err)
+	}
+	n := api.Node{ID: "n1", Name: "edge", State: api.NodeReady, KeyID: "k1"}
+	pass := func(api.EnrollToken, string, *api.Node) error { return nil }
+	if _, err := s.Enroll(ctx, "t1", pass, n); err != nil {
+		t.Fatal(err)
+	}
+	retry := func(_ api.EnrollToken, _ string, existing *api.Node) error {
+		if existing == nil || existing.KeyID != "k1" {
+			return fmt.Errorf("existing node %+v; want edge with key k1", existing)
+		}
+		return store.ErrEnrolledAlready
+	}
+	got, err := s.Enroll(ctx, "t1", retry, api.Node{ID: "n2", Name: "edge", KeyID: "k1"})
+	if err != nil || got.ID != "n1" || got.KeyID != "k1" {
+		t.Fatalf("retried Enroll = %+v, %v; want node n1", got, err)
+	}
+	toks, _ := s.ListEnrollTokens(ctx)
+	if len(toks) != 1 || toks[0].Uses != 1 {
+		t.Errorf("tokens after the retry: %+v; want one use counted", toks)
+	}
+	if nodes, _ := s.ListNodes(ctx); len(nodes) != 1 {
+		t.Errorf("nodes after the retry: %+v; want n1 alone", nodes)
 	}
 }
