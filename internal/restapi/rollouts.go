@@ -13,18 +13,30 @@ import (
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
-// EventBell lets API followers wait for new events; the controller rings
-// it when it writes some.
+// EventBell lets API followers wait for new events; the controller and
+// the API ring it when they write some. On a replica of several, Relay
+// rings the other replicas' bells too.
 type EventBell struct {
 	mu sync.Mutex
 	ch chan struct{}
+	// Relay, if set before the bell is first rung, tells the other
+	// replicas; they Wake their own bells.
+	Relay func()
 }
 
 // NewEventBell makes a bell with no waiter.
 func NewEventBell() *EventBell { return &EventBell{ch: make(chan struct{})} }
 
-// Notify wakes every waiter.
+// Notify wakes every waiter, here and, with Relay, on every replica.
 func (b *EventBell) Notify() {
+	b.Wake()
+	if b.Relay != nil {
+		b.Relay()
+	}
+}
+
+// Wake wakes every waiter of this bell.
+func (b *EventBell) Wake() {
 	b.mu.Lock()
 	close(b.ch)
 	b.ch = make(chan struct{})

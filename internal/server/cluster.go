@@ -128,6 +128,7 @@ func newCluster(ctx context.Context, st *store.Postgres, cfg Config, clock clock
 		needs: b.Subscribe(needTopic), reports: b.Subscribe(reportsTopic), evs: b.Subscribe(eventsTopic),
 		gates: b.Subscribe(gateTopic)}
 	c.elector = leader.New(st, leader.Config{Name: "controller", Holder: id, Clock: clock, Logger: cfg.Logger})
+	events.Relay = c.relayEvents
 	return c, nil
 }
 
@@ -191,9 +192,9 @@ func (c *cluster) gateChanged() {
 	}
 }
 
-// eventsAppended wakes every replica's event followers.
-func (c *cluster) eventsAppended() {
-	c.events.Notify()
+// relayEvents wakes the other replicas' event followers (the local
+// bell's Relay).
+func (c *cluster) relayEvents() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.bus.Publish(ctx, eventsTopic, ""); err != nil {
@@ -215,7 +216,7 @@ func (c *cluster) run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-c.evs:
-				c.events.Notify()
+				c.events.Wake()
 			}
 		}
 	})

@@ -53,7 +53,7 @@ func newFleet(ctx context.Context, st store.Store, cfg Config, events *restapi.E
 	ccfg := controller.Config{RescheduleAfter: cfg.RescheduleAfter, PrePullParallelism: cfg.PrePullParallelism,
 		ImagePolicy: cfg.ImagePolicy, Clock: clock, Logger: cfg.Logger, OnEvents: events.Notify}
 	if cl != nil {
-		ccfg.Cluster, ccfg.OnEvents = cl, cl.eventsAppended
+		ccfg.Cluster = cl
 	}
 	f.ctl = controller.New(st, f.live, f.out, ccfg)
 	return f, nil
