@@ -116,6 +116,13 @@ func (p *Proc) Kill() {
 
 // Exited reports whether the process ended within the duration, and how.
 func (p *Proc) Exited(within time.Duration) (bool, error) {
+	// First without a timer: a select with both ready picks either, and
+	// Exited(0) of an ended process must say so.
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+	}
 	select {
 	case <-p.done:
 		return true, p.err
