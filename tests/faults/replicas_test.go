@@ -180,8 +180,9 @@ func TestReplicasLeaderKilledMidRollout(t *testing.T) {
 	ctx := context.Background()
 
 	// Three batches of two, each held a while healthy: the rollout lasts
-	// long enough to be killed in the middle.
-	f.ApplyOn(f.Replicas[0], harness.WebSpec("hello:v2", 2, "    batchSize: 2\n    minHealthyTime: 3s\n"))
+	// long enough to be killed in the middle. The leader acknowledges the
+	// apply that it dies in the middle of.
+	f.ApplyOn(leader, harness.WebSpec("hello:v2", 2, "    batchSize: 2\n    minHealthyTime: 3s\n"))
 	var before api.Rollout
 	testenv.Eventually(t, 60*time.Second, "the rollout to round 2 to finish its first batch", func() error {
 		var err error

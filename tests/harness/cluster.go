@@ -34,11 +34,7 @@ type Replica struct {
 // its agents are given every replica's agent address.
 func NewCluster(t *testing.T, n int, opts ...func(*Fleet)) *Fleet {
 	t.Helper()
-	f := &Fleet{t: t, sdk: testenv.SDK(t), Dir: t.TempDir(), Agents: map[string]*Proc{},
-		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
-	for _, o := range opts {
-		o(f)
-	}
+	f := newFleet(t, opts)
 	f.Store = pgtest.DSN(t)
 	for i := 0; i < n; i++ {
 		r := &Replica{Name: fmt.Sprintf("r%d", i), Dir: filepath.Join(f.Dir, fmt.Sprintf("server-%d", i)),

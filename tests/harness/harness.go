@@ -162,13 +162,20 @@ type Fleet struct {
 // are removed when the test ends.
 func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
 	t.Helper()
+	f := newFleet(t, opts)
+	f.StartServer()
+	t.Cleanup(f.removeContainers)
+	return f
+}
+
+// newFleet is a fleet with no server yet: its own addresses, a 1 s
+// heartbeat, after opts.
+func newFleet(t *testing.T, opts []func(*Fleet)) *Fleet {
 	f := &Fleet{t: t, sdk: testenv.SDK(t), Dir: t.TempDir(), APIAddr: testenv.FreeAddr(t), AgentAddr: testenv.FreeAddr(t), Agents: map[string]*Proc{},
 		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
 	for _, o := range opts {
 		o(f)
 	}
-	f.StartServer()
-	t.Cleanup(f.removeContainers)
 	return f
 }
 
