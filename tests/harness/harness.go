@@ -24,6 +24,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	dfclient "github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/container"
+	"github.com/dockfleet/dockfleet/internal/pgtest"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
@@ -46,7 +47,8 @@ func Main(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building dockfleet: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	// pgtest.Wrap stops the PostgreSQL a cluster's test started, if any.
+	code := pgtest.Wrap(m).Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -84,8 +86,14 @@ func startCmd(t *testing.T, name string, cmd *exec.Cmd) *Proc {
 	return p
 }
 
-// Stop ends the process with SIGTERM, as a user would.
-func (p *Proc) Stop() {
+// Stop ends the process with SIGTERM, as a user would, and with SIGKILL if
+// it is still running 10 s later.
+func (p *Proc) Stop() { p.StopWithin(10 * time.Second) }
+
+// StopWithin ends the process with SIGTERM, and with SIGKILL if it is still
+// running after d: a server draining its agents takes up to its
+// --drain-agents-within to stop.
+func (p *Proc) StopWithin(d time.Duration) {
 	select {
 	case <-p.done:
 		return
@@ -94,7 +102,7 @@ func (p *Proc) Stop() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(d):
 		p.cmd.Process.Kill()
 		<-p.done
 	}
@@ -108,6 +116,13 @@ func (p *Proc) Kill() {
 
 // Exited reports whether the process ended within the duration, and how.
 func (p *Proc) Exited(within time.Duration) (bool, error) {
+	// First without a timer: a select with both ready picks either, and
+	// Exited(0) of an ended process must say so.
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+	}
 	select {
 	case <-p.done:
 		return true, p.err
@@ -134,6 +149,12 @@ type Fleet struct {
 	// Netns maps agents' names to the network namespace each runs in
 	// (ip netns exec), for the agents that do not run in the test's own.
 	Netns map[string]string
+	// Replicas are the servers of a fleet NewCluster started, nil for
+	// NewFleet's single server; Server, APIAddr, AgentAddr and Client are
+	// then those of the replica Use chose.
+	Replicas []*Replica
+	// Store is the replicas' PostgreSQL URL, empty for a single server.
+	Store string
 }
 
 // NewFleet starts a server with a 1 s heartbeat and no agents, after opts
@@ -141,13 +162,20 @@ type Fleet struct {
 // are removed when the test ends.
 func NewFleet(t *testing.T, opts ...func(*Fleet)) *Fleet {
 	t.Helper()
+	f := newFleet(t, opts)
+	f.StartServer()
+	t.Cleanup(f.removeContainers)
+	return f
+}
+
+// newFleet is a fleet with no server yet: its own addresses, a 1 s
+// heartbeat, after opts.
+func newFleet(t *testing.T, opts []func(*Fleet)) *Fleet {
 	f := &Fleet{t: t, sdk: testenv.SDK(t), Dir: t.TempDir(), APIAddr: testenv.FreeAddr(t), AgentAddr: testenv.FreeAddr(t), Agents: map[string]*Proc{},
 		NodeIDs: map[string]string{}, Heartbeat: time.Second, Netns: map[string]string{}}
 	for _, o := range opts {
 		o(f)
 	}
-	f.StartServer()
-	t.Cleanup(f.removeContainers)
 	return f
 }
 
@@ -162,34 +190,50 @@ func (f *Fleet) StartServer() {
 		"--api-addr", f.APIAddr, "--agent-addr", f.AgentAddr, "--heartbeat-interval", f.Heartbeat.String(),
 		"--image-policy", "unpinned"}
 	f.Server = Start(f.t, "server", append(args, f.ServerArgs...)...)
-	caFile := filepath.Join(f.Dir, "server", "ca.crt")
-	tokFile := filepath.Join(f.Dir, "server", "admin.token")
-	testenv.Eventually(f.t, 20*time.Second, "server to start", func() error {
-		if ok, err := f.Server.Exited(0); ok {
-			f.t.Fatalf("server exited: %v\n%s", err, f.Server.Out)
+	f.Client = f.waitAPI("server", f.Server, filepath.Join(f.Dir, "server"), f.APIAddr)
+}
+
+// waitAPI waits until the server p, named name, with data dir dir, answers
+// on its API at addr, and returns an admin's client of it.
+func (f *Fleet) waitAPI(name string, p *Proc, dir, addr string) *dfclient.Client {
+	f.t.Helper()
+	caFile := filepath.Join(dir, "ca.crt")
+	tokFile := filepath.Join(dir, "admin.token")
+	var c *dfclient.Client
+	testenv.Eventually(f.t, 20*time.Second, name+" to start", func() error {
+		if ok, err := p.Exited(0); ok {
+			f.t.Fatalf("%s exited: %v\n%s", name, err, p.Out)
 		}
 		tok, err := os.ReadFile(tokFile)
 		if err != nil {
 			return err
 		}
-		c, err := dfclient.New(dfclient.Config{Addr: "https://" + f.APIAddr, Token: strings.TrimSpace(string(tok)), CACertFile: caFile})
+		cl, err := dfclient.New(dfclient.Config{Addr: "https://" + addr, Token: strings.TrimSpace(string(tok)), CACertFile: caFile})
 		if err != nil {
 			return err
 		}
-		if _, err := c.ListNodes(context.Background()); err != nil {
+		if _, err := cl.ListNodes(context.Background()); err != nil {
 			return err
 		}
-		f.Client = c
+		c = cl
 		return nil
 	})
+	return c
 }
 
 // CLI runs a CLI command against the fleet's server and returns its output and exit code.
 func (f *Fleet) CLI(stdin string, args ...string) (string, int) {
 	f.t.Helper()
+	return f.cli(f.APIAddr, stdin, args...)
+}
+
+// cli runs a CLI command against the API at addr. Every replica has the
+// same CA and admin token, so the first one's files serve for all.
+func (f *Fleet) cli(addr, stdin string, args ...string) (string, int) {
+	f.t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(),
-		"DOCKFLEET_ADDR=https://"+f.APIAddr,
+		"DOCKFLEET_ADDR=https://"+addr,
 		"DOCKFLEET_CACERT="+filepath.Join(f.Dir, "server", "ca.crt"),
 		"DOCKFLEET_TOKEN_FILE="+filepath.Join(f.Dir, "server", "admin.token"))
 	cmd.Stdin = strings.NewReader(stdin)
@@ -228,7 +272,7 @@ func (f *Fleet) StartAgent(name, token, labels string, extra ...string) *Proc {
 		// Debug logs a line per reconcile pass, which WaitReconciled counts.
 		"--log-level", "debug"}
 	if !slices.Contains(extra, "--server") {
-		args = append(args, "--server", f.AgentAddr)
+		args = append(args, "--server", f.agentServers())
 	}
 	if token != "" {
 		// As the docs say: the token in a private file, not on the command line.
