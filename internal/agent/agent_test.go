@@ -386,7 +386,10 @@ func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
 func TestAgentRenewsItsCertificate(t *testing.T) {
 	dir := t.TempDir()
 	serverConfig := func(apiAddr, agentAddr string, ttl time.Duration) server.Config {
-		return server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr, NodeCertTTL: ttl}
+		// A short drain: the agent, told to go on its fake clock, would
+		// hold its stream for the whole of a long one, and its first
+		// certificate would expire meanwhile.
+		return server.Config{DataDir: dir, APIAddr: apiAddr, AgentAddr: agentAddr, NodeCertTTL: ttl, DrainAgentsWithin: 100 * time.Millisecond}
 	}
 	ts := startServerConfig(t, serverConfig("127.0.0.1:0", "127.0.0.1:0", 3*time.Second))
 	apiAddr, agentAddr := strings.TrimPrefix(ts.srv.APIURL(), "https://"), ts.srv.AgentAddr()

@@ -107,7 +107,7 @@ func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec 
 	// The stream's goroutines: the first to end ends the session, and the
 	// session returns only once all of them, and the pulls they started,
 	// have ended, so nothing of it outlives Run.
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	var wg sync.WaitGroup
 	goStream := func(f func() error) {
 		wg.Add(1)
@@ -120,15 +120,34 @@ func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec 
 	goStream(func() error { return a.heartbeats(ctx, interval, rec, send) })
 	goStream(func() error { return forwardStatuses(ctx, rec, send) })
 	goStream(func() error {
+		leaving := false // told to go: a later GoAway changes nothing
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
 				return err
 			}
-			if g := msg.GetGoaway(); g != nil {
-				// Ending the session closes the stream and its
-				// connection; the containers run on.
-				return newGoAwayError(g)
+			if g := msg.GetGoaway(); g != nil && !leaving {
+				leaving = true
+				// The agent keeps this stream, and its heartbeats, until
+				// a random moment within what the server asked, then
+				// moves: its node is never silent, and a server's agents
+				// do not land on the others at once. Ending the session
+				// closes the stream and its connection; the containers
+				// run on.
+				away := newGoAwayError(g)
+				moveIn := a.servers.upTo(away.within)
+				away.within = 0
+				goStream(func() error {
+					t := a.clock.NewTimer(moveIn)
+					defer t.Stop()
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-t.Chan():
+						return away
+					}
+				})
+				continue
 			}
 			if d := msg.GetDesired(); d != nil && rec.setDesired(d) {
 				pulls.pull(ctx, d.PullImages, send)

@@ -343,5 +343,26 @@ func (s *Handler) instances(r *http.Request, f store.InstanceFilter) ([]api.Inst
 		return nil, err
 	}
 	s.live.Names(is)
+	// A node this server's memory does not know (on a replica of several,
+	// one enrolled through another replica) is named from the store.
+	for i := range is {
+		if is[i].NodeName != "" {
+			continue
+		}
+		nodes, err := s.store.ListNodes(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		names := make(map[string]string, len(nodes))
+		for _, n := range nodes {
+			names[n.ID] = n.Name
+		}
+		for j := range is {
+			if is[j].NodeName == "" {
+				is[j].NodeName = names[is[j].NodeID]
+			}
+		}
+		break
+	}
 	return is, nil
 }

@@ -51,6 +51,10 @@ const (
 	// gateTopic: a node was revoked, removed or re-enrolled; every
 	// replica's gate reads the store again (agentsvc.Gate.Sync).
 	gateTopic bus.Topic = "dockfleet_gate"
+	// sessionsTopic: a replica recorded streams opened; the leader reads
+	// which replica holds which node at once, not at its next tick, so an
+	// agent that moved is not silent to it meanwhile.
+	sessionsTopic bus.Topic = "dockfleet_sessions"
 )
 
 // Timing of the replicas' bookkeeping.
@@ -92,6 +96,9 @@ type cluster struct {
 	evs     <-chan bus.Message
 	gates   <-chan bus.Message
 	gate    *agentsvc.Gate
+	opened  <-chan bus.Message
+	// kick asks the presence loop to write the sessions now.
+	kick chan struct{}
 
 	mu       sync.Mutex
 	sessions []store.Session // opened and closed since the last write
@@ -126,7 +133,7 @@ func newCluster(ctx context.Context, st *store.Postgres, cfg Config, clock clock
 		every: every, silence: 3 * every, window: time.Duration(cfg.MissedHeartbeats) * cfg.HeartbeatInterval,
 		local: map[string]bool{},
 		needs: b.Subscribe(needTopic), reports: b.Subscribe(reportsTopic), evs: b.Subscribe(eventsTopic),
-		gates: b.Subscribe(gateTopic)}
+		gates: b.Subscribe(gateTopic), opened: b.Subscribe(sessionsTopic), kick: make(chan struct{}, 1)}
 	c.elector = leader.New(st, leader.Config{Name: "controller", Holder: id, Clock: clock, Logger: cfg.Logger})
 	events.Relay = c.relayEvents
 	return c, nil
@@ -174,6 +181,12 @@ func (c *cluster) session(ctx context.Context, nodeID string, open bool) {
 		delete(c.local, nodeID)
 	}
 	c.mu.Unlock()
+	if open {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
 	if open {
 		if err := c.feed.NodeConnected(ctx, nodeID); err != nil {
 			c.log.Warn("reading a connecting node's desired state; it comes with the next resync", "node_id", nodeID, "err", err)
@@ -264,18 +277,35 @@ func (c *cluster) presence(ctx context.Context) {
 		ss := c.sessions
 		c.sessions = nil
 		c.mu.Unlock()
-		if err := c.st.UpdateSessions(ctx, ss); err != nil && ctx.Err() == nil {
-			c.log.Warn("recording the streams this replica holds", "err", err)
+		if err := c.st.UpdateSessions(ctx, ss); err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("recording the streams this replica holds", "err", err)
+			}
 			c.mu.Lock()
 			c.sessions = append(ss, c.sessions...)
 			c.mu.Unlock()
+		} else if opened(ss) {
+			if err := c.bus.Publish(ctx, sessionsTopic, ""); err != nil && ctx.Err() == nil {
+				c.log.Debug("telling the leader of streams opened", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
+		case <-c.kick:
 		}
 	}
+}
+
+// opened reports whether ss records a stream opened.
+func opened(ss []store.Session) bool {
+	for _, x := range ss {
+		if !x.Closed {
+			return true
+		}
+	}
+	return false
 }
 
 // noteSilence records as closed the streams of nodes silent here past the
@@ -469,6 +499,24 @@ func (c *cluster) watchPresence(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
+		case <-c.opened:
+			// Agents connecting by the thousand send notices by the
+			// hundred: a read serves those of a fifth of a tick.
+			if !c.sleep(ctx, c.every/5) {
+				return
+			}
 		}
+	}
+}
+
+// sleep waits d on the cluster's clock, and says false if ctx ended first.
+func (c *cluster) sleep(ctx context.Context, d time.Duration) bool {
+	t := c.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.Chan():
+		return true
 	}
 }

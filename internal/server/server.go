@@ -500,7 +500,15 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("serving agents: %w", err)
 		}
 	})
-	wg.Go(func() { s.fleet.run(ctx) })
+	// A replica of several goes on renewing its record and vouching for
+	// its nodes while it drains its agents (below): the leader must not
+	// count them silent while they are still here.
+	fleetCtx, stopFleet := ctx, func() {}
+	if s.fleet.cluster != nil {
+		fleetCtx, stopFleet = context.WithCancel(context.WithoutCancel(ctx))
+	}
+	defer stopFleet()
+	wg.Go(func() { s.fleet.run(fleetCtx) })
 	wg.Go(func() { s.renewServerCertificate(ctx) })
 	wg.Go(func() { s.pruneHistory(ctx) })
 	if s.debug != nil {
@@ -532,6 +540,7 @@ func (s *Server) Run(ctx context.Context) error {
 	drained()
 	s.grpc.Stop()
 	s.agents.Wait()
+	stopFleet()
 	wg.Wait()
 	requests.Wait()
 	s.fleet.live.Flush(context.Background())
