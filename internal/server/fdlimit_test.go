@@ -50,10 +50,10 @@ func TestFDLimitWarning(t *testing.T) {
 // open-file limit allows: it must say so at start, and still start.
 func TestNewWarnsOfLowFDLimit(t *testing.T) {
 	limit, ok := openFileLimit()
-	if !ok && os.Getenv("CI") == "true" {
-		t.Fatal("cannot read this process's open-file limit (RLIMIT_NOFILE)")
-	}
 	if !ok || limit > 1<<40 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no open-file limit (RLIMIT_NOFILE) to read or reach (read: %v, limit %d); CI machines have one of 20,000", ok, limit)
+		}
 		t.Skip("no open-file limit to reach")
 	}
 	for _, tt := range []struct {

@@ -37,9 +37,7 @@ func TestLineWriter(t *testing.T) {
 }
 
 func TestProcfs(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("reads Linux's /proc")
-	}
+	requireLinux(t)
 	pid := os.Getpid()
 	st, err := Status(pid, "VmRSS", "VmHWM", "Threads")
 	if err != nil {
@@ -71,9 +69,7 @@ func TestProcfs(t *testing.T) {
 }
 
 func TestEstablishedTo(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("reads Linux's /proc")
-	}
+	requireLinux(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,9 +103,7 @@ func TestEstablishedTo(t *testing.T) {
 }
 
 func TestTreeCPUSeconds(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("reads Linux's /proc")
-	}
+	requireLinux(t)
 	// A child that burns CPU and is waited for counts in its parent's tree.
 	busy := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")
 	if err := busy.Run(); err != nil {
@@ -127,5 +121,17 @@ func TestTreeCPUSeconds(t *testing.T) {
 	// Ticks of 10 ms: the child's time in ticks may round down by one.
 	if tree-own < child.Seconds()-0.02 || child <= 0 {
 		t.Errorf("TreeCPUSeconds = %.2f, own %.2f; want the child's %.2f more", tree, own, child.Seconds())
+	}
+}
+
+// requireLinux skips a test of /proc off Linux, and fails it when CI=true:
+// CI runs on Linux, where it must run.
+func requireLinux(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("reads Linux's /proc; CI runs on %s", runtime.GOOS)
+		}
+		t.Skip("reads Linux's /proc")
 	}
 }
