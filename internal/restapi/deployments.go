@@ -345,10 +345,7 @@ func (s *Handler) instances(r *http.Request, f store.InstanceFilter) ([]api.Inst
 	s.live.Names(is)
 	// A node this server's memory does not know (on a replica of several,
 	// one enrolled through another replica) is named from the store.
-	for i := range is {
-		if is[i].NodeName != "" {
-			continue
-		}
+	if slices.ContainsFunc(is, func(i api.Instance) bool { return i.NodeName == "" }) {
 		nodes, err := s.store.ListNodes(r.Context())
 		if err != nil {
 			return nil, err
@@ -357,12 +354,11 @@ func (s *Handler) instances(r *http.Request, f store.InstanceFilter) ([]api.Inst
 		for _, n := range nodes {
 			names[n.ID] = n.Name
 		}
-		for j := range is {
-			if is[j].NodeName == "" {
-				is[j].NodeName = names[is[j].NodeID]
+		for i := range is {
+			if is[i].NodeName == "" {
+				is[i].NodeName = names[is[i].NodeID]
 			}
 		}
-		break
 	}
 	return is, nil
 }
