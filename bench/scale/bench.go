@@ -479,7 +479,7 @@ func (b *bencher) idle(ctx context.Context) error {
 		p := 100 * (*pg1 - *pg0) / window
 		x.PostgresCPUPercent = &p
 	}
-	agents, err := b.agentCounts()
+	agents, err := b.settledAgentCounts(ctx)
 	if err != nil {
 		return err
 	}

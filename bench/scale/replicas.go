@@ -303,6 +303,32 @@ func (b *bencher) agentCounts() ([]int, error) {
 	return out, nil
 }
 
+// settledAgentCounts is agentCounts once the counts sum to N, or as they
+// are after countSettle: an agent whose stream was just replaced holds
+// two connections until the server closes the old one, and one being
+// made holds none.
+func (b *bencher) settledAgentCounts(ctx context.Context) ([]int, error) {
+	end := time.Now().Add(countSettle)
+	for {
+		counts, err := b.agentCounts()
+		total := 0
+		for _, c := range counts {
+			total += c
+		}
+		if err != nil || total == b.cfg.n || time.Now().After(end) {
+			return counts, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// countSettle bounds settledAgentCounts' wait.
+const countSettle = 10 * time.Second
+
 // serverCPU sums the replicas' CPU seconds so far.
 func (b *bencher) serverCPU() (float64, error) {
 	cpu, err := b.replicaCPU()

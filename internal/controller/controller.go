@@ -222,7 +222,7 @@ func (c *Controller) Trigger() {
 // places instances on it.
 func (c *Controller) Joined(n api.Node) {
 	if c.following() {
-		c.cfg.Cluster.Forward(ReloadNodes | Place)
+		c.cfg.Cluster.Forward(NodesJoined | Place)
 		return
 	}
 	c.mu.Lock()

@@ -49,7 +49,11 @@ const (
 	ReloadDeployments                  // the API changed deployments or revisions
 	ReloadInstances                    // the API moved or deleted instances
 	Place                              // deployments or node readiness changed: run placement
-	ReloadAll         = ReloadNodes | ReloadDeployments | ReloadInstances | Place
+	// NodesJoined says that nodes enrolled through another replica; the
+	// leader reads the new ones and hands each to Joined, which costs a
+	// pass less than ReloadNodes. A pass itself ignores it.
+	NodesJoined
+	ReloadAll = ReloadNodes | ReloadDeployments | ReloadInstances | Place
 )
 
 // reload reads from the store the parts of the view that w names. warn

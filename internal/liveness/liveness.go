@@ -375,22 +375,24 @@ func (r *Registry) Silence(id string) time.Duration {
 	return 0
 }
 
-// LoadNew adds the nodes of the store the registry does not know: on a
-// leader of several replicas, those enrolled through another. Each counts
-// as last heard of when it was enrolled or last seen.
-func (r *Registry) LoadNew(ctx context.Context) error {
+// LoadNew adds the nodes of the store the registry does not know, and
+// returns them: on a leader of several replicas, those enrolled through
+// another. Each counts as last heard of when it was enrolled or last seen.
+func (r *Registry) LoadNew(ctx context.Context) ([]api.Node, error) {
 	nodes, err := r.store.ListNodes(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var added []api.Node
 	for _, sn := range nodes {
 		if r.nodes[sn.ID] == nil {
 			r.nodes[sn.ID] = &node{name: sn.Name, state: sn.State, lastSeen: later(sn.LastSeen, sn.CreatedAt), flushed: sn.LastSeen, hostErr: sn.Error}
+			added = append(added, sn)
 		}
 	}
-	return nil
+	return added, nil
 }
 
 // Heartbeat is what an agent's heartbeat tells of its node.

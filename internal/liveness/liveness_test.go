@@ -180,3 +180,35 @@ func TestTrackCountsDownFromUnreachable(t *testing.T) {
 		t.Errorf("unreachable 10s and a nanosecond after its last %d heartbeats were missed: %+v; want down %s", missed, st, 10*time.Second+time.Nanosecond)
 	}
 }
+
+// LoadNew, on a leader of several replicas, takes in the nodes enrolled
+// through another replica and returns only those: the controller adds
+// each to its view, and reading none again costs nothing more.
+func TestLoadNewReturnsOnlyUnknownNodes(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	ctx := context.Background()
+	st := newStore(t, clock.Now())
+	r, _ := newRegistry(t, st, clock)
+	added, err := r.LoadNew(ctx)
+	if err != nil || len(added) != 0 {
+		t.Fatalf("LoadNew with no node enrolled since: %v, %v; want none", added, err)
+	}
+	// Another replica enrolls n2.
+	if err := st.CreateEnrollToken(ctx, api.EnrollToken{ID: "elsewhere", MaxUses: 1}, "hash2"); err != nil {
+		t.Fatal(err)
+	}
+	n2 := api.Node{ID: "n2", Name: "edge-2", Labels: map[string]string{}, State: api.NodeReady, CreatedAt: clock.Now()}
+	if _, err := st.Enroll(ctx, "elsewhere", func(api.EnrollToken, string, *api.Node) error { return nil }, n2); err != nil {
+		t.Fatal(err)
+	}
+	added, err = r.LoadNew(ctx)
+	if err != nil || len(added) != 1 || added[0].ID != "n2" || added[0].Name != "edge-2" {
+		t.Fatalf("LoadNew after n2 enrolled elsewhere: %+v, %v; want n2 alone", added, err)
+	}
+	if got := state(r, "n2"); got != api.NodeReady {
+		t.Errorf("n2 after LoadNew: %s; want ready (followed from now on)", got)
+	}
+	if added, err = r.LoadNew(ctx); err != nil || len(added) != 0 {
+		t.Errorf("LoadNew again: %v, %v; want none", added, err)
+	}
+}

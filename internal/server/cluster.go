@@ -387,26 +387,60 @@ func (c *cluster) lead(ctx context.Context, epoch int64) {
 			case <-ctx.Done():
 				return
 			case m := <-c.needs:
-				w := controller.ReloadAll | controller.Place
-				if !m.Resync {
-					n, err := strconv.ParseUint(m.Payload, 10, 32)
-					if err != nil {
-						continue
-					}
-					w = controller.Work(n)
-				}
-				if w&controller.ReloadNodes != 0 {
-					// A node enrolled through another replica: liveness
-					// follows it from now on.
-					if err := f.live.LoadNew(ctx); err != nil && ctx.Err() == nil {
-						c.log.Warn("reading new nodes", "err", err)
+				// One pass serves every notice waiting: agents enrolling by
+				// the thousand through other replicas send them by the
+				// dozen a second, and a pass per notice falls behind.
+				w := neededWork(m)
+				for more := true; more; {
+					select {
+					case m := <-c.needs:
+						w |= neededWork(m)
+					default:
+						more = false
 					}
 				}
-				f.ctl.Need(w)
+				c.leadNeed(ctx, w)
+				// What comes meanwhile waits for the next pass.
+				if !c.sleep(ctx, needInterval) {
+					return
+				}
 			}
 		}
 	})
 	wg.Wait()
+}
+
+// needInterval is the least time between two passes for work forwarded
+// by the other replicas.
+const needInterval = 100 * time.Millisecond
+
+// neededWork is the work a notice on needTopic forwards; a Resync, or a
+// notice that does not read, asks for everything.
+func neededWork(m bus.Message) controller.Work {
+	if !m.Resync {
+		if n, err := strconv.ParseUint(m.Payload, 10, 8); err == nil {
+			return controller.Work(n)
+		}
+	}
+	return controller.ReloadAll | controller.NodesJoined
+}
+
+// leadNeed does on the leader work forwarded by other replicas.
+func (c *cluster) leadNeed(ctx context.Context, w controller.Work) {
+	f := c.fleet
+	if w&(controller.NodesJoined|controller.ReloadNodes) != 0 {
+		// Nodes enrolled through another replica: liveness follows them
+		// from now on, and the controller's view takes them in.
+		added, err := f.live.LoadNew(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("reading new nodes", "err", err)
+			w |= controller.ReloadNodes // the next reload catches them
+		}
+		for _, n := range added {
+			f.ctl.Joined(n)
+		}
+	}
+	f.ctl.Need(w &^ controller.NodesJoined)
 }
 
 // takeReports hands the agents' reports other replicas queued to the
