@@ -25,6 +25,10 @@ var postgresMigrations embed.FS
 // pgMaxConns bounds the PostgreSQL connections one server opens.
 const pgMaxConns = 16
 
+// pgLeaseConns bounds the connections of the leader lease's own pool: one
+// renews, one more lets a stopping leader release it meanwhile.
+const pgLeaseConns = 2
+
 // pgConnectTimeout is how long connecting waits for the server, unless
 // the URL says (connect_timeout).
 const pgConnectTimeout = 10 * time.Second
@@ -98,7 +102,11 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", where, err)
 	}
-	return &Postgres{sqlStore: newSQLStore(db, postgresDialect), url: url}, nil
+	st := &Postgres{sqlStore: newSQLStore(db, postgresDialect), url: url}
+	st.leaseDB = stdlib.OpenDB(*cfg)
+	st.leaseDB.SetMaxOpenConns(pgLeaseConns)
+	st.leaseDB.SetMaxIdleConns(pgLeaseConns)
+	return st, nil
 }
 
 // URL is the URL (or DSN) the store was opened with, password included.

@@ -30,10 +30,15 @@ type sqlStore struct {
 	sqlDB *sql.DB
 	db    dbtx
 	d     *dialect
+	// leaseDB is the pool of the leader lease's queries: on PostgreSQL a
+	// pool of its own, so that a leader renews its lease in time however
+	// busy the fleet keeps the main one (thousands of agents enrolling
+	// fill it with transactions waiting for their turn).
+	leaseDB *sql.DB
 }
 
 func newSQLStore(db *sql.DB, d *dialect) sqlStore {
-	return sqlStore{sqlDB: db, db: dbtx{r: db, d: d}, d: d}
+	return sqlStore{sqlDB: db, db: dbtx{r: db, d: d}, d: d, leaseDB: db}
 }
 
 // dialect is what differs between the engines, and nothing else.
@@ -186,7 +191,12 @@ func migrate(ctx context.Context, db *sql.DB, d *dialect, opts []goose.ProviderO
 }
 
 // Close closes the database.
-func (s *sqlStore) Close() error { return s.sqlDB.Close() }
+func (s *sqlStore) Close() error {
+	if s.leaseDB != s.sqlDB {
+		s.leaseDB.Close()
+	}
+	return s.sqlDB.Close()
+}
 
 // maxTxAttempts bounds how often tx runs a transaction that lost a
 // serialization race.
@@ -198,8 +208,13 @@ const maxTxAttempts = 10
 // must keep nothing from an earlier attempt: it starts from its arguments
 // each time.
 func (s *sqlStore) tx(ctx context.Context, f func(tx dbtx) error) error {
+	return s.txOn(ctx, s.sqlDB, f)
+}
+
+// txOn is tx on the pool db.
+func (s *sqlStore) txOn(ctx context.Context, db *sql.DB, f func(tx dbtx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := s.tx1(ctx, f)
+		err := s.tx1(ctx, db, f)
 		if err == nil || !isRetryable(err) {
 			return err
 		}
@@ -217,8 +232,8 @@ func (s *sqlStore) tx(ctx context.Context, f func(tx dbtx) error) error {
 	}
 }
 
-func (s *sqlStore) tx1(ctx context.Context, f func(tx dbtx) error) error {
-	tx, err := s.sqlDB.BeginTx(ctx, s.d.txOptions)
+func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, f func(tx dbtx) error) error {
+	tx, err := db.BeginTx(ctx, s.d.txOptions)
 	if err != nil {
 		return err
 	}
