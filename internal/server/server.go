@@ -496,7 +496,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() {
-		if err := s.grpc.Serve(s.agentLn); err != nil {
+		if err := s.grpc.Serve(s.agentLn); err != nil && (ctx.Err() == nil || !errors.Is(err, net.ErrClosed)) {
 			errc <- fmt.Errorf("serving agents: %w", err)
 		}
 	})
@@ -526,6 +526,14 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	cancel()
+	// New agent connections are refused from now on, which costs an agent
+	// nothing to learn: it tries another server at once, or, with none,
+	// comes back within seconds of this one's restart. An agent let in
+	// would only be told to go, and back off as from an overloaded server.
+	// The streams open keep their connections until they drain.
+	if err := s.agentLn.Close(); err != nil {
+		s.log.Warn("closing the agent listener", "err", err)
+	}
 	s.shutdownHTTP(s.http, "API")
 	if s.debug != nil {
 		s.shutdownHTTP(s.debug, "debug profiles")
