@@ -397,6 +397,7 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	}
 	defer a.leave(st)
 	a.live.Connected(nodeID, factsFromProto(hello.Facts))
+	defer a.live.Disconnected(nodeID)
 	sess := a.out.Connect(nodeID)
 	defer a.out.Disconnect(sess)
 	if a.onSession != nil {

@@ -30,9 +30,10 @@ import (
 const RestartGrace = time.Minute
 
 // LastSeenFlushInterval is how often the heartbeat times that changed are
-// written to the store. Memory is what counts (the API and liveness read
-// it); the store's copy is for after a restart, and a node's state change
-// writes its time at once. Every few seconds, at 10,000 nodes, the flush
+// written to the store, with the usage of the nodes connected here. Memory
+// is what counts (the API and liveness read it); the store's copy is for
+// after a restart, and for the other replicas' API (usage up to this old),
+// and a node's state change writes its time at once. Every few seconds, at 10,000 nodes, the flush
 // alone was a sixth of the server's idle CPU.
 const LastSeenFlushInterval = time.Minute
 
@@ -58,6 +59,11 @@ type Config struct {
 	// when node id reports running no container after running some: a
 	// drain waits for that.
 	OnEmptied func(id string)
+	// Leading, if set, says whether this server judges liveness: on a
+	// replica of several, only the leader does; the others record what
+	// the agents connected to them say, and take the nodes' states from
+	// the store. Nil: always (one server).
+	Leading func() bool
 }
 
 // Registry holds the live nodes. Its methods are safe for concurrent use.
@@ -89,6 +95,8 @@ type node struct {
 	// from nothing: a node the server just loaded runs what it ran.
 	reported bool
 	hostErr  string // the agent's last reported host problem, as stored
+	// streams counts the node's agent streams open on this server.
+	streams int
 }
 
 // silence is how long the node has been silent, as far as liveness counts.
@@ -141,7 +149,9 @@ func (r *Registry) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-check.Chan():
-			r.Check()
+			if r.leading() {
+				r.Check()
+			}
 		case <-flush.Chan():
 			r.Flush(ctx)
 		}
@@ -150,7 +160,7 @@ func (r *Registry) Run(ctx context.Context) {
 
 // Check marks ready nodes whose heartbeats stopped unreachable.
 func (r *Registry) Check() {
-	deadline := time.Duration(r.cfg.MissedHeartbeats) * r.cfg.HeartbeatInterval
+	deadline := r.window()
 	now := r.clock.Now()
 	var lost []string
 	r.mu.Lock()
@@ -167,6 +177,14 @@ func (r *Registry) Check() {
 		r.changed(id)
 	}
 }
+
+// window is the silence that makes a node unreachable.
+func (r *Registry) window() time.Duration {
+	return time.Duration(r.cfg.MissedHeartbeats) * r.cfg.HeartbeatInterval
+}
+
+// leading says whether this server judges liveness (Config.Leading).
+func (r *Registry) leading() bool { return r.cfg.Leading == nil || r.cfg.Leading() }
 
 func (r *Registry) changed(id string) {
 	if r.cfg.OnChange != nil {
@@ -231,24 +249,32 @@ func (r *Registry) writeNodes(ctx context.Context) {
 	}
 }
 
-// Flush writes the heartbeat times that changed since the last flush.
+// Flush writes the heartbeat times that changed since the last flush, and
+// the usage of the nodes connected here.
 func (r *Registry) Flush(ctx context.Context) {
-	seen := map[string]time.Time{}
+	seen := map[string]store.Seen{}
 	r.mu.Lock()
 	for id, n := range r.nodes {
 		if n.lastSeen.After(n.flushed) {
-			seen[id] = n.lastSeen
+			x := store.Seen{At: n.lastSeen}
+			// The usage of the nodes connected here, for the API of every
+			// replica: the leader hears only when a node is emptied.
+			if n.streams > 0 && n.reported {
+				u := n.usage
+				x.Usage = &u
+			}
+			seen[id] = x
 		}
 	}
 	r.mu.Unlock()
-	if err := r.store.SetLastSeen(ctx, seen); err != nil {
+	if err := r.store.SetSeen(ctx, seen); err != nil {
 		r.log.Error("flushing last seen times", "err", err)
 		return
 	}
 	r.mu.Lock()
-	for id, t := range seen {
+	for id, x := range seen {
 		if n := r.nodes[id]; n != nil {
-			n.flushed = t
+			n.flushed = x.At
 		}
 	}
 	r.mu.Unlock()
@@ -296,6 +322,7 @@ func (r *Registry) Connected(id string, facts api.Facts) {
 		r.nodes[id] = n
 	}
 	n.lastSeen = r.clock.Now()
+	n.streams++
 	wasReady := n.state == api.NodeReady
 	if n.state != api.NodeRevoked { // a stream that raced its node's revocation
 		n.state = api.NodeReady
@@ -305,6 +332,15 @@ func (r *Registry) Connected(id string, facts api.Facts) {
 	if !wasReady {
 		r.log.Info("node ready", "node_id", id)
 		r.changed(id)
+	}
+}
+
+// Disconnected records that one of node id's streams on this server ended.
+func (r *Registry) Disconnected(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.nodes[id]; n != nil && n.streams > 0 {
+		n.streams--
 	}
 }
 
@@ -454,11 +490,15 @@ func (r *Registry) Empty(id string) bool {
 func (r *Registry) Live(n *api.Node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if ln := r.nodes[n.ID]; ln != nil {
+	// A replica that does not lead knows only the nodes connected to it
+	// and heard from; of the others the store has what the leader decided.
+	if ln := r.nodes[n.ID]; ln != nil && (r.leading() || ln.streams > 0 && ln.silence(r.clock.Now()) <= r.window()) {
 		if ln.lastSeen.After(n.LastSeen) {
 			n.LastSeen = ln.lastSeen
 		}
-		n.Usage = ln.usage
+		if ln.streams > 0 && ln.reported {
+			n.Usage = ln.usage
+		}
 		n.State = ln.state
 	}
 }

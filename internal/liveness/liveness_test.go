@@ -3,6 +3,7 @@ package liveness
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,4 +212,86 @@ func TestLoadNewReturnsOnlyUnknownNodes(t *testing.T) {
 	if added, err = r.LoadNew(ctx); err != nil || len(added) != 0 {
 		t.Errorf("LoadNew again: %v, %v; want none", added, err)
 	}
+}
+
+// A replica that does not lead records what the agents connected to it
+// say (their facts reach the store) but judges no node: a node silent
+// past the window stays as the leader left it. Its API shows its own view
+// only of the nodes connected to it and heard from; of the others, the
+// store's, which the leader writes.
+func TestFollowerRecordsButDoesNotJudge(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	clock := clockwork.NewFakeClock()
+	st := newStore(t, clock.Now())
+	var leads atomic.Bool
+	r, err := New(ctx, st, Config{HeartbeatInterval: interval, MissedHeartbeats: missed, Clock: clock, Leading: leads.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// The leader marked n1 unreachable; this replica, which loaded it
+	// ready, shows the store's state, not its own.
+	live := func() api.Node {
+		n := api.Node{ID: "n1", State: api.NodeUnreachable}
+		r.Live(&n)
+		return n
+	}
+	if got := live().State; got != api.NodeUnreachable {
+		t.Fatalf("a node held elsewhere: %s; want the store's unreachable", got)
+	}
+	// n1 connects here: its facts reach the store, and it is shown ready.
+	clock.Advance(RestartGrace)
+	r.Connected("n1", api.Facts{Hostname: "edge-1"})
+	if err := clock.BlockUntilContext(ctx, 3); err != nil { // two tickers and the writer's window
+		t.Fatal(err)
+	}
+	clock.Advance(nodeWriteWindow)
+	testenv.Eventually(t, 10*time.Second, "n1's facts in the store", func() error {
+		n, err := st.GetNode(ctx, "n1")
+		if err != nil {
+			return err
+		}
+		if n.Facts.Hostname != "edge-1" {
+			return fmt.Errorf("stored hostname %q", n.Facts.Hostname)
+		}
+		return nil
+	})
+	if got := live().State; got != api.NodeReady {
+		t.Errorf("a node connected here: %s; want ready", got)
+	}
+	// Its usage reaches the store at the flush, for the other replicas.
+	clock.Advance(time.Second)
+	r.Heartbeat("n1", Heartbeat{Usage: &api.Usage{CPUPercent: 7, Containers: 2}})
+	if got := live().Usage; got.Containers != 2 {
+		t.Errorf("a node connected here: usage %+v; want its heartbeat's", got)
+	}
+	r.Flush(ctx)
+	if n, err := st.GetNode(ctx, "n1"); err != nil || n.Usage.Containers != 2 || n.Usage.CPUPercent != 7 || !n.LastSeen.Equal(clock.Now()) {
+		t.Errorf("stored after the flush: usage %+v, last seen %s, %v; want the heartbeat's, at %s", n.Usage, n.LastSeen, err, clock.Now())
+	}
+	// Silent past the window, at several checks: not judged here.
+	for range 2 * missed {
+		clock.Advance(interval)
+	}
+	r.mu.Lock()
+	judged := r.nodes["n1"].state
+	r.mu.Unlock()
+	if judged != api.NodeReady {
+		t.Errorf("a replica that does not lead judged a silent node: %s", judged)
+	}
+	if got := live().State; got != api.NodeUnreachable {
+		t.Errorf("a node connected here but silent past the window: %s; want the store's unreachable", got)
+	}
+	// Once it leads, it does.
+	leads.Store(true)
+	clock.Advance(interval)
+	testenv.Eventually(t, 10*time.Second, "n1 judged unreachable by the new leader", func() error {
+		if got := state(r, "n1"); got != api.NodeUnreachable {
+			return fmt.Errorf("n1 is %s", got)
+		}
+		return nil
+	})
 }

@@ -221,6 +221,10 @@ func (c *cluster) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.bus.Run(ctx) })
 	wg.Go(func() { c.feed.Run(ctx) })
+	// Every replica writes the facts, host errors and heartbeat times of
+	// the nodes connected to it; only the leader judges their liveness.
+	wg.Go(func() { c.fleet.live.Run(ctx) })
+	wg.Go(func() { c.renewRecord(ctx) })
 	wg.Go(func() { c.presence(ctx) })
 	wg.Go(func() { c.sendReports(ctx) })
 	wg.Go(func() {
@@ -263,15 +267,29 @@ func (c *cluster) run(ctx context.Context) {
 	c.bus.Close()
 }
 
-// presence renews this replica's record and writes the streams opened and
-// closed here, every c.every.
-func (c *cluster) presence(ctx context.Context) {
+// renewRecord renews this replica's record every c.every: the leader
+// counts the nodes of a replica late to renew as not heard from. It runs
+// apart from presence, whose writes may wait for a busy table.
+func (c *cluster) renewRecord(ctx context.Context) {
 	t := c.clock.NewTicker(c.every)
 	defer t.Stop()
 	for {
 		if err := c.st.ReplicaSeen(ctx, c.addrs); err != nil && ctx.Err() == nil {
 			c.log.Warn("renewing this replica's record", "err", err)
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+	}
+}
+
+// presence writes the streams opened and closed here, every c.every.
+func (c *cluster) presence(ctx context.Context) {
+	t := c.clock.NewTicker(c.every)
+	defer t.Stop()
+	for {
 		c.mu.Lock()
 		c.noteSilence()
 		ss := c.sessions
@@ -378,7 +396,6 @@ func (c *cluster) lead(ctx context.Context, epoch int64) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { f.ctl.RunLeader(ctx, out) })
-	wg.Go(func() { f.live.Run(ctx) })
 	wg.Go(func() { c.takeReports(ctx) })
 	wg.Go(func() { c.watchPresence(ctx) })
 	wg.Go(func() {

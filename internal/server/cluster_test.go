@@ -234,19 +234,37 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 			t.Errorf("replica %d marked a node unreachable:\n%s", i, l.String())
 		}
 	}
+	// Every replica's API tells the same of every node: ready, with the
+	// facts its agent sent to whichever replica holds it.
+	testenv.Eventually(t, 15*time.Second, "every node ready with its facts, through every replica", func() error {
+		for i, r := range reps {
+			nodes, err := r.Client.ListNodes(ctx)
+			if err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				if n.State != api.NodeReady || n.Facts.AgentVersion == "" || n.Facts.Hostname == "" {
+					return fmt.Errorf("replica %d: node %s is %s, facts %+v", i, n.Name, n.State, n.Facts)
+				}
+			}
+		}
+		return nil
+	})
 
 	// A node cut off from the replica that holds its stream, which does not
 	// lead, is marked unreachable by the leader: that replica stops
 	// vouching for it once it is silent past the window, though its TCP
 	// connection lingers.
 	cut.frozen.Store(true)
-	testenv.Eventually(t, 15*time.Second, "edge-1 unreachable at the leader", func() error {
-		n, err := first.Client.GetNode(ctx, "edge-1")
-		if err != nil {
-			return err
-		}
-		if n.State != api.NodeUnreachable {
-			return fmt.Errorf("edge-1 is %s", n.State)
+	testenv.Eventually(t, 15*time.Second, "edge-1 unreachable through every replica", func() error {
+		for i, r := range reps {
+			n, err := r.Client.GetNode(ctx, "edge-1")
+			if err != nil {
+				return err
+			}
+			if n.State != api.NodeUnreachable {
+				return fmt.Errorf("replica %d: edge-1 is %s", i, n.State)
+			}
 		}
 		return nil
 	})

@@ -46,7 +46,8 @@ func newFleet(ctx context.Context, st store.Store, cfg Config, events *restapi.E
 		// A node that comes or goes changes where instances may run.
 		OnChange: func(string) { f.ctl.Need(controller.Place) },
 		// A draining node is drained once its agent removed its containers.
-		OnEmptied: f.emptied})
+		OnEmptied: f.emptied,
+		Leading:   func() bool { return cl == nil || cl.Leading() }})
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,7 @@ func (f *fleet) emptied(id string) {
 }
 
 // run runs the controller and the liveness checks until ctx ends: on a
-// replica of several, only while it leads.
+// replica of several, only while it leads (cluster.run).
 func (f *fleet) run(ctx context.Context) {
 	if f.cluster != nil {
 		f.cluster.run(ctx)

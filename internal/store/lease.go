@@ -71,7 +71,7 @@ func (s *sqlStore) storeNow(ctx context.Context, tx dbtx) (int64, error) {
 // returns it as it then is: held by holder or by another replica.
 func (s *sqlStore) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error) {
 	var l Lease
-	err := s.txOn(ctx, s.leaseDB, func(tx dbtx) error {
+	err := s.txOn(ctx, s.beatDB, s.d.txOptions, func(tx dbtx) error {
 		now, err := s.storeNow(ctx, tx)
 		if err != nil {
 			return err
@@ -105,16 +105,16 @@ func (s *sqlStore) AcquireLease(ctx context.Context, name, holder string, ttl ti
 
 func (s *sqlStore) lease(ctx context.Context, name string) (Lease, error) {
 	var l Lease
-	err := s.leaseQ().QueryRowContext(ctx, `SELECT holder, epoch FROM leases WHERE name = ?`, name).Scan(&l.Holder, &l.Epoch)
+	err := s.beatQ().QueryRowContext(ctx, `SELECT holder, epoch FROM leases WHERE name = ?`, name).Scan(&l.Holder, &l.Epoch)
 	return l, err
 }
 
-// leaseQ runs queries on the lease's pool.
-func (s *sqlStore) leaseQ() dbtx { return dbtx{r: s.leaseDB, d: s.d} }
+// beatQ runs queries on the heartbeats' pool.
+func (s *sqlStore) beatQ() dbtx { return dbtx{r: s.beatDB, d: s.d} }
 
 // ReleaseLease ends holder's lease name of epoch, if it still holds it,
 // so that another replica may take it at once.
 func (s *sqlStore) ReleaseLease(ctx context.Context, name, holder string, epoch int64) error {
-	_, err := s.leaseQ().ExecContext(ctx, `UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?`, name, holder, epoch)
+	_, err := s.beatQ().ExecContext(ctx, `UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?`, name, holder, epoch)
 	return err
 }

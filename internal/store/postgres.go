@@ -25,9 +25,10 @@ var postgresMigrations embed.FS
 // pgMaxConns bounds the PostgreSQL connections one server opens.
 const pgMaxConns = 16
 
-// pgLeaseConns bounds the connections of the leader lease's own pool: one
-// renews, one more lets a stopping leader release it meanwhile.
-const pgLeaseConns = 2
+// pgBeatConns bounds the connections of the replicas' heartbeats' own pool
+// (sqlStore.beatDB): the lease's renewal, the replica's record, and the
+// leader's reading of the others' and of which streams they hold.
+const pgBeatConns = 3
 
 // pgConnectTimeout is how long connecting waits for the server, unless
 // the URL says (connect_timeout).
@@ -49,9 +50,10 @@ var postgresDialect = newDialect(&dialect{
 	// Serializable transactions, run again when they lose a race (see
 	// sqlStore.tx), give what SQLite's one writer at a time gives: a
 	// transaction's reads still hold when it commits.
-	txOptions: &sql.TxOptions{Isolation: sql.LevelSerializable},
-	greatest:  "GREATEST",
-	lockTable: "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE",
+	txOptions:      &sql.TxOptions{Isolation: sql.LevelSerializable},
+	blindTxOptions: &sql.TxOptions{Isolation: sql.LevelReadCommitted},
+	greatest:       "GREATEST",
+	lockTable:      "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE",
 	// The database server's clock: replicas never compare their own.
 	now:              `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000`,
 	lockEvents:       "SELECT pg_advisory_xact_lock(" + strconv.Itoa(eventsLock) + ")",
@@ -103,9 +105,9 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 		return nil, fmt.Errorf("store: %s: %w", where, err)
 	}
 	st := &Postgres{sqlStore: newSQLStore(db, postgresDialect), url: url}
-	st.leaseDB = stdlib.OpenDB(*cfg)
-	st.leaseDB.SetMaxOpenConns(pgLeaseConns)
-	st.leaseDB.SetMaxIdleConns(pgLeaseConns)
+	st.beatDB = stdlib.OpenDB(*cfg)
+	st.beatDB.SetMaxOpenConns(pgBeatConns)
+	st.beatDB.SetMaxIdleConns(pgBeatConns)
 	return st, nil
 }
 

@@ -31,10 +31,10 @@ func TestPostgres(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openPostgres(t, pgtest.DSN(t)) })
 }
 
-// A leader renews its lease in time however busy the fleet keeps the
-// store: here every connection of the server's main pool waits behind a
-// lock, as thousands of agents enrolling at once make them, and the lease
-// is still renewed within a renewal interval.
+// A leader renews its lease, and a replica its record, in time however
+// busy the fleet keeps the store: here every connection of the server's
+// main pool waits behind a lock, as thousands of agents enrolling at once
+// make them, and both are still renewed within a renewal interval.
 func TestPostgresLeaseRenewsWhileThePoolIsBusy(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.DSN(t)
@@ -79,5 +79,12 @@ func TestPostgresLeaseRenewsWhileThePoolIsBusy(t *testing.T) {
 	l, err := s.AcquireLease(rctx, "controller", "r1", 5*time.Second)
 	if err != nil || l.Holder != "r1" || l.Epoch != 1 {
 		t.Fatalf("renewing the lease with the pool full: %+v, %v; want r1's epoch 1 renewed", l, err)
+	}
+	// So are the replicas' records, and the leader reads them.
+	if err := s.ReplicaSeen(rctx, store.Replica{ID: "r1", StartedAt: time.Now()}); err != nil {
+		t.Fatalf("renewing the replica's record with the pool full: %v", err)
+	}
+	if rs, err := s.ListReplicas(rctx); err != nil || len(rs) != 1 || rs[0].ID != "r1" {
+		t.Fatalf("reading the replicas' records with the pool full: %+v, %v; want r1's", rs, err)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 )
@@ -46,7 +47,7 @@ type Report struct {
 
 // ReplicaSeen records that replica r runs, now by the store's clock.
 func (s *sqlStore) ReplicaSeen(ctx context.Context, r Replica) error {
-	return s.tx(ctx, func(tx dbtx) error {
+	return s.txOn(ctx, s.beatDB, s.d.txOptions, func(tx dbtx) error {
 		now, err := s.storeNow(ctx, tx)
 		if err != nil {
 			return err
@@ -60,7 +61,7 @@ func (s *sqlStore) ReplicaSeen(ctx context.Context, r Replica) error {
 // ListReplicas lists the replicas, each with how long it has been silent.
 func (s *sqlStore) ListReplicas(ctx context.Context) ([]Replica, error) {
 	var out []Replica
-	err := s.tx(ctx, func(tx dbtx) error {
+	err := s.txOn(ctx, s.beatDB, s.d.txOptions, func(tx dbtx) error {
 		out = nil
 		now, err := s.storeNow(ctx, tx)
 		if err != nil {
@@ -99,12 +100,15 @@ func (s *sqlStore) DeleteReplica(ctx context.Context, id string) error {
 }
 
 // UpdateSessions records streams opened and closed, in order, in one
-// transaction.
+// transaction. The rows are written by node, each node's in the order
+// given: two replicas writing the same nodes then lock them in one order.
 func (s *sqlStore) UpdateSessions(ctx context.Context, ss []Session) error {
 	if len(ss) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx dbtx) error {
+	ss = slices.Clone(ss)
+	slices.SortStableFunc(ss, func(a, b Session) int { return strings.Compare(a.NodeID, b.NodeID) })
+	return s.blindTx(ctx, func(tx dbtx) error {
 		for _, x := range ss {
 			var err error
 			if x.Closed {
@@ -123,7 +127,9 @@ func (s *sqlStore) UpdateSessions(ctx context.Context, ss []Session) error {
 
 // ListSessions lists which replica holds each connected node's stream.
 func (s *sqlStore) ListSessions(ctx context.Context) ([]Session, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT node_id, replica, since FROM node_sessions ORDER BY node_id`)
+	// On the heartbeats' pool: the leader counts the nodes it lists as
+	// heard from, and must not wait behind the fleet's work to.
+	rows, err := s.beatQ().QueryContext(ctx, `SELECT node_id, replica, since FROM node_sessions ORDER BY node_id`)
 	if err != nil {
 		return nil, err
 	}

@@ -30,15 +30,17 @@ type sqlStore struct {
 	sqlDB *sql.DB
 	db    dbtx
 	d     *dialect
-	// leaseDB is the pool of the leader lease's queries: on PostgreSQL a
-	// pool of its own, so that a leader renews its lease in time however
-	// busy the fleet keeps the main one (thousands of agents enrolling
-	// fill it with transactions waiting for their turn).
-	leaseDB *sql.DB
+	// beatDB is the pool of the replicas' own heartbeats, the leader
+	// lease and each replica's record: on PostgreSQL a pool of its own,
+	// so that they are renewed in time however busy the fleet keeps the
+	// main one (thousands of agents enrolling fill it with transactions
+	// waiting for their turn, and a replica late to renew is taken for
+	// dead).
+	beatDB *sql.DB
 }
 
 func newSQLStore(db *sql.DB, d *dialect) sqlStore {
-	return sqlStore{sqlDB: db, db: dbtx{r: db, d: d}, d: d, leaseDB: db}
+	return sqlStore{sqlDB: db, db: dbtx{r: db, d: d}, d: d, beatDB: db}
 }
 
 // dialect is what differs between the engines, and nothing else.
@@ -49,8 +51,9 @@ type dialect struct {
 	// dollar numbers the placeholders ($1, $2…), as PostgreSQL wants;
 	// without it a query runs as written, with no rewriting at all.
 	dollar bool
-	// txOptions begin every transaction; nil is the driver's default.
-	txOptions *sql.TxOptions
+	// txOptions begin every transaction, but blindTxOptions those of
+	// blindTx; nil is the driver's default.
+	txOptions, blindTxOptions *sql.TxOptions
 	// greatest is the function of the larger of two values.
 	greatest string
 	// rolloutRevisions is the SQL of rollout o's from and to revisions, out
@@ -192,8 +195,8 @@ func migrate(ctx context.Context, db *sql.DB, d *dialect, opts []goose.ProviderO
 
 // Close closes the database.
 func (s *sqlStore) Close() error {
-	if s.leaseDB != s.sqlDB {
-		s.leaseDB.Close()
+	if s.beatDB != s.sqlDB {
+		s.beatDB.Close()
 	}
 	return s.sqlDB.Close()
 }
@@ -208,13 +211,24 @@ const maxTxAttempts = 10
 // must keep nothing from an earlier attempt: it starts from its arguments
 // each time.
 func (s *sqlStore) tx(ctx context.Context, f func(tx dbtx) error) error {
-	return s.txOn(ctx, s.sqlDB, f)
+	return s.txOn(ctx, s.sqlDB, s.d.txOptions, f)
 }
 
-// txOn is tx on the pool db.
-func (s *sqlStore) txOn(ctx context.Context, db *sql.DB, f func(tx dbtx) error) error {
+// blindTx is tx for the fleet's bookkeeping, writes that read nothing
+// they depend on (heartbeat times, node states, which replica holds which
+// stream), under the lock of their table where order matters: on
+// PostgreSQL they run at READ COMMITTED, as a serializable transaction of
+// thousands of rows would lose nearly every race with the enrollments
+// reading the same table. (A fence checked there sees the lease as last
+// committed, not as of the commit; these writes are not fenced.)
+func (s *sqlStore) blindTx(ctx context.Context, f func(tx dbtx) error) error {
+	return s.txOn(ctx, s.sqlDB, s.d.blindTxOptions, f)
+}
+
+// txOn is tx on the pool db, begun with opts.
+func (s *sqlStore) txOn(ctx context.Context, db *sql.DB, opts *sql.TxOptions, f func(tx dbtx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := s.tx1(ctx, db, f)
+		err := s.tx1(ctx, db, opts, f)
 		if err == nil || !isRetryable(err) {
 			return err
 		}
@@ -232,8 +246,8 @@ func (s *sqlStore) txOn(ctx context.Context, db *sql.DB, f func(tx dbtx) error) 
 	}
 }
 
-func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, f func(tx dbtx) error) error {
-	tx, err := db.BeginTx(ctx, s.d.txOptions)
+func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, opts *sql.TxOptions, f func(tx dbtx) error) error {
+	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -622,35 +636,64 @@ func (s *sqlStore) ListRevokedNodes(ctx context.Context) ([]RevokedNode, error) 
 	return out, rows.Err()
 }
 
-func (s *sqlStore) SetLastSeen(ctx context.Context, seen map[string]time.Time) error {
+func (s *sqlStore) SetSeen(ctx context.Context, seen map[string]Seen) error {
 	if len(seen) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx dbtx) error {
+	var timesOnly, withUsage []any
+	for id, x := range seen {
+		if x.Usage == nil {
+			timesOnly = append(timesOnly, id, nanos(x.At))
+		} else {
+			withUsage = append(withUsage, id, nanos(x.At), toJSON(*x.Usage))
+		}
+	}
+	return s.blindTx(ctx, func(tx dbtx) error {
 		if err := tx.serialize(ctx, "nodes"); err != nil {
 			return err
 		}
-		// last_seen is bookkeeping, not a state change: it does not bump version,
-		// so a batched flush never makes a concurrent label edit conflict.
-		stmt, err := tx.PrepareContext(ctx, `UPDATE nodes SET last_seen = ? WHERE id = ? AND last_seen < ?`)
-		if err != nil {
+		// last_seen and usage are bookkeeping, not a state change: they do
+		// not bump version, so a batched flush never makes a concurrent
+		// label edit conflict. Of several replicas, the leader writes when
+		// it last heard of a node through another, and the one holding
+		// its stream the usage: a time older than the stored one is kept
+		// out, not the usage with it. A statement writes seenBatch nodes:
+		// one a node, the flush of 40,000 was most of an idle leader's
+		// work.
+		if err := updateFromValues(ctx, tx, timesOnly, "(?, CAST(? AS BIGINT))",
+			`UPDATE nodes SET last_seen = v.column2 FROM (VALUES %s) AS v WHERE nodes.id = v.column1 AND nodes.last_seen < v.column2`); err != nil {
 			return err
 		}
-		defer stmt.Close()
-		for id, t := range seen {
-			if _, err := stmt.ExecContext(ctx, nanos(t), id, nanos(t)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return updateFromValues(ctx, tx, withUsage, "(?, CAST(? AS BIGINT), ?)",
+			`UPDATE nodes SET last_seen = CASE WHEN nodes.last_seen < v.column2 THEN v.column2 ELSE nodes.last_seen END, usage = v.column3
+			FROM (VALUES %s) AS v WHERE nodes.id = v.column1`)
 	})
+}
+
+// seenBatch is how many rows one statement of SetSeen writes, far under
+// both engines' limits on parameters.
+const seenBatch = 500
+
+// updateFromValues runs query, whose %s takes a VALUES list, over args in
+// batches of seenBatch rows of the form row.
+func updateFromValues(ctx context.Context, tx dbtx, args []any, row, query string) error {
+	per := strings.Count(row, "?")
+	for len(args) > 0 {
+		n := min(len(args)/per, seenBatch)
+		rows := strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(query, rows), args[:n*per]...); err != nil {
+			return err
+		}
+		args = args[n*per:]
+	}
+	return nil
 }
 
 func (s *sqlStore) UpdateNodeStatuses(ctx context.Context, ss []NodeStatus) error {
 	if len(ss) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx dbtx) error {
+	return s.blindTx(ctx, func(tx dbtx) error {
 		if err := tx.serialize(ctx, "nodes"); err != nil {
 			return err
 		}

@@ -56,8 +56,10 @@ type Store interface {
 	ListNodes(ctx context.Context) ([]api.Node, error)
 	// UpdateNode writes n if n.Version is still current and returns it with its new version.
 	UpdateNode(ctx context.Context, n api.Node) (api.Node, error)
-	// SetLastSeen records heartbeat times in one batch; unknown IDs are ignored.
-	SetLastSeen(ctx context.Context, seen map[string]time.Time) error
+	// SetSeen records the nodes' heartbeat times, and the usage their
+	// agents last reported where given, in one batch; unknown IDs are
+	// ignored, and a time older than the stored one leaves it.
+	SetSeen(ctx context.Context, seen map[string]Seen) error
 	// RevokeNode marks node id revoked and adds it to the revoked
 	// identities, with reason; revoking a revoked node changes nothing.
 	RevokeNode(ctx context.Context, id, reason string, at time.Time) (api.Node, error)
@@ -171,6 +173,13 @@ type RevokedNode struct {
 	Name   string
 	Reason string
 	At     time.Time
+}
+
+// Seen is when a node's agent was last heard from and, if known here, the
+// usage it last reported; nil leaves the stored usage.
+type Seen struct {
+	At    time.Time
+	Usage *api.Usage
 }
 
 // NodeStatus is what the controller learned of a node from its agent.

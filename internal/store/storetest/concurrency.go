@@ -277,9 +277,11 @@ func missing(want, got []int64) string {
 
 // testNodeBatchesRace writes heartbeat times and node statuses in batches
 // of many nodes from several writers at once, as the liveness of several
-// servers does: every batch must succeed, and the latest time stays.
+// servers does: every batch must succeed, and the latest time stays. One
+// writer gives usage with its times; it is the last stored. A heartbeat
+// batch of 1,100 nodes takes three statements (store.SetSeen).
 func testNodeBatchesRace(t *testing.T, s store.Store) {
-	const nodes, rounds = 300, 4
+	const nodes, rounds = 1100, 4
 	if err := s.CreateEnrollToken(ctx, api.EnrollToken{ID: "t", CreatedAt: time.Now()}, "h"); err != nil {
 		t.Fatal(err)
 	}
@@ -294,11 +296,15 @@ func testNodeBatchesRace(t *testing.T, s store.Store) {
 		for r := range rounds {
 			var err error
 			if w%2 == 0 {
-				seen := map[string]time.Time{}
+				seen := map[string]store.Seen{}
 				for i := range nodes {
-					seen[fmt.Sprint("n", i)] = at(r, w)
+					x := store.Seen{At: at(r, w)}
+					if w == 2 {
+						x.Usage = &api.Usage{Containers: r + 1}
+					}
+					seen[fmt.Sprint("n", i)] = x
 				}
-				err = s.SetLastSeen(ctx, seen)
+				err = s.SetSeen(ctx, seen)
 			} else {
 				var ss []store.NodeStatus
 				for i := range nodes {
@@ -320,9 +326,13 @@ func testNodeBatchesRace(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(list) != nodes {
+		t.Fatalf("%d nodes listed; want %d", len(list), nodes)
+	}
 	for _, n := range list {
-		if !n.LastSeen.Equal(latest) {
-			t.Errorf("node %s last seen %v; want the latest batch's %v", n.ID, n.LastSeen, latest)
+		if !n.LastSeen.Equal(latest) || n.Usage.Containers != rounds {
+			t.Errorf("node %s last seen %v, %d containers; want the latest batch's %v, and the last usage given, %d",
+				n.ID, n.LastSeen, n.Usage.Containers, latest, rounds)
 			break
 		}
 	}

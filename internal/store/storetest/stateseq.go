@@ -61,7 +61,7 @@ func testStateSeq(t *testing.T, s store.Store) {
 			}
 			return err
 		}},
-		{"SetLastSeen", false, func() error { return s.SetLastSeen(ctx, map[string]time.Time{"n1": now}) }},
+		{"SetSeen", false, func() error { return s.SetSeen(ctx, map[string]store.Seen{"n1": {At: now}}) }},
 		{"DeleteDeployment", true, func() error { return s.DeleteDeployment(ctx, "default", "web") }},
 		{"DeleteNode", true, func() error { return s.DeleteNode(ctx, "n1", "test", now) }},
 	}

@@ -355,13 +355,33 @@ func testNodes(t *testing.T, s store.Store) {
 		t.Errorf("GetNode = %+v, %v; want role=db and facts stored", got, err)
 	}
 	seen := time.Now().UTC().Truncate(time.Millisecond)
-	if err := s.SetLastSeen(ctx, map[string]time.Time{"a": seen, "gone": seen}); err != nil {
+	if err := s.SetSeen(ctx, map[string]store.Seen{"a": {At: seen}, "gone": {At: seen}}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.GetNode(ctx, "a")
 	if !got.LastSeen.Equal(seen) || got.Version != a2.Version {
-		t.Errorf("after SetLastSeen: last seen %v version %d; want %v and version unchanged %d", got.LastSeen, got.Version, seen, a2.Version)
+		t.Errorf("after SetSeen: last seen %v version %d; want %v and version unchanged %d", got.LastSeen, got.Version, seen, a2.Version)
 	}
+	// The usage of a node, written with an older time (the replica that
+	// holds its stream flushed after the leader): the usage is taken, the
+	// time kept.
+	usage := api.Usage{CPUPercent: 12.5, MemoryBytes: 1 << 30, Containers: 3}
+	if err := s.SetSeen(ctx, map[string]store.Seen{"a": {At: seen.Add(-time.Second), Usage: &usage}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetNode(ctx, "a")
+	if !got.LastSeen.Equal(seen) || got.Usage != usage || got.Version != a2.Version {
+		t.Errorf("after SetSeen with usage and an older time: last seen %v, usage %+v, version %d; want %v, %+v, %d",
+			got.LastSeen, got.Usage, got.Version, seen, usage, a2.Version)
+	}
+	// A time alone leaves the usage.
+	if err := s.SetSeen(ctx, map[string]store.Seen{"a": {At: seen.Add(time.Second)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = s.GetNode(ctx, "a"); !got.LastSeen.Equal(seen.Add(time.Second)) || got.Usage != usage {
+		t.Errorf("after SetSeen with a time alone: last seen %v, usage %+v; want %v, %+v", got.LastSeen, got.Usage, seen.Add(time.Second), usage)
+	}
+	seen = seen.Add(time.Second)
 	err = s.UpdateNodeStatuses(ctx, []store.NodeStatus{
 		{ID: "a", State: api.NodeUnreachable, Error: "docker: connection refused", LastSeen: seen.Add(-time.Minute)},
 		{ID: "b", State: api.NodeReady, Facts: &api.Facts{DockerVersion: "24.0", CPUs: 8}, LastSeen: seen},
