@@ -29,6 +29,13 @@ import (
 // unreachable and move their replicated instances.
 const RestartGrace = time.Minute
 
+// StartupGrace is how long a newly enrolled node has to connect before its
+// silence counts, as Kubernetes gives a starting node (its
+// --node-startup-grace-period): an agent connects right after it enrolls,
+// but thousands enrolling at once on a busy server take seconds each, and
+// a node that never connected is not one that was lost.
+const StartupGrace = time.Minute
+
 // LastSeenFlushInterval is how often the heartbeat times that changed are
 // written to the store, with the usage of the nodes connected here. Memory
 // is what counts (the API and liveness read it); the store's copy is for
@@ -280,11 +287,13 @@ func (r *Registry) Flush(ctx context.Context) {
 	r.mu.Unlock()
 }
 
-// Enrolled registers a newly enrolled node; it has a liveness window to connect.
+// Enrolled registers a newly enrolled node; it has StartupGrace and a
+// liveness window to connect.
 func (r *Registry) Enrolled(n api.Node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.nodes[n.ID] = &node{name: n.Name, state: n.State, lastSeen: r.clock.Now()}
+	now := r.clock.Now()
+	r.nodes[n.ID] = &node{name: n.Name, state: n.State, lastSeen: now, grace: now.Add(StartupGrace)}
 }
 
 // Known reports whether the registry knows node id: every node this
@@ -413,7 +422,8 @@ func (r *Registry) Silence(id string) time.Duration {
 
 // LoadNew adds the nodes of the store the registry does not know, and
 // returns them: on a leader of several replicas, those enrolled through
-// another. Each counts as last heard of when it was enrolled or last seen.
+// another. Each counts as last heard of when it was enrolled or last seen,
+// with StartupGrace from its enrollment.
 func (r *Registry) LoadNew(ctx context.Context) ([]api.Node, error) {
 	nodes, err := r.store.ListNodes(ctx)
 	if err != nil {
@@ -424,7 +434,8 @@ func (r *Registry) LoadNew(ctx context.Context) ([]api.Node, error) {
 	var added []api.Node
 	for _, sn := range nodes {
 		if r.nodes[sn.ID] == nil {
-			r.nodes[sn.ID] = &node{name: sn.Name, state: sn.State, lastSeen: later(sn.LastSeen, sn.CreatedAt), flushed: sn.LastSeen, hostErr: sn.Error}
+			r.nodes[sn.ID] = &node{name: sn.Name, state: sn.State, lastSeen: later(sn.LastSeen, sn.CreatedAt), flushed: sn.LastSeen, hostErr: sn.Error,
+				grace: sn.CreatedAt.Add(StartupGrace)}
 			added = append(added, sn)
 		}
 	}

@@ -295,3 +295,28 @@ func TestFollowerRecordsButDoesNotJudge(t *testing.T) {
 		return nil
 	})
 }
+
+// A newly enrolled node has StartupGrace to connect before its silence
+// counts: thousands enrolling at once connect seconds after they enroll,
+// and are not lost meanwhile. One that never connects is unreachable once
+// the grace and the window passed.
+func TestEnrolledNodeHasStartupGrace(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, _ := newRegistry(t, newStore(t, clock.Now()), clock)
+	enrolled := clock.Now()
+	r.Enrolled(api.Node{ID: "n2", Name: "edge-2", State: api.NodeReady})
+	for _, tc := range []struct {
+		after time.Duration
+		want  api.NodeState
+	}{
+		{deadline + time.Second, api.NodeReady},
+		{StartupGrace + deadline, api.NodeReady},
+		{StartupGrace + deadline + time.Nanosecond, api.NodeUnreachable},
+	} {
+		clock.Advance(enrolled.Add(tc.after).Sub(clock.Now()))
+		r.Check()
+		if got := state(r, "n2"); got != tc.want {
+			t.Errorf("%s after its enrollment, never connected: %s; want %s", tc.after, got, tc.want)
+		}
+	}
+}
