@@ -129,8 +129,14 @@ func (e *Elector) sleep(ctx context.Context, done <-chan struct{}, d time.Durati
 }
 
 func (e *Elector) acquire(ctx context.Context) (store.Lease, time.Time, error) {
+	return e.acquireWithin(ctx, e.cfg.TTL/3)
+}
+
+// acquireWithin asks the store for the lease, waiting d at most, and
+// returns it with when the request was sent.
+func (e *Elector) acquireWithin(ctx context.Context, d time.Duration) (store.Lease, time.Time, error) {
 	sent := e.clock.Now()
-	actx, cancel := context.WithTimeout(ctx, e.cfg.TTL/3)
+	actx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	l, err := e.store.AcquireLease(actx, e.cfg.Name, e.cfg.Holder, e.cfg.TTL)
 	return l, sent, err
@@ -173,33 +179,35 @@ func (e *Elector) leadWhileHeld(ctx context.Context, epoch int64, renewed time.T
 // last successful renewal was sent.
 func (e *Elector) renew(ctx context.Context, epoch int64, renewed time.Time, done <-chan struct{}) string {
 	every := e.cfg.TTL / 3
+	wait := every
 	for {
 		// Step down before the store could see the lease expire: its TTL
 		// counts from when the renewal arrived, which is after it was sent.
 		stepDown := renewed.Add(e.cfg.TTL)
-		wait, lastChance := every, false
-		if left := stepDown.Sub(e.clock.Now()); left <= every {
-			wait, lastChance = left, true
-		}
-		if !e.sleep(ctx, done, wait) {
+		if !e.sleep(ctx, done, min(wait, stepDown.Sub(e.clock.Now()))) {
 			if ctx.Err() != nil {
 				return "stopping"
 			}
 			return "the leader's work ended"
 		}
-		if lastChance {
+		left := stepDown.Sub(e.clock.Now())
+		if left <= 0 {
 			return "the lease could not be renewed in time"
 		}
-		l, sent, err := e.acquire(ctx)
+		// An attempt may take until the step-down: a store slow to answer
+		// (a loaded machine) still renews a lease that has not expired.
+		// One that failed is tried again soon.
+		l, sent, err := e.acquireWithin(ctx, left)
 		switch {
 		case ctx.Err() != nil:
 			return "stopping"
 		case err != nil:
 			e.log.Warn("cannot renew the leader lease", "err", err, "epoch", epoch)
+			wait = every / 4
 		case l.Holder != e.cfg.Holder || l.Epoch != epoch:
 			return "another replica took the lease"
 		default:
-			renewed = sent
+			renewed, wait = sent, every
 		}
 	}
 }

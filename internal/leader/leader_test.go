@@ -284,3 +284,22 @@ func TestKilledLeaderIsReplacedWithinTTLAndARenewal(t *testing.T) {
 		c.advance(100 * time.Millisecond)
 	}
 }
+
+// A leader whose store fails for a while, shorter than its lease, keeps
+// leading: once a renewal fails it tries again every quarter interval
+// until the step-down, not only once more. (A store slow under load is
+// the same: an attempt may take until the step-down.)
+func TestLeaderRidesOutAShortStoreOutage(t *testing.T) {
+	c := newCluster(t, "a", "b")
+	c.advance(500 * time.Millisecond)
+	c.store.setDown("a", true)
+	c.advance(2 * time.Second) // past two renewal intervals (1 s) of the 3 s TTL
+	c.store.setDown("a", false)
+	c.advance(10 * time.Second)
+	if got := c.leader(); got != "a" {
+		t.Fatalf("leader %q after a 2 s outage of a's store; want a still", got)
+	}
+	if _, terms := c.reps[0].leading(); len(terms) != 1 {
+		t.Fatalf("a led terms %v; want one, never interrupted", terms)
+	}
+}
