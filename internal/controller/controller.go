@@ -121,6 +121,12 @@ type Controller struct {
 	// to the run goroutine in batches.
 	statuses chan store.InstanceStatus
 	batches  chan []store.InstanceStatus
+	// runMu guards running and ended: Status sends on statuses only
+	// while a run takes them, and what a run that ended (a leader that
+	// lost its lease) did not write goes to the next leader (handOver).
+	runMu   sync.RWMutex
+	running bool
+	ended   chan struct{} // closed when the run ends
 
 	// mu guards the inputs that methods called from other goroutines
 	// leave for the run goroutine, and the timer.
@@ -252,9 +258,27 @@ func (c *Controller) RunLeader(ctx context.Context, out Outbox) {
 
 // Run runs passes, and writes status reports, until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
+	ended := make(chan struct{})
+	c.runMu.Lock()
+	c.running, c.ended = true, ended
+	c.runMu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { c.batchStatuses(ctx) })
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		close(ended) // Status calls waiting to send hand over
+		c.runMu.Lock()
+		c.running = false
+		c.runMu.Unlock()
+		for {
+			select {
+			case st := <-c.statuses:
+				c.handOver([]store.InstanceStatus{st})
+			default:
+				return
+			}
+		}
+	}()
 	resync := c.clock.NewTicker(resyncInterval)
 	defer resync.Stop()
 	reload := c.clock.NewTicker(reloadInterval)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +204,59 @@ func TestRolloutWaitTriggersAPass(t *testing.T) {
 	case <-w.c.wake:
 	case <-time.After(time.Minute):
 		t.Fatalf("no pass asked for when minHealthyTime passed (rollout: %s)", w.rollout().Message)
+	}
+}
+
+// cluster is a Cluster that leads while leads is true and records what
+// it is given for the leader.
+type cluster struct {
+	mu      sync.Mutex
+	leads   bool
+	reports []*agentproto.AgentMessage
+}
+
+func (f *cluster) Leading() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leads }
+func (f *cluster) Forward(Work)  {}
+func (f *cluster) Report(_ string, m *agentproto.AgentMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reports = append(f.reports, m)
+}
+
+// A leader whose run ended (its lease lost) hands the status reports it
+// is still given to the next leader, however many come before its
+// replica knows it no longer leads: none is dropped, and none blocks the
+// agent's stream that carries it (a stream stuck there stops taking
+// heartbeats, and its node is taken for lost).
+func TestStatusesAfterTheLeadersRunEndedGoToTheNextLeader(t *testing.T) {
+	w := newWorld(t, "n1")
+	fc := &cluster{leads: true}
+	w.c.cfg.Cluster = fc
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.c.Run(ctx); close(done) }()
+	cancel()
+	<-done
+	const n = 5000 // more than the queue holds
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			w.c.Status(context.Background(), "n1", &agentproto.InstanceStatus{InstanceId: fmt.Sprint("i", i), State: string(api.InstanceRunning),
+				ObservedAt: w.clock.Now().UnixNano()})
+		}
+	}()
+	select {
+	case <-sent:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Status blocked after the leader's run ended")
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if len(fc.reports) != n {
+		t.Fatalf("%d status reports handed to the next leader; want all %d", len(fc.reports), n)
+	}
+	if st := fc.reports[n-1].GetStatus(); st.GetInstanceId() != fmt.Sprint("i", n-1) || st.GetState() != string(api.InstanceRunning) {
+		t.Errorf("last report handed over: %+v; want i%d running", st, n-1)
 	}
 }

@@ -52,11 +52,35 @@ func (c *Controller) Status(ctx context.Context, nodeID string, st *agentproto.I
 		}
 		c.mu.Unlock()
 	}
-	select {
-	case c.statuses <- store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
+	s := store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
 		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest,
-		Restarts: int(min(st.Restarts, math.MaxInt32)), At: at}:
+		Restarts: int(min(st.Restarts, math.MaxInt32)), At: at}
+	c.runMu.RLock()
+	defer c.runMu.RUnlock()
+	if !c.running && c.ended != nil {
+		c.handOver([]store.InstanceStatus{s})
+		return
+	}
+	select {
+	case c.statuses <- s:
+	case <-c.ended:
+		c.handOver([]store.InstanceStatus{s})
 	case <-ctx.Done():
+	}
+}
+
+// handOver gives the next leader the status reports a run that ended
+// (this replica's lease lost) did not write: the agents send a status
+// once, and a rollout waits for it. One server that stops drops them; its
+// agents send every status again when they reconnect.
+func (c *Controller) handOver(batch []store.InstanceStatus) {
+	if c.cfg.Cluster == nil {
+		return
+	}
+	for _, st := range batch {
+		c.cfg.Cluster.Report(st.NodeID, &agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Status{Status: &agentproto.InstanceStatus{
+			InstanceId: st.ID, State: string(st.State), Reason: st.Reason, ContainerId: st.ContainerID, SpecHash: st.SpecHash,
+			ObservedAt: st.At.UnixNano(), ImageDigest: st.ImageDigest, Restarts: uint32(max(st.Restarts, 0))}}})
 	}
 }
 
@@ -99,6 +123,7 @@ func (c *Controller) batchStatuses(ctx context.Context) {
 		select {
 		case c.batches <- batch:
 		case <-ctx.Done():
+			c.handOver(batch)
 			return
 		}
 	}
@@ -111,6 +136,8 @@ func (c *Controller) record(ctx context.Context, batch []store.InstanceStatus) {
 	if err != nil {
 		if ctx.Err() == nil {
 			c.log.Error("recording instance statuses", "count", len(batch), "err", err)
+		} else {
+			c.handOver(batch)
 		}
 		return
 	}
