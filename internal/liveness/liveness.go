@@ -330,7 +330,9 @@ func (r *Registry) Connected(id string, facts api.Facts) {
 		n = &node{state: api.NodeUnreachable}
 		r.nodes[id] = n
 	}
-	n.lastSeen = r.clock.Now()
+	// Heard from: the grace it waited under (a restart's, or a new node's)
+	// is over, and its silence counts from now.
+	n.lastSeen, n.grace = r.clock.Now(), time.Time{}
 	n.streams++
 	wasReady := n.state == api.NodeReady
 	if n.state != api.NodeRevoked { // a stream that raced its node's revocation
@@ -363,7 +365,7 @@ func (r *Registry) Seen(id string) {
 		r.mu.Unlock()
 		return
 	}
-	n.lastSeen = r.clock.Now()
+	n.lastSeen, n.grace = r.clock.Now(), time.Time{}
 	revived := n.state != api.NodeReady
 	if revived {
 		n.state = api.NodeReady

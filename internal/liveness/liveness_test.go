@@ -319,4 +319,13 @@ func TestEnrolledNodeHasStartupGrace(t *testing.T) {
 			t.Errorf("%s after its enrollment, never connected: %s; want %s", tc.after, got, tc.want)
 		}
 	}
+	// The grace ends with the first connection: one that connected and
+	// went silent is unreachable after the window alone.
+	r.Enrolled(api.Node{ID: "n3", Name: "edge-3", State: api.NodeReady})
+	r.Connected("n3", api.Facts{})
+	clock.Advance(deadline + time.Nanosecond)
+	r.Check()
+	if got := state(r, "n3"); got != api.NodeUnreachable {
+		t.Errorf("a new node connected, then silent past the window: %s; want unreachable", got)
+	}
 }
