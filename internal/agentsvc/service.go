@@ -419,6 +419,9 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	if held := a.ctl.AgentStateSeq(ctx, nodeID, hello.StateSeq); held != "" {
 		a.live.Heartbeat(nodeID, liveness.Heartbeat{Error: held})
 	}
+	// The time the session took to set up here (the store is slow when
+	// thousands connect at once) was ours, not the agent's silence.
+	a.live.Seen(nodeID)
 
 	for {
 		msg, err := stream.Recv()
