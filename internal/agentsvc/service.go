@@ -350,6 +350,16 @@ func (a *Service) peerNodeID(ctx context.Context) (string, int64, error) {
 	return id, epoch, nil
 }
 
+// status hands an instance status to the controller. That waits when the
+// controller is behind with its writes (thousands of agents reporting at
+// once), and the agent's heartbeats wait behind it: the wait is not
+// counted as the node's silence.
+func (a *Service) status(ctx context.Context, nodeID string, st *agentproto.InstanceStatus) {
+	done := a.live.Busy(nodeID)
+	defer done()
+	a.ctl.Status(ctx, nodeID, st)
+}
+
 // enrolledNode checks that node id is enrolled: in memory, which knows
 // every node this server enrolled or loaded, or else in the store.
 func (a *Service) enrolledNode(ctx context.Context, id string) error {
@@ -412,7 +422,7 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	sess.Start(st)
 	defer sess.Stop()
 	for _, st := range hello.Instances {
-		a.ctl.Status(ctx, nodeID, st)
+		a.status(ctx, nodeID, st)
 	}
 	// An agent ahead of the store holds what it is sent; its node says so
 	// at once, not at its first heartbeat.
@@ -451,7 +461,7 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 		case *agentproto.AgentMessage_Ack:
 			a.out.Ack(nodeID, m.Ack.Generation)
 		case *agentproto.AgentMessage_Status:
-			a.ctl.Status(ctx, nodeID, m.Status)
+			a.status(ctx, nodeID, m.Status)
 		case *agentproto.AgentMessage_Pulled:
 			a.ctl.Pulled(nodeID, m.Pulled)
 		case *agentproto.AgentMessage_Hello:

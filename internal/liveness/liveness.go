@@ -95,8 +95,11 @@ type node struct {
 	// grace, for the nodes a restarted server loaded from the store, is
 	// when their silence starts to count: the whole fleet reconnects at
 	// once, and the last agents of a large one come back a minute later.
-	grace   time.Time
-	flushed time.Time // lastSeen as last written to the store
+	// starting says it is a new node's (StartupGrace), which ends when the
+	// node is first heard from.
+	grace    time.Time
+	starting bool
+	flushed  time.Time // lastSeen as last written to the store
 	usage   api.Usage
 	// reported says that usage came from a heartbeat of this process, not
 	// from nothing: a node the server just loaded runs what it ran.
@@ -104,11 +107,26 @@ type node struct {
 	hostErr  string // the agent's last reported host problem, as stored
 	// streams counts the node's agent streams open on this server.
 	streams int
+	// busy counts the messages of the node's agent this server is still
+	// handling (Busy): its own slowness is not the agent's silence.
+	busy int
 }
 
 // silence is how long the node has been silent, as far as liveness counts.
 func (n *node) silence(now time.Time) time.Duration {
+	if n.busy > 0 {
+		return 0
+	}
 	return now.Sub(later(n.lastSeen, n.grace))
+}
+
+// heard records that the node was heard from at now; a new node's grace
+// ends with it.
+func (n *node) heard(now time.Time) {
+	n.lastSeen = now
+	if n.starting {
+		n.grace, n.starting = time.Time{}, false
+	}
 }
 
 func later(a, b time.Time) time.Time {
@@ -293,7 +311,7 @@ func (r *Registry) Enrolled(n api.Node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock.Now()
-	r.nodes[n.ID] = &node{name: n.Name, state: n.State, lastSeen: now, grace: now.Add(StartupGrace)}
+	r.nodes[n.ID] = &node{name: n.Name, state: n.State, lastSeen: now, grace: now.Add(StartupGrace), starting: true}
 }
 
 // Known reports whether the registry knows node id: every node this
@@ -330,9 +348,7 @@ func (r *Registry) Connected(id string, facts api.Facts) {
 		n = &node{state: api.NodeUnreachable}
 		r.nodes[id] = n
 	}
-	// Heard from: the grace it waited under (a restart's, or a new node's)
-	// is over, and its silence counts from now.
-	n.lastSeen, n.grace = r.clock.Now(), time.Time{}
+	n.heard(r.clock.Now())
 	n.streams++
 	wasReady := n.state == api.NodeReady
 	if n.state != api.NodeRevoked { // a stream that raced its node's revocation
@@ -365,7 +381,7 @@ func (r *Registry) Seen(id string) {
 		r.mu.Unlock()
 		return
 	}
-	n.lastSeen, n.grace = r.clock.Now(), time.Time{}
+	n.heard(r.clock.Now())
 	revived := n.state != api.NodeReady
 	if revived {
 		n.state = api.NodeReady
@@ -412,14 +428,34 @@ func (r *Registry) Resume(ctx context.Context) error {
 }
 
 // Silence is how long node id has not been heard from here, 0 if the
-// registry does not know it.
+// registry does not know it or is handling one of its messages (Busy).
 func (r *Registry) Silence(id string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n := r.nodes[id]; n != nil {
+	if n := r.nodes[id]; n != nil && n.busy == 0 {
 		return r.clock.Since(n.lastSeen)
 	}
 	return 0
+}
+
+// Busy records that this server is handling a message of node id's agent
+// that may wait (a status for a controller behind with its writes): the
+// agent's later messages wait behind it, so its silence does not count
+// until the returned func is called, which counts it as heard from then.
+func (r *Registry) Busy(id string) (done func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.nodes[id]
+	if n == nil {
+		return func() {}
+	}
+	n.busy++
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		n.busy--
+		n.heard(r.clock.Now())
+	}
 }
 
 // LoadNew adds the nodes of the store the registry does not know, and
@@ -437,7 +473,7 @@ func (r *Registry) LoadNew(ctx context.Context) ([]api.Node, error) {
 	for _, sn := range nodes {
 		if r.nodes[sn.ID] == nil {
 			r.nodes[sn.ID] = &node{name: sn.Name, state: sn.State, lastSeen: later(sn.LastSeen, sn.CreatedAt), flushed: sn.LastSeen, hostErr: sn.Error,
-				grace: sn.CreatedAt.Add(StartupGrace)}
+				grace: sn.CreatedAt.Add(StartupGrace), starting: true}
 			added = append(added, sn)
 		}
 	}

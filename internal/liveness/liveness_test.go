@@ -329,3 +329,44 @@ func TestEnrolledNodeHasStartupGrace(t *testing.T) {
 		t.Errorf("a new node connected, then silent past the window: %s; want unreachable", got)
 	}
 }
+
+// While the server is busy with a message of a node's agent (a status the
+// controller is slow to take), the node's later heartbeats wait behind it:
+// that is not its silence, and it is heard from when the wait ends. A
+// restarted server's grace is not ended by a node heard through another
+// replica, unlike a new node's: the nodes of a replica that died with the
+// old leader still have it.
+func TestBusyIsNotSilenceAndRestartGraceHolds(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, _ := newRegistry(t, newStore(t, clock.Now()), clock)
+	clock.Advance(RestartGrace)
+	r.Connected("n1", api.Facts{})
+	done := r.Busy("n1")
+	clock.Advance(2 * deadline)
+	r.Check()
+	if got, s := state(r, "n1"), r.Silence("n1"); got != api.NodeReady || s != 0 {
+		t.Fatalf("busy with its message for %s: %s, silence %s; want ready, 0", 2*deadline, got, s)
+	}
+	done()
+	clock.Advance(deadline)
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeReady {
+		t.Fatalf("a window after the wait ended: %s; want ready (heard from when it ended)", got)
+	}
+	clock.Advance(time.Nanosecond)
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeUnreachable {
+		t.Fatalf("silent past the window after the wait: %s; want unreachable", got)
+	}
+
+	// A new leader's grace (Resume) holds past a node heard once.
+	if err := r.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.Seen("n1")
+	clock.Advance(deadline + time.Second)
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeReady {
+		t.Errorf("heard once after a new leader's start, then silent past the window within the grace: %s; want ready", got)
+	}
+}
