@@ -100,7 +100,7 @@ type node struct {
 	grace    time.Time
 	starting bool
 	flushed  time.Time // lastSeen as last written to the store
-	usage   api.Usage
+	usage    api.Usage
 	// reported says that usage came from a heartbeat of this process, not
 	// from nothing: a node the server just loaded runs what it ran.
 	reported bool
