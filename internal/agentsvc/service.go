@@ -408,6 +408,10 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	defer a.leave(st)
 	a.live.Connected(nodeID, factsFromProto(hello.Facts))
 	defer a.live.Disconnected(nodeID)
+	// Setting the session up reads the store, which is slow when thousands
+	// connect at once: that time is ours, not the agent's silence.
+	setUp := a.live.Busy(nodeID)
+	defer setUp()
 	sess := a.out.Connect(nodeID)
 	defer a.out.Disconnect(sess)
 	if a.onSession != nil {
@@ -429,9 +433,7 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 	if held := a.ctl.AgentStateSeq(ctx, nodeID, hello.StateSeq); held != "" {
 		a.live.Heartbeat(nodeID, liveness.Heartbeat{Error: held})
 	}
-	// The time the session took to set up here (the store is slow when
-	// thousands connect at once) was ours, not the agent's silence.
-	a.live.Seen(nodeID)
+	setUp()
 
 	for {
 		msg, err := stream.Recv()

@@ -438,10 +438,11 @@ func (r *Registry) Silence(id string) time.Duration {
 	return 0
 }
 
-// Busy records that this server is handling a message of node id's agent
-// that may wait (a status for a controller behind with its writes): the
-// agent's later messages wait behind it, so its silence does not count
-// until the returned func is called, which counts it as heard from then.
+// Busy records that this server is handling what node id's agent sent, in
+// a way that may wait (setting up its stream, or a status for a controller
+// behind with its writes): the agent's later messages wait behind it, so
+// its silence does not count until the returned func is called, which
+// counts it as heard from then. Calling it again does nothing.
 func (r *Registry) Busy(id string) (done func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -450,11 +451,15 @@ func (r *Registry) Busy(id string) (done func()) {
 		return func() {}
 	}
 	n.busy++
+	ended := false
 	return func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		n.busy--
-		n.heard(r.clock.Now())
+		if !ended {
+			ended = true
+			n.busy--
+			n.heard(r.clock.Now())
+		}
 	}
 }
 

@@ -348,6 +348,7 @@ func TestBusyIsNotSilenceAndRestartGraceHolds(t *testing.T) {
 		t.Fatalf("busy with its message for %s: %s, silence %s; want ready, 0", 2*deadline, got, s)
 	}
 	done()
+	done() // ends it once
 	clock.Advance(deadline)
 	r.Check()
 	if got := state(r, "n1"); got != api.NodeReady {
@@ -368,5 +369,12 @@ func TestBusyIsNotSilenceAndRestartGraceHolds(t *testing.T) {
 	r.Check()
 	if got := state(r, "n1"); got != api.NodeReady {
 		t.Errorf("heard once after a new leader's start, then silent past the window within the grace: %s; want ready", got)
+	}
+	busy := r.Busy("n1")
+	defer busy()
+	clock.Advance(RestartGrace + 2*deadline)
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeReady {
+		t.Errorf("busy again, long past the grace: %s; want ready", got)
 	}
 }
