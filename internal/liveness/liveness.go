@@ -66,11 +66,11 @@ type Config struct {
 	// when node id reports running no container after running some: a
 	// drain waits for that.
 	OnEmptied func(id string)
-	// Leading, if set, says whether this server judges liveness: on a
-	// replica of several, only the leader does; the others record what
-	// the agents connected to them say, and take the nodes' states from
-	// the store. Nil: always (one server).
-	Leading func() bool
+	// Replica says that this server is one replica of several: it judges
+	// liveness only while it leads, from its Resume to its Follow; the
+	// others record what the agents connected to them say, and take the
+	// nodes' states from the store. One server always judges.
+	Replica bool
 }
 
 // Registry holds the live nodes. Its methods are safe for concurrent use.
@@ -86,6 +86,8 @@ type Registry struct {
 	// since writeNodes last wrote them, with their new facts if any.
 	writes map[string]*api.Facts
 	wrote  chan struct{}
+	// judging says that this server judges liveness (Config.Replica).
+	judging bool
 }
 
 type node struct {
@@ -144,7 +146,7 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Registry, error) {
 		return nil, err
 	}
 	r := &Registry{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, store: st,
-		nodes: map[string]*node{}, writes: map[string]*api.Facts{}, wrote: make(chan struct{}, 1)}
+		nodes: map[string]*node{}, writes: map[string]*api.Facts{}, wrote: make(chan struct{}, 1), judging: !cfg.Replica}
 	if r.clock == nil {
 		r.clock = clockwork.NewRealClock()
 	}
@@ -174,7 +176,10 @@ func (r *Registry) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-check.Chan():
-			if r.leading() {
+			r.mu.Lock()
+			judging := r.judging
+			r.mu.Unlock()
+			if judging {
 				r.Check()
 			}
 		case <-flush.Chan():
@@ -208,8 +213,12 @@ func (r *Registry) window() time.Duration {
 	return time.Duration(r.cfg.MissedHeartbeats) * r.cfg.HeartbeatInterval
 }
 
-// leading says whether this server judges liveness (Config.Leading).
-func (r *Registry) leading() bool { return r.cfg.Leading == nil || r.cfg.Leading() }
+// Follow ends the judging a replica's Resume started: its lease ended.
+func (r *Registry) Follow() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.judging = false
+}
 
 func (r *Registry) changed(id string) {
 	if r.cfg.OnChange != nil {
@@ -398,7 +407,8 @@ func (r *Registry) Seen(id string) {
 // become the leader: another wrote their states meanwhile. Like a
 // restarted server, it gives each node RestartGrace before its silence
 // counts, so that the agents of a replica that died with the old leader
-// have the time to reach another.
+// have the time to reach another. From then on it judges liveness, until
+// Follow.
 func (r *Registry) Resume(ctx context.Context) error {
 	nodes, err := r.store.ListNodes(ctx)
 	if err != nil {
@@ -424,6 +434,7 @@ func (r *Registry) Resume(ctx context.Context) error {
 			delete(r.nodes, id)
 		}
 	}
+	r.judging = true
 	return nil
 }
 
@@ -546,7 +557,7 @@ func (r *Registry) Live(n *api.Node) {
 	defer r.mu.Unlock()
 	// A replica that does not lead knows only the nodes connected to it
 	// and heard from; of the others the store has what the leader decided.
-	if ln := r.nodes[n.ID]; ln != nil && (r.leading() || ln.streams > 0 && ln.silence(r.clock.Now()) <= r.window()) {
+	if ln := r.nodes[n.ID]; ln != nil && (r.judging || ln.streams > 0 && ln.silence(r.clock.Now()) <= r.window()) {
 		if ln.lastSeen.After(n.LastSeen) {
 			n.LastSeen = ln.lastSeen
 		}

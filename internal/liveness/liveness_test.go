@@ -3,7 +3,6 @@ package liveness
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,8 +222,7 @@ func TestFollowerRecordsButDoesNotJudge(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	clock := clockwork.NewFakeClock()
 	st := newStore(t, clock.Now())
-	var leads atomic.Bool
-	r, err := New(ctx, st, Config{HeartbeatInterval: interval, MissedHeartbeats: missed, Clock: clock, Leading: leads.Load})
+	r, err := New(ctx, st, Config{HeartbeatInterval: interval, MissedHeartbeats: missed, Clock: clock, Replica: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,9 +283,12 @@ func TestFollowerRecordsButDoesNotJudge(t *testing.T) {
 	if got := live().State; got != api.NodeUnreachable {
 		t.Errorf("a node connected here but silent past the window: %s; want the store's unreachable", got)
 	}
-	// Once it leads, it does.
-	leads.Store(true)
-	clock.Advance(interval)
+	// Once it leads (from its Resume, not before), it does, after the
+	// grace a new leader gives.
+	if err := r.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(RestartGrace + deadline + interval)
 	testenv.Eventually(t, 10*time.Second, "n1 judged unreachable by the new leader", func() error {
 		if got := state(r, "n1"); got != api.NodeUnreachable {
 			return fmt.Errorf("n1 is %s", got)

@@ -389,6 +389,15 @@ func (c *cluster) lead(ctx context.Context, epoch int64) {
 		c.log.Error("reading the nodes to lead; giving the lease up", "err", err)
 		return
 	}
+	// Liveness judges from Resume until the lease ends, not until the
+	// leader's work has wound down: a former leader hears no more of the
+	// nodes held elsewhere.
+	stop := context.AfterFunc(ctx, f.live.Follow)
+	defer func() {
+		if stop() {
+			f.live.Follow()
+		}
+	}()
 	out, err := replica.NewOutbox(ctx, c.st, c.bus, c.log)
 	if err != nil {
 		c.log.Error("reading the desired states to lead; giving the lease up", "err", err)

@@ -47,7 +47,7 @@ func newFleet(ctx context.Context, st store.Store, cfg Config, events *restapi.E
 		OnChange: func(string) { f.ctl.Need(controller.Place) },
 		// A draining node is drained once its agent removed its containers.
 		OnEmptied: f.emptied,
-		Leading:   func() bool { return cl == nil || cl.Leading() }})
+		Replica:   cl != nil})
 	if err != nil {
 		return nil, err
 	}
