@@ -121,10 +121,10 @@ type Controller struct {
 	// to the run goroutine in batches.
 	statuses chan store.InstanceStatus
 	batches  chan []store.InstanceStatus
-	// runMu guards running and ended: Status sends on statuses only
-	// while a run takes them, and what a run that ended (a leader that
-	// lost its lease) did not write goes to the next leader (handOver).
-	runMu   sync.RWMutex
+	// runMu guards running and ended: what a run that ended (a leader
+	// that lost its lease) did not write goes to the next leader
+	// (handOver). It is never held while waiting.
+	runMu   sync.Mutex
 	running bool
 	ended   chan struct{} // closed when the run ends
 
@@ -266,18 +266,11 @@ func (c *Controller) Run(ctx context.Context) {
 	wg.Go(func() { c.batchStatuses(ctx) })
 	defer func() {
 		wg.Wait()
-		close(ended) // Status calls waiting to send hand over
 		c.runMu.Lock()
 		c.running = false
 		c.runMu.Unlock()
-		for {
-			select {
-			case st := <-c.statuses:
-				c.handOver([]store.InstanceStatus{st})
-			default:
-				return
-			}
-		}
+		close(ended) // Status calls waiting to send hand over
+		c.handOverQueued()
 	}()
 	resync := c.clock.NewTicker(resyncInterval)
 	defer resync.Stop()

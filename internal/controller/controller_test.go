@@ -18,6 +18,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/spec"
 	"github.com/dockfleet/dockfleet/internal/store"
 	"github.com/dockfleet/dockfleet/internal/store/storetest"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 // world is a controller over a real SQLite store, with its liveness
@@ -259,4 +260,39 @@ func TestStatusesAfterTheLeadersRunEndedGoToTheNextLeader(t *testing.T) {
 	if st := fc.reports[n-1].GetStatus(); st.GetInstanceId() != fmt.Sprint("i", n-1) || st.GetState() != string(api.InstanceRunning) {
 		t.Errorf("last report handed over: %+v; want i%d running", st, n-1)
 	}
+}
+
+// A replica that has just become the leader takes the statuses queued for
+// it before its run started, however many: agents keep reporting while it
+// reads the store to lead, and a full queue must not keep its run from
+// starting.
+func TestRunStartsWithAFullStatusQueue(t *testing.T) {
+	w := newWorld(t, "n1")
+	w.c.cfg.Cluster = &cluster{leads: true}
+	const n = 5000 // more than the queue holds
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			w.c.Status(context.Background(), "n1", &agentproto.InstanceStatus{InstanceId: fmt.Sprint("i", i), State: string(api.InstanceRunning),
+				ObservedAt: w.clock.Now().UnixNano()})
+		}
+	}()
+	testenv.Eventually(t, 30*time.Second, "the status queue full", func() error {
+		if len(w.c.statuses) < cap(w.c.statuses) {
+			return fmt.Errorf("%d of %d queued", len(w.c.statuses), cap(w.c.statuses))
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.c.Run(ctx); close(done) }()
+	defer cancel()
+	select {
+	case <-sent:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run did not take the queued statuses")
+	}
+	cancel()
+	<-done
 }

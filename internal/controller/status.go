@@ -55,17 +55,38 @@ func (c *Controller) Status(ctx context.Context, nodeID string, st *agentproto.I
 	s := store.InstanceStatus{ID: st.InstanceId, NodeID: nodeID, SpecHash: st.SpecHash,
 		State: api.InstanceState(st.State), Reason: st.Reason, ContainerID: st.ContainerId, ImageDigest: digest,
 		Restarts: int(min(st.Restarts, math.MaxInt32)), At: at}
-	c.runMu.RLock()
-	defer c.runMu.RUnlock()
-	if !c.running && c.ended != nil {
+	c.runMu.Lock()
+	running, ended := c.running, c.ended
+	c.runMu.Unlock()
+	if !running && ended != nil {
 		c.handOver([]store.InstanceStatus{s})
 		return
 	}
+	// Before the first run (ended nil) the queue waits for it.
 	select {
 	case c.statuses <- s:
-	case <-c.ended:
+		select {
+		case <-ended:
+			// Sent as the run ended, perhaps after it handed the queue
+			// over: hand over what is left.
+			c.handOverQueued()
+		default:
+		}
+	case <-ended:
 		c.handOver([]store.InstanceStatus{s})
 	case <-ctx.Done():
+	}
+}
+
+// handOverQueued hands the statuses still queued to the next leader.
+func (c *Controller) handOverQueued() {
+	for {
+		select {
+		case st := <-c.statuses:
+			c.handOver([]store.InstanceStatus{st})
+		default:
+			return
+		}
 	}
 }
 
