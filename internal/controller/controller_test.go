@@ -208,6 +208,20 @@ func TestRolloutWaitTriggersAPass(t *testing.T) {
 	}
 }
 
+// sendStatuses reports instances i0 … i(n-1) of node n1 running, from
+// another goroutine; the channel closes once every call returned.
+func (w *world) sendStatuses(n int) <-chan struct{} {
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			w.c.Status(context.Background(), "n1", &agentproto.InstanceStatus{InstanceId: fmt.Sprint("i", i), State: string(api.InstanceRunning),
+				ObservedAt: w.clock.Now().UnixNano()})
+		}
+	}()
+	return sent
+}
+
 // cluster is a Cluster that leads while leads is true and records what
 // it is given for the leader.
 type cluster struct {
@@ -239,14 +253,7 @@ func TestStatusesAfterTheLeadersRunEndedGoToTheNextLeader(t *testing.T) {
 	cancel()
 	<-done
 	const n = 5000 // more than the queue holds
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for i := range n {
-			w.c.Status(context.Background(), "n1", &agentproto.InstanceStatus{InstanceId: fmt.Sprint("i", i), State: string(api.InstanceRunning),
-				ObservedAt: w.clock.Now().UnixNano()})
-		}
-	}()
+	sent := w.sendStatuses(n)
 	select {
 	case <-sent:
 	case <-time.After(30 * time.Second):
@@ -270,14 +277,7 @@ func TestRunStartsWithAFullStatusQueue(t *testing.T) {
 	w := newWorld(t, "n1")
 	w.c.cfg.Cluster = &cluster{leads: true}
 	const n = 5000 // more than the queue holds
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for i := range n {
-			w.c.Status(context.Background(), "n1", &agentproto.InstanceStatus{InstanceId: fmt.Sprint("i", i), State: string(api.InstanceRunning),
-				ObservedAt: w.clock.Now().UnixNano()})
-		}
-	}()
+	sent := w.sendStatuses(n)
 	testenv.Eventually(t, 30*time.Second, "the status queue full", func() error {
 		if len(w.c.statuses) < cap(w.c.statuses) {
 			return fmt.Errorf("%d of %d queued", len(w.c.statuses), cap(w.c.statuses))

@@ -13,6 +13,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/pgtest"
 	"github.com/dockfleet/dockfleet/internal/store"
 	"github.com/dockfleet/dockfleet/internal/store/storetest"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -71,9 +72,12 @@ func TestPostgresLeaseRenewsWhileThePoolIsBusy(t *testing.T) {
 		})
 	}
 	// Wait until the enrollments wait on the lock, the pool full.
-	for st := store.PoolStats(s); st.InUse < st.MaxOpenConnections || st.WaitCount == 0; st = store.PoolStats(s) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 30*time.Second, "the main pool full, enrollments waiting", func() error {
+		if st := store.PoolStats(s); st.InUse < st.MaxOpenConnections || st.WaitCount == 0 {
+			return fmt.Errorf("%d of %d connections in use, %d waits", st.InUse, st.MaxOpenConnections, st.WaitCount)
+		}
+		return nil
+	})
 	rctx, cancel := context.WithTimeout(ctx, leader.DefaultTTL/3)
 	defer cancel()
 	l, err := s.AcquireLease(rctx, "controller", "r1", 5*time.Second)
