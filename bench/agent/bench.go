@@ -306,7 +306,7 @@ func (b *bencher) healthy(ctx context.Context, revision int64) (all, healthy int
 // deploy applies the deployment and waits until all n are healthy.
 func (b *bencher) deploy(ctx context.Context) error {
 	begin := time.Now()
-	res, err := b.client.Apply(ctx, deploymentName+".yaml", b.spec())
+	res, err := b.client.Apply(ctx, deploymentName+".yaml", "", b.spec())
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}

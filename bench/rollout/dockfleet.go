@@ -180,7 +180,7 @@ func (f *fleetBench) update(ctx context.Context) error { return f.rollOut(ctx, f
 // rollOut applies the deployment with image and waits until its rollout
 // succeeded and every instance is healthy on the new revision.
 func (f *fleetBench) rollOut(ctx context.Context, image string) error {
-	res, err := f.client.Apply(ctx, "bench.yaml", f.spec(image))
+	res, err := f.client.Apply(ctx, "bench.yaml", "", f.spec(image))
 	if err != nil {
 		return fmt.Errorf("dockfleet apply: %w", err)
 	}

@@ -613,7 +613,7 @@ spec:
 
 // apply applies a spec and returns the rollout it started.
 func (b *bencher) apply(ctx context.Context, body []byte) (api.ApplyResult, error) {
-	res, err := b.client.Apply(ctx, "scale.yaml", body)
+	res, err := b.client.Apply(ctx, "scale.yaml", "", body)
 	if err != nil {
 		return api.ApplyResult{}, fmt.Errorf("apply: %w", err)
 	}

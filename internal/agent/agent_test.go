@@ -205,7 +205,7 @@ func TestAgentRunsAndHealsDeployment(t *testing.T) {
 	startAgent(t, ts, rt, t.TempDir(), "b", tok, map[string]string{"role": "db"})
 	a, b := nodeID(t, ts, "a"), nodeID(t, ts, "b")
 
-	if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
+	if _, err := ts.client.Apply(context.Background(), "web.yaml", "", []byte(spec)); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, within, "web healthy on a", func() error {
@@ -328,7 +328,7 @@ func TestAgentKeepsContainersWhileServerIsAway(t *testing.T) {
 	agentDir := t.TempDir()
 	ag := startAgent(t, ts, rt, agentDir, "a", token(t, ts, 1), map[string]string{"role": "web"})
 	id := nodeID(t, ts, "a")
-	if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
+	if _, err := ts.client.Apply(context.Background(), "web.yaml", "", []byte(spec)); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, within, "a container", func() error {
@@ -465,7 +465,7 @@ func TestRolloutWaitsForUnreachableNode(t *testing.T) {
 		t.Helper()
 		y := strings.Replace(spec, "hello:v1", image, 1)
 		y = strings.Replace(y, "update: {batchSize: 100%, minHealthyTime: 0s}", "update: {batchSize: 1, minHealthyTime: 0s}", 1)
-		if _, err := ts.client.Apply(context.Background(), "web.yaml", []byte(y)); err != nil {
+		if _, err := ts.client.Apply(context.Background(), "web.yaml", "", []byte(y)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -210,7 +210,7 @@ func TestMoveKeepsContainers(t *testing.T) {
 	c := newCutter()
 	// The second server is not up yet: every agent lands on the first.
 	agents := startRoamers(t, a, c, 3, "keeper", addrA, addrB)
-	if _, err := a.client.Apply(context.Background(), "web.yaml", []byte(spec)); err != nil {
+	if _, err := a.client.Apply(context.Background(), "web.yaml", "", []byte(spec)); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, within, "web healthy on every node", func() error {

@@ -32,6 +32,9 @@ documents); - reads it from stdin. The server checks every document first: if
 any is invalid it lists every problem, one "FILE:LINE: field: problem" per
 line, and changes nothing.
 
+With --project (or DOCKFLEET_PROJECT) the documents that name no project go
+to that one, and one that names another is refused.
+
 A change rolls out in batches after apply returns. With --wait, apply follows
 each rollout it started, one after another, as 'rollout status -w' does, and
 exits 1 unless every one succeeded.`,
@@ -52,11 +55,16 @@ exits 1 unless every one succeeded.`,
 			if err != nil {
 				return err
 			}
-			c, _, err := e.client(cmd)
+			c, project, err := e.client(cmd)
 			if err != nil {
 				return err
 			}
-			resp, err := c.Apply(cmd.Context(), name, body)
+			// Only a project asked for is sent: a spec names its own
+			// otherwise, and the server puts one naming none in default.
+			if !cmd.Flags().Changed("project") && e.getenv(envProject) == "" {
+				project = ""
+			}
+			resp, err := c.Apply(cmd.Context(), name, project, body)
 			if err != nil {
 				return err
 			}
@@ -77,7 +85,7 @@ exits 1 unless every one succeeded.`,
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "spec file to apply, - for stdin")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the rollouts the apply started until they end; exit 1 unless all succeed")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up waiting after this long and exit 1 (0: no limit)")
-	e.addConnFlags(cmd.Flags(), false) // a spec names its own project
+	e.addConnFlags(cmd.Flags(), true)
 	return cmd
 }
 

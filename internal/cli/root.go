@@ -107,8 +107,9 @@ func printError(w io.Writer, err error) {
 	}
 	fmt.Fprintf(w, "error: %s\n", strings.Join(lines, "\n"))
 	if client.IsUnauthorized(err) {
-		fmt.Fprintln(w, "hint: give an API token with --token, --token-file, DOCKFLEET_TOKEN or DOCKFLEET_TOKEN_FILE;")
-		fmt.Fprintln(w, "      the server's admin token is admin.token in its data dir")
+		fmt.Fprintln(w, "hint: log in with dockfleet login, or give an API token with --token, --token-file,")
+		fmt.Fprintln(w, "      DOCKFLEET_TOKEN or DOCKFLEET_TOKEN_FILE; the server's bootstrap admin token is")
+		fmt.Fprintln(w, "      admin.token in its data dir")
 	}
 }
 
@@ -153,6 +154,15 @@ instances'.`,
 		newEventsCommand(e),
 		newSimCommand(e),
 		newStoreCommand(e),
+		newLoginCommand(e),
+		newLogoutCommand(e),
+		newWhoamiCommand(e),
+		newUserCommand(e),
+		newAPITokenCommand(e),
+		newRoleCommand(e),
+		newBindingCommand(e),
+		newProjectCommand(e),
+		newAuditCommand(e),
 	)
 	return root
 }
@@ -263,6 +273,12 @@ func (e *env) connConfig(cmd *cobra.Command) (cfg client.Config, project string,
 	}
 	if err != nil {
 		return client.Config{}, "", err
+	}
+	if cfg.Token == "" {
+		// The login saved for this server, if any (dockfleet login).
+		if addr, err := client.CanonicalAddr(cfg.Addr); err == nil {
+			cfg.Token = e.savedToken(addr)
+		}
 	}
 	return cfg, project, nil
 }

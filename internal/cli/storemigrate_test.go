@@ -34,7 +34,7 @@ func TestStoreMigrateToPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.Client.Apply(ctx, "web.yaml", []byte(migrateSpec)); err != nil {
+	if _, err := old.Client.Apply(ctx, "web.yaml", "", []byte(migrateSpec)); err != nil {
 		t.Fatal(err)
 	}
 	if err := old.Stop(); err != nil {

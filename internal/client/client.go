@@ -112,6 +112,16 @@ func New(cfg Config) (*Client, error) {
 // headerTimeout bounds the wait for an answer's headers.
 const headerTimeout = time.Minute
 
+// CanonicalAddr is addr as a Client made with it reports it (Addr): the
+// key of a server's saved login.
+func CanonicalAddr(addr string) (string, error) {
+	u, err := parseAddr(addr)
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
 // parseAddr turns a user's --addr into a base URL.
 func parseAddr(addr string) (*url.URL, error) {
 	if addr == "" {
@@ -298,13 +308,17 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 }
 
 // Apply sends a spec file as it is (YAML or JSON). filename names the file in
-// the server's error messages. An invalid file is an *APIError with one
-// detail per problem, and nothing is stored.
-func (c *Client) Apply(ctx context.Context, filename string, body []byte) (api.ApplyResponse, error) {
+// the server's error messages; project, when set, is the project of the
+// documents that name none (one naming another is an error). An invalid
+// file is an *APIError with one detail per problem, and nothing is stored.
+func (c *Client) Apply(ctx context.Context, filename, project string, body []byte) (api.ApplyResponse, error) {
 	var out api.ApplyResponse
 	q := url.Values{}
 	if filename != "" {
 		q.Set("filename", filename)
+	}
+	if project != "" {
+		q.Set("project", project)
 	}
 	ctype := "application/yaml"
 	if strings.HasSuffix(strings.ToLower(filename), ".json") {

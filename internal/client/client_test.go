@@ -147,7 +147,7 @@ func TestCalls(t *testing.T) {
 		{
 			name: "apply",
 			call: func(ctx context.Context, c *Client) (any, error) {
-				return c.Apply(ctx, "dir/hello.yaml", []byte("kind: Deployment\n"))
+				return c.Apply(ctx, "dir/hello.yaml", "", []byte("kind: Deployment\n"))
 			},
 			answer: api.ApplyResponse{Results: []api.ApplyResult{{Project: "default", Name: "hello", Action: "created", Revision: 1}}},
 			want:   api.ApplyResponse{Results: []api.ApplyResult{{Project: "default", Name: "hello", Action: "created", Revision: 1}}},
@@ -360,7 +360,7 @@ func TestAPIErrors(t *testing.T) {
 				w.WriteHeader(tt.status)
 				_, _ = io.WriteString(w, tt.body)
 			})
-			_, err := c.Apply(context.Background(), "hello.yaml", []byte("x"))
+			_, err := c.Apply(context.Background(), "hello.yaml", "", []byte("x"))
 			var ae *APIError
 			if !errors.As(err, &ae) {
 				t.Fatalf("got %T %v; want *APIError", err, err)

@@ -12,10 +12,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/dockfleet/dockfleet/internal/agentsvc"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/authz"
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
@@ -61,6 +67,10 @@ type Handler struct {
 	imagePolicy   spec.ImagePolicy
 	registryAllow []string
 	resolveDigest func(ctx context.Context, image string) (string, error)
+	clock         clockwork.Clock
+	sessionTTL    time.Duration
+	logins        LoginLimiter
+	auth          api.AuthInfo
 	mux           *http.ServeMux
 }
 
@@ -85,6 +95,12 @@ type Deps struct {
 	RegistryAllow []string
 	// Resolve asks an image's registry for the digest its tag names now.
 	Resolve func(ctx context.Context, image string) (string, error)
+	// Clock tells the time credentials expire by; nil is the real clock.
+	Clock clockwork.Clock
+	// SessionTTL is how long a login lasts; 0 is DefaultSessionTTL.
+	SessionTTL time.Duration
+	// Logins, if set, limits password guessing.
+	Logins LoginLimiter
 }
 
 // New makes the REST API handler of d.
@@ -92,7 +108,11 @@ func New(d Deps) *Handler {
 	s := &Handler{store: d.Store, log: d.Logger, ca: d.CA, gate: d.Gate, live: d.Live, out: d.Out, ctl: d.Ctl,
 		revoked: d.Revoked, removed: d.Removed, events: d.Events, refusals: sparselog.New(d.Logger, agentsvc.LimitLogInterval),
 		applies: make(chan struct{}, maxApplies), maxTokenTTL: d.MaxTokenTTL, imagePolicy: d.ImagePolicy,
-		registryAllow: d.RegistryAllow, resolveDigest: d.Resolve}
+		registryAllow: d.RegistryAllow, resolveDigest: d.Resolve, clock: d.Clock,
+		sessionTTL: cmp.Or(d.SessionTTL, DefaultSessionTTL), logins: d.Logins}
+	if s.clock == nil {
+		s.clock = clockwork.NewRealClock()
+	}
 	s.mux = s.routes()
 	return s
 }
@@ -100,48 +120,88 @@ func New(d Deps) *Handler {
 // ServeHTTP serves one API request.
 func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// Routes lists the API's endpoints with who may call each: the one place
+// that says so. The authorization matrix test checks every one of them.
+func (s *Handler) Routes() []Route {
+	r := func(method, path string, access Access, perm string, h func(http.ResponseWriter, *http.Request) error) Route {
+		return Route{Method: method, Path: path, Access: access, Perm: perm, h: h}
+	}
+	const p = "/v1/projects/{project}"
+	return []Route{
+		r("GET", "/v1/health", Public, "", s.health),
+		r("GET", "/v1/auth", Public, "", s.authInfo),
+		r("POST", "/v1/login", Public, "", s.login),
+		r("DELETE", "/v1/login", Authenticated, "", s.logout),
+		r("GET", "/v1/whoami", Authenticated, "", s.whoami),
+		r("POST", "/v1/whoami/password", Authenticated, "", s.changeOwnPassword),
+
+		r("GET", "/v1/nodes", AnyProject, authz.NodesRead, s.listNodes),
+		r("GET", "/v1/nodes/{node}", AnyProject, authz.NodesRead, s.getNode),
+		r("PATCH", "/v1/nodes/{node}/labels", Fleet, authz.NodesWrite, s.patchNodeLabels),
+		r("POST", "/v1/nodes/{node}/revoke", Fleet, authz.NodesDelete, s.revokeNode),
+		r("DELETE", "/v1/nodes/{node}", Fleet, authz.NodesDelete, s.deleteNode),
+		r("POST", "/v1/nodes/{node}/cordon", Fleet, authz.NodesWrite, s.scheduleNode(api.NodeCordoned, "")),
+		r("POST", "/v1/nodes/{node}/drain", Fleet, authz.NodesWrite, s.scheduleNode(api.NodeDraining, "", api.NodeCordoned)),
+		r("POST", "/v1/nodes/{node}/uncordon", Fleet, authz.NodesWrite, s.scheduleNode("")),
+
+		r("POST", "/v1/tokens", Fleet, authz.EnrollTokensWrite, s.createToken),
+		r("GET", "/v1/tokens", Fleet, authz.EnrollTokensRead, s.listTokens),
+		r("DELETE", "/v1/tokens/{id}", Fleet, authz.EnrollTokensWrite, s.revokeToken),
+
+		r("POST", "/v1/apply", AnyProject, authz.DeploymentsWrite, s.apply),
+		r("GET", "/v1/projects", AnyProject, authz.ProjectsRead, s.listProjects),
+		r("POST", "/v1/projects", Fleet, authz.ProjectsWrite, s.createProject),
+		r("GET", p, InProject, authz.ProjectsRead, s.getProject),
+		r("DELETE", p, Fleet, authz.ProjectsWrite, s.deleteProject),
+		r("GET", p+"/deployments", InProject, authz.DeploymentsRead, s.listDeployments),
+		r("GET", p+"/deployments/{name}", InProject, authz.DeploymentsRead, s.getDeployment),
+		r("DELETE", p+"/deployments/{name}", InProject, authz.DeploymentsDelete, s.deleteDeployment),
+		r("GET", p+"/instances", InProject, authz.InstancesRead, s.listInstances),
+		r("GET", p+"/deployments/{name}/revisions", InProject, authz.DeploymentsRead, s.listRevisions),
+		r("GET", p+"/deployments/{name}/rollout", InProject, authz.RolloutsRead, s.getRollout),
+		r("POST", p+"/deployments/{name}/rollout/undo", InProject, authz.RolloutsWrite, s.undo),
+		r("POST", p+"/deployments/{name}/rollout/{action}", InProject, authz.RolloutsWrite, s.rolloutAction),
+		r("GET", p+"/events", InProject, authz.EventsRead, s.listEvents),
+
+		r("GET", "/v1/users", Fleet, authz.UsersRead, s.listUsers),
+		r("POST", "/v1/users", Fleet, authz.UsersWrite, s.createUser),
+		r("GET", "/v1/users/{user}", Fleet, authz.UsersRead, s.getUser),
+		r("PATCH", "/v1/users/{user}", Fleet, authz.UsersWrite, s.patchUser),
+		r("DELETE", "/v1/users/{user}", Fleet, authz.UsersWrite, s.deleteUser),
+		r("GET", "/v1/apitokens", Authenticated, "", s.listAPITokens),
+		r("POST", "/v1/apitokens", Authenticated, "", s.createAPIToken),
+		r("DELETE", "/v1/apitokens/{id}", Authenticated, "", s.deleteAPIToken),
+		r("GET", "/v1/roles", Authenticated, "", s.listRoles),
+		r("POST", "/v1/roles", Fleet, authz.RolesWrite, s.putRole(false)),
+		r("PUT", "/v1/roles/{role}", Fleet, authz.RolesWrite, s.putRole(true)),
+		r("DELETE", "/v1/roles/{role}", Fleet, authz.RolesWrite, s.deleteRole),
+		r("GET", "/v1/bindings", Fleet, authz.RolesRead, s.listBindings),
+		r("POST", "/v1/bindings", Fleet, authz.RolesWrite, s.createBinding),
+		r("DELETE", "/v1/bindings/{id}", Fleet, authz.RolesWrite, s.deleteBinding),
+		r("GET", "/v1/audit", Fleet, authz.AuditRead, s.listAudit),
+		r("GET", "/v1/audit/verify", Fleet, authz.AuditRead, s.verifyAudit),
+
+		r("POST", "/v1/store/accept-restore", Fleet, authz.StoreWrite, s.acceptRestore),
+		// Unknown paths are answered after authentication: 401 before 404,
+		// so that the API's shape does not show to strangers.
+		r("", "/", Authenticated, "", func(w http.ResponseWriter, r *http.Request) error {
+			return notFound{fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)}
+		}),
+	}
+}
+
 func (s *Handler) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
-		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			err := s.authenticate(r)
-			if err == nil {
-				err = h(w, r)
-			}
-			if err != nil {
-				s.writeError(w, r, err)
-			}
-		})
+	for _, rt := range s.Routes() {
+		pattern := strings.TrimSpace(rt.Method + " " + rt.Path)
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { s.serve(rt, w, r) })
 	}
-	handle("GET /v1/nodes", s.listNodes)
-	handle("GET /v1/nodes/{node}", s.getNode)
-	handle("PATCH /v1/nodes/{node}/labels", s.patchNodeLabels)
-	handle("POST /v1/nodes/{node}/revoke", s.revokeNode)
-	handle("DELETE /v1/nodes/{node}", s.deleteNode)
-	handle("POST /v1/nodes/{node}/cordon", s.scheduleNode(api.NodeCordoned, ""))
-	handle("POST /v1/nodes/{node}/drain", s.scheduleNode(api.NodeDraining, "", api.NodeCordoned))
-	handle("POST /v1/nodes/{node}/uncordon", s.scheduleNode(""))
-	handle("POST /v1/tokens", s.createToken)
-	handle("GET /v1/tokens", s.listTokens)
-	handle("DELETE /v1/tokens/{id}", s.revokeToken)
-	handle("POST /v1/apply", s.apply)
-	handle("GET /v1/projects/{project}/deployments", s.listDeployments)
-	handle("GET /v1/projects/{project}/deployments/{name}", s.getDeployment)
-	handle("DELETE /v1/projects/{project}/deployments/{name}", s.deleteDeployment)
-	handle("GET /v1/projects/{project}/instances", s.listInstances)
-	handle("GET /v1/projects/{project}/deployments/{name}/revisions", s.listRevisions)
-	handle("GET /v1/projects/{project}/deployments/{name}/rollout", s.getRollout)
-	handle("POST /v1/projects/{project}/deployments/{name}/rollout/undo", s.undo)
-	handle("POST /v1/projects/{project}/deployments/{name}/rollout/{action}", s.rolloutAction)
-	handle("GET /v1/projects/{project}/events", s.listEvents)
-	handle("POST /v1/store/accept-restore", s.acceptRestore)
-	handle("/", func(w http.ResponseWriter, r *http.Request) error {
-		return notFound{fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)}
-	})
 	return mux
+}
+
+func (s *Handler) health(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
 }
 
 type notFound struct{ msg string }
@@ -151,18 +211,32 @@ func (e notFound) Error() string { return e.msg }
 // writeError maps an error to its status code; this is the one place that does.
 func (s *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		status = http.StatusInternalServerError
-		body   = api.Error{Error: err.Error()}
-		br     badRequest
-		nf     notFound
-		cf     conflict
-		bz     busy
-		fields spec.ErrorList
+		status  = http.StatusInternalServerError
+		body    = api.Error{Error: err.Error()}
+		br      badRequest
+		nf      notFound
+		cf      conflict
+		bz      busy
+		fields  spec.ErrorList
+		unauth  unauthorized
+		forbid  forbidden
+		slow    tooMany
+		invalid *store.InvalidError
 	)
 	switch {
-	case errors.Is(err, errUnauthorized):
+	case errors.As(err, &unauth):
 		status = http.StatusUnauthorized
 		w.Header().Set("WWW-Authenticate", `Bearer realm="dockfleet"`)
+	case errors.As(err, &forbid):
+		status = http.StatusForbidden
+	case errors.As(err, &slow):
+		status = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(slow.retryAfter.Round(time.Second)/time.Second))))
+	case errors.As(err, &invalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, store.ErrAuditUnavailable):
+		status = http.StatusServiceUnavailable
+		body.Error = auditUnavailable(err).Error()
 	case errors.As(err, &fields):
 		status = http.StatusBadRequest
 		body.Error = fmt.Sprintf("invalid spec: %d problem(s)", len(fields))
@@ -221,11 +295,40 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
+// visibleNodes returns whether the caller of r sees a node: one who may
+// read nodes in every project sees all; one who may in some projects sees
+// the nodes their node selectors select.
+func (s *Handler) visibleNodes(r *http.Request) (func(api.Node) bool, error) {
+	all, mine := principalOf(r.Context()).ProjectsWith(authz.NodesRead)
+	if all {
+		return func(api.Node) bool { return true }, nil
+	}
+	var sels []spec.Selector
+	for _, name := range mine {
+		p, err := s.store.GetProject(r.Context(), name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		sels = append(sels, p.NodeSelector)
+	}
+	return func(n api.Node) bool {
+		return slices.ContainsFunc(sels, func(sel spec.Selector) bool { return sel.Matches(n.Labels) })
+	}, nil
+}
+
 func (s *Handler) listNodes(w http.ResponseWriter, r *http.Request) error {
+	visible, err := s.visibleNodes(r)
+	if err != nil {
+		return err
+	}
 	nodes, err := s.store.ListNodes(r.Context())
 	if err != nil {
 		return err
 	}
+	nodes = slices.DeleteFunc(nodes, func(n api.Node) bool { return !visible(n) })
 	for i := range nodes {
 		s.live.Live(&nodes[i])
 	}
@@ -253,9 +356,16 @@ func (s *Handler) findNode(ctx context.Context, ref string) (api.Node, error) {
 }
 
 func (s *Handler) getNode(w http.ResponseWriter, r *http.Request) error {
+	visible, err := s.visibleNodes(r)
+	if err != nil {
+		return err
+	}
 	n, err := s.findNode(r.Context(), r.PathValue("node"))
 	if err != nil {
 		return err
+	}
+	if !visible(n) {
+		return notFound{fmt.Sprintf("no node with ID or name %q; dockfleet nodes lists them", r.PathValue("node"))}
 	}
 	s.live.Live(&n)
 	writeJSON(w, http.StatusOK, n)

@@ -53,7 +53,7 @@ func (s *Handler) parseSpec(r *http.Request, filename string) ([]spec.Deployment
 	if len(body) > MaxSpecFile {
 		return nil, badRequestf("%s: spec is larger than %d bytes", filename, MaxSpecFile)
 	}
-	return spec.Parse(filename, body)
+	return spec.ParseIn(filename, body, r.URL.Query().Get("project"))
 }
 
 // applySlot waits for one of the maxApplies slots; the caller frees it.

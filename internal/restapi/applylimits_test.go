@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dockfleet/dockfleet/internal/agentsvc"
+	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
@@ -44,8 +45,22 @@ func newTestHandler(t *testing.T) (*Handler, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok, id, hash := pki.NewAPIToken()
+	if err := st.CreateAPIToken(ctx, api.APIToken{ID: id, Name: "admin", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, hash); err != nil {
+		t.Fatal(err)
+	}
+	return newHandlerOn(t, st, ca, nil), tok
+}
+
+// newHandlerOn makes a handler of real parts on st, its controller not
+// running; clock nil is the real one.
+func newHandlerOn(t testing.TB, st store.Store, ca *pki.CA, clock clockwork.Clock) *Handler {
+	t.Helper()
+	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	clock := clockwork.NewRealClock()
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
 	live, err := liveness.New(ctx, st, liveness.Config{HeartbeatInterval: 5 * time.Second, MissedHeartbeats: 3, Clock: clock, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -57,14 +72,9 @@ func newTestHandler(t *testing.T) (*Handler, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, id, hash := pki.NewAPIToken()
-	if err := st.CreateAPIToken(ctx, id, "admin", hash); err != nil {
-		t.Fatal(err)
-	}
-	h := New(Deps{Store: st, Logger: log, CA: ca, Gate: gate, Live: live, Out: out, Ctl: ctl,
+	return New(Deps{Store: st, Logger: log, CA: ca, Gate: gate, Live: live, Out: out, Ctl: ctl,
 		Revoked: func(string) {}, Removed: func(string) {}, Events: NewEventBell(), MaxTokenTTL: DefaultMaxTokenTTL,
-		ImagePolicy: spec.ImagePolicyPinFromNodes, Resolve: testenv.NoRegistry})
-	return h, tok
+		ImagePolicy: spec.ImagePolicyPinFromNodes, Resolve: testenv.NoRegistry, Clock: clock})
 }
 
 // An apply that finds every apply slot taken for applyWait is refused with

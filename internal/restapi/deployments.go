@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/authz"
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/spec"
@@ -28,6 +29,9 @@ func (s *Handler) apply(w http.ResponseWriter, r *http.Request) error {
 	}
 	docs, err := s.parseSpec(r, filename)
 	if err != nil {
+		return err
+	}
+	if err := s.checkApplyProjects(r, docs); err != nil {
 		return err
 	}
 	// Every document is checked, and its image resolved, before any is
@@ -80,6 +84,9 @@ func (s *Handler) planDeployment(r *http.Request, filename string, d spec.Deploy
 		}
 	}
 	p.cur = cur
+	if err := s.checkProjectNodes(ctx, filename, d); err != nil {
+		return p, err
+	}
 	if err := s.checkTargets(ctx, r.URL.Query().Get("filename"), d); err != nil {
 		return p, err
 	}
@@ -99,6 +106,7 @@ func (s *Handler) applyDeployment(ctx context.Context, p applyPlan) (api.ApplyRe
 	if res.Action == api.ActionUnchanged {
 		return res, nil
 	}
+	store.AuditOf(ctx).SetTarget(res.Project, "deployment:"+res.Name)
 	rev, ro, err := s.newRevision(ctx, p.cur, api.Revision{Spec: p.d, Cause: "apply", ImageDigest: p.digest})
 	if err != nil {
 		return res, err
@@ -361,4 +369,59 @@ func (s *Handler) instances(r *http.Request, f store.InstanceFilter) ([]api.Inst
 		}
 	}
 	return is, nil
+}
+
+// checkApplyProjects refuses an apply with a document in a project the
+// caller may not deploy to, or that does not exist: one it cannot see is
+// answered as one that does not exist.
+func (s *Handler) checkApplyProjects(r *http.Request, docs []spec.Deployment) error {
+	p := principalOf(r.Context())
+	for _, d := range docs {
+		project := d.Metadata.Project
+		if err := s.checkProjectExists(r, project); err != nil {
+			return err
+		}
+		if !p.Can(authz.DeploymentsWrite, project) {
+			return forbidden{fmt.Sprintf("%s may not deploy to project %s: it needs the %s permission there", actor(p), project, authz.DeploymentsWrite)}
+		}
+	}
+	return nil
+}
+
+// checkProjectNodes refuses a deployment that selects nodes its project's
+// node selector does not allow, naming some of them.
+func (s *Handler) checkProjectNodes(ctx context.Context, filename string, d spec.Deployment) error {
+	proj, err := s.store.GetProject(ctx, d.Metadata.Project)
+	if err != nil {
+		return err
+	}
+	if proj.NodeSelector.MatchLabels == nil && proj.NodeSelector.MatchExpressions == nil {
+		return nil
+	}
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	var outside []string
+	for _, n := range nodes {
+		if d.Spec.Selector.Matches(n.Labels) && !proj.NodeSelector.Matches(n.Labels) {
+			outside = append(outside, n.Name)
+		}
+	}
+	if len(outside) == 0 {
+		return nil
+	}
+	slices.Sort(outside)
+	more := ""
+	if len(outside) > 5 {
+		more = fmt.Sprintf(" and %d more", len(outside)-5)
+		outside = outside[:5]
+	}
+	return badRequestf("%s: deployment %s: spec.selector selects nodes outside project %s, whose node selector is %s: %s%s; narrow spec.selector to the project's nodes",
+		filename, d.Metadata.Name, proj.Name, toJSONString(proj.NodeSelector), strings.Join(outside, ", "), more)
+}
+
+func toJSONString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -172,7 +172,7 @@ func (f *abuseFleet) checkGoodAgents(t *testing.T) {
 	doc := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: web}\n" +
 		"spec:\n  mode: global\n  selector: {matchLabels: {role: good}}\n  container: {image: hello:v1}\n" +
 		"  update: {batchSize: 100%, minHealthyTime: 0s}\n"
-	if _, err := f.api.Apply(context.Background(), "web.yaml", []byte(doc)); err != nil {
+	if _, err := f.api.Apply(context.Background(), "web.yaml", "", []byte(doc)); err != nil {
 		t.Errorf("apply: %v", err)
 	}
 	for deadline := time.Now().Add(ackWithin); ; {

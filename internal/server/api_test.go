@@ -115,8 +115,8 @@ func TestAPIErrors(t *testing.T) {
 		status                          int
 		want                            string
 	}{
-		{"no token", "", "GET", "/v1/nodes", "", 401, "missing or invalid API token"},
-		{"wrong token", "dfa1-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbb", "GET", "/v1/nodes", "", 401, "missing or invalid API token"},
+		{"no token", "", "GET", "/v1/nodes", "", 401, "missing or invalid credential"},
+		{"wrong token", "dfa1-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbb", "GET", "/v1/nodes", "", 401, "missing or invalid credential"},
 		{"health needs no token", "", "GET", "/v1/health", "", 200, ""},
 		{"unknown endpoint", tok, "GET", "/v1/nope", "", 404, "no API endpoint GET /v1/nope"},
 		{"unknown node", tok, "GET", "/v1/nodes/ghost", "", 404, `no node with ID or name "ghost"`},

@@ -44,7 +44,7 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 	// does not.
 	for i := range 3 {
 		doc := bigEnvSpec(fmt.Sprintf("big-%d", i), 15, 60<<10, "x")
-		if _, err := f.api.Apply(ctx, "big.yaml", []byte(doc)); err != nil {
+		if _, err := f.api.Apply(ctx, "big.yaml", "", []byte(doc)); err != nil {
 			t.Fatalf("applying big-%d, which fits: %v", i, err)
 		}
 	}
@@ -58,7 +58,7 @@ func TestApplyRefusesWhatAgentsCannotReceive(t *testing.T) {
 		{"escaped", bigEnvSpec("escaped", 15, 60<<10, "<"),
 			[]string{"big.yaml: deployment escaped: spec.container is", fmt.Sprintf("at most %d are allowed", restapi.MaxContainerSpec)}},
 	} {
-		_, err := f.api.Apply(ctx, "big.yaml", []byte(tt.doc))
+		_, err := f.api.Apply(ctx, "big.yaml", "", []byte(tt.doc))
 		var he *client.APIError
 		if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest {
 			t.Errorf("applying %s: %v; want a 400", tt.name, err)

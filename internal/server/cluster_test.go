@@ -205,7 +205,7 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 		})
 	}
 	for i, r := range reps {
-		if _, err := r.Client.Apply(ctx, "web.yaml", []byte(webSpec(i+1))); err != nil {
+		if _, err := r.Client.Apply(ctx, "web.yaml", "", []byte(webSpec(i+1))); err != nil {
 			t.Fatalf("apply through replica %d: %v", i, err)
 		}
 		want(i + 1)
@@ -297,7 +297,7 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reps[1].Client.Apply(ctx, "web.yaml", []byte(webSpec(9))); err != nil {
+	if _, err := reps[1].Client.Apply(ctx, "web.yaml", "", []byte(webSpec(9))); err != nil {
 		t.Fatal(err)
 	}
 	want(9)

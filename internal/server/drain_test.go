@@ -131,7 +131,7 @@ func TestDrainMovesReplicatedThenGlobal(t *testing.T) {
 		"  update: {minHealthyTime: 0s, maxUnavailable: 1}\n" +
 		"---\napiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: agent}\n" +
 		"spec:\n  container: {image: hello:v1}\n  update: {minHealthyTime: 0s}\n"
-	if _, err := f.api.Apply(ctx, "drain.yaml", []byte(docs)); err != nil {
+	if _, err := f.api.Apply(ctx, "drain.yaml", "", []byte(docs)); err != nil {
 		t.Fatal(err)
 	}
 	running := func(on map[string][]api.Instance, want int) bool {
@@ -181,7 +181,7 @@ func TestDrainMovesReplicatedThenGlobal(t *testing.T) {
 	// gets none of it.
 	more := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: more}\n" +
 		"spec:\n  container: {image: hello:v1}\n"
-	if _, err := f.api.Apply(ctx, "more.yaml", []byte(more)); err != nil {
+	if _, err := f.api.Apply(ctx, "more.yaml", "", []byte(more)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the new global deployment on the other nodes", func() bool { return count(instancesOn(t, f.api, "more")) == 2 })
@@ -249,7 +249,7 @@ func TestCordonKeepsInstances(t *testing.T) {
 	f.reportingNode(t, "b")
 	doc := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: agent}\n" +
 		"spec:\n  container: {image: hello:v1}\n"
-	if _, err := f.api.Apply(ctx, "agent.yaml", []byte(doc)); err != nil {
+	if _, err := f.api.Apply(ctx, "agent.yaml", "", []byte(doc)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "an instance on each node", func() bool { return count(instancesOn(t, f.api, "agent")) == 2 })
@@ -258,7 +258,7 @@ func TestCordonKeepsInstances(t *testing.T) {
 	}
 	f.reportingNode(t, "c")
 	doc2 := strings.Replace(doc, "name: agent", "name: second", 1)
-	if _, err := f.api.Apply(ctx, "second.yaml", []byte(doc2)); err != nil {
+	if _, err := f.api.Apply(ctx, "second.yaml", "", []byte(doc2)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the second deployment on b and c", func() bool { return count(instancesOn(t, f.api, "second")) == 2 })

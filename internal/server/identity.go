@@ -12,7 +12,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/authz"
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/seal"
@@ -46,8 +49,8 @@ const keyFileDoc = "docs/operations.md#key-file"
 type sealedStore interface {
 	PutSealedIfAbsent(ctx context.Context, sec store.Sealed) (store.Sealed, bool, error)
 	GetSealed(ctx context.Context, name string) (store.Sealed, error)
-	CreateAPIToken(ctx context.Context, id, name, secretHash string) error
-	APITokenHash(ctx context.Context, id string) (string, error)
+	CreateAPIToken(ctx context.Context, t api.APIToken, secretHash string) error
+	GetAPIToken(ctx context.Context, id string) (api.APIToken, string, error)
 }
 
 // identity opens the key file and the CA at start. A replica that cannot
@@ -271,10 +274,11 @@ func (id *identity) adminToken(ctx context.Context, tokPath string) (string, err
 	}
 	// Created by the first replica, or by an older server; a crash
 	// between sealing and here leaves it to the next start.
-	err = id.st.CreateAPIToken(ctx, tid, "admin", pki.HashSecret(secret))
+	err = id.st.CreateAPIToken(ctx, api.APIToken{ID: tid, Name: "admin", Kind: api.TokenBootstrap, Role: authz.Admin,
+		Project: authz.AllProjects, CreatedAt: time.Now().UTC()}, pki.HashSecret(secret))
 	if errors.Is(err, store.ErrExists) {
 		var hash string
-		if hash, err = id.st.APITokenHash(ctx, tid); err == nil && !pki.SecretMatches(secret, hash) {
+		if _, hash, err = id.st.GetAPIToken(ctx, tid); err == nil && !pki.SecretMatches(secret, hash) {
 			err = fmt.Errorf("API token %s is in the store with another secret than the sealed admin token's", tid)
 		}
 	}
@@ -303,7 +307,7 @@ func (id *identity) validToken(ctx context.Context, tok string) bool {
 	if err != nil {
 		return false
 	}
-	hash, err := id.st.APITokenHash(ctx, tid)
+	_, hash, err := id.st.GetAPIToken(ctx, tid)
 	return err == nil && pki.SecretMatches(secret, hash)
 }
 

@@ -166,7 +166,7 @@ func TestRevokedNodesInstancesMove(t *testing.T) {
 	f.waitReady(t, r, "pool-", 2)
 	doc := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: one}\n" +
 		"spec:\n  mode: replicated\n  replicas: 1\n  selector: {matchLabels: {role: pool}}\n  container: {image: hello:v1}\n"
-	if _, err := f.api.Apply(ctx, "one.yaml", []byte(doc)); err != nil {
+	if _, err := f.api.Apply(ctx, "one.yaml", "", []byte(doc)); err != nil {
 		t.Fatal(err)
 	}
 	on := func() []string {
@@ -459,7 +459,7 @@ func (f *abuseFleet) twoNodesOneInstanceEach(t *testing.T) (stream agentproto.Ag
 	f.identity(t, f.token, "b", labels)
 	doc := "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: both}\n" +
 		"spec:\n  selector: {matchLabels: {role: x}}\n  container: {image: hello:v1}\n"
-	if _, err := f.api.Apply(ctx, "both.yaml", []byte(doc)); err != nil {
+	if _, err := f.api.Apply(ctx, "both.yaml", "", []byte(doc)); err != nil {
 		t.Fatal(err)
 	}
 	byNode = map[string]api.Instance{}

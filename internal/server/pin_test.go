@@ -150,7 +150,7 @@ func TestNodeCannotChooseTheFleetImage(t *testing.T) {
 	// No wait for health: the rollout ends as soon as both nodes run
 	// their instances, and nodes that join later get revision 1 at once.
 	const fast = "  update: {minHealthyTime: 0s}\n"
-	resp, err := f.api.Apply(ctx, "web.yaml", []byte(webSpec(unreachableImage, fast)))
+	resp, err := f.api.Apply(ctx, "web.yaml", "", []byte(webSpec(unreachableImage, fast)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestNodeCannotChooseTheFleetImage(t *testing.T) {
 	}
 
 	// Undo carries the pin, and who made it, to the new revision.
-	if _, err := f.api.Apply(ctx, "web.yaml", []byte(webSpec(unreachableImage, fast+"  replicas: 2\n  mode: replicated\n"))); err != nil {
+	if _, err := f.api.Apply(ctx, "web.yaml", "", []byte(webSpec(unreachableImage, fast+"  replicas: 2\n  mode: replicated\n"))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.api.Undo(ctx, api.DefaultProject, "web", 1); err != nil {
@@ -292,7 +292,7 @@ spec:
   imagePolicy: pinFromNodes
 ---
 `
-			_, err := f.api.Apply(ctx, "web.yaml", []byte(first+tt.spec))
+			_, err := f.api.Apply(ctx, "web.yaml", "", []byte(first+tt.spec))
 			var ae *client.APIError
 			if !errors.As(err, &ae) || ae.StatusCode != http.StatusBadRequest {
 				t.Fatalf("apply: got %v; want 400", err)
@@ -315,13 +315,13 @@ spec:
 	// warning, whatever the server's default. The real resolver, which
 	// this fleet's registries (all local) must not hear from under unpinned.
 	f := startAbuseFleet(t, Config{ImagePolicy: spec.ImagePolicyResolveOnServer, Resolve: registry.Resolve})
-	resp, err := f.api.Apply(context.Background(), "web.yaml", []byte(webSpec(unreachableImage, "  imagePolicy: pinFromNodes\n")))
+	resp, err := f.api.Apply(context.Background(), "web.yaml", "", []byte(webSpec(unreachableImage, "  imagePolicy: pinFromNodes\n")))
 	if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != api.ActionCreated || len(resp.Results[0].Warnings) != 1 {
 		t.Errorf("apply with imagePolicy pinFromNodes: got %+v, %v; want created with a warning", resp, err)
 	}
 	// An image built on the nodes, under unpinned: no registry is asked.
 	local, asked := registryStandIn(t, http.StatusUnauthorized, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-	resp, err = f.api.Apply(context.Background(), "local.yaml", []byte(strings.Replace(webSpec(local+"/shop/web:dev", "  imagePolicy: unpinned\n"), "name: web", "name: local", 1)))
+	resp, err = f.api.Apply(context.Background(), "local.yaml", "", []byte(strings.Replace(webSpec(local+"/shop/web:dev", "  imagePolicy: unpinned\n"), "name: web", "name: local", 1)))
 	if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != api.ActionCreated || len(resp.Results[0].Warnings) != 0 || asked.Load() != 0 {
 		t.Errorf("apply with imagePolicy unpinned: got %+v, %v, %d registry requests; want created, no warning, no request", resp, err, asked.Load())
 	}
@@ -333,7 +333,7 @@ spec:
 func TestStoredPinIsChecked(t *testing.T) {
 	f := startAbuseFleet(t, Config{})
 	ctx := context.Background()
-	if _, err := f.api.Apply(ctx, "web.yaml", []byte(webSpec(unreachableImage, ""))); err != nil {
+	if _, err := f.api.Apply(ctx, "web.yaml", "", []byte(webSpec(unreachableImage, ""))); err != nil {
 		t.Fatal(err)
 	}
 	// A pin a node chose before reports were checked.
@@ -385,7 +385,7 @@ func TestResolveOnServerTakesNoPinFromNodes(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("apply under pinFromNodes", func(t *testing.T) {
 		f := startAbuseFleet(t, Config{DataDir: dir})
-		if _, err := f.api.Apply(context.Background(), "web.yaml", []byte(webSpec(unreachableImage, ""))); err != nil {
+		if _, err := f.api.Apply(context.Background(), "web.yaml", "", []byte(webSpec(unreachableImage, ""))); err != nil {
 			t.Fatal(err)
 		}
 	})

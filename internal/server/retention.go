@@ -45,8 +45,13 @@ func (s *Server) prune(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("pruning old events; retrying later", "err", err)
 	}
-	if revs+evs > 0 {
-		s.log.Info("pruned history", "revisions", revs, "events", evs,
+	// Expired sessions and API tokens are refused already; their rows go.
+	toks, err := s.store.PruneAPITokens(ctx, time.Now())
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("pruning expired API tokens; retrying later", "err", err)
+	}
+	if revs+evs+toks > 0 {
+		s.log.Info("pruned history", "revisions", revs, "events", evs, "expired_tokens", toks,
 			"revision_history", s.cfg.RevisionHistory, "event_retention", s.cfg.EventRetention, "max_events", s.cfg.MaxEvents)
 	}
 }

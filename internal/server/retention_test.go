@@ -28,7 +28,7 @@ func TestHistoryIsPruned(t *testing.T) {
 		doc := fmt.Sprintf("apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  container: {image: hello:v1, args: [%d]}\n", i)
 		// A rollout step may come between the apply's read and write: 409.
 		for try := 0; ; try++ {
-			_, err := f.api.Apply(ctx, "web.yaml", []byte(doc))
+			_, err := f.api.Apply(ctx, "web.yaml", "", []byte(doc))
 			var ae *client.APIError
 			if errors.As(err, &ae) && ae.StatusCode == http.StatusConflict && try < 10 {
 				continue

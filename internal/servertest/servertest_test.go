@@ -36,7 +36,7 @@ func TestStart(t *testing.T) {
 	// resolveOnServer refuses an image whose registry gives no answer,
 	// and the fixture's registry never answers.
 	const web = "apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  container: {image: hello:v1}\n"
-	if _, err := f.Client.Apply(ctx, "web.yaml", []byte(web)); err == nil {
+	if _, err := f.Client.Apply(ctx, "web.yaml", "", []byte(web)); err == nil {
 		t.Error("apply with resolveOnServer and no registry: got no error; want a refusal")
 	}
 	select {

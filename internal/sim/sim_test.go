@@ -138,7 +138,7 @@ func (ts *testServer) readyNodes(t *testing.T, r *running, n int) []api.Node {
 
 func (ts *testServer) apply(t *testing.T, doc string) {
 	t.Helper()
-	if _, err := ts.Client.Apply(context.Background(), "sim.yaml", []byte(doc)); err != nil {
+	if _, err := ts.Client.Apply(context.Background(), "sim.yaml", "", []byte(doc)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -36,4 +37,17 @@ func (l ErrorList) Error() string {
 		lines[i] = e.Error()
 	}
 	return strings.Join(lines, "\n")
+}
+
+// plain is l as one error without file and line (for values that came
+// from no file), nil if l is empty.
+func (l ErrorList) plain() error {
+	if len(l) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(l))
+	for i, e := range l {
+		msgs[i] = e.Path + ": " + e.Msg
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }

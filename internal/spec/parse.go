@@ -22,6 +22,13 @@ import (
 // The error, when there is one, is an ErrorList with every problem of every
 // document, and the deployments are nil: a file is applied whole or not at all.
 func Parse(filename string, data []byte) ([]Deployment, error) {
+	return ParseIn(filename, data, "")
+}
+
+// ParseIn is Parse for an apply to one project (the CLI's --project): a
+// document naming no project is in it, and one naming another is an error.
+// An empty project is Parse's default.
+func ParseIn(filename string, data []byte, project string) ([]Deployment, error) {
 	if e, bad := checkText(filename, data); bad {
 		return nil, ErrorList{e}
 	}
@@ -48,6 +55,14 @@ func Parse(filename string, data []byte) ([]Deployment, error) {
 		d := newDocument(filename, n.Content[0])
 		dep, ok := d.deployment(n.Content[0])
 		if ok {
+			switch p := dep.Metadata.Project; {
+			case project == "" || p == project:
+			case p == "":
+				dep.Metadata.Project = project
+			default:
+				d.errorf("metadata.project", "the deployment is in project %s, but this apply is to project %s (--project); drop one of the two",
+					quote(p), quote(project))
+			}
 			d.applyDefaults(&dep)
 			d.validate(&dep)
 			if len(d.errs) == 0 {

@@ -435,3 +435,19 @@ func (d *document) named(p, name string, v Duration) string {
 	}
 	return "default " + name + " " + v.String()
 }
+
+// ValidateName says what is wrong with a name of the kind deployments and
+// projects have; what names it (such as "project") starts the message.
+func ValidateName(what, name string) error {
+	d := &document{}
+	d.checkName(what, name)
+	return d.errs.plain()
+}
+
+// ValidateSelector says what is wrong with a node selector given outside
+// a spec (a project's); what names it.
+func ValidateSelector(what string, s Selector) error {
+	d := &document{}
+	d.checkSelector(what, s)
+	return d.errs.plain()
+}

@@ -17,8 +17,9 @@ type TableCount struct {
 }
 
 // seeded are the tables a new store's migrations fill (state_seq's one
-// row): a copy replaces their rows rather than finding the store not empty.
-var seeded = map[string]bool{"state_seq": true}
+// row, the audit log's head, the default project): a copy replaces their
+// rows rather than finding the store not empty.
+var seeded = map[string]bool{"state_seq": true, "audit_head": true, "projects": true}
 
 // copyBatch is how many rows one INSERT of a copy carries.
 const copyBatch = 100

@@ -26,7 +26,7 @@ func fill(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
-	must(s.CreateAPIToken(ctx, "admin", "admin", "hash-admin"))
+	must(s.CreateAPIToken(ctx, api.APIToken{ID: "admin", Name: "admin", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "hash-admin"))
 	must(s.CreateEnrollToken(ctx, api.EnrollToken{ID: "tok", Labels: map[string]string{"role": "web"}, MaxUses: 5, ExpiresAt: now.Add(time.Hour),
 		CreatedAt: now, AgentLabels: []string{"zone"}}, "hash-tok"))
 	for _, name := range []string{"edge-1", "edge-2", "edge-3"} {
@@ -72,7 +72,7 @@ func read(t *testing.T, s store.Store) snapshot {
 	var sn snapshot
 	var err error
 	errs := []error{}
-	sn.AdminHash, err = s.APITokenHash(ctx, "admin")
+	_, sn.AdminHash, err = s.GetAPIToken(ctx, "admin")
 	errs = append(errs, err)
 	sn.Tokens, err = s.ListEnrollTokens(ctx)
 	errs = append(errs, err)

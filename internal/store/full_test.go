@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dockfleet/dockfleet/internal/api"
 )
 
 // TestIsFull fills the store (SQLite's max_page_count stands in for a full
@@ -18,7 +20,7 @@ func TestIsFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.CreateAPIToken(ctx, "before", "before", "hash"); err != nil {
+	if err := s.CreateAPIToken(ctx, api.APIToken{ID: "before", Name: "before", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "hash"); err != nil {
 		t.Fatal(err)
 	}
 	var pages int
@@ -28,11 +30,11 @@ func TestIsFull(t *testing.T) {
 	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
 		t.Fatal(err)
 	}
-	err = s.CreateAPIToken(ctx, "big", strings.Repeat("x", 1<<20), "hash")
+	err = s.CreateAPIToken(ctx, api.APIToken{ID: "big", Name: strings.Repeat("x", 1<<20), Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "hash")
 	if !IsFull(err) {
 		t.Fatalf("a write to a full store: %v; want an error IsFull recognizes", err)
 	}
-	if IsFull(s.CreateAPIToken(ctx, "before", "again", "hash")) || IsFull(ErrNotFound) || IsFull(nil) {
+	if IsFull(s.CreateAPIToken(ctx, api.APIToken{ID: "before", Name: "again", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "hash")) || IsFull(ErrNotFound) || IsFull(nil) {
 		t.Error("IsFull took another error for a full disk")
 	}
 }

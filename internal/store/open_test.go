@@ -14,6 +14,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/pgtest"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
@@ -63,7 +64,7 @@ func TestOpenEngines(t *testing.T) {
 			if !tt.want(s) {
 				t.Errorf("Open(%q) = %T; want the engine it names", tt.url, s)
 			}
-			err = s.CreateAPIToken(ctx, "a", "admin", "h")
+			err = s.CreateAPIToken(ctx, api.APIToken{ID: "a", Name: "admin", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "h")
 			s.Close()
 			if err != nil {
 				t.Fatal(err)
@@ -73,7 +74,7 @@ func TestOpenEngines(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if h, err := s.APITokenHash(ctx, "a"); err != nil || h != "h" {
+			if _, h, err := s.GetAPIToken(ctx, "a"); err != nil || h != "h" {
 				t.Errorf("after reopening: %q, %v; want h", h, err)
 			}
 		})
@@ -189,7 +190,7 @@ func TestOpenPostgresTogether(t *testing.T) {
 		go func() {
 			s, err := store.OpenPostgres(context.Background(), dsn)
 			if err == nil {
-				err = s.CreateAPIToken(context.Background(), fmt.Sprint(time.Now().UnixNano(), rand.Int()), "x", "h")
+				err = s.CreateAPIToken(context.Background(), api.APIToken{ID: fmt.Sprint(time.Now().UnixNano(), rand.Int()), Name: "x", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "h")
 				s.Close()
 			}
 			errs <- err

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/store"
 	"github.com/dockfleet/dockfleet/internal/store/storetest"
 )
@@ -28,12 +29,12 @@ func TestSQLite(t *testing.T) {
 func TestSQLiteReopenKeepsData(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := openSQLite(t, path)
-	if err := s.CreateAPIToken(context.Background(), "a", "admin", "h"); err != nil {
+	if err := s.CreateAPIToken(context.Background(), api.APIToken{ID: "a", Name: "admin", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "h"); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	s2 := openSQLite(t, path) // migrations run again and must be a no-op
-	if h, err := s2.APITokenHash(context.Background(), "a"); err != nil || h != "h" {
+	if _, h, err := s2.GetAPIToken(context.Background(), "a"); err != nil || h != "h" {
 		t.Errorf("after reopen: %q, %v; want h", h, err)
 	}
 }

@@ -129,9 +129,22 @@ type dbtx struct {
 		PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 	}
 	d *dialect
+	// wrote, in a transaction, records that it executed a statement (a
+	// write): only then does it write its request's audit record. Outside
+	// one it is nil.
+	wrote *bool
 }
 
+// errAuditedAutocommit is a bug: a write of an API request made outside a
+// transaction, where its audit record cannot go with it.
+var errAuditedAutocommit = errors.New("store: an audited write outside a transaction")
+
 func (x dbtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if x.wrote != nil {
+		*x.wrote = true
+	} else if AuditOf(ctx) != nil {
+		return nil, errAuditedAutocommit
+	}
 	return x.r.ExecContext(ctx, x.d.bind(query), args...)
 }
 
@@ -251,7 +264,8 @@ func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, opts *sql.TxOptions, f f
 	if err != nil {
 		return err
 	}
-	x := dbtx{r: tx, d: s.d}
+	wrote := false
+	x := dbtx{r: tx, d: s.d, wrote: &wrote}
 	// The fence is checked last, in the transaction: f's first statement
 	// may need to come first (serialize), and the check holds until the
 	// commit either way.
@@ -263,7 +277,24 @@ func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, opts *sql.TxOptions, f f
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	e := AuditOf(ctx)
+	audited := e != nil && wrote
+	if audited {
+		if err := appendAudit(ctx, x, e.Record(auditResultOK)); err != nil {
+			tx.Rollback()
+			if isRetryable(err) {
+				return err
+			}
+			return fmt.Errorf("%w: %w", ErrAuditUnavailable, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if audited {
+		e.commit()
+	}
+	return nil
 }
 
 func nanos(t time.Time) int64 {
@@ -329,36 +360,20 @@ func pgCode(err error) string {
 	}
 	return ""
 }
-func (s *sqlStore) CreateAPIToken(ctx context.Context, id, name, secretHash string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO api_tokens (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)`,
-		id, name, secretHash, nanos(time.Now()))
-	if isUnique(err) {
-		return fmt.Errorf("api token %s: %w", id, ErrExists)
-	}
-	return err
-}
-
-func (s *sqlStore) APITokenHash(ctx context.Context, id string) (string, error) {
-	var h string
-	err := s.db.QueryRowContext(ctx, `SELECT secret_hash FROM api_tokens WHERE id = ?`, id).Scan(&h)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("api token %s: %w", id, ErrNotFound)
-	}
-	return h, err
-}
-
 func (s *sqlStore) CreateEnrollToken(ctx context.Context, t api.EnrollToken, secretHash string) error {
 	agentLabels := t.AgentLabels
 	if agentLabels == nil {
 		agentLabels = []string{}
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at, node, agent_labels)
+	return s.tx(ctx, func(tx dbtx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO enroll_tokens (id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at, node, agent_labels)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, secretHash, toJSON(t.Labels), nanos(t.ExpiresAt), t.MaxUses, t.Uses, boolInt(t.Revoked), nanos(t.CreatedAt), t.Node, toJSON(agentLabels))
-	if isUnique(err) {
-		return fmt.Errorf("enrollment token %s: %w", t.ID, ErrExists)
-	}
-	return err
+			t.ID, secretHash, toJSON(t.Labels), nanos(t.ExpiresAt), t.MaxUses, t.Uses, boolInt(t.Revoked), nanos(t.CreatedAt), t.Node, toJSON(agentLabels))
+		if isUnique(err) {
+			return fmt.Errorf("enrollment token %s: %w", t.ID, ErrExists)
+		}
+		return err
+	})
 }
 
 const enrollTokenCols = `id, secret_hash, labels, expires_at, max_uses, uses, revoked, created_at, node, agent_labels`
@@ -403,14 +418,16 @@ func (s *sqlStore) ListEnrollTokens(ctx context.Context) ([]api.EnrollToken, err
 }
 
 func (s *sqlStore) RevokeEnrollToken(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE enroll_tokens SET revoked = 1 WHERE id = ?`, id)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("enrollment token %s: %w", id, ErrNotFound)
-	}
-	return nil
+	return s.tx(ctx, func(tx dbtx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET revoked = 1 WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("enrollment token %s: %w", id, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 func (s *sqlStore) Enroll(ctx context.Context, tokenID string, check func(api.EnrollToken, string, *api.Node) error, n api.Node) (api.Node, error) {
@@ -525,16 +542,27 @@ func (s *sqlStore) ListNodes(ctx context.Context) ([]api.Node, error) {
 }
 
 func (s *sqlStore) UpdateNode(ctx context.Context, n api.Node) (api.Node, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET name = ?, labels = ?, state = ?, last_seen = ?, error = ?, facts = ?, usage = ?, version = version + 1
+	// A write that matched no row is rolled back, so that it leaves no
+	// audit record of a change that was not made.
+	errNoRow := errors.New("no row")
+	err := s.tx(ctx, func(tx dbtx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, labels = ?, state = ?, last_seen = ?, error = ?, facts = ?, usage = ?, version = version + 1
 		WHERE id = ? AND version = ?`,
-		n.Name, toJSON(n.Labels), n.State, nanos(n.LastSeen), n.Error, toJSON(n.Facts), toJSON(n.Usage), n.ID, n.Version)
+			n.Name, toJSON(n.Labels), n.State, nanos(n.LastSeen), n.Error, toJSON(n.Facts), toJSON(n.Usage), n.ID, n.Version)
+		if err == nil {
+			if k, _ := res.RowsAffected(); k == 0 {
+				return errNoRow
+			}
+		}
+		return err
+	})
 	if isUnique(err) {
 		return n, fmt.Errorf("node %q: %w", n.Name, ErrExists)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errNoRow) {
 		return n, err
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
+	if err != nil {
 		if _, err := s.GetNode(ctx, n.ID); err != nil {
 			return n, err
 		}

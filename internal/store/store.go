@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/audit"
 )
 
 // Errors every backend returns, matched with errors.Is.
@@ -34,10 +35,7 @@ type Store interface {
 	Close() error
 	StateSeqs
 
-	// CreateAPIToken stores a REST API bearer token by the hash of its secret.
-	CreateAPIToken(ctx context.Context, id, name, secretHash string) error
-	// APITokenHash returns the secret hash of API token id.
-	APITokenHash(ctx context.Context, id string) (string, error)
+	Auth
 
 	CreateEnrollToken(ctx context.Context, t api.EnrollToken, secretHash string) error
 	ListEnrollTokens(ctx context.Context) ([]api.EnrollToken, error)
@@ -165,6 +163,41 @@ type Store interface {
 	PutSealedIfAbsent(ctx context.Context, sec Sealed) (Sealed, bool, error)
 	// GetSealed returns the sealed secret name; ErrNotFound if there is none.
 	GetSealed(ctx context.Context, name string) (Sealed, error)
+}
+
+// Auth is who may do what (users, API tokens and sessions, roles,
+// bindings, projects) and the audit log of what they did. Every write of
+// an API request writes the request's audit record (WithAudit) in its
+// transaction.
+type Auth interface {
+	CreateAPIToken(ctx context.Context, t api.APIToken, secretHash string) error
+	GetAPIToken(ctx context.Context, id string) (api.APIToken, string, error)
+	ListAPITokens(ctx context.Context, kind string) ([]api.APIToken, error)
+	DeleteAPIToken(ctx context.Context, id string) error
+	PruneAPITokens(ctx context.Context, before time.Time) (int64, error)
+
+	CreateUser(ctx context.Context, u api.User, passwordHash string) error
+	GetUser(ctx context.Context, name string) (api.User, string, error)
+	ListUsers(ctx context.Context) ([]api.User, error)
+	UpdateUser(ctx context.Context, name string, passwordHash *string, disabled *bool) (api.User, error)
+	DeleteUser(ctx context.Context, name string) error
+
+	PutRole(ctx context.Context, r api.Role, update bool) error
+	GetRole(ctx context.Context, name string) (api.Role, error)
+	ListRoles(ctx context.Context) ([]api.Role, error)
+	DeleteRole(ctx context.Context, name string) error
+	CreateBinding(ctx context.Context, b api.Binding) error
+	ListBindings(ctx context.Context, subjects []string) ([]api.Binding, error)
+	DeleteBinding(ctx context.Context, id string) error
+
+	CreateProject(ctx context.Context, p api.Project) error
+	GetProject(ctx context.Context, name string) (api.Project, error)
+	ListProjects(ctx context.Context) ([]api.Project, error)
+	DeleteProject(ctx context.Context, name string) error
+
+	AppendAudit(ctx context.Context, r api.AuditRecord) error
+	ListAudit(ctx context.Context, f AuditFilter) ([]api.AuditRecord, error)
+	AuditHead(ctx context.Context) (audit.Head, error)
 }
 
 // RevokedNode is a node identity the agent endpoint refuses.

@@ -22,6 +22,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		f    func(t *testing.T, s store.Store)
 	}{
 		{"APITokens", testAPITokens},
+		{"UsersAndTokens", testUsersAndTokens},
+		{"RolesBindingsProjects", testRolesBindingsProjects},
+		{"AuditChain", testAuditChain},
 		{"EnrollTokens", testEnrollTokens},
 		{"EnrollUseLimitUnderConcurrency", testEnrollConcurrent},
 		{"EnrollRetried", testEnrollRetried},
@@ -61,17 +64,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 var ctx = context.Background()
 
 func testAPITokens(t *testing.T, s store.Store) {
-	if err := s.CreateAPIToken(ctx, "a1", "admin", "hash1"); err != nil {
+	if err := s.CreateAPIToken(ctx, api.APIToken{ID: "a1", Name: "admin", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "hash1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateAPIToken(ctx, "a1", "admin", "hash2"); !errors.Is(err, store.ErrExists) {
+	if err := s.CreateAPIToken(ctx, api.APIToken{ID: "a1", Name: "admin", Kind: api.TokenBootstrap, Role: "admin", Project: "*"}, "hash2"); !errors.Is(err, store.ErrExists) {
 		t.Errorf("second create: got %v; want ErrExists", err)
 	}
-	h, err := s.APITokenHash(ctx, "a1")
+	_, h, err := s.GetAPIToken(ctx, "a1")
 	if err != nil || h != "hash1" {
 		t.Errorf("APITokenHash = %q, %v; want hash1", h, err)
 	}
-	if _, err := s.APITokenHash(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := s.GetAPIToken(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown token: got %v; want ErrNotFound", err)
 	}
 }
