@@ -296,3 +296,58 @@ func TestRunStartsWithAFullStatusQueue(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// A project's node selector holds at placement: a global deployment of a
+// project runs on the project's nodes alone, whatever its own selector,
+// including nodes labelled into or out of the project after the apply.
+func TestPlacementKeepsToTheProjectsNodes(t *testing.T) {
+	w := newWorld(t, "n1", "n2")
+	label := func(id, team string) {
+		n, err := w.st.GetNode(w.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Labels = map[string]string{"team": team}
+		if _, err := w.st.UpdateNode(w.ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label("n1", "a")
+	label("n2", "b")
+	if err := w.st.CreateProject(w.ctx, api.Project{Name: "alpha", NodeSelector: spec.Selector{MatchLabels: map[string]string{"team": "a"}}, CreatedAt: w.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := spec.Parse("web.yaml", []byte("apiVersion: dockfleet.io/v1\nkind: Deployment\nmetadata: {name: web, project: alpha}\nspec:\n  mode: global\n  container: {image: hello:v1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := w.clock.Now()
+	d := api.Deployment{Project: "alpha", Name: "web", Spec: ds[0], Revision: 1, CreatedAt: now, UpdatedAt: now}
+	rev := api.Revision{Project: "alpha", Deployment: "web", Number: 1, Spec: ds[0], Cause: "apply", CreatedAt: now}
+	ro := api.Rollout{ID: NewID(), Project: "alpha", Deployment: "web", To: 1, State: api.RolloutRunning, CreatedAt: now, UpdatedAt: now}
+	if _, err := w.st.ApplyRevision(w.ctx, d, rev, ro, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.c.Need(ReloadAll)
+	w.pass()
+	placed := func() map[string]int {
+		insts, err := w.st.ListInstances(w.ctx, store.InstanceFilter{Project: "alpha"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]int{}
+		for _, in := range insts {
+			m[in.NodeID]++
+		}
+		return m
+	}
+	if got := placed(); got["n1"] != 1 || got["n2"] != 0 {
+		t.Errorf("instances by node %v; want one on n1 (team a) and none on n2", got)
+	}
+	label("n2", "a")
+	w.c.Need(ReloadNodes | Place)
+	w.pass()
+	if got := placed(); got["n2"] != 1 {
+		t.Errorf("after n2 joined the project's nodes: %v; want an instance on n2", got)
+	}
+}

@@ -58,7 +58,14 @@ func (c *Controller) place(ctx context.Context, mark func(nodeID string)) error 
 				pex = append(pex, c.placementInstance(in, ready[in.NodeID]))
 			}
 		}
-		plan := placement.Place(d.Spec.Spec, pnodes, pex)
+		ds := d.Spec.Spec
+		if sel, ok := v.projectNodes[d.Project]; ok {
+			// Apply refused a selector reaching beyond the project's
+			// nodes when it was applied; nodes labelled since are held
+			// to the project's selector here.
+			ds.Selector = ds.Selector.And(sel)
+		}
+		plan := placement.Place(ds, pnodes, pex)
 		// New instances start on the stable revision (nothing, before the
 		// first rollout completed); rollouts alone move instances forward.
 		for _, nodeID := range plan.Add {

@@ -26,8 +26,11 @@ import (
 type view struct {
 	nodes map[string]api.Node
 	deps  map[string]api.Deployment // by depKey
-	revs  revisionSet
-	insts map[string]*api.Instance
+	// projectNodes are the node selectors of the projects that have one:
+	// a deployment is placed on no node its project's selector leaves out.
+	projectNodes map[string]spec.Selector
+	revs         revisionSet
+	insts        map[string]*api.Instance
 	// byDep and byNode index insts by depKey and by node ID.
 	byDep  map[string]map[string]*api.Instance
 	byNode map[string]map[string]*api.Instance
@@ -77,6 +80,16 @@ func (v *view) reload(ctx context.Context, st store.Store, w Work, warn func(msg
 		revs, err := loadRevisions(ctx, st, deps, warn)
 		if err != nil {
 			return err
+		}
+		projects, err := st.ListProjects(ctx)
+		if err != nil {
+			return err
+		}
+		v.projectNodes = map[string]spec.Selector{}
+		for _, p := range projects {
+			if len(p.NodeSelector.MatchLabels)+len(p.NodeSelector.MatchExpressions) > 0 {
+				v.projectNodes[p.Name] = p.NodeSelector
+			}
 		}
 		clear(v.deps)
 		for _, d := range deps {

@@ -3,6 +3,7 @@ package spec
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -22,6 +23,16 @@ func (s Selector) Matches(labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// And returns the selector that selects what both s and o select.
+func (s Selector) And(o Selector) Selector {
+	out := Selector{MatchLabels: s.MatchLabels, MatchExpressions: slices.Clone(s.MatchExpressions)}
+	for _, k := range slices.Sorted(maps.Keys(o.MatchLabels)) {
+		out.MatchExpressions = append(out.MatchExpressions, Requirement{Key: k, Operator: OpIn, Values: []string{o.MatchLabels[k]}})
+	}
+	out.MatchExpressions = append(out.MatchExpressions, o.MatchExpressions...)
+	return out
 }
 
 // Matches reports whether labels satisfy r, as in Kubernetes: NotIn and

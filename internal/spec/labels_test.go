@@ -159,3 +159,25 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+func TestSelectorAnd(t *testing.T) {
+	dep := Selector{MatchLabels: map[string]string{"role": "web"}}
+	proj := Selector{MatchLabels: map[string]string{"team": "a"}, MatchExpressions: []Requirement{{Key: "zone", Operator: OpNotIn, Values: []string{"z9"}}}}
+	both := dep.And(proj)
+	for _, tt := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{map[string]string{"role": "web", "team": "a"}, true},
+		{map[string]string{"role": "web", "team": "b"}, false},
+		{map[string]string{"role": "db", "team": "a"}, false},
+		{map[string]string{"role": "web", "team": "a", "zone": "z9"}, false},
+	} {
+		if got := both.Matches(tt.labels); got != tt.want {
+			t.Errorf("%v: %v; want %v", tt.labels, got, tt.want)
+		}
+	}
+	if len(dep.MatchExpressions) != 0 {
+		t.Error("And changed its receiver")
+	}
+}
