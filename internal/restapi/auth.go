@@ -103,8 +103,11 @@ func (s *Handler) authenticate(r *http.Request) (credential, error) {
 		return credential{}, errNoCredential
 	}
 	if !t.ExpiresAt.IsZero() && !s.clock.Now().Before(t.ExpiresAt) {
-		if t.Kind == api.TokenSession {
+		switch t.Kind {
+		case api.TokenSession:
 			return credential{}, unauthorized{"your session expired: log in again with dockfleet login"}
+		case api.TokenBootstrap:
+			return credential{}, unauthorized{"the bootstrap admin token was revoked: log in with dockfleet login"}
 		}
 		return credential{}, unauthorized{fmt.Sprintf("API token %s expired at %s: make another with dockfleet apitoken create", t.ID, t.ExpiresAt.Format(time.RFC3339))}
 	}

@@ -285,8 +285,16 @@ func (id *identity) adminToken(ctx context.Context, tokPath string) (string, err
 	if err != nil {
 		return "", fmt.Errorf("storing the admin token: %w", err)
 	}
+	if t, _, err := id.st.GetAPIToken(ctx, tid); err == nil && !t.ExpiresAt.IsZero() {
+		// Revoked by an admin (docs/access.md): it stays so.
+		return "", errBootstrapRetired
+	}
 	return tok, nil
 }
+
+// errBootstrapRetired says the bootstrap admin token was revoked: no
+// start writes it again.
+var errBootstrapRetired = errors.New("the bootstrap admin token was revoked")
 
 // fileToken is the API token in the file at path if the store knows it,
 // else "".
@@ -327,7 +335,8 @@ func (s *Server) loadIdentity(ctx context.Context, st sealedStore) error {
 		return fmt.Errorf("loading CA: %w", err)
 	}
 	tok, err := id.adminToken(ctx, s.adminTok)
-	if err != nil {
+	retired := errors.Is(err, errBootstrapRetired)
+	if err != nil && !retired {
 		return err
 	}
 	hosts := append(serverHosts(), s.cfg.Hosts...)
@@ -335,7 +344,11 @@ func (s *Server) loadIdentity(ctx context.Context, st sealedStore) error {
 	if err != nil {
 		return fmt.Errorf("loading server certificate: %w", err)
 	}
-	if err := s.writeAdminToken(ctx, id, tok); err != nil {
+	if retired {
+		if err := os.Remove(s.adminTok); err == nil {
+			s.log.Info("the bootstrap admin token was revoked: removed admin.token", "file", s.adminTok)
+		}
+	} else if err := s.writeAdminToken(ctx, id, tok); err != nil {
 		return err
 	}
 	s.ca, s.cert, s.hosts = ca, pki.NewServerCert(cert), hosts

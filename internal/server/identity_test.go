@@ -21,6 +21,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/agent"
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/seal"
@@ -475,5 +476,54 @@ func toPreSealLayout(t *testing.T, dir string) {
 	}
 	if err := os.Remove(keyFile); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The bootstrap admin token, once revoked, stays revoked: a later start
+// neither makes it valid again nor writes it to admin.token.
+func TestRetiredBootstrapTokenStaysRetired(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	start := func() *servertest.Fixture {
+		return servertest.Start(t, func(cfg *server.Config) { cfg.DataDir = dir })
+	}
+	first := start()
+	boot := first.AdminToken
+	if _, err := first.Client.CreateUser(ctx, "alice", "a passphrase long enough"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Client.CreateBinding(ctx, api.Binding{Subject: "user:alice", Role: "admin", Project: "*"}); err != nil {
+		t.Fatal(err)
+	}
+	toks, err := first.Client.ListAPITokens(ctx, true)
+	if err != nil || len(toks) != 1 || toks[0].Kind != api.TokenBootstrap {
+		t.Fatalf("tokens %+v, %v; want the bootstrap token alone", toks, err)
+	}
+	if err := first.Client.RevokeAPIToken(ctx, toks[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Client.Whoami(ctx); !client.IsUnauthorized(err) || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("the revoked bootstrap token: %v; want 401 saying it was revoked", err)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	again := start()
+	if again.AdminToken != "" {
+		t.Error("a restart wrote admin.token again")
+	}
+	c, err := client.New(client.Config{Addr: again.Server.APIURL(), Token: boot, CACertFile: again.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Whoami(ctx); !client.IsUnauthorized(err) {
+		t.Errorf("the bootstrap token after a restart: %v; want 401", err)
+	}
+	l, err := c.Login(ctx, "alice", "a passphrase long enough")
+	if err != nil {
+		t.Fatalf("the admin it left behind cannot log in: %v", err)
+	}
+	if l.User != "alice" {
+		t.Errorf("login: %+v", l)
 	}
 }

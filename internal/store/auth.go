@@ -90,10 +90,19 @@ func (s *sqlStore) ListAPITokens(ctx context.Context, kind string) ([]api.APITok
 	return out, rows.Err()
 }
 
-// DeleteAPIToken deletes token id: it is refused from then on.
+// DeleteAPIToken deletes token id: it is refused from then on. The
+// bootstrap token is kept, expired since 1970, so that no later start of
+// a server makes it anew from the secret it sealed.
 func (s *sqlStore) DeleteAPIToken(ctx context.Context, id string) error {
 	return s.tx(ctx, func(tx dbtx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM api_tokens WHERE id = ?`, id)
+		res, err := tx.ExecContext(ctx, `UPDATE api_tokens SET expires_at = 1 WHERE id = ? AND kind = ?`, id, api.TokenBootstrap)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		res, err = tx.ExecContext(ctx, `DELETE FROM api_tokens WHERE id = ?`, id)
 		if err != nil {
 			return err
 		}
@@ -104,12 +113,12 @@ func (s *sqlStore) DeleteAPIToken(ctx context.Context, id string) error {
 	})
 }
 
-// PruneAPITokens deletes the tokens that expired before before, and
-// returns how many.
+// PruneAPITokens deletes the tokens that expired before before, but for
+// a revoked bootstrap token, and returns how many.
 func (s *sqlStore) PruneAPITokens(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx dbtx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM api_tokens WHERE expires_at <> 0 AND expires_at < ?`, nanos(before))
+		res, err := tx.ExecContext(ctx, `DELETE FROM api_tokens WHERE expires_at <> 0 AND expires_at < ? AND kind <> ?`, nanos(before), api.TokenBootstrap)
 		if err == nil {
 			n, _ = res.RowsAffected()
 		}

@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/servertest"
+)
+
+// A new user's first steps against a real server: an admin creates the
+// user and gives it a role; the user logs in, the session is kept in its
+// config dir for the commands that follow, the role holds, and logout
+// ends it. The audit log shows each step, whole.
+func TestLoginAndRoles(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	config := t.TempDir()
+	admin := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, envToken: srv.AdminToken}
+	user := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, "DOCKFLEET_CONFIG_DIR": config}
+	must := func(r result, what string) result {
+		t.Helper()
+		if r.code != exitOK {
+			t.Fatalf("%s: exit %d\n%s%s", what, r.code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	const pw = "a passphrase long enough"
+	must(runCLI(t, admin, pw+"\n", "user", "create", "alice", "--password-stdin"), "user create")
+	must(runCLI(t, admin, "", "binding", "create", "--user", "alice", "--role", "operator", "--project", "default"), "binding create")
+
+	if r := runCLI(t, user, "not the password\n", "login", "--user", "alice", "--password-stdin"); r.code != exitFailure || !strings.Contains(r.stderr, "wrong user name or password") {
+		t.Errorf("login with a wrong password: exit %d %s", r.code, r.stderr)
+	}
+	r := must(runCLI(t, user, pw+"\n", "login", "--user", "alice", "--password-stdin"), "login")
+	if !strings.Contains(r.stdout, "Logged in to "+srv.Client.Addr()+" as alice") {
+		t.Errorf("login said %q", r.stdout)
+	}
+	creds := filepath.Join(config, credentialsFile)
+	fi, err := os.Stat(creds)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v %v; want mode 0600", fi, err)
+	}
+	r = must(runCLI(t, user, "", "whoami"), "whoami")
+	if !strings.Contains(r.stdout, "user alice") || !strings.Contains(r.stdout, "operator") {
+		t.Errorf("whoami: %q", r.stdout)
+	}
+	must(runCLI(t, user, migrateSpec, "apply", "-f", "-"), "apply as an operator")
+	if r := runCLI(t, user, "", "project", "create", "staging"); r.code != exitFailure || !strings.Contains(r.stderr, "may not") {
+		t.Errorf("project create as an operator: exit %d %s; want a refusal", r.code, r.stderr)
+	}
+	if r := runCLI(t, user, migrateSpec, "apply", "-f", "-", "--project", "staging"); r.code != exitFailure || !strings.Contains(r.stderr, `project "staging" not found`) {
+		t.Errorf("apply to a project that does not exist: exit %d %s", r.code, r.stderr)
+	}
+	r = must(runCLI(t, user, "", "apitoken", "create", "ci", "--role", "viewer", "--project", "default"), "apitoken create")
+	ciToken := strings.TrimSpace(r.stdout)
+	ci := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, envToken: ciToken, "DOCKFLEET_CONFIG_DIR": t.TempDir()}
+	must(runCLI(t, ci, "", "get", "deployments"), "get deployments with the viewer token")
+	if r := runCLI(t, ci, "", "delete", "deployment", "web"); r.code != exitFailure || !strings.Contains(r.stderr, "deployments:delete") {
+		t.Errorf("delete with a viewer token: exit %d %s", r.code, r.stderr)
+	}
+
+	must(runCLI(t, user, "", "logout"), "logout")
+	var saved sessions
+	b, _ := os.ReadFile(creds)
+	if err := json.Unmarshal(b, &saved); err != nil || len(saved.Servers) != 0 {
+		t.Errorf("credentials after logout: %s %v; want no session", b, err)
+	}
+	if r := runCLI(t, user, "", "whoami"); r.code != exitFailure || !strings.Contains(r.stderr, "dockfleet login") {
+		t.Errorf("whoami after logout: exit %d %s; want a 401 with the login hint", r.code, r.stderr)
+	}
+
+	r = must(runCLI(t, admin, "", "audit", "-o", "json"), "audit")
+	var recs []api.AuditRecord
+	if err := json.Unmarshal([]byte(r.stdout), &recs); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, rec := range recs {
+		seen = append(seen, rec.Actor+" "+rec.Action+" "+rec.Result)
+	}
+	all := strings.Join(seen, "\n")
+	for _, want := range []string{"POST /v1/users ok", "user:alice POST /v1/login 401", "user:alice POST /v1/login ok",
+		"user:alice POST /v1/apply ok", "user:alice POST /v1/projects 403", "user:alice DELETE /v1/login ok"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("the audit log has no record %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(r.stdout, pw) || strings.Contains(r.stdout, ciToken) {
+		t.Error("a password or token is in the audit log")
+	}
+	if r := must(runCLI(t, admin, "", "audit", "verify"), "audit verify"); !strings.Contains(r.stdout, "whole") {
+		t.Errorf("audit verify: %q", r.stdout)
+	}
+}
