@@ -25,6 +25,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
+	"github.com/dockfleet/dockfleet/internal/oidcauth"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/sparselog"
 	"github.com/dockfleet/dockfleet/internal/spec"
@@ -70,6 +71,7 @@ type Handler struct {
 	clock         clockwork.Clock
 	sessionTTL    time.Duration
 	logins        LoginLimiter
+	sso           *oidcauth.Verifier
 	auth          api.AuthInfo
 	mux           *http.ServeMux
 }
@@ -101,6 +103,10 @@ type Deps struct {
 	SessionTTL time.Duration
 	// Logins, if set, limits password guessing.
 	Logins LoginLimiter
+	// SSO, if set, verifies the identity provider's ID tokens for logins
+	// by single sign-on; SSOInfo tells clients where to get them.
+	SSO     *oidcauth.Verifier
+	SSOInfo *api.SSOInfo
 }
 
 // New makes the REST API handler of d.
@@ -109,7 +115,7 @@ func New(d Deps) *Handler {
 		revoked: d.Revoked, removed: d.Removed, events: d.Events, refusals: sparselog.New(d.Logger, agentsvc.LimitLogInterval),
 		applies: make(chan struct{}, maxApplies), maxTokenTTL: d.MaxTokenTTL, imagePolicy: d.ImagePolicy,
 		registryAllow: d.RegistryAllow, resolveDigest: d.Resolve, clock: d.Clock,
-		sessionTTL: cmp.Or(d.SessionTTL, DefaultSessionTTL), logins: d.Logins}
+		sessionTTL: cmp.Or(d.SessionTTL, DefaultSessionTTL), logins: d.Logins, sso: d.SSO, auth: api.AuthInfo{SSO: d.SSOInfo}}
 	if s.clock == nil {
 		s.clock = clockwork.NewRealClock()
 	}
@@ -131,6 +137,7 @@ func (s *Handler) Routes() []Route {
 		r("GET", "/v1/health", Public, "", s.health),
 		r("GET", "/v1/auth", Public, "", s.authInfo),
 		r("POST", "/v1/login", Public, "", s.login),
+		r("POST", "/v1/login/sso", Public, "", s.loginSSO),
 		r("DELETE", "/v1/login", Authenticated, "", s.logout),
 		r("GET", "/v1/whoami", Authenticated, "", s.whoami),
 		r("POST", "/v1/whoami/password", Authenticated, "", s.changeOwnPassword),

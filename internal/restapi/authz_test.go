@@ -248,6 +248,7 @@ var matrixRequests = map[string]matrixRequest{
 	"GET /v1/auth":             fixed("/v1/auth", ""),
 	"POST /v1/login":           fixed("/v1/login", `{"user": "op", "password": "`+matrixPassword+`"}`),
 	"DELETE /v1/login":         fixed("/v1/login", ""),
+	"POST /v1/login/sso":       fixed("/v1/login/sso", `{"idToken": "x"}`),
 	"GET /v1/whoami":           fixed("/v1/whoami", ""),
 	"POST /v1/whoami/password": fixed("/v1/whoami/password", `{"current": "`+matrixPassword+`", "new": "another long passphrase"}`),
 

@@ -13,6 +13,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/audit"
 	"github.com/dockfleet/dockfleet/internal/authz"
+	"github.com/dockfleet/dockfleet/internal/oidcauth"
 	"github.com/dockfleet/dockfleet/internal/passwd"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/spec"
@@ -97,6 +98,51 @@ func (s *Handler) login(w http.ResponseWriter, r *http.Request) error {
 		s.logins.LoginSucceeded(src, req.User)
 	}
 	return s.startSession(w, r, u.Name, nil)
+}
+
+// loginSSO logs a user in with an ID token of the identity provider: the
+// user is made at its first login, and its groups are the session's, so
+// that group bindings apply. A local user of the same name is not taken
+// over.
+func (s *Handler) loginSSO(w http.ResponseWriter, r *http.Request) error {
+	if s.sso == nil {
+		return notFound{"single sign-on is not set up on this server (dockfleet server --oidc-issuer and --oidc-client-id)"}
+	}
+	var req api.SSOLoginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	entry := store.AuditOf(r.Context())
+	entry.SetActor("sso")
+	id, err := s.sso.Verify(r.Context(), req.IDToken)
+	switch {
+	case errors.Is(err, oidcauth.ErrUnavailable):
+		return busy{fmt.Sprintf("cannot check the login: %v", err)}
+	case err != nil:
+		return unauthorized{fmt.Sprintf("the identity provider's token was refused: %v", err)}
+	}
+	name := strings.ToLower(id.Username)
+	entry.SetActor("user:" + name)
+	entry.SetTarget("", "user:"+name)
+	if err := checkUserName(name); err != nil {
+		return unauthorized{fmt.Sprintf("the identity provider's user name %q cannot be a dockfleet user name", id.Username)}
+	}
+	u, _, err := s.store.GetUser(r.Context(), name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		u = api.User{Name: name, SSO: true, CreatedAt: s.clock.Now().UTC()}
+		if err := s.store.CreateUser(r.Context(), u, ""); err != nil && !errors.Is(err, store.ErrExists) {
+			return err
+		}
+		s.log.Info("user created at its first single sign-on", "user", name, "issuer", id.Issuer)
+	case err != nil:
+		return err
+	case !u.SSO:
+		return unauthorized{fmt.Sprintf("a local user %s exists: it logs in with its password, not by single sign-on", name)}
+	case u.Disabled:
+		return errBadLogin
+	}
+	return s.startSession(w, r, name, id.Groups)
 }
 
 // startSession makes a session token for user, with its groups from the
