@@ -82,6 +82,11 @@ opened (docs/operations.md#key-file).`,
 		"images may come from: an apply naming another is refused, and the server contacts no other (default: any; repeatable)")
 	f.IntVar(&cfg.APIConnsPerSource, "api-max-conns-per-source", def.APIConnsPerSource,
 		"API connections one source address may hold at once; one more is closed when accepted")
+	f.Float64Var(&cfg.APISourceRate, "api-source-rate", def.APISourceRate,
+		"API requests per second one source address may make once its burst is spent; more are answered 429 with Retry-After "+
+			"(GET /v1/health is not counted)")
+	f.IntVar(&cfg.APISourceBurst, "api-source-burst", def.APISourceBurst,
+		"API requests one source address may make at once: raise both for many users or scripts behind one address (a NAT)")
 	f.IntVar(&cfg.AgentCertlessConnsPerSource, "agent-max-enroll-conns-per-source", def.AgentCertlessConnsPerSource,
 		"agent connections without a client certificate (enrolling agents) one source address may hold at once, each for 30s at most; "+
 			"agents over it retry with backoff")

@@ -13,6 +13,8 @@ func TestServerLimitFlagsMustBePositive(t *testing.T) {
 		{"--agent-message-rate", "-1", "agent message rate -1: must be positive (--agent-message-rate)"},
 		{"--agent-source-burst", "0", "agent source burst 0: must be at least 1 (--agent-source-burst)"},
 		{"--agent-message-burst", "0", "agent message burst 0: must be at least 1 (--agent-message-burst)"},
+		{"--api-source-rate", "0", "API source rate 0: must be positive (--api-source-rate)"},
+		{"--api-source-burst", "-1", "API source burst -1: must be at least 1 (--api-source-burst)"},
 	}
 	for _, tt := range tests {
 		r := runCLI(t, nil, "", "server", "--data-dir", t.TempDir(), tt.flag, tt.value)

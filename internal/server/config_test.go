@@ -35,6 +35,7 @@ func TestNewRefusesInvalidConfig(t *testing.T) {
 		{"negative missed heartbeats", Config{MissedHeartbeats: -1}, "missed heartbeats -1: must be at least 1 (--missed-heartbeats)"},
 		{"negative reschedule", Config{RescheduleAfter: -time.Minute}, "reschedule after -1m0s: must be positive (--reschedule-after)"},
 		{"negative source rate", Config{AgentSourceRate: -1}, "agent source rate -1: must be positive (--agent-source-rate)"},
+		{"negative API source rate", Config{APISourceRate: -1}, "API source rate -1: must be positive (--api-source-rate)"},
 		{"negative expected agents", Config{ExpectedAgents: -1}, "expected agents -1: must be 0 or more (--expected-agents)"},
 		{"unknown image policy", Config{ImagePolicy: "trustNodes"}, `image policy "trustNodes": use resolveOnServer, pinFromNodes or unpinned (--image-policy)`},
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
+	"github.com/dockfleet/dockfleet/internal/httpguard"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/restapi"
@@ -119,6 +120,13 @@ type Config struct {
 	// APIConnsPerSource caps the REST API connections one source address
 	// holds at once; one more is closed when accepted. Default 100.
 	APIConnsPerSource int
+	// APISourceRate and APISourceBurst limit the REST API requests of one
+	// source address (an IPv6 source counts by its /64): APISourceBurst at
+	// once and APISourceRate a second after; one more is answered 429 with
+	// Retry-After. GET /v1/health is not counted. Defaults 50 a second and
+	// 200 (package httpguard).
+	APISourceRate  float64
+	APISourceBurst int
 	// AgentCertlessConnsPerSource caps the agent endpoint connections
 	// without a client certificate (enrolling agents) one source address
 	// holds at once; each lasts 30s at most. Default 32.
@@ -166,6 +174,8 @@ func DefaultConfig() Config {
 		ImagePolicy:                 spec.ImagePolicyPinFromNodes,
 		Resolve:                     registry.Resolve,
 		APIConnsPerSource:           DefaultAPIConnsPerSource,
+		APISourceRate:               httpguard.DefaultSourceRate,
+		APISourceBurst:              httpguard.DefaultSourceBurst,
 		AgentCertlessConnsPerSource: DefaultAgentCertlessConnsPerSource,
 		RevisionHistory:             DefaultRevisionHistory,
 		EventRetention:              DefaultEventRetention,
@@ -193,6 +203,8 @@ func (c Config) withDefaults() Config {
 	setZero(&c.AgentMessageBurst, d.AgentMessageBurst)
 	setZero(&c.ImagePolicy, d.ImagePolicy)
 	setZero(&c.APIConnsPerSource, d.APIConnsPerSource)
+	setZero(&c.APISourceRate, d.APISourceRate)
+	setZero(&c.APISourceBurst, d.APISourceBurst)
 	setZero(&c.AgentCertlessConnsPerSource, d.AgentCertlessConnsPerSource)
 	setZero(&c.RevisionHistory, d.RevisionHistory)
 	setZero(&c.EventRetention, d.EventRetention)
@@ -259,6 +271,7 @@ func (c Config) Validate() error {
 		{"agent source burst", c.AgentSourceBurst, "--agent-source-burst"},
 		{"agent message burst", c.AgentMessageBurst, "--agent-message-burst"},
 		{"API connections per source", c.APIConnsPerSource, "--api-max-conns-per-source"},
+		{"API source burst", c.APISourceBurst, "--api-source-burst"},
 		{"agent enrolling connections per source", c.AgentCertlessConnsPerSource, "--agent-max-enroll-conns-per-source"},
 		{"revision history", c.RevisionHistory, "--revision-history"},
 		{"max events", c.MaxEvents, "--max-events"},
@@ -267,6 +280,7 @@ func (c Config) Validate() error {
 	}
 	check(c.AgentSourceRate > 0, "agent source rate", c.AgentSourceRate, "must be positive", "--agent-source-rate")
 	check(c.AgentMessageRate > 0, "agent message rate", c.AgentMessageRate, "must be positive", "--agent-message-rate")
+	check(c.APISourceRate > 0, "API source rate", c.APISourceRate, "must be positive", "--api-source-rate")
 	check(c.ImagePolicy.Valid(), "image policy", fmt.Sprintf("%q", c.ImagePolicy),
 		fmt.Sprintf("use %s, %s or %s", spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned), "--image-policy")
 	return errors.Join(errs...)
@@ -315,6 +329,7 @@ type Server struct {
 	cert     *pki.ServerCert
 	hosts    []string // the server certificate's
 	api      *restapi.Handler
+	guard    *httpguard.Guard
 	adminTok string // path
 	keyFile  string // path
 
@@ -336,6 +351,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.RegistryAllow = allow
+	// The apply endpoint takes a whole spec file; health is for load
+	// balancers and monitoring, uncounted.
+	guard, err := httpguard.New(httpguard.Config{SourceRate: cfg.APISourceRate, SourceBurst: cfg.APISourceBurst, Logger: cfg.Logger,
+		Routes: map[string]httpguard.Policy{"POST /v1/apply": {MaxBody: restapi.MaxSpecFile}, "GET /v1/health": {NoSourceLimit: true}}})
+	if err != nil {
+		return nil, err
+	}
 	if err := datadir.Secure(cfg.DataDir, cfg.Logger); err != nil {
 		return nil, err
 	}
@@ -343,7 +365,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, guard: guard, adminTok: filepath.Join(cfg.DataDir, "admin.token")}
 	if err := s.loadIdentity(ctx, st); err != nil {
 		st.Close()
 		return nil, err
@@ -406,7 +428,7 @@ func (s *Server) listen() error {
 	s.agentLn = limits.Listener(s.agentLn)
 	s.apiLn = newCapListener(s.apiLn, s.cfg.APIConnsPerSource, s.log)
 	s.http = &http.Server{
-		Handler:           s.api,
+		Handler:           s.guard.Wrap(s.api),
 		TLSConfig:         pki.APIServerTLS(s.cert),
 		ReadHeaderTimeout: apiReadHeaderTimeout,
 		ReadTimeout:       apiReadTimeout,
