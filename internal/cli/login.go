@@ -1,18 +1,24 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
+	"github.com/dockfleet/dockfleet/internal/oidcauth"
 )
 
 func newLoginCommand(e *env) *cobra.Command {
 	var (
 		user          string
 		passwordStdin bool
+		sso           bool
+		ssoCACert     string
 	)
 	cmd := &cobra.Command{
 		Use:   "login [--user NAME] [--password-stdin]",
@@ -24,7 +30,9 @@ expires or dockfleet logout ends it. --token and DOCKFLEET_TOKEN still win
 over it.
 
 The password is asked on the terminal, or read from stdin with
---password-stdin, for scripts.`,
+--password-stdin, for scripts. With --sso, a server set up with an identity
+provider (--oidc-issuer) logs you in there: open the page shown, in any
+browser, and enter the code.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, _, err := e.connConfig(cmd)
@@ -36,19 +44,15 @@ The password is asked on the terminal, or read from stdin with
 			if err != nil {
 				return err
 			}
-			if user == "" {
-				if passwordStdin {
-					return usageErrorf("give --user with --password-stdin")
+			var l api.Login
+			if sso {
+				if user != "" || passwordStdin {
+					return usageErrorf("--sso logs in at the identity provider: give neither --user nor --password-stdin")
 				}
-				if user, err = e.readLine("User: "); err != nil {
-					return err
-				}
+				l, err = e.loginSSO(cmd, c, ssoCACert)
+			} else {
+				l, err = e.loginPassword(cmd, c, user, passwordStdin)
 			}
-			pw, err := e.readPassword("Password: ", passwordStdin)
-			if err != nil {
-				return err
-			}
-			l, err := c.Login(cmd.Context(), user, pw)
 			if err != nil {
 				return err
 			}
@@ -67,7 +71,56 @@ The password is asked on the terminal, or read from stdin with
 	e.addConnFlags(cmd.Flags(), false)
 	cmd.Flags().StringVarP(&user, "user", "u", "", "user name (asked when not given)")
 	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin")
+	cmd.Flags().BoolVar(&sso, "sso", false, "log in at the server's identity provider (single sign-on), with a code to enter in a browser")
+	cmd.Flags().StringVar(&ssoCACert, "sso-ca-cert", "", "PEM file of the CA of the identity provider's certificate, when the system does not trust it")
 	return cmd
+}
+
+func (e *env) loginPassword(cmd *cobra.Command, c *client.Client, user string, passwordStdin bool) (api.Login, error) {
+	if user == "" {
+		if passwordStdin {
+			return api.Login{}, usageErrorf("give --user with --password-stdin")
+		}
+		var err error
+		if user, err = e.readLine("User: "); err != nil {
+			return api.Login{}, err
+		}
+	}
+	pw, err := e.readPassword("Password: ", passwordStdin)
+	if err != nil {
+		return api.Login{}, err
+	}
+	return c.Login(cmd.Context(), user, pw)
+}
+
+// loginSSO logs in by the device-code flow: the user opens the provider's
+// page in any browser and enters the code shown, and the provider's ID
+// token is traded for a session.
+func (e *env) loginSSO(cmd *cobra.Command, c *client.Client, caFile string) (api.Login, error) {
+	info, err := c.AuthInfo(cmd.Context())
+	if err != nil {
+		return api.Login{}, err
+	}
+	if info.SSO == nil {
+		return api.Login{}, errors.New("this server has no single sign-on: log in with a user name and password")
+	}
+	var hc *http.Client
+	if caFile != "" {
+		if hc, err = httpClientTrusting(caFile); err != nil {
+			return api.Login{}, usageErrorf("--sso-ca-cert: %v", err)
+		}
+	}
+	raw, err := oidcauth.DeviceLogin(cmd.Context(), info.SSO.Issuer, info.SSO.ClientID, hc, func(uri, complete, code string) {
+		fmt.Fprintf(e.stderr, "To log in, open %s and enter the code %s", uri, code)
+		if complete != "" {
+			fmt.Fprintf(e.stderr, " (or open %s)", complete)
+		}
+		fmt.Fprintln(e.stderr, "; waiting...")
+	})
+	if err != nil {
+		return api.Login{}, err
+	}
+	return c.LoginSSO(cmd.Context(), raw)
 }
 
 func newLogoutCommand(e *env) *cobra.Command {

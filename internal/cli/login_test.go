@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/oidcauth"
+	"github.com/dockfleet/dockfleet/internal/oidctest"
+	"github.com/dockfleet/dockfleet/internal/server"
 	"github.com/dockfleet/dockfleet/internal/servertest"
 )
 
@@ -93,5 +96,35 @@ func TestLoginAndRoles(t *testing.T) {
 	}
 	if r := must(runCLI(t, admin, "", "audit", "verify"), "audit verify"); !strings.Contains(r.stdout, "whole") {
 		t.Errorf("audit verify: %q", r.stdout)
+	}
+}
+
+// dockfleet login --sso against a real OpenID provider: the device code
+// is shown, approved at the provider, and the session acts with the
+// bindings of the user's groups.
+func TestLoginSSO(t *testing.T) {
+	p := oidctest.Start(t, oidctest.WithAutoApprove("bob"))
+	srv := servertest.Start(t, func(cfg *server.Config) {
+		cfg.OIDC = oidcauth.Config{Issuer: p.Issuer(), ClientID: p.ClientID()}
+		cfg.OIDCClient = p.Client()
+	})
+	if _, err := srv.Client.CreateBinding(t.Context(), api.Binding{Subject: "group:dev", Role: "viewer", Project: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	idpCA := filepath.Join(t.TempDir(), "idp.pem")
+	if err := os.WriteFile(idpCA, p.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, "DOCKFLEET_CONFIG_DIR": t.TempDir()}
+	r := runCLI(t, vars, "", "login", "--sso", "--sso-ca-cert", idpCA)
+	if r.code != exitOK || !strings.Contains(r.stderr, "enter the code") || !strings.Contains(r.stdout, "as bob") {
+		t.Fatalf("login --sso: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, vars, "", "whoami")
+	if r.code != exitOK || !strings.Contains(r.stdout, "user bob") || !strings.Contains(r.stdout, "viewer") {
+		t.Errorf("whoami after SSO: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, vars, "", "login", "--sso"); r.code != exitFailure {
+		t.Errorf("login --sso without trusting the provider: exit %d; want a failure", r.code)
 	}
 }

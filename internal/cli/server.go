@@ -16,9 +16,10 @@ import (
 
 func newServerCommand(e *env) *cobra.Command {
 	var (
-		cfg  = server.DefaultConfig()
-		def  = server.DefaultConfig()
-		logs logFlags
+		cfg        = server.DefaultConfig()
+		def        = server.DefaultConfig()
+		logs       logFlags
+		oidcCACert string
 	)
 	cmd := &cobra.Command{
 		Use:   "server --data-dir DIR [flags]",
@@ -41,6 +42,13 @@ opened (docs/operations.md#key-file).`,
 			// embedder; here a bad value is the caller's mistake: exit 2.
 			if err := cfg.Validate(); err != nil {
 				return &usageError{err: err}
+			}
+			if oidcCACert != "" {
+				c, err := httpClientTrusting(oidcCACert)
+				if err != nil {
+					return &usageError{err: fmt.Errorf("--oidc-ca-cert: %w", err)}
+				}
+				cfg.OIDCClient = c
 			}
 			cfg.Logger = logs.logger(e.stderr)
 			return runServer(cmd.Context(), e, cfg)
@@ -87,6 +95,12 @@ opened (docs/operations.md#key-file).`,
 			"(GET /v1/health is not counted)")
 	f.IntVar(&cfg.APISourceBurst, "api-source-burst", def.APISourceBurst,
 		"API requests one source address may make at once: raise both for many users or scripts behind one address (a NAT)")
+	f.DurationVar(&cfg.SessionTTL, "session-ttl", def.SessionTTL, "how long a login (dockfleet login) lasts")
+	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "issuer URL of an OpenID Connect identity provider: users log in by single sign-on (dockfleet login --sso)")
+	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "dockfleet's client ID at the identity provider (a public client with the device-code grant)")
+	f.StringVar(&cfg.OIDC.UsernameClaim, "oidc-username-claim", "", "ID token claim of the user name (default preferred_username, else a verified email, else sub)")
+	f.StringVar(&cfg.OIDC.GroupsClaim, "oidc-groups-claim", "", "ID token claim of the user's groups, which dockfleet binding create --group binds (default groups)")
+	f.StringVar(&oidcCACert, "oidc-ca-cert", "", "PEM file of the CA that signs the identity provider's certificate, when the system does not trust it")
 	f.IntVar(&cfg.AgentCertlessConnsPerSource, "agent-max-enroll-conns-per-source", def.AgentCertlessConnsPerSource,
 		"agent connections without a client certificate (enrolling agents) one source address may hold at once, each for 30s at most; "+
 			"agents over it retry with backoff")

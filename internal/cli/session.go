@@ -2,11 +2,14 @@ package cli
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,4 +137,24 @@ func (e *env) readLine(prompt string) (string, error) {
 		return "", fmt.Errorf("reading from stdin: %w", err)
 	}
 	return strings.TrimSpace(line), nil
+}
+
+// httpClientTrusting is an HTTP client that trusts the CA certificates of
+// the PEM file caFile besides the system's: for an identity provider
+// whose certificate a private CA signs.
+func httpClientTrusting(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr, Timeout: time.Minute}, nil
 }

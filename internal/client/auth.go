@@ -24,6 +24,14 @@ func (c *Client) Login(ctx context.Context, user, password string) (api.Login, e
 	return out, err
 }
 
+// LoginSSO logs in with an ID token of the server's identity provider and
+// returns the session token.
+func (c *Client) LoginSSO(ctx context.Context, idToken string) (api.Login, error) {
+	var out api.Login
+	err := c.doJSON(ctx, http.MethodPost, "/v1/login/sso", nil, api.SSOLoginRequest{IDToken: idToken}, &out)
+	return out, err
+}
+
 // Logout ends the session the client's token is.
 func (c *Client) Logout(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, "/v1/login", nil, nil, "", nil)

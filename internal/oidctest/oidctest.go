@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -175,6 +176,12 @@ func (p *Provider) ClientID() string { return p.st.client.id }
 
 // Client returns an HTTP client that trusts the provider's certificate.
 func (p *Provider) Client() *http.Client { return p.srv.Client() }
+
+// CertPEM returns the provider's certificate, PEM-encoded: trusting it
+// trusts the provider (for a client configured by a CA file).
+func (p *Provider) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+}
 
 // SetDown makes every request answer 503 while down is true, as a
 // provider that is down behind its load balancer.

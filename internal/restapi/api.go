@@ -71,6 +71,7 @@ type Handler struct {
 	clock         clockwork.Clock
 	sessionTTL    time.Duration
 	logins        LoginLimiter
+	tokens        TokenLimiter
 	sso           *oidcauth.Verifier
 	auth          api.AuthInfo
 	mux           *http.ServeMux
@@ -101,8 +102,10 @@ type Deps struct {
 	Clock clockwork.Clock
 	// SessionTTL is how long a login lasts; 0 is DefaultSessionTTL.
 	SessionTTL time.Duration
-	// Logins, if set, limits password guessing.
+	// Logins, if set, limits password guessing; Tokens, if set, the
+	// requests of each credential.
 	Logins LoginLimiter
+	Tokens TokenLimiter
 	// SSO, if set, verifies the identity provider's ID tokens for logins
 	// by single sign-on; SSOInfo tells clients where to get them.
 	SSO     *oidcauth.Verifier
@@ -115,7 +118,7 @@ func New(d Deps) *Handler {
 		revoked: d.Revoked, removed: d.Removed, events: d.Events, refusals: sparselog.New(d.Logger, agentsvc.LimitLogInterval),
 		applies: make(chan struct{}, maxApplies), maxTokenTTL: d.MaxTokenTTL, imagePolicy: d.ImagePolicy,
 		registryAllow: d.RegistryAllow, resolveDigest: d.Resolve, clock: d.Clock,
-		sessionTTL: cmp.Or(d.SessionTTL, DefaultSessionTTL), logins: d.Logins, sso: d.SSO, auth: api.AuthInfo{SSO: d.SSOInfo}}
+		sessionTTL: cmp.Or(d.SessionTTL, DefaultSessionTTL), logins: d.Logins, tokens: d.Tokens, sso: d.SSO, auth: api.AuthInfo{SSO: d.SSOInfo}}
 	if s.clock == nil {
 		s.clock = clockwork.NewRealClock()
 	}

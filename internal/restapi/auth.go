@@ -262,6 +262,11 @@ func (s *Handler) authorized(rt Route, r *http.Request, reqID string, entry *sto
 	if entry != nil {
 		entry.SetActor(actor(c.p))
 	}
+	if s.tokens != nil {
+		if ok, wait := s.tokens.AllowToken(c.tok.ID); !ok {
+			return tooMany{"too many requests with this credential; slow down", wait}
+		}
+	}
 	ctx := context.WithValue(r.Context(), principalKey{}, c.p)
 	ctx = context.WithValue(ctx, credentialKey{}, c.tok)
 	r = r.WithContext(ctx)

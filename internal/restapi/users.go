@@ -49,6 +49,12 @@ type LoginLimiter interface {
 	LoginSucceeded(source, user string)
 }
 
+// TokenLimiter bounds the requests of one credential, by its token ID,
+// so that a credential shared by many scripts cannot take the server.
+type TokenLimiter interface {
+	AllowToken(id string) (ok bool, retryAfter time.Duration)
+}
+
 // tooMany is a request refused for coming too often (429).
 type tooMany struct {
 	msg        string

@@ -28,6 +28,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/debugsrv"
 	"github.com/dockfleet/dockfleet/internal/httpguard"
+	"github.com/dockfleet/dockfleet/internal/oidcauth"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/registry"
 	"github.com/dockfleet/dockfleet/internal/restapi"
@@ -127,6 +128,14 @@ type Config struct {
 	// 200 (package httpguard).
 	APISourceRate  float64
 	APISourceBurst int
+	// SessionTTL is how long a login lasts; default 12h.
+	SessionTTL time.Duration
+	// OIDC, when its Issuer is set, lets users log in by single sign-on
+	// with the identity provider's ID tokens (docs/access.md).
+	OIDC oidcauth.Config
+	// OIDCClient reaches the identity provider; nil is the default client
+	// with the system's trusted roots (tests give one trusting theirs).
+	OIDCClient *http.Client
 	// AgentCertlessConnsPerSource caps the agent endpoint connections
 	// without a client certificate (enrolling agents) one source address
 	// holds at once; each lasts 30s at most. Default 32.
@@ -176,6 +185,7 @@ func DefaultConfig() Config {
 		APIConnsPerSource:           DefaultAPIConnsPerSource,
 		APISourceRate:               httpguard.DefaultSourceRate,
 		APISourceBurst:              httpguard.DefaultSourceBurst,
+		SessionTTL:                  restapi.DefaultSessionTTL,
 		AgentCertlessConnsPerSource: DefaultAgentCertlessConnsPerSource,
 		RevisionHistory:             DefaultRevisionHistory,
 		EventRetention:              DefaultEventRetention,
@@ -205,6 +215,7 @@ func (c Config) withDefaults() Config {
 	setZero(&c.APIConnsPerSource, d.APIConnsPerSource)
 	setZero(&c.APISourceRate, d.APISourceRate)
 	setZero(&c.APISourceBurst, d.APISourceBurst)
+	setZero(&c.SessionTTL, d.SessionTTL)
 	setZero(&c.AgentCertlessConnsPerSource, d.AgentCertlessConnsPerSource)
 	setZero(&c.RevisionHistory, d.RevisionHistory)
 	setZero(&c.EventRetention, d.EventRetention)
@@ -281,6 +292,12 @@ func (c Config) Validate() error {
 	check(c.AgentSourceRate > 0, "agent source rate", c.AgentSourceRate, "must be positive", "--agent-source-rate")
 	check(c.AgentMessageRate > 0, "agent message rate", c.AgentMessageRate, "must be positive", "--agent-message-rate")
 	check(c.APISourceRate > 0, "API source rate", c.APISourceRate, "must be positive", "--api-source-rate")
+	check(c.SessionTTL > 0, "session TTL", c.SessionTTL, "must be positive", "--session-ttl")
+	if c.OIDC.Issuer != "" || c.OIDC.ClientID != "" {
+		if err := c.OIDC.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	check(c.ImagePolicy.Valid(), "image policy", fmt.Sprintf("%q", c.ImagePolicy),
 		fmt.Sprintf("use %s, %s or %s", spec.ImagePolicyResolveOnServer, spec.ImagePolicyPinFromNodes, spec.ImagePolicyUnpinned), "--image-policy")
 	return errors.Join(errs...)
@@ -392,9 +409,27 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	var (
+		sso     *oidcauth.Verifier
+		ssoInfo *api.SSOInfo
+	)
+	if cfg.OIDC.Issuer != "" {
+		if sso, err = oidcauth.NewVerifier(ctx, cfg.OIDC, cfg.OIDCClient); err != nil {
+			st.Close()
+			return nil, err
+		}
+		ssoInfo = &api.SSOInfo{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID}
+		// Logins by SSO wait for the provider; the server does not.
+		go func() {
+			if err := sso.Discover(ctx); err != nil {
+				s.log.Warn("the identity provider does not answer yet; single sign-on logins fail until it does", "issuer", cfg.OIDC.Issuer, "err", err)
+			}
+		}()
+	}
 	s.api = restapi.New(restapi.Deps{Store: st, Logger: s.log, CA: ca, Gate: s.gate, Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl,
 		Revoked: s.fleet.revoked, Removed: s.fleet.removed, Events: events, MaxTokenTTL: cfg.MaxTokenTTL, ImagePolicy: cfg.ImagePolicy,
-		RegistryAllow: cfg.RegistryAllow, Resolve: cfg.Resolve})
+		RegistryAllow: cfg.RegistryAllow, Resolve: cfg.Resolve, Clock: cfg.Clock, SessionTTL: cfg.SessionTTL,
+		Logins: s.guard, Tokens: s.guard, SSO: sso, SSOInfo: ssoInfo})
 	s.checkFDLimit(ctx)
 	if err := s.listen(); err != nil {
 		st.Close()
