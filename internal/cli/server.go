@@ -96,6 +96,7 @@ opened (docs/operations.md#key-file).`,
 	f.IntVar(&cfg.APISourceBurst, "api-source-burst", def.APISourceBurst,
 		"API requests one source address may make at once: raise both for many users or scripts behind one address (a NAT)")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", def.SessionTTL, "how long a login (dockfleet login) lasts")
+	f.StringVar(&cfg.AuditFile, "audit-file", "", "file to append a copy of the audit log to, one JSON object per line (for a SIEM)")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "issuer URL of an OpenID Connect identity provider: users log in by single sign-on (dockfleet login --sso)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "dockfleet's client ID at the identity provider (a public client with the device-code grant)")
 	f.StringVar(&cfg.OIDC.UsernameClaim, "oidc-username-claim", "", "ID token claim of the user name (default preferred_username, else a verified email, else sub)")

@@ -130,6 +130,9 @@ type Config struct {
 	APISourceBurst int
 	// SessionTTL is how long a login lasts; default 12h.
 	SessionTTL time.Duration
+	// AuditFile, if set, gets a copy of every audit record this replica
+	// writes, one JSON object per line, for a SIEM.
+	AuditFile string
 	// OIDC, when its Issuer is set, lets users log in by single sign-on
 	// with the identity provider's ID tokens (docs/access.md).
 	OIDC oidcauth.Config
@@ -330,25 +333,27 @@ var apiIdleTimeout = 2 * time.Minute
 // listeners); Run serves until its context ends and releases them all;
 // Close releases them for a server that will not run.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	store    store.Store
-	ca       *pki.CA
-	apiLn    net.Listener
-	agentLn  net.Listener
-	http     *http.Server
-	debug    *http.Server // nil unless Config.DebugAddr is set
-	debugLn  net.Listener
-	grpc     *grpc.Server
-	fleet    *fleet
-	gate     *agentsvc.Gate
-	agents   *agentsvc.Service
-	cert     *pki.ServerCert
-	hosts    []string // the server certificate's
-	api      *restapi.Handler
-	guard    *httpguard.Guard
-	adminTok string // path
-	keyFile  string // path
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	ca      *pki.CA
+	apiLn   net.Listener
+	agentLn net.Listener
+	http    *http.Server
+	debug   *http.Server // nil unless Config.DebugAddr is set
+	debugLn net.Listener
+	grpc    *grpc.Server
+	fleet   *fleet
+	gate    *agentsvc.Gate
+	agents  *agentsvc.Service
+	cert    *pki.ServerCert
+	hosts   []string // the server certificate's
+	api     *restapi.Handler
+	guard   *httpguard.Guard
+	// auditFile, if set, copies the audit log (--audit-file).
+	auditFile *auditFile
+	adminTok  string // path
+	keyFile   string // path
 
 	mu   sync.Mutex // guards used
 	used bool       // by Run or Close: what New acquired is theirs to release
@@ -383,6 +388,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, guard: guard, adminTok: filepath.Join(cfg.DataDir, "admin.token")}
+	if cfg.AuditFile != "" {
+		if s.auditFile, err = openAuditFile(cfg.AuditFile, cfg.Logger); err != nil {
+			st.Close()
+			return nil, err
+		}
+		st.SetAuditSink(s.auditFile.write)
+	}
 	if err := s.loadIdentity(ctx, st); err != nil {
 		st.Close()
 		return nil, err
@@ -609,7 +621,7 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	requests.Wait()
 	s.fleet.live.Flush(context.Background())
-	if cerr := s.store.Close(); err == nil && cerr != nil {
+	if cerr := errors.Join(s.store.Close(), s.auditFile.Close()); err == nil && cerr != nil {
 		err = cerr
 	}
 	s.log.Info("stopped")
@@ -655,7 +667,7 @@ func (s *Server) Close() error {
 	if s.debugLn != nil {
 		errs = append(errs, s.debugLn.Close())
 	}
-	errs = append(errs, s.store.Close())
+	errs = append(errs, s.store.Close(), s.auditFile.Close())
 	return errors.Join(errs...)
 }
 

@@ -89,10 +89,10 @@ const auditResultOK = "ok"
 // appendAudit appends r to the chain in tx: after the head, which it moves
 // on. On PostgreSQL two requests reading the same head conflict on its row,
 // and the one that loses runs again (tx), so the chain never forks.
-func appendAudit(ctx context.Context, tx dbtx, r api.AuditRecord) error {
+func appendAudit(ctx context.Context, tx dbtx, r api.AuditRecord) (api.AuditRecord, error) {
 	var head audit.Head
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&head.Seq, &head.Hash); err != nil {
-		return err
+		return r, err
 	}
 	r.Seq, r.PrevHash = head.Seq+1, head.Hash
 	if r.Time.IsZero() {
@@ -105,23 +105,40 @@ func appendAudit(ctx context.Context, tx dbtx, r api.AuditRecord) error {
 	// row and then fails to serialize (and runs again), rather than
 	// colliding on the record's number.
 	if _, err := tx.r.ExecContext(ctx, tx.d.bind(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`), r.Seq, r.Hash); err != nil {
-		return err
+		return r, err
 	}
 	_, err := tx.r.ExecContext(ctx, tx.d.bind(`INSERT INTO audit (seq, at, actor, action, target, project, source, result, request_id, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		r.Seq, nanos(r.Time), r.Actor, r.Action, r.Target, r.Project, r.Source, r.Result, r.RequestID, r.PrevHash, r.Hash)
-	return err
+	return r, err
+}
+
+// SetAuditSink passes every audit record this store writes, once
+// committed, to sink: a copy for a SIEM (a JSON-lines file). The store's
+// log stays the record of truth; a sink that fails loses its copy only.
+// Set it before the store is used.
+func (s *sqlStore) SetAuditSink(sink func(api.AuditRecord)) { s.auditSink = sink }
+
+// sinkAudit hands committed record r to the sink, if any.
+func (s *sqlStore) sinkAudit(r api.AuditRecord) {
+	if s.auditSink != nil {
+		s.auditSink(r)
+	}
 }
 
 // AppendAudit writes a record of a request that changed nothing (a
 // refused one, a failed login), in a transaction of its own.
 func (s *sqlStore) AppendAudit(ctx context.Context, r api.AuditRecord) error {
+	var written api.AuditRecord
 	err := s.txOn(context.WithValue(ctx, auditKey{}, (*AuditEntry)(nil)), s.sqlDB, s.d.txOptions, func(tx dbtx) error {
-		return appendAudit(ctx, tx, r)
+		var err error
+		written, err = appendAudit(ctx, tx, r)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrAuditUnavailable, err)
 	}
+	s.sinkAudit(written)
 	return nil
 }
 

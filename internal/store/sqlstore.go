@@ -37,6 +37,8 @@ type sqlStore struct {
 	// waiting for their turn, and a replica late to renew is taken for
 	// dead).
 	beatDB *sql.DB
+	// auditSink, if set, gets every audit record written, once committed.
+	auditSink func(api.AuditRecord)
 }
 
 func newSQLStore(db *sql.DB, d *dialect) sqlStore {
@@ -279,8 +281,10 @@ func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, opts *sql.TxOptions, f f
 	}
 	e := AuditOf(ctx)
 	audited := e != nil && wrote
+	var rec api.AuditRecord
 	if audited {
-		if err := appendAudit(ctx, x, e.Record(auditResultOK)); err != nil {
+		var err error
+		if rec, err = appendAudit(ctx, x, e.Record(auditResultOK)); err != nil {
 			tx.Rollback()
 			if isRetryable(err) {
 				return err
@@ -293,6 +297,7 @@ func (s *sqlStore) tx1(ctx context.Context, db *sql.DB, opts *sql.TxOptions, f f
 	}
 	if audited {
 		e.commit()
+		s.sinkAudit(rec)
 	}
 	return nil
 }

@@ -198,6 +198,7 @@ type Auth interface {
 	AppendAudit(ctx context.Context, r api.AuditRecord) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]api.AuditRecord, error)
 	AuditHead(ctx context.Context) (audit.Head, error)
+	SetAuditSink(sink func(api.AuditRecord))
 }
 
 // RevokedNode is a node identity the agent endpoint refuses.
