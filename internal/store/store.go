@@ -165,6 +165,15 @@ type Store interface {
 	PutSealedIfAbsent(ctx context.Context, sec Sealed) (Sealed, bool, error)
 	// GetSealed returns the sealed secret name; ErrNotFound if there is none.
 	GetSealed(ctx context.Context, name string) (Sealed, error)
+	// ReplaceSealed replaces the sealed secret old.Name with sec if it is
+	// still old (its blob); ErrConflict if it changed meanwhile.
+	ReplaceSealed(ctx context.Context, old, sec Sealed) error
+
+	// RecordNodeCert records the newest certificate issued to a node.
+	RecordNodeCert(ctx context.Context, c NodeCert) error
+	// ListNodeCerts returns the newest certificate recorded of each node
+	// the store has.
+	ListNodeCerts(ctx context.Context) ([]NodeCert, error)
 }
 
 // RevokedNode is a node identity the agent endpoint refuses.
