@@ -46,7 +46,7 @@ func badRequestf(format string, a ...any) error { return badRequest{fmt.Sprintf(
 type Handler struct {
 	store store.Store
 	log   *slog.Logger
-	ca    *pki.CA
+	ca    Authority
 	gate  *agentsvc.Gate
 	live  *liveness.Registry
 	out   *fanout.Fanout
@@ -68,7 +68,7 @@ type Handler struct {
 type Deps struct {
 	Store  store.Store
 	Logger *slog.Logger
-	CA     *pki.CA
+	CA     Authority
 	Gate   *agentsvc.Gate
 	Live   *liveness.Registry
 	Out    *fanout.Fanout
@@ -138,6 +138,9 @@ func (s *Handler) routes() *http.ServeMux {
 	handle("POST /v1/projects/{project}/deployments/{name}/rollout/{action}", s.rolloutAction)
 	handle("GET /v1/projects/{project}/events", s.listEvents)
 	handle("POST /v1/store/accept-restore", s.acceptRestore)
+	handle("GET /v1/ca", s.getCA)
+	handle("POST /v1/ca/rotate", s.rotateCA)
+	handle("POST /v1/ca/finish", s.finishCA)
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return notFound{fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)}
 	})
@@ -465,7 +468,7 @@ func (s *Handler) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (
 	if err := s.store.CreateEnrollToken(ctx, t, pki.HashSecret(secret)); err != nil {
 		return t, err
 	}
-	t.Token = pki.FormatEnrollToken(s.ca.Fingerprint(), t.ID, secret)
+	t.Token = pki.FormatEnrollToken(s.ca.TokenFingerprint(), t.ID, secret)
 	s.log.Info("enrollment token created", "token_id", t.ID, "max_uses", t.MaxUses, "expires_at", t.ExpiresAt)
 	return t, nil
 }

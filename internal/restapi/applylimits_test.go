@@ -2,6 +2,7 @@ package restapi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dockfleet/dockfleet/internal/agentsvc"
+	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/fanout"
 	"github.com/dockfleet/dockfleet/internal/liveness"
@@ -61,10 +63,24 @@ func newTestHandler(t *testing.T) (*Handler, string) {
 	if err := st.CreateAPIToken(ctx, id, "admin", hash); err != nil {
 		t.Fatal(err)
 	}
-	h := New(Deps{Store: st, Logger: log, CA: ca, Gate: gate, Live: live, Out: out, Ctl: ctl,
+	h := New(Deps{Store: st, Logger: log, CA: oneRoot{ca}, Gate: gate, Live: live, Out: out, Ctl: ctl,
 		Revoked: func(string) {}, Removed: func(string) {}, Events: NewEventBell(), MaxTokenTTL: DefaultMaxTokenTTL,
 		ImagePolicy: spec.ImagePolicyPinFromNodes, Resolve: testenv.NoRegistry})
 	return h, tok
+}
+
+// oneRoot is an Authority of one root that never rotates.
+type oneRoot struct{ ca *pki.CA }
+
+func (o oneRoot) TokenFingerprint() string { return o.ca.Fingerprint() }
+func (o oneRoot) Status(context.Context) (api.CA, error) {
+	return api.CA{}, errors.New("the CA's status is not served in this test")
+}
+func (o oneRoot) Rotate(context.Context) (api.CA, error) {
+	return api.CA{}, errors.New("the CA is not rotated in this test")
+}
+func (o oneRoot) Finish(context.Context, bool) (api.CA, error) {
+	return api.CA{}, errors.New("the CA is not rotated in this test")
 }
 
 // An apply that finds every apply slot taken for applyWait is refused with
