@@ -153,6 +153,7 @@ instances'.`,
 		newEventsCommand(e),
 		newSimCommand(e),
 		newStoreCommand(e),
+		newCACommand(e),
 	)
 	return root
 }
