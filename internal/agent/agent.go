@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -92,6 +94,9 @@ type Hooks struct {
 	// to move.
 	OnConnected    func(server string)
 	OnDisconnected func(err error)
+	// OnRenewed is called each time the agent renewed its certificate,
+	// with the new one, once it is stored and in use.
+	OnRenewed func(cert *x509.Certificate)
 	// OnDesired is called each time the agent has taken a desired state from
 	// the server and acked it, with its generation and number of instances.
 	OnDesired func(generation uint64, instances int)
@@ -151,6 +156,11 @@ type Agent struct {
 	log     *slog.Logger
 	clock   clockwork.Clock
 	servers *serverList
+	// id is the node's identity now: its certificate changes when it is
+	// renewed, and its roots when the server says (Trust). idMu
+	// serializes the writes of its files.
+	id   atomic.Pointer[pki.Identity]
+	idMu sync.Mutex
 	// dialRefused says that the last connection to the server was
 	// refused: nobody listened.
 	dialRefused atomic.Bool
@@ -381,6 +391,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.id.Store(id)
 	log := a.log.With("node_id", id.NodeID)
 	log.Info("agent starting", "servers", a.servers.describe(), "cert_expires", id.NotAfter)
 
@@ -398,16 +409,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	var refused refusals
 	for {
 		ep, n := a.servers.pick(ctx, a.clock.Now())
-		connected, err := a.session(ctx, ep, id, rec, pulls, log)
+		connected, err := a.session(ctx, ep, rec, pulls, log)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errRenewed) {
-			if id, err = pki.LoadIdentity(a.cfg.DataDir); err != nil {
-				return fmt.Errorf("loading renewed identity: %w", err)
-			}
-			continue
-		}
+		id = a.identity()
 		if connected {
 			retry.reset()
 		}

@@ -43,9 +43,9 @@ func newGoAwayError(g *agentproto.GoAway) *goAwayError {
 // session runs one stream to the server at ep until it breaks, the server
 // sends GoAway (a *goAwayError) or ctx ends. It reports whether the server
 // welcomed the agent, which resets the backoff.
-func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
+func (a *Agent) session(ctx context.Context, ep endpoint, rec *reconciler, pulls *puller, log *slog.Logger) (bool, error) {
 	conn, err := grpc.NewClient(target(ep), a.dialOptions(
-		grpc.WithTransportCredentials(credentials.NewTLS(pki.AgentClientTLS(id, ep.host))),
+		grpc.WithTransportCredentials(credentials.NewTLS(pki.RenewingClientTLS(a.identity, ep.host))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// As on the server (internal/server.listen): TLS buffers records
 		// already, the write buffer is pooled, and static windows stop
@@ -116,7 +116,8 @@ func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec 
 			errc <- f()
 		}()
 	}
-	goStream(func() error { return a.renewWhenDue(ctx, conn, id) })
+	soon := make(chan time.Duration, 1) // a renewal asked for by Trust
+	goStream(func() error { return a.renewals(ctx, conn, soon) })
 	goStream(func() error { return a.heartbeats(ctx, interval, rec, send) })
 	goStream(func() error { return forwardStatuses(ctx, rec, send) })
 	goStream(func() error {
@@ -147,6 +148,10 @@ func (a *Agent) session(ctx context.Context, ep endpoint, id *pki.Identity, rec 
 						return away
 					}
 				})
+				continue
+			}
+			if tr := msg.GetTrust(); tr != nil {
+				a.takeTrust(tr, soon)
 				continue
 			}
 			if d := msg.GetDesired(); d != nil && rec.setDesired(d) {

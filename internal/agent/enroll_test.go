@@ -243,7 +243,7 @@ func (p *testPKI) serve(t *testing.T, mode serveMode) string {
 	if mode == serveRefuse {
 		check = func(id string, _ int64) error { return fmt.Errorf("node %s was revoked or removed", id) }
 	}
-	conf := pki.AgentServerTLS(p.ca, pki.NewServerCert(p.server), check)
+	conf := pki.AgentServerTLS(pki.NewAuthority(pki.NewRoots(p.ca)), pki.NewServerCert(p.server), check)
 	conf.NextProtos = []string{"h2"}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -27,9 +27,13 @@ const (
 type RenewRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// DER-encoded PKCS#10 request; the node keeps its key.
-	Csr           []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	// protocol_version is the agent's (since version 4; 0 before). An agent
+	// before version 4 trusts one root only: during a CA rotation it is
+	// given a certificate of the root it trusts, the retiring one.
+	ProtocolVersion uint32 `protobuf:"varint,2,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RenewRequest) Reset() {
@@ -69,11 +73,23 @@ func (x *RenewRequest) GetCsr() []byte {
 	return nil
 }
 
+func (x *RenewRequest) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
 type RenewResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM client certificate naming the node.
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// ca_certificates are the CA roots the agent is to trust from now on,
+	// in PEM, the newest (the one that signed certificate) first: two while
+	// a CA rotation runs (since version 4; empty before).
+	CaCertificates []byte `protobuf:"bytes,2,opt,name=ca_certificates,json=caCertificates,proto3" json:"ca_certificates,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RenewResponse) Reset() {
@@ -109,6 +125,13 @@ func (*RenewResponse) Descriptor() ([]byte, []int) {
 func (x *RenewResponse) GetCertificate() []byte {
 	if x != nil {
 		return x.Certificate
+	}
+	return nil
+}
+
+func (x *RenewResponse) GetCaCertificates() []byte {
+	if x != nil {
+		return x.CaCertificates
 	}
 	return nil
 }
@@ -203,6 +226,9 @@ type EnrollResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// PEM client certificate naming the node, and the CA that signed it.
+	// Since version 4, to an agent of version 4 or later, ca_certificate
+	// holds every root the agent is to trust, the one that signed
+	// certificate first: two while a CA rotation runs.
 	Certificate   []byte `protobuf:"bytes,2,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	CaCertificate []byte `protobuf:"bytes,3,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -773,6 +799,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Welcome
 	//	*ServerMessage_Desired
 	//	*ServerMessage_Goaway
+	//	*ServerMessage_Trust
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -842,6 +869,15 @@ func (x *ServerMessage) GetGoaway() *GoAway {
 	return nil
 }
 
+func (x *ServerMessage) GetTrust() *Trust {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Trust); ok {
+			return x.Trust
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -858,11 +894,77 @@ type ServerMessage_Goaway struct {
 	Goaway *GoAway `protobuf:"bytes,3,opt,name=goaway,proto3,oneof"`
 }
 
+type ServerMessage_Trust struct {
+	Trust *Trust `protobuf:"bytes,4,opt,name=trust,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Desired) isServerMessage_Msg() {}
 
 func (*ServerMessage_Goaway) isServerMessage_Msg() {}
+
+func (*ServerMessage_Trust) isServerMessage_Msg() {}
+
+// Trust gives the agent the CA roots to trust (since version 4): after
+// Welcome, and whenever they change, as a CA rotation does. The agent
+// stores them. While its certificate is not of the first (newest) root it
+// renews it, at a random moment within renew_within_ms, so that a fleet's
+// agents do not all renew at once. The stream stays up throughout.
+type Trust struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM CA certificates, the newest (active) root first.
+	CaCertificates []byte `protobuf:"bytes,1,opt,name=ca_certificates,json=caCertificates,proto3" json:"ca_certificates,omitempty"`
+	// renew_within_ms bounds the agent's random wait before it renews a
+	// certificate of an older root, in milliseconds; 0 means at once.
+	RenewWithinMs int64 `protobuf:"varint,2,opt,name=renew_within_ms,json=renewWithinMs,proto3" json:"renew_within_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trust) Reset() {
+	*x = Trust{}
+	mi := &file_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trust) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trust) ProtoMessage() {}
+
+func (x *Trust) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trust.ProtoReflect.Descriptor instead.
+func (*Trust) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Trust) GetCaCertificates() []byte {
+	if x != nil {
+		return x.CaCertificates
+	}
+	return nil
+}
+
+func (x *Trust) GetRenewWithinMs() int64 {
+	if x != nil {
+		return x.RenewWithinMs
+	}
+	return 0
+}
 
 // GoAway asks the agent to leave this server for another of its --server
 // entries (since version 3): the server is shutting down, or holds as many
@@ -883,7 +985,7 @@ type GoAway struct {
 
 func (x *GoAway) Reset() {
 	*x = GoAway{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +997,7 @@ func (x *GoAway) String() string {
 func (*GoAway) ProtoMessage() {}
 
 func (x *GoAway) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1010,7 @@ func (x *GoAway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
 func (*GoAway) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GoAway) GetReason() string {
@@ -937,7 +1039,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1051,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1064,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -1006,7 +1108,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1120,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1133,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DesiredState) GetGeneration() uint64 {
@@ -1083,7 +1185,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1197,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1210,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InstanceSpec) GetId() string {
@@ -1175,7 +1277,7 @@ type Facts struct {
 
 func (x *Facts) Reset() {
 	*x = Facts{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1289,7 @@ func (x *Facts) String() string {
 func (*Facts) ProtoMessage() {}
 
 func (x *Facts) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1302,7 @@ func (x *Facts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Facts.ProtoReflect.Descriptor instead.
 func (*Facts) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Facts) GetAgentVersion() string {
@@ -1263,7 +1365,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1377,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1390,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Usage) GetCpuPercent() float64 {
@@ -1316,11 +1418,13 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x12dockfleet.agent.v1\" \n" +
+	"\vagent.proto\x12\x12dockfleet.agent.v1\"K\n" +
 	"\fRenewRequest\x12\x10\n" +
-	"\x03csr\x18\x01 \x01(\fR\x03csr\"1\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12)\n" +
+	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\"Z\n" +
 	"\rRenewResponse\x12 \n" +
-	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"\xa9\x02\n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12'\n" +
+	"\x0fca_certificates\x18\x02 \x01(\fR\x0ecaCertificates\"\xa9\x02\n" +
 	"\rEnrollRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x10\n" +
@@ -1374,12 +1478,16 @@ const file_agent_proto_rawDesc = "" +
 	"observedAt\x12!\n" +
 	"\fimage_digest\x18\a \x01(\tR\vimageDigest\x12\x1a\n" +
 	"\brestarts\x18\b \x01(\rR\brestarts\x12\x16\n" +
-	"\x06events\x18\t \x03(\tR\x06events\"\xc3\x01\n" +
+	"\x06events\x18\t \x03(\tR\x06events\"\xf6\x01\n" +
 	"\rServerMessage\x127\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1b.dockfleet.agent.v1.WelcomeH\x00R\awelcome\x12<\n" +
 	"\adesired\x18\x02 \x01(\v2 .dockfleet.agent.v1.DesiredStateH\x00R\adesired\x124\n" +
-	"\x06goaway\x18\x03 \x01(\v2\x1a.dockfleet.agent.v1.GoAwayH\x00R\x06goawayB\x05\n" +
-	"\x03msg\"P\n" +
+	"\x06goaway\x18\x03 \x01(\v2\x1a.dockfleet.agent.v1.GoAwayH\x00R\x06goaway\x121\n" +
+	"\x05trust\x18\x04 \x01(\v2\x19.dockfleet.agent.v1.TrustH\x00R\x05trustB\x05\n" +
+	"\x03msg\"X\n" +
+	"\x05Trust\x12'\n" +
+	"\x0fca_certificates\x18\x01 \x01(\fR\x0ecaCertificates\x12&\n" +
+	"\x0frenew_within_ms\x18\x02 \x01(\x03R\rrenewWithinMs\"P\n" +
 	"\x06GoAway\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12.\n" +
 	"\x13reconnect_within_ms\x18\x02 \x01(\x03R\x11reconnectWithinMs\"\x81\x01\n" +
@@ -1438,7 +1546,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),   // 0: dockfleet.agent.v1.RenewRequest
 	(*RenewResponse)(nil),  // 1: dockfleet.agent.v1.RenewResponse
@@ -1451,41 +1559,43 @@ var file_agent_proto_goTypes = []any{
 	(*Ack)(nil),            // 8: dockfleet.agent.v1.Ack
 	(*InstanceStatus)(nil), // 9: dockfleet.agent.v1.InstanceStatus
 	(*ServerMessage)(nil),  // 10: dockfleet.agent.v1.ServerMessage
-	(*GoAway)(nil),         // 11: dockfleet.agent.v1.GoAway
-	(*Welcome)(nil),        // 12: dockfleet.agent.v1.Welcome
-	(*DesiredState)(nil),   // 13: dockfleet.agent.v1.DesiredState
-	(*InstanceSpec)(nil),   // 14: dockfleet.agent.v1.InstanceSpec
-	(*Facts)(nil),          // 15: dockfleet.agent.v1.Facts
-	(*Usage)(nil),          // 16: dockfleet.agent.v1.Usage
-	nil,                    // 17: dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	(*Trust)(nil),          // 11: dockfleet.agent.v1.Trust
+	(*GoAway)(nil),         // 12: dockfleet.agent.v1.GoAway
+	(*Welcome)(nil),        // 13: dockfleet.agent.v1.Welcome
+	(*DesiredState)(nil),   // 14: dockfleet.agent.v1.DesiredState
+	(*InstanceSpec)(nil),   // 15: dockfleet.agent.v1.InstanceSpec
+	(*Facts)(nil),          // 16: dockfleet.agent.v1.Facts
+	(*Usage)(nil),          // 17: dockfleet.agent.v1.Usage
+	nil,                    // 18: dockfleet.agent.v1.EnrollRequest.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	17, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
-	15, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
+	18, // 0: dockfleet.agent.v1.EnrollRequest.labels:type_name -> dockfleet.agent.v1.EnrollRequest.LabelsEntry
+	16, // 1: dockfleet.agent.v1.EnrollRequest.facts:type_name -> dockfleet.agent.v1.Facts
 	6,  // 2: dockfleet.agent.v1.AgentMessage.hello:type_name -> dockfleet.agent.v1.Hello
 	7,  // 3: dockfleet.agent.v1.AgentMessage.heartbeat:type_name -> dockfleet.agent.v1.Heartbeat
 	8,  // 4: dockfleet.agent.v1.AgentMessage.ack:type_name -> dockfleet.agent.v1.Ack
 	9,  // 5: dockfleet.agent.v1.AgentMessage.status:type_name -> dockfleet.agent.v1.InstanceStatus
 	5,  // 6: dockfleet.agent.v1.AgentMessage.pulled:type_name -> dockfleet.agent.v1.ImagePull
-	15, // 7: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
+	16, // 7: dockfleet.agent.v1.Hello.facts:type_name -> dockfleet.agent.v1.Facts
 	9,  // 8: dockfleet.agent.v1.Hello.instances:type_name -> dockfleet.agent.v1.InstanceStatus
-	16, // 9: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
-	15, // 10: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
-	12, // 11: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
-	13, // 12: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
-	11, // 13: dockfleet.agent.v1.ServerMessage.goaway:type_name -> dockfleet.agent.v1.GoAway
-	14, // 14: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
-	2,  // 15: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
-	4,  // 16: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
-	0,  // 17: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
-	3,  // 18: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
-	10, // 19: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
-	1,  // 20: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	17, // 9: dockfleet.agent.v1.Heartbeat.usage:type_name -> dockfleet.agent.v1.Usage
+	16, // 10: dockfleet.agent.v1.Heartbeat.facts:type_name -> dockfleet.agent.v1.Facts
+	13, // 11: dockfleet.agent.v1.ServerMessage.welcome:type_name -> dockfleet.agent.v1.Welcome
+	14, // 12: dockfleet.agent.v1.ServerMessage.desired:type_name -> dockfleet.agent.v1.DesiredState
+	12, // 13: dockfleet.agent.v1.ServerMessage.goaway:type_name -> dockfleet.agent.v1.GoAway
+	11, // 14: dockfleet.agent.v1.ServerMessage.trust:type_name -> dockfleet.agent.v1.Trust
+	15, // 15: dockfleet.agent.v1.DesiredState.instances:type_name -> dockfleet.agent.v1.InstanceSpec
+	2,  // 16: dockfleet.agent.v1.Agent.Enroll:input_type -> dockfleet.agent.v1.EnrollRequest
+	4,  // 17: dockfleet.agent.v1.Agent.Connect:input_type -> dockfleet.agent.v1.AgentMessage
+	0,  // 18: dockfleet.agent.v1.Agent.Renew:input_type -> dockfleet.agent.v1.RenewRequest
+	3,  // 19: dockfleet.agent.v1.Agent.Enroll:output_type -> dockfleet.agent.v1.EnrollResponse
+	10, // 20: dockfleet.agent.v1.Agent.Connect:output_type -> dockfleet.agent.v1.ServerMessage
+	1,  // 21: dockfleet.agent.v1.Agent.Renew:output_type -> dockfleet.agent.v1.RenewResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1504,6 +1614,7 @@ func file_agent_proto_init() {
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Desired)(nil),
 		(*ServerMessage_Goaway)(nil),
+		(*ServerMessage_Trust)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1511,7 +1622,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,7 +25,17 @@ package agentproto
 //     the server asks the agent to move to another of its servers (shutting
 //     down, or over --max-agents); a version 2 agent ignores it, and its
 //     stream ends when the server stops.
-const Version = 3
+//   - 4 (2026-12-07): CA rotation. The server sends Trust, the CA roots to
+//     trust (two while a rotation runs), after Welcome and when they change;
+//     an agent whose certificate is not of the newest root renews it without
+//     leaving its stream. RenewRequest says the agent's version, and
+//     RenewResponse and EnrollResponse carry the roots. An agent renews at a
+//     point between half and four fifths of its certificate's life, and keeps
+//     its stream across the renewal (before, it reconnected). A version 3
+//     agent ignores Trust; during a rotation it is given certificates of the
+//     retiring root, the one it trusts, and must be upgraded before the
+//     rotation can finish.
+const Version = 4
 
 // MinVersion is the oldest agent protocol version the server still serves.
 const MinVersion = 1

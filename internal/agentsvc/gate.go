@@ -126,6 +126,20 @@ func (g *Gate) Revoke(id string) {
 	}
 }
 
+// Disconnect closes node id's connections without refusing the node: the
+// root of its certificate is trusted no more (a CA rotation was finished
+// before the node renewed), so the handshake refuses it from now on, and
+// the connections it made before must not outlive that.
+func (g *Gate) Disconnect(id string) {
+	g.mu.Lock()
+	conns := g.conns[id]
+	delete(g.conns, id)
+	g.mu.Unlock()
+	for c := range conns {
+		c.Conn.Close()
+	}
+}
+
 // reenrolled refuses node id's certificates from before epoch and closes
 // the connections made with them.
 func (g *Gate) reenrolled(id string, epoch int64) {

@@ -43,6 +43,8 @@ type agentStream struct {
 
 	mu    sync.Mutex
 	ended bool
+	// welcomed is set once the agent was sent Welcome: Trust may follow.
+	welcomed bool
 
 	// asked is set, under Service.streamsMu, once Drain sent it GoAway.
 	asked bool

@@ -33,13 +33,13 @@ import (
 )
 
 // Service serves the agent protocol. It holds what it uses: the store, the
-// CA that signs node certificates, the gate that refuses revoked
+// CA roots that sign node certificates, the gate that refuses revoked
 // identities, the source and message limits, and the fleet's parts that
 // agents feed (liveness, fan-out, controller).
 type Service struct {
 	agentproto.UnimplementedAgentServer
 	store    store.Store
-	ca       *pki.CA
+	ca       *pki.Authority
 	gate     *Gate
 	live     *liveness.Registry
 	out      *fanout.Fanout
@@ -74,8 +74,10 @@ type Service struct {
 // Deps are what a Service uses; every field is required.
 type Deps struct {
 	Store store.Store
-	CA    *pki.CA
-	Gate  *Gate
+	// CA holds the roots: the active one signs node certificates, and
+	// agents are told to trust all that are trusted (Trust).
+	CA   *pki.Authority
+	Gate *Gate
 	// Live learns of connections and heartbeats, Out holds the agents'
 	// streams, and Ctl takes their instance statuses and pull answers.
 	Live *liveness.Registry
@@ -150,7 +152,11 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	if fp != a.ca.Fingerprint() {
+	roots := a.ca.Roots()
+	if !roots.Trusts(fp) {
+		if roots.Knows(fp) {
+			return nil, status.Error(codes.Unauthenticated, "the enrollment token was made before this server's CA was rotated, and names a root it no longer trusts: make a new token (dockfleet token create)")
+		}
 		return nil, status.Error(codes.Unauthenticated, "the enrollment token was made by another server (its CA fingerprint differs)")
 	}
 	if !nodeNameRE.MatchString(req.Name) {
@@ -234,10 +240,14 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 		return nil, status.Error(codes.Unavailable, "enrollment could not be recorded now; retrying is safe")
 	}
 	node = enrolled
-	cert, err := a.ca.SignNode(req.Csr, node.ID, node.Epoch, a.certTTL)
+	signer, caPEM := issuer(roots, req.ProtocolVersion)
+	cert, err := signer.SignNode(req.Csr, node.ID, node.Epoch, a.certTTL)
+	if err == nil {
+		a.recordCert(ctx, node.ID, signer, cert)
+	}
 	if err == nil && retried {
 		a.log.Info("node enrollment retried with the same key: the same node, a new certificate", "node_id", node.ID, "name", node.Name, "token_id", tokenID)
-		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
+		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: caPEM}, nil
 	}
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
@@ -255,11 +265,11 @@ func (a *Service) Enroll(ctx context.Context, req *agentproto.EnrollRequest) (_ 
 		}
 		a.log.Info("node re-enrolled", "node_id", node.ID, "name", node.Name, "epoch", node.Epoch, "token_id", tokenID)
 		a.ctl.Need(controller.ReloadNodes)
-		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
+		return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: caPEM}, nil
 	}
 	a.log.Info("node enrolled", "node_id", node.ID, "name", node.Name, "labels", node.Labels, "token_id", tokenID)
 	a.enrolled(node)
-	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: a.ca.CertPEM()}, nil
+	return &agentproto.EnrollResponse{NodeId: node.ID, Certificate: cert, CaCertificate: caPEM}, nil
 }
 
 // nameTaken refuses a new node the name of an enrolled one.
@@ -423,6 +433,9 @@ func (a *Service) Connect(stream agentproto.Agent_ConnectServer) error {
 		ProtocolVersion: agentproto.Version, NodeId: nodeID, HeartbeatIntervalMs: a.heartbeatInterval.Milliseconds()}}}); err != nil {
 		return err
 	}
+	if err := a.welcomed(st); err != nil {
+		return err
+	}
 	sess.Start(st)
 	defer sess.Stop()
 	for _, st := range hello.Instances {
@@ -511,7 +524,8 @@ func (a *Service) Renew(ctx context.Context, req *agentproto.RenewRequest) (*age
 		a.log.Warn("renewal refused", "node_id", nodeID, "state", node.State, "cert_epoch", epoch, "epoch", node.Epoch)
 		return nil, status.Errorf(codes.PermissionDenied, "node %s may not renew its certificate: it was revoked or re-enrolled", nodeID)
 	}
-	cert, err := a.ca.SignNode(req.Csr, nodeID, node.Epoch, a.certTTL)
+	signer, caPEM := issuer(a.ca.Roots(), req.ProtocolVersion)
+	cert, err := signer.SignNode(req.Csr, nodeID, node.Epoch, a.certTTL)
 	if errors.Is(err, pki.ErrBadCSR) {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
@@ -519,6 +533,11 @@ func (a *Service) Renew(ctx context.Context, req *agentproto.RenewRequest) (*age
 		a.log.Error("signing node certificate", "node_id", nodeID, "err", err)
 		return nil, status.Error(codes.Internal, "signing the node certificate failed; see the server log")
 	}
-	a.log.Info("node certificate renewed", "node_id", nodeID)
-	return &agentproto.RenewResponse{Certificate: cert}, nil
+	a.recordCert(ctx, nodeID, signer, cert)
+	a.log.Info("node certificate renewed", "node_id", nodeID, "ca", signer.Fingerprint())
+	resp := &agentproto.RenewResponse{Certificate: cert}
+	if req.ProtocolVersion >= trustVersion {
+		resp.CaCertificates = caPEM
+	}
+	return resp, nil
 }

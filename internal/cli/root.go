@@ -163,6 +163,7 @@ instances'.`,
 		newBindingCommand(e),
 		newProjectCommand(e),
 		newAuditCommand(e),
+		newCACommand(e),
 	)
 	return root
 }

@@ -253,6 +253,10 @@ func (ca *CA) Pool() *x509.CertPool { return ca.pool.Clone() }
 // encoding, the value enrollment tokens carry.
 func (ca *CA) Fingerprint() string { return ca.fingerprint }
 
+// Issued reports whether the CA issued cert: its issuer is the CA's
+// subject and its signature the CA's.
+func (ca *CA) Issued(cert *x509.Certificate) bool { return signedBy(cert, ca.cert) }
+
 // issue signs tmpl for pub, valid from now for ttl but never past the CA's
 // own expiry: a leaf that outlives its CA would only look valid.
 func (ca *CA) issue(tmpl *x509.Certificate, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, error) {

@@ -51,4 +51,8 @@ var (
 	ErrBadEnrollToken = errors.New("pki: not a dockfleet enrollment token")
 	// ErrBadAPIToken is returned by ParseAPIToken.
 	ErrBadAPIToken = errors.New("pki: not a dockfleet API token")
+	// ErrRotating is returned by Roots.Rotate while a rotation runs.
+	ErrRotating = errors.New("pki: a CA rotation is in progress")
+	// ErrNotRotating is returned by Roots.Finish when no rotation runs.
+	ErrNotRotating = errors.New("pki: no CA rotation is in progress")
 )

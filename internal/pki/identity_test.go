@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -208,24 +209,47 @@ func TestSaveIdentityRefuses(t *testing.T) {
 	}
 }
 
-func TestNeedsRenewal(t *testing.T) {
-	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	// As the CA issues it: NotBefore backdated against clock skew.
-	id := &Identity{Leaf: &x509.Certificate{NotBefore: start.Add(-backdate), NotAfter: start.Add(30 * time.Hour)}}
-	tests := []struct {
-		at   time.Duration
-		want bool
-	}{
-		{-time.Hour, false},
-		{0, false},
-		{19*time.Hour + 59*time.Minute, false},
-		{20 * time.Hour, true},
-		{29 * time.Hour, true},
-		{31 * time.Hour, true},
-	}
-	for _, tt := range tests {
-		if got := id.NeedsRenewal(start.Add(tt.at)); got != tt.want {
-			t.Errorf("NeedsRenewal(start%+v) = %v; want %v", tt.at, got, tt.want)
+// A certificate renews at a point between half and four fifths of its life
+// (counted from issue, not from the backdated NotBefore), the same point
+// every time it is loaded, and the points of a fleet's certificates spread
+// over that span.
+func TestRenewAt(t *testing.T) {
+	ca := newTestCA(t)
+	const n = 200
+	lo, hi := 1.0, 0.0
+	for i := range n {
+		id := newTestIdentity(t, ca, fmt.Sprintf("n%d", i), 30*time.Hour)
+		issued := id.Leaf.NotBefore.Add(backdate)
+		life := id.Leaf.NotAfter.Sub(issued)
+		at := id.RenewAt()
+		f := float64(at.Sub(issued)) / float64(life)
+		if f < 0.5 || f >= 0.8 {
+			t.Fatalf("certificate %d renews at %.3f of its life; want within [0.5, 0.8)", i, f)
+		}
+		lo, hi = min(lo, f), max(hi, f)
+		again, err := parseIdentity(mustKeyPEM(t, id), encodePEM(pemCertificate, id.Leaf.Raw), ca.CertPEM())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !again.RenewAt().Equal(at) {
+			t.Fatalf("certificate %d renews at %v, and loaded again at %v; want the same point", i, at, again.RenewAt())
+		}
+		if id.NeedsRenewal(at.Add(-time.Nanosecond)) || !id.NeedsRenewal(at) {
+			t.Fatalf("NeedsRenewal around RenewAt %v: want false just before, true at it", at)
 		}
 	}
+	// 200 points uniform over [0.5, 0.8): the odds that none is below 0.55
+	// or none above 0.75 are (5/6)^200, nil.
+	if lo > 0.55 || hi < 0.75 {
+		t.Errorf("the renewal points of %d certificates span [%.3f, %.3f]; want them spread over [0.5, 0.8)", n, lo, hi)
+	}
+}
+
+func mustKeyPEM(t *testing.T, id *Identity) []byte {
+	t.Helper()
+	key, err := marshalKeyPEM(id.Certificate.PrivateKey.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }

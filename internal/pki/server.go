@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -140,7 +139,7 @@ func (ca *CA) loadServerCertificate(dir string) (cert tls.Certificate, ok bool, 
 // reusable reports whether leaf was issued by ca, lives long enough, and
 // names every host.
 func (ca *CA) reusable(leaf *x509.Certificate, hosts []string) bool {
-	if !bytes.Equal(leaf.RawIssuer, ca.cert.RawSubject) || leaf.CheckSignatureFrom(ca.cert) != nil {
+	if !ca.Issued(leaf) {
 		return false
 	}
 	if ServerCertificateDue(leaf, ca.now()) {

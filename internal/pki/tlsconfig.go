@@ -36,18 +36,24 @@ func (s *ServerCert) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 
 // AgentServerTLS is the configuration of the agents' endpoint: TLS 1.3 only,
 // cert's certificate as the server's, and client certificates verified
-// against ca when sent. A client certificate is optional at the handshake
-// because the enrollment call comes before the agent has one; every other
-// call must check PeerNode. A certificate from another CA, an expired one,
-// or one not meant for client authentication fails the handshake, and so
-// does a node certificate that checkNode (if not nil) refuses: a revoked
-// node, or one from before the node's re-enrollment.
-func AgentServerTLS(ca *CA, cert *ServerCert, checkNode func(id string, epoch int64) error) *tls.Config {
-	return &tls.Config{
+// against the roots auth trusts at the handshake (both of them while a CA
+// rotation runs) when sent. A client certificate is optional at the
+// handshake because the enrollment call comes before the agent has one;
+// every other call must check PeerNode. A certificate from another CA, an
+// expired one, or one not meant for client authentication fails the
+// handshake, and so does a node certificate that checkNode (if not nil)
+// refuses: a revoked node, or one from before the node's re-enrollment.
+func AgentServerTLS(auth *Authority, cert *ServerCert, checkNode func(id string, epoch int64) error) *tls.Config {
+	out := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: cert.getCertificate,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
-		ClientCAs:      ca.Pool(),
+		ClientCAs:      auth.Roots().Pool(),
+		// Agents never resume a session (they keep no session cache),
+		// and a resumed one would rest on its first handshake's
+		// verification, against the roots of then: no tickets, which
+		// also spares a ticket's encryption and a message a connection.
+		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if checkNode == nil || len(cs.VerifiedChains) == 0 {
 				return nil // an enrolling agent; its calls check PeerNode
@@ -59,6 +65,26 @@ func AgentServerTLS(ca *CA, cert *ServerCert, checkNode func(id string, epoch in
 			return checkNode(id, epoch)
 		},
 	}
+	// ClientCAs cannot change in a configuration in use: each handshake
+	// gets a copy of out (as its caller set it up) with the roots of the
+	// moment, made once for each set of roots.
+	type forRoots struct {
+		roots *Roots
+		conf  *tls.Config
+	}
+	var current atomic.Pointer[forRoots]
+	out.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		r := auth.Roots()
+		if c := current.Load(); c != nil && c.roots == r {
+			return c.conf, nil
+		}
+		conf := out.Clone()
+		conf.GetConfigForClient = nil
+		conf.ClientCAs = r.Pool()
+		current.Store(&forRoots{roots: r, conf: conf})
+		return conf, nil
+	}
+	return out
 }
 
 // apiCipherSuites are the TLS 1.2 suites the REST API offers: forward secret
@@ -148,14 +174,30 @@ func verifyPinned(chain []*x509.Certificate, caFingerprint, serverName string, n
 }
 
 // AgentClientTLS is the configuration of an enrolled agent: mutual TLS 1.3
-// with the node certificate, trusting the fleet's CA only. serverName is the
-// host of the server URL.
+// with the node certificate, trusting the fleet's CA roots only. serverName
+// is the host of the server URL.
 func AgentClientTLS(id *Identity, serverName string) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{id.Certificate},
 		RootCAs:      id.CAPool,
 		ServerName:   serverName,
+	}
+}
+
+// RenewingClientTLS is AgentClientTLS for an agent whose certificate is
+// renewed while it runs: each handshake presents the certificate of the
+// identity current returns then, so that every connection made after a
+// renewal uses the new one, whatever configuration it was dialed with. It
+// trusts the roots of current() when called.
+func RenewingClientTLS(current func() *Identity, serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &current().Certificate, nil
+		},
+		RootCAs:    current().CAPool,
+		ServerName: serverName,
 	}
 }
 

@@ -62,7 +62,7 @@ func TestEnrollClientTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(tt.serverCert), nil), EnrollClientTLS(tt.fingerprint, tt.serverName))
+			state, serverErr, clientErr := handshake(t, AgentServerTLS(NewAuthority(NewRoots(ca)), NewServerCert(tt.serverCert), nil), EnrollClientTLS(tt.fingerprint, tt.serverName))
 			if tt.wantErr == nil && tt.wantMsg == "" {
 				if clientErr != nil || serverErr != nil {
 					t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
@@ -91,7 +91,7 @@ func TestAgentMTLS(t *testing.T) {
 	id := newTestIdentity(t, ca, "node-42", time.Hour)
 	for _, serverName := range []string{"127.0.0.1", "localhost"} {
 		t.Run(serverName, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), nil), AgentClientTLS(id, serverName))
+			state, serverErr, clientErr := handshake(t, AgentServerTLS(NewAuthority(NewRoots(ca)), NewServerCert(newTestServerCert(t, ca)), nil), AgentClientTLS(id, serverName))
 			if clientErr != nil || serverErr != nil {
 				t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
 			}
@@ -138,7 +138,7 @@ func TestAgentServerRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), nil), tt.client)
+			state, serverErr, clientErr := handshake(t, AgentServerTLS(NewAuthority(NewRoots(ca)), NewServerCert(newTestServerCert(t, ca)), nil), tt.client)
 			if serverErr == nil || clientErr == nil {
 				t.Fatalf("client error %v, server error %v (peer certificates %d); want both", clientErr, serverErr, len(state.PeerCertificates))
 			}
@@ -153,7 +153,7 @@ func TestAgentClientRefusesOtherCA(t *testing.T) {
 	ca := newTestCA(t)
 	other := newTestCA(t)
 	id := newTestIdentity(t, ca, "n1", time.Hour)
-	_, serverErr, clientErr := handshake(t, AgentServerTLS(other, NewServerCert(newTestServerCert(t, other)), nil), AgentClientTLS(id, "127.0.0.1"))
+	_, serverErr, clientErr := handshake(t, AgentServerTLS(NewAuthority(NewRoots(other)), NewServerCert(newTestServerCert(t, other)), nil), AgentClientTLS(id, "127.0.0.1"))
 	var unknown x509.UnknownAuthorityError
 	if !errors.As(clientErr, &unknown) {
 		t.Errorf("client error %v; want %T", clientErr, unknown)
@@ -252,7 +252,7 @@ func TestAgentServerChecksNode(t *testing.T) {
 	var seenID string
 	var seenEpoch int64
 	allow := func(id string, epoch int64) error { seenID, seenEpoch = id, epoch; return nil }
-	state, serverErr, clientErr := handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), allow), AgentClientTLS(id, "127.0.0.1"))
+	state, serverErr, clientErr := handshake(t, AgentServerTLS(NewAuthority(NewRoots(ca)), NewServerCert(newTestServerCert(t, ca)), allow), AgentClientTLS(id, "127.0.0.1"))
 	if serverErr != nil || clientErr != nil {
 		t.Fatalf("client error %v, server error %v; want none", clientErr, serverErr)
 	}
@@ -261,7 +261,7 @@ func TestAgentServerChecksNode(t *testing.T) {
 	}
 	refused := errors.New("node-7 was revoked")
 	deny := func(string, int64) error { return refused }
-	_, serverErr, _ = handshake(t, AgentServerTLS(ca, NewServerCert(newTestServerCert(t, ca)), deny), AgentClientTLS(id, "127.0.0.1"))
+	_, serverErr, _ = handshake(t, AgentServerTLS(NewAuthority(NewRoots(ca)), NewServerCert(newTestServerCert(t, ca)), deny), AgentClientTLS(id, "127.0.0.1"))
 	if !errors.Is(serverErr, refused) {
 		t.Errorf("server error %v; want %v", serverErr, refused)
 	}

@@ -53,7 +53,7 @@ func badRequestf(format string, a ...any) error { return badRequest{fmt.Sprintf(
 type Handler struct {
 	store store.Store
 	log   *slog.Logger
-	ca    *pki.CA
+	ca    Authority
 	gate  *agentsvc.Gate
 	live  *liveness.Registry
 	out   *fanout.Fanout
@@ -81,7 +81,7 @@ type Handler struct {
 type Deps struct {
 	Store  store.Store
 	Logger *slog.Logger
-	CA     *pki.CA
+	CA     Authority
 	Gate   *agentsvc.Gate
 	Live   *liveness.Registry
 	Out    *fanout.Fanout
@@ -192,6 +192,9 @@ func (s *Handler) Routes() []Route {
 		r("GET", "/v1/audit/verify", Fleet, authz.AuditRead, s.verifyAudit),
 
 		r("POST", "/v1/store/accept-restore", Fleet, authz.StoreWrite, s.acceptRestore),
+		r("GET", "/v1/ca", Fleet, authz.CARead, s.getCA),
+		r("POST", "/v1/ca/rotate", Fleet, authz.CAWrite, s.rotateCA),
+		r("POST", "/v1/ca/finish", Fleet, authz.CAWrite, s.finishCA),
 		// Unknown paths are answered after authentication: 401 before 404,
 		// so that the API's shape does not show to strangers.
 		r("", "/", Authenticated, "", func(w http.ResponseWriter, r *http.Request) error {
@@ -585,7 +588,7 @@ func (s *Handler) CreateEnrollToken(ctx context.Context, req api.TokenRequest) (
 	if err := s.store.CreateEnrollToken(ctx, t, pki.HashSecret(secret)); err != nil {
 		return t, err
 	}
-	t.Token = pki.FormatEnrollToken(s.ca.Fingerprint(), t.ID, secret)
+	t.Token = pki.FormatEnrollToken(s.ca.TokenFingerprint(), t.ID, secret)
 	s.log.Info("enrollment token created", "token_id", t.ID, "max_uses", t.MaxUses, "expires_at", t.ExpiresAt)
 	return t, nil
 }

@@ -2,6 +2,7 @@ package restapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -72,9 +73,23 @@ func newHandlerOn(t testing.TB, st store.Store, ca *pki.CA, clock clockwork.Cloc
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(Deps{Store: st, Logger: log, CA: ca, Gate: gate, Live: live, Out: out, Ctl: ctl,
+	return New(Deps{Store: st, Logger: log, CA: oneRoot{ca}, Gate: gate, Live: live, Out: out, Ctl: ctl,
 		Revoked: func(string) {}, Removed: func(string) {}, Events: NewEventBell(), MaxTokenTTL: DefaultMaxTokenTTL,
 		ImagePolicy: spec.ImagePolicyPinFromNodes, Resolve: testenv.NoRegistry, Clock: clock})
+}
+
+// oneRoot is an Authority of one root that starts rotations but never
+// ends one: the handler's tests check who may call the CA endpoints; the
+// server's tests rotate a real CA (server.TestCARotation).
+type oneRoot struct{ ca *pki.CA }
+
+func (o oneRoot) TokenFingerprint() string { return o.ca.Fingerprint() }
+func (o oneRoot) Status(context.Context) (api.CA, error) {
+	return api.CA{TokenFingerprint: o.ca.Fingerprint()}, nil
+}
+func (o oneRoot) Rotate(context.Context) (api.CA, error) { return o.Status(context.Background()) }
+func (o oneRoot) Finish(context.Context, bool) (api.CA, error) {
+	return api.CA{}, fmt.Errorf("%w: no rotation is under way", ErrCAState)
 }
 
 // An apply that finds every apply slot taken for applyWait is refused with

@@ -302,6 +302,9 @@ var matrixRequests = map[string]matrixRequest{
 	"GET /v1/audit":                 fixed("/v1/audit", ""),
 	"GET /v1/audit/verify":          fixed("/v1/audit/verify", ""),
 	"POST /v1/store/accept-restore": fixed("/v1/store/accept-restore", ""),
+	"GET /v1/ca":                    fixed("/v1/ca", ""),
+	"POST /v1/ca/rotate":            fixed("/v1/ca/rotate", ""),
+	"POST /v1/ca/finish":            fixed("/v1/ca/finish", ""),
 	"* /":                           fixed("/v1/no-such-endpoint", ""),
 }
 

@@ -16,7 +16,6 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/authz"
-	"github.com/dockfleet/dockfleet/internal/datadir"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/seal"
 	"github.com/dockfleet/dockfleet/internal/store"
@@ -148,47 +147,55 @@ func (id *identity) putIfAbsent(ctx context.Context, name string, plain []byte) 
 	return stored, false, err
 }
 
-// loadCA returns the store's CA. A store without one gets the data dir's
-// ca.crt and ca.key, the CA of a server from before sealing, whose agents
-// must keep trusting it; or else a new CA. The data dir's ca.crt, which
-// users copy, is written if missing; one of another CA is refused, as it
-// may be what some agents trust.
-func (id *identity) loadCA(ctx context.Context) (*pki.CA, error) {
-	ca, err := id.storedCA(ctx)
+// loadRoots returns the store's CA roots and the sealed secret they were
+// read from. A store without any gets the data dir's ca.crt and ca.key, the
+// CA of a server from before sealing, whose agents must keep trusting it;
+// or else a new CA. The data dir's ca.crt, which users copy, is written if
+// missing or of older roots; one of a root the store does not know is
+// refused, as it may be what some agents trust.
+func (id *identity) loadRoots(ctx context.Context) (*pki.Roots, store.Sealed, error) {
+	roots, sec, err := id.storedRoots(ctx)
 	if err != nil {
-		return nil, err
+		return nil, store.Sealed{}, err
 	}
 	certPath := filepath.Join(id.dataDir, pki.CACertFile)
 	onDisk, err := os.ReadFile(certPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := datadir.WriteFile(certPath, ca.CertPEM(), datadir.FileMode); err != nil {
-			return nil, fmt.Errorf("writing the CA certificate: %w", err)
-		}
-		return ca, nil
+		return roots, sec, writeCACert(id.dataDir, roots)
 	case err != nil:
-		return nil, fmt.Errorf("reading the CA certificate: %w", err)
+		return nil, store.Sealed{}, fmt.Errorf("reading the CA certificate: %w", err)
 	}
-	if fp := certFingerprint(onDisk); fp != ca.Fingerprint() {
-		return nil, fmt.Errorf("%s is CA %s, but the store's CA is %s: this data dir is from another fleet's server. "+
+	fp := certFingerprint(onDisk)
+	if !roots.Knows(fp) {
+		return nil, store.Sealed{}, fmt.Errorf("%s is CA %s, but the store's CA is %s: this data dir is from another fleet's server. "+
 			"Move %s and %s aside (keep them while agents trust that CA) to join this store's fleet, or start on the store that CA belongs to (%s)",
-			certPath, fp, ca.Fingerprint(), pki.CACertFile, pki.CAKeyFile, keyFileDoc)
+			certPath, fp, roots.Active().Fingerprint(), pki.CACertFile, pki.CAKeyFile, keyFileDoc)
 	}
-	return ca, nil
+	if !bytes.Equal(onDisk, roots.BundlePEM()) {
+		// The CA was rotated while this replica was away.
+		if err := writeCACert(id.dataDir, roots); err != nil {
+			return nil, store.Sealed{}, err
+		}
+		id.log.Info("wrote the store's CA roots to the data dir's copy", "file", certPath, "active", roots.Active().Fingerprint(), "rotating", roots.Rotating())
+	}
+	return roots, sec, nil
 }
 
-// storedCA opens the store's CA, storing one first if it has none.
-func (id *identity) storedCA(ctx context.Context) (*pki.CA, error) {
+// storedRoots opens the store's CA roots, storing a CA first if it has
+// none.
+func (id *identity) storedRoots(ctx context.Context) (*pki.Roots, store.Sealed, error) {
 	sec, err := id.st.GetSealed(ctx, sealedCA)
 	if err == nil {
 		plain, err := id.open(sec)
 		if err != nil {
-			return nil, err
+			return nil, store.Sealed{}, err
 		}
-		return pki.ParseCA("the store", plain)
+		roots, err := pki.ParseRoots("the store", plain)
+		return roots, sec, err
 	}
 	if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
+		return nil, store.Sealed{}, err
 	}
 	ca, err := pki.LoadCA(id.dataDir)
 	fromDir := err == nil
@@ -196,18 +203,18 @@ func (id *identity) storedCA(ctx context.Context) (*pki.CA, error) {
 		ca, err = pki.NewCA()
 	}
 	if err != nil {
-		return nil, err
+		return nil, store.Sealed{}, err
 	}
-	plain, err := ca.MarshalPEM()
+	plain, err := pki.NewRoots(ca).MarshalPEM()
 	if err != nil {
-		return nil, err
+		return nil, store.Sealed{}, err
 	}
-	stored, created, err := id.putIfAbsent(ctx, sealedCA, plain)
+	_, created, err := id.putIfAbsent(ctx, sealedCA, plain)
 	if err != nil {
-		return nil, fmt.Errorf("storing the CA: %w", err)
+		return nil, store.Sealed{}, fmt.Errorf("storing the CA: %w", err)
 	}
 	if !created { // another replica stored its CA first
-		return pki.ParseCA("the store", stored)
+		return id.storedRoots(ctx)
 	}
 	keyPath := filepath.Join(id.dataDir, pki.CAKeyFile)
 	if fromDir {
@@ -218,7 +225,7 @@ func (id *identity) storedCA(ctx context.Context) (*pki.CA, error) {
 	} else {
 		id.log.Info("created certificate authority", "ca_file", filepath.Join(id.dataDir, pki.CACertFile), "fingerprint", ca.Fingerprint())
 	}
-	return ca, nil
+	return id.storedRoots(ctx)
 }
 
 // certFingerprint is the fingerprint of the first certificate in PEM data,
@@ -330,7 +337,7 @@ func (s *Server) loadIdentity(ctx context.Context, st sealedStore) error {
 	if err := id.openKey(ctx); err != nil {
 		return err
 	}
-	ca, err := id.loadCA(ctx)
+	roots, sec, err := id.loadRoots(ctx)
 	if err != nil {
 		return fmt.Errorf("loading CA: %w", err)
 	}
@@ -340,7 +347,7 @@ func (s *Server) loadIdentity(ctx context.Context, st sealedStore) error {
 		return err
 	}
 	hosts := append(serverHosts(), s.cfg.Hosts...)
-	cert, err := pki.LoadOrCreateServerCertificate(s.cfg.DataDir, ca, hosts)
+	cert, err := pki.LoadOrCreateServerCertificate(s.cfg.DataDir, roots.Serving(), hosts)
 	if err != nil {
 		return fmt.Errorf("loading server certificate: %w", err)
 	}
@@ -351,6 +358,7 @@ func (s *Server) loadIdentity(ctx context.Context, st sealedStore) error {
 	} else if err := s.writeAdminToken(ctx, id, tok); err != nil {
 		return err
 	}
-	s.ca, s.cert, s.hosts = ca, pki.NewServerCert(cert), hosts
+	s.ca, s.cert, s.hosts = pki.NewAuthority(roots), pki.NewServerCert(cert), hosts
+	s.caKeeper = &caKeeper{st: s.store, id: id, roots: s.ca, cert: s.cert, dataDir: s.cfg.DataDir, hosts: hosts, log: s.log, blob: sec.Blob}
 	return nil
 }

@@ -387,7 +387,7 @@ func TestServerCertificateRenewsInPlace(t *testing.T) {
 	original := s.cert.Get().Leaf
 
 	// A certificate close to its end, as a server that ran for a year has.
-	short, err := s.ca.ServerCertificate(s.hosts, 24*time.Hour)
+	short, err := s.ca.Roots().Serving().ServerCertificate(s.hosts, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -333,23 +333,24 @@ var apiIdleTimeout = 2 * time.Minute
 // listeners); Run serves until its context ends and releases them all;
 // Close releases them for a server that will not run.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   store.Store
-	ca      *pki.CA
-	apiLn   net.Listener
-	agentLn net.Listener
-	http    *http.Server
-	debug   *http.Server // nil unless Config.DebugAddr is set
-	debugLn net.Listener
-	grpc    *grpc.Server
-	fleet   *fleet
-	gate    *agentsvc.Gate
-	agents  *agentsvc.Service
-	cert    *pki.ServerCert
-	hosts   []string // the server certificate's
-	api     *restapi.Handler
-	guard   *httpguard.Guard
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	ca       *pki.Authority // the CA roots now
+	caKeeper *caKeeper      // keeps them as the store has them
+	apiLn    net.Listener
+	agentLn  net.Listener
+	http     *http.Server
+	debug    *http.Server // nil unless Config.DebugAddr is set
+	debugLn  net.Listener
+	grpc     *grpc.Server
+	fleet    *fleet
+	gate     *agentsvc.Gate
+	agents   *agentsvc.Service
+	cert     *pki.ServerCert
+	hosts    []string // the server certificate's
+	api      *restapi.Handler
+	guard    *httpguard.Guard
 	// auditFile, if set, copies the audit log (--audit-file).
 	auditFile *auditFile
 	adminTok  string // path
@@ -399,7 +400,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	ca := s.ca
 	events := restapi.NewEventBell()
 	var cl *cluster
 	if pg, ok := st.(*store.Postgres); ok {
@@ -438,7 +438,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			}
 		}()
 	}
-	s.api = restapi.New(restapi.Deps{Store: st, Logger: s.log, CA: ca, Gate: s.gate, Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl,
+	s.api = restapi.New(restapi.Deps{Store: st, Logger: s.log, CA: s.caKeeper, Gate: s.gate, Live: s.fleet.live, Out: s.fleet.out, Ctl: s.fleet.ctl,
 		Revoked: s.fleet.revoked, Removed: s.fleet.removed, Events: events, MaxTokenTTL: cfg.MaxTokenTTL, ImagePolicy: cfg.ImagePolicy,
 		RegistryAllow: cfg.RegistryAllow, Resolve: cfg.Resolve, Clock: cfg.Clock, SessionTTL: cfg.SessionTTL,
 		Logins: s.guard, Tokens: s.guard, SSO: sso, SSOInfo: ssoInfo})
@@ -521,8 +521,10 @@ func (s *Server) listen() error {
 	if cl := s.fleet.cluster; cl != nil {
 		cl.bind(s.fleet, s.gate, s.agentLn.Addr().String(), s.apiLn.Addr().String())
 		deps.OnSession, deps.OnReenrolled = cl.session, cl.gateChanged
+		s.caKeeper.replicas(cl.bus)
 	}
 	s.agents = agentsvc.New(deps)
+	s.caKeeper.agents, s.caKeeper.gate = s.agents, s.gate
 	agentproto.RegisterAgentServer(s.grpc, s.agents)
 	if s.cfg.DebugAddr != "" {
 		if s.debugLn, err = debugsrv.Listen(s.cfg.DebugAddr, s.cfg.DebugAllowRemote); err != nil {
@@ -579,6 +581,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopFleet()
 	wg.Go(func() { s.fleet.run(fleetCtx) })
 	wg.Go(func() { s.renewServerCertificate(ctx) })
+	if s.caKeeper.notices != nil {
+		wg.Go(func() { s.caKeeper.watch(ctx) })
+	}
 	wg.Go(func() { s.pruneHistory(ctx) })
 	if s.debug != nil {
 		wg.Go(func() {
@@ -617,6 +622,7 @@ func (s *Server) Run(ctx context.Context) error {
 	drained()
 	s.grpc.Stop()
 	s.agents.Wait()
+	s.caKeeper.stop()
 	stopFleet()
 	wg.Wait()
 	requests.Wait()
@@ -691,22 +697,12 @@ func (s *Server) renewServerCertificate(ctx context.Context) {
 	}
 }
 
-// checkServerCertificate replaces the server certificate if it is due,
-// with the one LoadOrCreateServerCertificate stores (a new one, unless an
-// operator put a fresh one in the data dir). A failure is logged and tried
-// again at the next check; the old certificate serves meanwhile.
-func (s *Server) checkServerCertificate() {
-	if !pki.ServerCertificateDue(s.cert.Get().Leaf, time.Now()) {
-		return
-	}
-	cert, err := pki.LoadOrCreateServerCertificate(s.cfg.DataDir, s.ca, s.hosts)
-	if err != nil {
-		s.log.Error("renewing server certificate; will retry", "expires", s.cert.Get().Leaf.NotAfter, "err", err)
-		return
-	}
-	s.cert.Set(cert)
-	s.log.Info("server certificate renewed", "expires", cert.Leaf.NotAfter)
-}
+// checkServerCertificate replaces the server certificate if it is due, or
+// not of the root that serves (a CA rotation finished), with the one
+// LoadOrCreateServerCertificate stores (a new one, unless an operator put
+// a fresh one in the data dir). A failure is logged and tried again at the
+// next check; the old certificate serves meanwhile.
+func (s *Server) checkServerCertificate() { s.caKeeper.checkServerCert() }
 
 // APIURL is the REST API's base URL, e.g. https://127.0.0.1:7400.
 func (s *Server) APIURL() string { return "https://" + s.apiLn.Addr().String() }

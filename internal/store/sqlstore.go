@@ -626,6 +626,9 @@ func (s *sqlStore) DeleteNode(ctx context.Context, id, reason string, at time.Ti
 		if _, err := tx.ExecContext(ctx, `DELETE FROM instances WHERE node_id = ?`, id); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM node_certs WHERE node_id = ?`, id); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id); err != nil {
 			return err
 		}

@@ -163,6 +163,15 @@ type Store interface {
 	PutSealedIfAbsent(ctx context.Context, sec Sealed) (Sealed, bool, error)
 	// GetSealed returns the sealed secret name; ErrNotFound if there is none.
 	GetSealed(ctx context.Context, name string) (Sealed, error)
+	// ReplaceSealed replaces the sealed secret old.Name with sec if it is
+	// still old (its blob); ErrConflict if it changed meanwhile.
+	ReplaceSealed(ctx context.Context, old, sec Sealed) error
+
+	// RecordNodeCert records the newest certificate issued to a node.
+	RecordNodeCert(ctx context.Context, c NodeCert) error
+	// ListNodeCerts returns the newest certificate recorded of each node
+	// the store has.
+	ListNodeCerts(ctx context.Context) ([]NodeCert, error)
 }
 
 // Auth is who may do what (users, API tokens and sessions, roles,

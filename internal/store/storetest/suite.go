@@ -53,7 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DesiredStates", testDesiredStates},
 		{"DesiredStatesInOrder", testDesiredStatesInOrder},
 		{"Reports", testReports},
-		{"Sealed", testSealed}, {"SealedRace", testSealedRace},
+		{"Sealed", testSealed}, {"SealedRace", testSealedRace}, {"SealedReplace", testSealedReplace},
+		{"NodeCerts", testNodeCerts},
 		{"StateSeq", testStateSeq},
 	}
 	for _, tc := range tests {
