@@ -351,3 +351,23 @@ func TestPlacementKeepsToTheProjectsNodes(t *testing.T) {
 		t.Errorf("after n2 joined the project's nodes: %v; want an instance on n2", got)
 	}
 }
+
+// Statuses a leader could not write because its lease had passed to
+// another replica in the store, before it knew, go to the next leader:
+// a fenced write drops nothing.
+func TestFencedStatusesGoToTheNextLeader(t *testing.T) {
+	w := newWorld(t, "n1")
+	fc := &cluster{leads: true}
+	w.c.cfg.Cluster = fc
+	if _, err := w.st.AcquireLease(w.ctx, "controller", "other", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ctx := store.WithFence(w.ctx, store.Fence{Name: "controller", Holder: "me", Epoch: 1})
+	batch := []store.InstanceStatus{{ID: "i1", NodeID: "n1", State: api.InstanceRunning, At: w.clock.Now()}}
+	w.c.record(ctx, batch)
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if len(fc.reports) != 1 || fc.reports[0].GetStatus().GetInstanceId() != "i1" {
+		t.Errorf("reports handed over %v; want the fenced status", fc.reports)
+	}
+}

@@ -3,6 +3,7 @@ package controller
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -155,7 +156,10 @@ func (c *Controller) batchStatuses(ctx context.Context) {
 func (c *Controller) record(ctx context.Context, batch []store.InstanceStatus) {
 	ok, err := c.store.UpdateInstanceStatuses(ctx, batch)
 	if err != nil {
-		if ctx.Err() == nil {
+		// A run whose lease ended, or ended in the store before this
+		// replica knew (the write was fenced off), hands its statuses to
+		// the next leader.
+		if ctx.Err() == nil && !errors.Is(err, store.ErrFenced) {
 			c.log.Error("recording instance statuses", "count", len(batch), "err", err)
 		} else {
 			c.handOver(batch)

@@ -175,7 +175,7 @@ func (s *sqlStore) StepRollout(ctx context.Context, r api.Rollout, moves []Insta
 		}
 		now := nanos(time.Now())
 		for _, m := range moves {
-			if _, err := tx.ExecContext(ctx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', image_digest = '', updated_at = ?, version = version + 1
+			if _, err := tx.ExecContext(ctx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', image_digest = '', updated_at = ?, observed_at = 0, version = version + 1
 				WHERE id = ?`, m.Revision, m.SpecHash, api.InstancePending, now, m.ID); err != nil {
 				return err
 			}

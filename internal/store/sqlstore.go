@@ -922,17 +922,27 @@ func (s *sqlStore) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) 
 	return err
 }
 
+// staleStatusWindow is how much older than the recorded status a status
+// may be observed and still be taken for a late one, ignored: an agent
+// reports an instance's changes seconds apart, and a status handed from
+// one leader to the next arrives after those sent straight to the next.
+// One observed longer before is taken for a clock set back, and recorded.
+const staleStatusWindow = 10 * time.Minute
+
 func (s *sqlStore) UpdateInstanceStatuses(ctx context.Context, ss []InstanceStatus) ([]bool, error) {
 	matched := make([]bool, len(ss))
 	err := s.tx(ctx, func(tx dbtx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, restarts = ?, updated_at = ?, version = version + 1
-			WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?)`)
+		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, reason = ?, container_id = ?, image_digest = ?, restarts = ?, updated_at = ?,
+				observed_at = ?, version = version + 1
+			WHERE id = ? AND node_id = ? AND (? = '' OR spec_hash = ?) AND (observed_at <= ? OR observed_at > ?)`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for i, st := range ss {
-			res, err := stmt.ExecContext(ctx, st.State, st.Reason, st.ContainerID, st.ImageDigest, st.Restarts, nanos(st.At), st.ID, st.NodeID, st.SpecHash, st.SpecHash)
+			at := nanos(st.At)
+			res, err := stmt.ExecContext(ctx, st.State, st.Reason, st.ContainerID, st.ImageDigest, st.Restarts, at, at,
+				st.ID, st.NodeID, st.SpecHash, st.SpecHash, at, at+int64(staleStatusWindow))
 			if err != nil {
 				return err
 			}
@@ -951,7 +961,7 @@ func (s *sqlStore) SetInstanceRevision(ctx context.Context, ids []string, revisi
 	now := nanos(time.Now())
 	return s.tx(ctx, func(tx dbtx) error {
 		for _, id := range ids {
-			_, err := tx.ExecContext(ctx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', updated_at = ?, version = version + 1 WHERE id = ?`,
+			_, err := tx.ExecContext(ctx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', updated_at = ?, observed_at = 0, version = version + 1 WHERE id = ?`,
 				revision, specHash, api.InstancePending, now, id)
 			if err != nil {
 				return err

@@ -128,7 +128,9 @@ type Store interface {
 	// UpdateInstanceStatus records what an agent observed of one of its
 	// node's instances; ErrNotFound if the node has no such instance, or
 	// if s.SpecHash is set and the instance has since moved to another spec
-	// (a late report on a replaced container must not overwrite the new one's).
+	// (a late report on a replaced container must not overwrite the new one's),
+	// or if it was observed before the status recorded last, within minutes
+	// (a report delivered late must not overwrite a newer one).
 	UpdateInstanceStatus(ctx context.Context, s InstanceStatus) error
 	// UpdateInstanceStatuses records many reports in one transaction and
 	// says which of them matched an instance, by the same rules.

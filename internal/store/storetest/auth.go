@@ -204,3 +204,45 @@ func testAuditChain(t *testing.T, s store.Store) {
 		t.Errorf("alice's first 3 records: %d", len(got))
 	}
 }
+
+// A status observed before the one recorded, and delivered after it (a
+// report handed from one leader to the next), does not overwrite it; one
+// observed long before is a clock set back, and is recorded; a move to
+// another spec starts the instance's statuses afresh.
+func testLateStatus(t *testing.T, s store.Store) {
+	in := api.Instance{ID: "i1", Project: "default", Deployment: "web", NodeID: "a", Revision: 1, SpecHash: "h", State: api.InstancePending, CreatedAt: time.Now()}
+	if err := s.ApplyPlacement(ctx, []api.Instance{in}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	state := func() api.InstanceState {
+		is, err := s.ListInstances(ctx, store.InstanceFilter{Deployment: "web"})
+		if err != nil || len(is) != 1 {
+			t.Fatalf("instances %v, %v", is, err)
+		}
+		return is[0].State
+	}
+	ok, err := s.UpdateInstanceStatuses(ctx, []store.InstanceStatus{
+		{ID: "i1", NodeID: "a", SpecHash: "h", State: api.InstancePulling, At: t0},
+		{ID: "i1", NodeID: "a", SpecHash: "h", State: api.InstanceRunning, At: t0.Add(2 * time.Second)},
+		{ID: "i1", NodeID: "a", SpecHash: "h", State: api.InstanceStarting, At: t0.Add(time.Second)}, // late
+	})
+	if err != nil || !ok[0] || !ok[1] || ok[2] {
+		t.Errorf("statuses matched %v, %v; want the late one ignored", ok, err)
+	}
+	if got := state(); got != api.InstanceRunning {
+		t.Errorf("state %s after a late starting; want running", got)
+	}
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", NodeID: "a", State: api.InstanceFailed, At: t0.Add(-time.Hour)}); err != nil {
+		t.Errorf("a status from an hour before (a clock set back): %v; want it recorded", err)
+	}
+	if got := state(); got != api.InstanceFailed {
+		t.Errorf("state %s; want failed", got)
+	}
+	if err := s.SetInstanceRevision(ctx, []string{"i1"}, 2, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateInstanceStatus(ctx, store.InstanceStatus{ID: "i1", NodeID: "a", SpecHash: "h2", State: api.InstancePulling, At: t0.Add(-2 * time.Hour)}); err != nil {
+		t.Errorf("the first status of the new spec: %v; want it recorded", err)
+	}
+}

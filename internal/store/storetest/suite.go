@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UsersAndTokens", testUsersAndTokens},
 		{"RolesBindingsProjects", testRolesBindingsProjects},
 		{"AuditChain", testAuditChain},
+		{"LateStatus", testLateStatus},
 		{"EnrollTokens", testEnrollTokens},
 		{"EnrollUseLimitUnderConcurrency", testEnrollConcurrent},
 		{"EnrollRetried", testEnrollRetried},
