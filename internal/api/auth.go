@@ -87,7 +87,26 @@ const (
 	TokenSession = "session"
 	// TokenBootstrap is the admin token the first start wrote to the data dir.
 	TokenBootstrap = "bootstrap"
+	// TokenCertificate is no token: a request authenticated by a user's
+	// client certificate (mutual TLS) instead.
+	TokenCertificate = "certificate"
 )
+
+// UserCertificateRequest asks for an API client certificate of the caller
+// (POST /v1/whoami/certificate): the DER certificate signing request of a
+// key the client made, base64 in JSON.
+type UserCertificateRequest struct {
+	CSR []byte `json:"csr"`
+	// TTL is a duration (720h); default 30 days, at most 90.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// UserCertificate is the certificate issued, PEM, with the CA roots to
+// trust the server by.
+type UserCertificate struct {
+	Certificate string    `json:"certificate"`
+	ExpiresAt   time.Time `json:"expiresAt"`
+}
 
 // APIToken is a bearer credential: an API token for automation, bound to
 // one role in one project (or all), or a user's login session, which acts

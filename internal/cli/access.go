@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -9,6 +11,8 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/authz"
+	"github.com/dockfleet/dockfleet/internal/datadir"
+	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/spec"
 )
 
@@ -134,6 +138,43 @@ func newUserCommand(e *env) *cobra.Command {
 			return fmt.Sprintf(done, args[0]), nil
 		})
 	}
+	var (
+		certDir string
+		certTTL time.Duration
+	)
+	cert := e.simpleCommand("cert --out-dir DIR [--ttl 720h]", "Get a client certificate for yourself, to use instead of a token (mutual TLS)", cobra.NoArgs,
+		func(cmd *cobra.Command, _ []string) (string, error) {
+			if certDir == "" {
+				return "", usageErrorf("--out-dir is required")
+			}
+			c, _, err := e.client(cmd)
+			if err != nil {
+				return "", err
+			}
+			keyPEM, csr, err := pki.NewUserKey()
+			if err != nil {
+				return "", err
+			}
+			uc, err := c.IssueUserCertificate(cmd.Context(), csr, certTTL.String())
+			if err != nil {
+				return "", err
+			}
+			if err := os.MkdirAll(certDir, 0o700); err != nil {
+				return "", err
+			}
+			certFile, keyFile := filepath.Join(certDir, "user.crt"), filepath.Join(certDir, "user.key")
+			if err := datadir.WriteFile(keyFile, keyPEM, datadir.FileMode); err != nil {
+				return "", err
+			}
+			if err := datadir.WriteFile(certFile, []byte(uc.Certificate), datadir.FileMode); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Wrote %s and %s (%s). Use them with --client-cert and --client-key, or %s and %s.",
+				certFile, keyFile, expiry(uc.ExpiresAt, e.now()), envCert, envKey), nil
+		})
+	cert.Flags().StringVar(&certDir, "out-dir", "", "directory to write user.crt and user.key to (the key is readable by you alone)")
+	cert.Flags().DurationVar(&certTTL, "ttl", 30*24*time.Hour, "how long the certificate is valid (at most 90 days)")
+
 	del := e.simpleCommand("delete NAME", "Delete a user with its API tokens and bindings", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, args []string) (string, error) {
 			c, _, err := e.client(cmd)
@@ -143,7 +184,7 @@ func newUserCommand(e *env) *cobra.Command {
 			return fmt.Sprintf("User %s deleted.", args[0]), c.DeleteUser(cmd.Context(), args[0])
 		})
 	del.Aliases = []string{"rm"}
-	return e.group("user", "Create, list, change and delete users", create, list, passwd,
+	return e.group("user", "Create, list, change and delete users", create, list, passwd, cert,
 		setDisabled("disable NAME", "Disable a user: its sessions and API tokens are refused", true, "User %s disabled; its sessions ended."),
 		setDisabled("enable NAME", "Enable a disabled user", false, "User %s enabled."), del)
 }

@@ -128,3 +128,47 @@ func TestLoginSSO(t *testing.T) {
 		t.Errorf("login --sso without trusting the provider: exit %d; want a failure", r.code)
 	}
 }
+
+// A user's client certificate authenticates API requests instead of a
+// token (mutual TLS), with the user's roles, until the user is disabled; a
+// node's certificate, from the same CA, authenticates nothing.
+func TestClientCertificateLogin(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	admin := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, envToken: srv.AdminToken}
+	user := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, "DOCKFLEET_CONFIG_DIR": t.TempDir()}
+	const pw = "a passphrase long enough"
+	for _, args := range [][]string{
+		{"user", "create", "carol", "--password-stdin"},
+		{"binding", "create", "--user", "carol", "--role", "viewer", "--project", "default"},
+	} {
+		if r := runCLI(t, admin, pw+"\n", args...); r.code != exitOK {
+			t.Fatalf("%v: %s%s", args, r.stdout, r.stderr)
+		}
+	}
+	if r := runCLI(t, user, pw+"\n", "login", "--user", "carol", "--password-stdin"); r.code != exitOK {
+		t.Fatalf("login: %s", r.stderr)
+	}
+	dir := filepath.Join(t.TempDir(), "certs")
+	if r := runCLI(t, user, "", "user", "cert", "--out-dir", dir); r.code != exitOK {
+		t.Fatalf("user cert: %s%s", r.stdout, r.stderr)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "user.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("user.key: %v %v; want mode 0600", fi, err)
+	}
+	runCLI(t, user, "", "logout")
+	byCert := map[string]string{envAddr: srv.Client.Addr(), envCACert: srv.CAFile, "DOCKFLEET_CONFIG_DIR": t.TempDir(),
+		envCert: filepath.Join(dir, "user.crt"), envKey: filepath.Join(dir, "user.key")}
+	r := runCLI(t, byCert, "", "whoami")
+	if r.code != exitOK || !strings.Contains(r.stdout, "user carol") || !strings.Contains(r.stdout, "viewer") {
+		t.Fatalf("whoami by certificate: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, byCert, "", "project", "create", "x"); r.code != exitFailure || !strings.Contains(r.stderr, "may not") {
+		t.Errorf("a viewer's certificate creating a project: exit %d %s", r.code, r.stderr)
+	}
+	if r := runCLI(t, admin, "", "user", "disable", "carol"); r.code != exitOK {
+		t.Fatal(r.stderr)
+	}
+	if r := runCLI(t, byCert, "", "whoami"); r.code != exitFailure || !strings.Contains(r.stderr, "disabled") {
+		t.Errorf("a disabled user's certificate: exit %d %s", r.code, r.stderr)
+	}
+}

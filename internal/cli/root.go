@@ -212,7 +212,7 @@ func makeGroup(cmd *cobra.Command) {
 // on the command line wins over its environment variable, which wins over the
 // default.
 type connFlags struct {
-	addr, token, tokenFile, caCert, project string
+	addr, token, tokenFile, caCert, project, clientCert, clientKey string
 }
 
 // Environment variables the API commands read.
@@ -222,6 +222,8 @@ const (
 	envTokenFile = "DOCKFLEET_TOKEN_FILE"
 	envCACert    = "DOCKFLEET_CACERT"
 	envProject   = "DOCKFLEET_PROJECT"
+	envCert      = "DOCKFLEET_CLIENT_CERT"
+	envKey       = "DOCKFLEET_CLIENT_KEY"
 )
 
 // addConnFlags adds the API flags to fs: a command's Flags, or a group's
@@ -233,6 +235,8 @@ func (e *env) addConnFlags(fs *pflag.FlagSet, withProject bool) {
 	fs.StringVar(&c.token, "token", "", "API token (env "+envToken+")")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the API token, read when no token is given (env "+envTokenFile+")")
 	fs.StringVar(&c.caCert, "ca-cert", "", "CA certificate to trust the server with, the server's DATA_DIR/ca.crt (env "+envCACert+")")
+	fs.StringVar(&c.clientCert, "client-cert", "", "a user's client certificate, to authenticate with instead of a token (dockfleet user cert; env "+envCert+")")
+	fs.StringVar(&c.clientKey, "client-key", "", "the client certificate's key (env "+envKey+")")
 	c.project = api.DefaultProject
 	if withProject {
 		fs.StringVarP(&c.project, "project", "p", api.DefaultProject, "project (env "+envProject+")")
@@ -257,6 +261,8 @@ func (e *env) connConfig(cmd *cobra.Command) (cfg client.Config, project string,
 	}
 	cfg.Addr = pick("addr", envAddr, c.addr)
 	cfg.CACertFile = pick("ca-cert", envCACert, c.caCert)
+	cfg.ClientCertFile = pick("client-cert", envCert, c.clientCert)
+	cfg.ClientKeyFile = pick("client-key", envKey, c.clientKey)
 	project = pick("project", envProject, c.project)
 	if project == "" {
 		return client.Config{}, "", usageErrorf("--project must not be empty")
@@ -275,7 +281,7 @@ func (e *env) connConfig(cmd *cobra.Command) (cfg client.Config, project string,
 	if err != nil {
 		return client.Config{}, "", err
 	}
-	if cfg.Token == "" {
+	if cfg.Token == "" && cfg.ClientCertFile == "" {
 		// The login saved for this server, if any (dockfleet login).
 		if addr, err := client.CanonicalAddr(cfg.Addr); err == nil {
 			cfg.Token = e.savedToken(addr)

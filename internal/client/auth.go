@@ -189,3 +189,11 @@ func (c *Client) VerifyAudit(ctx context.Context) (api.AuditVerify, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/audit/verify", nil, nil, "", &out)
 	return out, err
 }
+
+// IssueUserCertificate asks for an API client certificate of the calling
+// user for the key of the DER CSR csr, valid for ttl ("" for the default).
+func (c *Client) IssueUserCertificate(ctx context.Context, csr []byte, ttl string) (api.UserCertificate, error) {
+	var out api.UserCertificate
+	err := c.doJSON(ctx, http.MethodPost, "/v1/whoami/certificate", nil, api.UserCertificateRequest{CSR: csr, TTL: ttl}, &out)
+	return out, err
+}

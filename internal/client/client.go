@@ -46,6 +46,10 @@ type Config struct {
 	// CAPEM is PEM-encoded CA certificates, trusted as well as CACertFile's.
 	// With neither, the system's certificate pool is used.
 	CAPEM []byte
+	// ClientCertFile and ClientKeyFile, when set, are a user's client
+	// certificate and its key (PEM): the client authenticates with them
+	// (mutual TLS) when it sends no Token.
+	ClientCertFile, ClientKeyFile string
 }
 
 // Client calls one server's REST API. It is safe for concurrent use.
@@ -84,6 +88,13 @@ func New(cfg Config) (*Client, error) {
 			return nil, errors.New("reading CA certificate: no PEM certificate in the given CA PEM")
 		}
 		tlsCfg.RootCAs = pool
+	}
+	if cfg.ClientCertFile != "" || cfg.ClientKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.ClientCertFile, cfg.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading the client certificate: %w", err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
 	tr := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,

@@ -65,25 +65,7 @@ func AgentServerTLS(auth *Authority, cert *ServerCert, checkNode func(id string,
 			return checkNode(id, epoch)
 		},
 	}
-	// ClientCAs cannot change in a configuration in use: each handshake
-	// gets a copy of out (as its caller set it up) with the roots of the
-	// moment, made once for each set of roots.
-	type forRoots struct {
-		roots *Roots
-		conf  *tls.Config
-	}
-	var current atomic.Pointer[forRoots]
-	out.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		r := auth.Roots()
-		if c := current.Load(); c != nil && c.roots == r {
-			return c.conf, nil
-		}
-		conf := out.Clone()
-		conf.GetConfigForClient = nil
-		conf.ClientCAs = r.Pool()
-		current.Store(&forRoots{roots: r, conf: conf})
-		return conf, nil
-	}
+	withCurrentRoots(out, auth)
 	return out
 }
 
@@ -106,11 +88,45 @@ var apiCipherSuites = []uint16{
 // accepts TLS 1.2 with forward-secret AEAD suites, which have no known
 // practical weakness; clients that can negotiate TLS 1.3, and Go's always
 // do. Used with http.Server.ServeTLS, HTTP/2 is offered as well.
-func APIServerTLS(cert *ServerCert) *tls.Config {
-	return &tls.Config{
+//
+// A client may present a user's client certificate (SignUser) instead of a
+// bearer token; one that presents none is not refused here.
+func APIServerTLS(auth *Authority, cert *ServerCert) *tls.Config {
+	out := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   apiCipherSuites,
 		GetCertificate: cert.getCertificate,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      auth.Roots().Pool(),
+		// A resumed session would rest on its first handshake's check of
+		// the client's certificate, against the roots of then.
+		SessionTicketsDisabled: true,
+	}
+	withCurrentRoots(out, auth)
+	return out
+}
+
+// withCurrentRoots makes out verify client certificates against auth's
+// roots of each handshake's moment, through the CA's rotations.
+func withCurrentRoots(out *tls.Config, auth *Authority) {
+	// ClientCAs cannot change in a configuration in use: each handshake
+	// gets a copy of out (as its caller set it up) with the roots of the
+	// moment, made once for each set of roots.
+	type forRoots struct {
+		roots *Roots
+		conf  *tls.Config
+	}
+	var current atomic.Pointer[forRoots]
+	out.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		r := auth.Roots()
+		if c := current.Load(); c != nil && c.roots == r {
+			return c.conf, nil
+		}
+		conf := out.Clone()
+		conf.GetConfigForClient = nil
+		conf.ClientCAs = r.Pool()
+		current.Store(&forRoots{roots: r, conf: conf})
+		return conf, nil
 	}
 }
 

@@ -144,6 +144,7 @@ func (s *Handler) Routes() []Route {
 		r("DELETE", "/v1/login", Authenticated, "", s.logout),
 		r("GET", "/v1/whoami", Authenticated, "", s.whoami),
 		r("POST", "/v1/whoami/password", Authenticated, "", s.changeOwnPassword),
+		r("POST", "/v1/whoami/certificate", Authenticated, "", s.issueUserCert),
 
 		r("GET", "/v1/nodes", AnyProject, authz.NodesRead, s.listNodes),
 		r("GET", "/v1/nodes/{node}", AnyProject, authz.NodesRead, s.getNode),

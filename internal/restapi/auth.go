@@ -83,6 +83,13 @@ type credential struct {
 // authenticate resolves the request's bearer token to its principal.
 func (s *Handler) authenticate(r *http.Request) (credential, error) {
 	h := r.Header.Get("Authorization")
+	if h == "" {
+		if user, err := pki.PeerUser(r.TLS); err == nil {
+			t := api.APIToken{ID: "cert:" + r.TLS.VerifiedChains[0][0].SerialNumber.String(), Kind: api.TokenCertificate, Owner: user}
+			p, err := s.principalOf(r.Context(), t)
+			return credential{p: p, tok: t}, err
+		}
+	}
 	raw, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || raw == "" {
 		return credential{}, errNoCredential
@@ -128,7 +135,7 @@ func (s *Handler) principalOf(ctx context.Context, t api.APIToken) (*authz.Princ
 			return nil, err
 		}
 	}
-	if t.Kind != api.TokenSession {
+	if !actsAsUser(t) {
 		perms, err := s.rolePermissions(ctx, t.Role)
 		if err != nil {
 			return nil, err
@@ -153,6 +160,13 @@ func (s *Handler) principalOf(ctx context.Context, t api.APIToken) (*authz.Princ
 		p.Grants = append(p.Grants, authz.Grant{Project: b.Project, Permissions: perms})
 	}
 	return p, nil
+}
+
+// actsAsUser reports whether credential t acts as its user, with the
+// user's bindings: a login session or a client certificate; an API token
+// acts with its own binding alone.
+func actsAsUser(t api.APIToken) bool {
+	return t.Kind == api.TokenSession || t.Kind == api.TokenCertificate
 }
 
 // rolePermissions returns what role grants; a role deleted since it was

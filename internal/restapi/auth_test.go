@@ -2,9 +2,13 @@ package restapi
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/dockfleet/dockfleet/internal/api"
+	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/store"
 )
 
@@ -309,5 +314,46 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 				t.Errorf("verify after the record was %s: %+v; want a problem saying %q", tt.name, v, tt.says)
 			}
 		})
+	}
+}
+
+// A verified client certificate authenticates its user, and a node's
+// certificate, from the same CA, authenticates nobody.
+func TestClientCertificates(t *testing.T) {
+	f := newAuthzFixture(t)
+	c := newAuthCase(t, f)
+	ca, _, err := pki.LoadOrCreateCA(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(certPEM []byte) (int, string) {
+		block, _ := pem.Decode(certPEM)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("GET", "/v1/whoami", nil)
+		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}
+		rec := httptest.NewRecorder()
+		c.h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	userCert, err := ca.SignUser(f.csr, "vw", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := call(userCert); code != 200 || !strings.Contains(body, `"user":"vw"`) || !strings.Contains(body, "viewer") {
+		t.Errorf("whoami by vw's certificate: %d %s", code, body)
+	}
+	nodeCert, err := ca.SignNode(f.csr, "0000000000000001", 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := call(nodeCert); code != http.StatusUnauthorized {
+		t.Errorf("whoami by a node's certificate: %d; want 401", code)
+	}
+	ghost, _ := ca.SignUser(f.csr, "ghost", time.Hour)
+	if code, _ := call(ghost); code != http.StatusUnauthorized {
+		t.Errorf("a certificate of a user that does not exist: %d; want 401", code)
 	}
 }

@@ -3,6 +3,7 @@ package restapi
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -109,6 +110,8 @@ type authzFixture struct {
 	// ids are the objects the requests name: the enrollment token, the
 	// operator's API token, the viewer's binding.
 	enrollToken, opToken, viewerBinding string
+	// csr is a certificate signing request for a client key.
+	csr []byte
 }
 
 const (
@@ -130,6 +133,13 @@ func newAuthzFixture(t *testing.T) *authzFixture {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
+	key, err := pki.NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.csr, err = pki.NewCSR(key); err != nil {
+		t.Fatal(err)
+	}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -244,12 +254,16 @@ func onNode(suffix, body string) matrixRequest {
 }
 
 var matrixRequests = map[string]matrixRequest{
-	"GET /v1/health":           fixed("/v1/health", ""),
-	"GET /v1/auth":             fixed("/v1/auth", ""),
-	"POST /v1/login":           fixed("/v1/login", `{"user": "op", "password": "`+matrixPassword+`"}`),
-	"DELETE /v1/login":         fixed("/v1/login", ""),
-	"POST /v1/login/sso":       fixed("/v1/login/sso", `{"idToken": "x"}`),
-	"GET /v1/whoami":           fixed("/v1/whoami", ""),
+	"GET /v1/health":     fixed("/v1/health", ""),
+	"GET /v1/auth":       fixed("/v1/auth", ""),
+	"POST /v1/login":     fixed("/v1/login", `{"user": "op", "password": "`+matrixPassword+`"}`),
+	"DELETE /v1/login":   fixed("/v1/login", ""),
+	"POST /v1/login/sso": fixed("/v1/login/sso", `{"idToken": "x"}`),
+	"GET /v1/whoami":     fixed("/v1/whoami", ""),
+	"POST /v1/whoami/certificate": func(f *authzFixture, _ bool) (string, string) {
+		b, _ := json.Marshal(api.UserCertificateRequest{CSR: f.csr})
+		return "/v1/whoami/certificate", string(b)
+	},
 	"POST /v1/whoami/password": fixed("/v1/whoami/password", `{"current": "`+matrixPassword+`", "new": "another long passphrase"}`),
 
 	"GET /v1/nodes":                  fixed("/v1/nodes", ""),

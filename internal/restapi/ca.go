@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/dockfleet/dockfleet/internal/api"
 )
@@ -23,6 +24,9 @@ type Authority interface {
 	// does not allow it.
 	Rotate(ctx context.Context) (api.CA, error)
 	Finish(ctx context.Context, force bool) (api.CA, error)
+	// SignUser issues an API client certificate of user for the key of
+	// the DER CSR csrDER, valid for ttl.
+	SignUser(csrDER []byte, user string, ttl time.Duration) ([]byte, error)
 }
 
 // ErrCAState is wrapped by an Authority's refusal of a change the CA's

@@ -190,7 +190,7 @@ func (s *Handler) whoami(w http.ResponseWriter, r *http.Request) error {
 		out.Grants = append(out.Grants, api.Grant{Role: role, Project: project, Permissions: perms})
 		return nil
 	}
-	if t.Kind != api.TokenSession {
+	if !actsAsUser(t) {
 		if err := add(t.Role, t.Project); err != nil {
 			return err
 		}
@@ -211,6 +211,46 @@ func (s *Handler) whoami(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// User client certificates' lifetimes: short, as a certificate cannot be
+// revoked but by disabling or deleting its user.
+const (
+	DefaultUserCertTTL = 30 * 24 * time.Hour
+	MaxUserCertTTL     = 90 * 24 * time.Hour
+)
+
+// issueUserCert signs an API client certificate of the calling user, for
+// a key the client keeps: mutual TLS instead of a bearer token.
+func (s *Handler) issueUserCert(w http.ResponseWriter, r *http.Request) error {
+	var req api.UserCertificateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	p := principalOf(r.Context())
+	if p.Kind != "user" {
+		return badRequestf("a client certificate is issued to a user (logged in, or by its certificate); an API token has none")
+	}
+	store.AuditOf(r.Context()).SetTarget("", "user:"+p.User)
+	ttl := DefaultUserCertTTL
+	if req.TTL != "" {
+		var err error
+		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 || ttl > MaxUserCertTTL {
+			return badRequestf("ttl: %q is not a duration up to %s", req.TTL, MaxUserCertTTL)
+		}
+	}
+	pemCert, err := s.ca.SignUser(req.CSR, p.User, ttl)
+	if errors.Is(err, pki.ErrBadCSR) {
+		return badRequestf("csr: %v", err)
+	}
+	if err != nil {
+		return err
+	}
+	// Nothing is stored: the certificate acts only while its user exists
+	// and is enabled. Its issue is audited before the answer goes out,
+	// as every request that changes nothing is.
+	writeJSON(w, http.StatusCreated, api.UserCertificate{Certificate: string(pemCert), ExpiresAt: s.clock.Now().Add(ttl).UTC()})
 	return nil
 }
 

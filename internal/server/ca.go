@@ -389,3 +389,8 @@ func writeCACert(dataDir string, roots *pki.Roots) error {
 	}
 	return nil
 }
+
+// SignUser issues an API client certificate of user, from the active root.
+func (k *caKeeper) SignUser(csrDER []byte, user string, ttl time.Duration) ([]byte, error) {
+	return k.roots.Roots().Active().SignUser(csrDER, user, ttl)
+}

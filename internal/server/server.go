@@ -476,7 +476,7 @@ func (s *Server) listen() error {
 	s.apiLn = newCapListener(s.apiLn, s.cfg.APIConnsPerSource, s.log)
 	s.http = &http.Server{
 		Handler:           s.guard.Wrap(s.api),
-		TLSConfig:         pki.APIServerTLS(s.cert),
+		TLSConfig:         pki.APIServerTLS(s.ca, s.cert),
 		ReadHeaderTimeout: apiReadHeaderTimeout,
 		ReadTimeout:       apiReadTimeout,
 		WriteTimeout:      apiWriteTimeout,
