@@ -240,7 +240,7 @@ func TestAPIBodyLimitsOverTLS(t *testing.T) {
 					bytes.NewReader(spec(deployment, restapi.MaxSpecFile+1)), 413, large},
 				{"a spec over apply's limit, unsized", "POST", "/v1/apply?filename=web.yaml", f.AdminToken,
 					unsized{bytes.NewReader(spec(deployment, restapi.MaxSpecFile+1))}, 413, large},
-				{"no token", "GET", "/v1/nodes", "", nil, 401, "missing or invalid API token"},
+				{"no token", "GET", "/v1/nodes", "", nil, 401, "missing or invalid credential"},
 				{"no such endpoint", "GET", "/v1/nope", f.AdminToken, nil, 404, "no API endpoint"},
 			} {
 				a := do(t, c, f, tt.method, tt.path, tt.token, tt.body)

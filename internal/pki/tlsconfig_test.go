@@ -187,7 +187,7 @@ func TestAPIServerTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, serverErr, clientErr := handshake(t, APIServerTLS(NewServerCert(newTestServerCert(t, ca))), tt.client)
+			state, serverErr, clientErr := handshake(t, APIServerTLS(NewAuthority(NewRoots(ca)), NewServerCert(newTestServerCert(t, ca))), tt.client)
 			if tt.wantVersion == 0 {
 				if clientErr == nil || serverErr == nil {
 					t.Fatalf("client error %v, server error %v; want both", clientErr, serverErr)
