@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -81,11 +82,13 @@ func Verify(pw, hash string) bool {
 
 // dummy is a hash of no user's password: a login for an unknown user is
 // checked against it, so that it costs what a wrong password costs and
-// its answer's timing does not tell which users exist.
-var dummy = Hash("no user has this password, it only takes the time one takes")
+// its answer's timing does not tell which users exist. Made at the first
+// such login, not at start: every dockfleet process (agents, the CLI)
+// links this package, and a hash costs 19 MiB and tens of milliseconds.
+var dummy = sync.OnceValue(func() string { return Hash("no user has this password, it only takes the time one takes") })
 
 // VerifyNone spends the time of a Verify and reports false.
 func VerifyNone(pw string) bool {
-	Verify(pw, dummy)
+	Verify(pw, dummy())
 	return false
 }
