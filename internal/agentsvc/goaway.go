@@ -110,7 +110,7 @@ func (a *Service) leave(st *agentStream) {
 }
 
 // Drain tells every connected agent to go to another server, each within a
-// random time up to within (GoAway), turns away the agents that connect
+// random time up to three quarters of within (GoAway), turns away the agents that connect
 // from now on, and waits until the agents told have left, or ctx ends. It
 // logs how many were told and how many left. Agents too old to know GoAway
 // are not told: they stay until the server stops, as before GoAway.
@@ -121,7 +121,11 @@ func (a *Service) leave(st *agentStream) {
 func (a *Service) Drain(ctx context.Context, within time.Duration) {
 	start := time.Now()
 	a.streamsMu.Lock()
-	a.draining, a.drainWithin = true, within
+	// Agents pick their moment within the first three quarters of the
+	// window: the last quarter is for the last of them to close its
+	// stream, which a loaded machine takes a while to see (one agent in
+	// 16 was still closing at the end of a 2 s window).
+	a.draining, a.drainWithin = true, within-within/4
 	var told []*agentStream
 	old := 0
 	for st := range a.streams {
@@ -143,7 +147,7 @@ func (a *Service) Drain(ctx context.Context, within time.Duration) {
 	a.log.Info("draining agents: telling them to move to another server", "agents", len(told), "within", within,
 		"too_old_to_tell", old)
 
-	msg := goAway(ReasonShuttingDown, within)
+	msg := goAway(ReasonShuttingDown, a.drainWithin)
 	work := make(chan *agentStream)
 	for range min(drainSenders, len(told)) {
 		a.senders.Go(func() {
