@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/authz"
 	"github.com/dockfleet/dockfleet/internal/controller"
 	"github.com/dockfleet/dockfleet/internal/fanout"
+	"github.com/dockfleet/dockfleet/internal/httpguard"
 	"github.com/dockfleet/dockfleet/internal/liveness"
 	"github.com/dockfleet/dockfleet/internal/oidcauth"
 	"github.com/dockfleet/dockfleet/internal/pki"
@@ -245,7 +245,7 @@ func (s *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		status = http.StatusForbidden
 	case errors.As(err, &slow):
 		status = http.StatusTooManyRequests
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(slow.retryAfter.Round(time.Second)/time.Second))))
+		w.Header().Set("Retry-After", httpguard.RetryAfter(slow.retryAfter))
 	case errors.As(err, &invalid):
 		status = http.StatusBadRequest
 	case errors.Is(err, store.ErrAuditUnavailable):

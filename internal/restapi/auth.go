@@ -54,10 +54,6 @@ const (
 	AnyProject
 )
 
-func (a Access) String() string {
-	return [...]string{"public", "authenticated", "fleet", "project", "any-project"}[a]
-}
-
 // Route is one endpoint of the API and who may call it.
 type Route struct {
 	Method, Path string
@@ -144,11 +140,7 @@ func (s *Handler) principalOf(ctx context.Context, t api.APIToken) (*authz.Princ
 			Grants: []authz.Grant{{Project: t.Project, Permissions: perms}}}, nil
 	}
 	p := &authz.Principal{Kind: "user", Name: t.Owner, User: t.Owner, TokenID: t.ID}
-	subjects := []string{"user:" + t.Owner}
-	for _, g := range t.Groups {
-		subjects = append(subjects, "group:"+g)
-	}
-	bs, err := s.store.ListBindings(ctx, subjects)
+	bs, err := s.store.ListBindings(ctx, bindingSubjects(t))
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +152,16 @@ func (s *Handler) principalOf(ctx context.Context, t api.APIToken) (*authz.Princ
 		p.Grants = append(p.Grants, authz.Grant{Project: b.Project, Permissions: perms})
 	}
 	return p, nil
+}
+
+// bindingSubjects are the binding subjects a credential acting as its
+// user holds: the user's, and its groups' from the identity provider.
+func bindingSubjects(t api.APIToken) []string {
+	subjects := []string{"user:" + t.Owner}
+	for _, g := range t.Groups {
+		subjects = append(subjects, "group:"+g)
+	}
+	return subjects
 }
 
 // actsAsUser reports whether credential t acts as its user, with the

@@ -2,6 +2,7 @@ package restapi
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -76,7 +77,7 @@ func TestAuthorizationMatrixCoversEveryRoute(t *testing.T) {
 	}
 	served := map[string]bool{}
 	for _, rt := range h.Routes() {
-		key := strings.TrimSpace(cmpOr(rt.Method, "*") + " " + rt.Path)
+		key := strings.TrimSpace(cmp.Or(rt.Method, "*") + " " + rt.Path)
 		served[key] = true
 		if !inMatrix[key] {
 			t.Errorf("endpoint %s has no row in testdata/authz_matrix.txt: say who may call it", key)
@@ -90,13 +91,6 @@ func TestAuthorizationMatrixCoversEveryRoute(t *testing.T) {
 			t.Errorf("authz_matrix.txt:%d: %s is not an endpoint the API serves", r.line, r.route())
 		}
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // authzFixture is a store with two projects and their objects, users of

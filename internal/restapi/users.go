@@ -197,11 +197,7 @@ func (s *Handler) whoami(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
-	subjects := []string{"user:" + t.Owner}
-	for _, g := range t.Groups {
-		subjects = append(subjects, "group:"+g)
-	}
-	bs, err := s.store.ListBindings(r.Context(), subjects)
+	bs, err := s.store.ListBindings(r.Context(), bindingSubjects(t))
 	if err != nil {
 		return err
 	}

@@ -546,10 +546,12 @@ func (s *sqlStore) ListNodes(ctx context.Context) ([]api.Node, error) {
 	return out, rows.Err()
 }
 
+// errNoRow ends a transaction whose update matched no row.
+var errNoRow = errors.New("store: no row matched")
+
 func (s *sqlStore) UpdateNode(ctx context.Context, n api.Node) (api.Node, error) {
-	// A write that matched no row is rolled back, so that it leaves no
-	// audit record of a change that was not made.
-	errNoRow := errors.New("no row")
+	// A write that matched no row is rolled back (errNoRow), so that it
+	// leaves no audit record of a change that was not made.
 	err := s.tx(ctx, func(tx dbtx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE nodes SET name = ?, labels = ?, state = ?, last_seen = ?, error = ?, facts = ?, usage = ?, version = version + 1
 		WHERE id = ? AND version = ?`,
