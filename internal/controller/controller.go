@@ -328,6 +328,9 @@ func (c *Controller) schedule(ctx context.Context) error {
 	if err := v.reload(ctx, c.store, w, c.digestLog.Warn); err != nil {
 		return err
 	}
+	if w&ReloadNodes != 0 {
+		c.live.Resync(v.nodes)
+	}
 	for _, n := range joined {
 		v.nodes[n.ID] = n
 	}

@@ -257,11 +257,21 @@ func (r *Registry) writeNodes(ctx context.Context) {
 		r.mu.Lock()
 		ss := make([]store.NodeStatus, 0, len(r.writes))
 		for id, facts := range r.writes {
-			if n := r.nodes[id]; n != nil {
-				ss = append(ss, store.NodeStatus{ID: id, State: n.state, Error: n.hostErr, LastSeen: n.lastSeen, Facts: facts})
+			n := r.nodes[id]
+			if n == nil {
+				delete(r.writes, id)
+				continue
 			}
+			if n.state == api.NodeUnreachable && !r.judging {
+				// Judged while this replica led, and not written before
+				// its lease ended: the next leader judges for itself, and
+				// a late write would mark a node it hears unreachable. New
+				// facts wait for the node's next change here.
+				continue
+			}
+			ss = append(ss, store.NodeStatus{ID: id, State: n.state, Error: n.hostErr, LastSeen: n.lastSeen, Facts: facts})
+			delete(r.writes, id)
 		}
-		clear(r.writes)
 		r.mu.Unlock()
 		if err := r.store.UpdateNodeStatuses(ctx, ss); err != nil && ctx.Err() == nil {
 			r.log.Error("recording node states", "count", len(ss), "err", err)
@@ -436,6 +446,31 @@ func (r *Registry) Resume(ctx context.Context) error {
 	}
 	r.judging = true
 	return nil
+}
+
+// Resync makes the store's node states the leader's again: stored holds
+// the nodes as the controller just read them. A write of a former
+// leader's judgement that reached the store after this one's Resume read
+// the nodes (it was on its way when the lease passed) is undone at the
+// next read, within a minute; and so is any other difference. Only a
+// server that judges liveness does this.
+func (r *Registry) Resync(stored map[string]api.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.judging {
+		return
+	}
+	judged := func(s api.NodeState) bool { return s == api.NodeReady || s == api.NodeUnreachable }
+	differ := 0
+	for id, sn := range stored {
+		if n := r.nodes[id]; n != nil && n.state != sn.State && judged(n.state) && judged(sn.State) {
+			r.note(id, nil)
+			differ++
+		}
+	}
+	if differ > 0 {
+		r.log.Info("node states in the store differed from the leader's; rewriting them", "nodes", differ)
+	}
 }
 
 // Silence is how long node id has not been heard from here, 0 if the

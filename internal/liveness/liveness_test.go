@@ -379,3 +379,137 @@ func TestBusyIsNotSilenceAndRestartGraceHolds(t *testing.T) {
 		t.Errorf("busy again, long past the grace: %s; want ready", got)
 	}
 }
+
+// newReplica loads a replica's registry (Config.Replica) from a store
+// holding nodes n1 and n2, ready, last seen an hour ago, and runs it until
+// the test ends; changes receives the nodes OnChange reports.
+func newReplica(t *testing.T, clock *clockwork.FakeClock) (*Registry, store.Store, chan string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	hourAgo := clock.Now().Add(-time.Hour).UTC()
+	node := func(id string) api.Node {
+		return api.Node{ID: id, Name: "edge-" + id, Labels: map[string]string{}, State: api.NodeReady, LastSeen: hourAgo, CreatedAt: hourAgo}
+	}
+	st := storetest.SQLiteWithNodes(t, node("n1"), node("n2"))
+	changes := make(chan string, 10)
+	r, err := New(ctx, st, Config{HeartbeatInterval: interval, MissedHeartbeats: missed, Clock: clock, Replica: true,
+		OnChange: func(id string) { changes <- id }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := clock.BlockUntilContext(ctx, 2); err != nil { // Run's tickers
+		t.Fatal(err)
+	}
+	return r, st, changes
+}
+
+// writeWindow lets the registry's writer, waiting out its window beside
+// Run's two tickers, write what it holds.
+func writeWindow(t *testing.T, clock *clockwork.FakeClock) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, 3); err != nil {
+		t.Fatalf("the registry's writer is not waiting to write anything: %v", err)
+	}
+	clock.Advance(nodeWriteWindow)
+}
+
+func storedNode(t *testing.T, st store.Store, id string) api.Node {
+	t.Helper()
+	n, err := st.GetNode(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A leader that judged nodes unreachable and lost its lease before it
+// wrote that does not write it afterwards: the next leader, which hears
+// those nodes through the replicas holding them, would see them marked
+// unreachable by a replica that no longer judges (in a 40,000-agent run,
+// 25,000 nodes stayed so in the store for seven minutes). What else it
+// holds for the store is written.
+func TestFormerLeaderDoesNotWriteLateJudgements(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, st, changes := newReplica(t, clock)
+	if err := r.Resume(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(RestartGrace + deadline + interval) // both silent past the grace and the window, at a check
+	for range 2 {
+		<-changes
+	}
+	// The lease ends with the judgements still waiting for the writer's
+	// window; then n2 connects here.
+	r.Follow()
+	r.Connected("n2", api.Facts{Hostname: "edge-2"})
+	writeWindow(t, clock)
+	testenv.Eventually(t, 10*time.Second, "n2's facts in the store", func() error {
+		if n := storedNode(t, st, "n2"); n.Facts.Hostname != "edge-2" || n.State != api.NodeReady {
+			return fmt.Errorf("n2 stored %s, hostname %q", n.State, n.Facts.Hostname)
+		}
+		return nil
+	})
+	if n := storedNode(t, st, "n1"); n.State != api.NodeReady {
+		t.Errorf("n1 stored %s after the lease ended; want ready: a former leader's judgement was written", n.State)
+	}
+}
+
+// The leader rewrites node states the store holds unlike its own when the
+// controller reads the nodes (Resync), as a late write of a former leader
+// leaves them; a replica that does not lead rewrites nothing.
+func TestLeaderResyncsStatesTheStoreGotWrong(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, st, _ := newReplica(t, clock)
+	ctx := t.Context()
+	late := []store.NodeStatus{{ID: "n1", State: api.NodeUnreachable, LastSeen: clock.Now()}}
+	if err := st.UpdateNodeStatuses(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() map[string]api.Node {
+		ns, err := st.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]api.Node{}
+		for _, n := range ns {
+			m[n.ID] = n
+		}
+		return m
+	}
+	r.Resync(listed()) // not leading
+	r.mu.Lock()
+	queued := len(r.writes)
+	r.mu.Unlock()
+	if queued != 0 {
+		t.Fatalf("a replica that does not lead queued %d node writes at a resync", queued)
+	}
+
+	if err := r.Resume(ctx); err != nil { // reads n1 unreachable, n2 ready
+		t.Fatal(err)
+	}
+	r.Connected("n1", api.Facts{Hostname: "edge-1"}) // heard: ready, and written
+	writeWindow(t, clock)
+	testenv.Eventually(t, 10*time.Second, "n1 ready in the store", func() error {
+		if n := storedNode(t, st, "n1"); n.State != api.NodeReady {
+			return fmt.Errorf("n1 stored %s", n.State)
+		}
+		return nil
+	})
+	// Then a former leader's write lands late.
+	if err := st.UpdateNodeStatuses(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	r.Resync(listed())
+	writeWindow(t, clock)
+	testenv.Eventually(t, 10*time.Second, "n1 ready in the store again", func() error {
+		if n := storedNode(t, st, "n1"); n.State != api.NodeReady {
+			return fmt.Errorf("n1 stored %s", n.State)
+		}
+		return nil
+	})
+}

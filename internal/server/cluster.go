@@ -329,14 +329,17 @@ func opened(ss []store.Session) bool {
 // noteSilence records as closed the streams of nodes silent here past the
 // unreachable window, and as open again those heard from since: a node cut
 // off from this replica may keep its TCP connection for a while, and the
-// leader must not count it as heard from meanwhile. Callers hold c.mu.
+// leader must not count it as heard from meanwhile. A reopened stream does
+// not take the record from another replica's (store.Session.Reopened): what
+// this one heard may be messages it handled late, after the agent left.
+// Callers hold c.mu.
 func (c *cluster) noteSilence() {
 	now := c.clock.Now()
 	for id, open := range c.local {
 		silent := c.fleet.live.Silence(id) > c.window
 		if silent == open {
 			c.local[id] = !silent
-			c.sessions = append(c.sessions, store.Session{NodeID: id, Replica: c.id, Since: now, Closed: silent})
+			c.sessions = append(c.sessions, store.Session{NodeID: id, Replica: c.id, Since: now, Closed: silent, Reopened: !silent})
 		}
 	}
 }

@@ -26,6 +26,12 @@ type Session struct {
 	// Closed removes the record, if the replica still holds it: a newer
 	// stream on another replica keeps its own.
 	Closed bool
+	// Reopened records that a stream the replica had recorded as closed
+	// (its node silent there) is heard from again: it takes the record
+	// only if no replica holds it. A loaded replica may handle an agent's
+	// buffered messages seconds after the agent left it for another;
+	// those must not take the record from the newer stream.
+	Reopened bool
 }
 
 // DesiredState is a node's desired state as the leader wrote it: State is
@@ -111,9 +117,13 @@ func (s *sqlStore) UpdateSessions(ctx context.Context, ss []Session) error {
 	return s.blindTx(ctx, func(tx dbtx) error {
 		for _, x := range ss {
 			var err error
-			if x.Closed {
+			switch {
+			case x.Closed:
 				_, err = tx.ExecContext(ctx, `DELETE FROM node_sessions WHERE node_id = ? AND replica = ?`, x.NodeID, x.Replica)
-			} else {
+			case x.Reopened:
+				_, err = tx.ExecContext(ctx, `INSERT INTO node_sessions (node_id, replica, since) VALUES (?, ?, ?)
+					ON CONFLICT (node_id) DO NOTHING`, x.NodeID, x.Replica, nanos(x.Since))
+			default:
 				_, err = tx.ExecContext(ctx, `INSERT INTO node_sessions (node_id, replica, since) VALUES (?, ?, ?)
 					ON CONFLICT (node_id) DO UPDATE SET replica = excluded.replica, since = excluded.since`, x.NodeID, x.Replica, nanos(x.Since))
 			}

@@ -53,9 +53,22 @@ func testSessions(t *testing.T, s store.Store) {
 	if err != nil || len(ss) != 1 || ss[0].Replica != "r2" || !ss[0].Since.Equal(at.Add(time.Second)) {
 		t.Fatalf("ListSessions = %+v, %v; want n1 on r2", ss, err)
 	}
+	// r1 handles the agent's old messages late and reopens its stream: r2,
+	// which holds the newer one, keeps the record, and r1's close of its
+	// old stream after that leaves it too.
+	must(store.Session{NodeID: "n1", Replica: "r1", Since: at.Add(2 * time.Second), Reopened: true})
+	must(store.Session{NodeID: "n1", Replica: "r1", Closed: true})
+	if ss, _ := s.ListSessions(ctx); len(ss) != 1 || ss[0].Replica != "r2" {
+		t.Fatalf("after r1 reopened and closed its old stream: %+v; want n1 on r2", ss)
+	}
 	must(store.Session{NodeID: "n1", Replica: "r2", Closed: true})
 	if ss, _ := s.ListSessions(ctx); len(ss) != 0 {
 		t.Fatalf("after the close: %+v; want none", ss)
+	}
+	// A stream reopened where no replica holds the node takes the record.
+	must(store.Session{NodeID: "n1", Replica: "r1", Since: at.Add(3 * time.Second), Reopened: true})
+	if ss, _ := s.ListSessions(ctx); len(ss) != 1 || ss[0].Replica != "r1" {
+		t.Fatalf("after r1 reopened with no holder: %+v; want n1 on r1", ss)
 	}
 }
 
