@@ -365,7 +365,7 @@ func TestBusyIsNotSilenceAndRestartGraceHolds(t *testing.T) {
 	if err := r.Resume(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.Seen("n1")
+	r.Present([]string{"n1"}, clock.Now())
 	clock.Advance(deadline + time.Second)
 	r.Check()
 	if got := state(r, "n1"); got != api.NodeReady {
@@ -439,9 +439,15 @@ func TestFormerLeaderDoesNotWriteLateJudgements(t *testing.T) {
 	if err := r.Resume(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(RestartGrace + deadline + interval) // both silent past the grace and the window, at a check
+	clock.Advance(RestartGrace + deadline + interval) // both silent past the grace and the window
+	r.Present(nil, clock.Now())                       // held by no live replica
+	r.Check()
 	for range 2 {
-		<-changes
+		select {
+		case <-changes:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the leader did not judge the silent nodes unreachable")
+		}
 	}
 	// The lease ends with the judgements still waiting for the writer's
 	// window; then n2 connects here.
@@ -512,4 +518,38 @@ func TestLeaderResyncsStatesTheStoreGotWrong(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A leader of several replicas judges a node with no stream here only up
+// to its last read of the streams the others hold (Present): while it is
+// too loaded to read them, their silence does not count; once a read finds
+// the node held by no live replica, it does. A node whose stream is here
+// is judged by the clock, read or not.
+func TestLeaderJudgesNodesHeldElsewhereByItsLastRead(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r, _, _ := newReplica(t, clock)
+	if err := r.Resume(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(RestartGrace) // past a new leader's grace
+	r.Connected("n2", api.Facts{})
+	r.Present([]string{"n1"}, clock.Now()) // n1 held by another replica
+	clock.Advance(deadline + interval)     // and no read since
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeReady {
+		t.Errorf("held elsewhere, no read of the streams for %s: %s; want ready", deadline+interval, got)
+	}
+	if got := state(r, "n2"); got != api.NodeUnreachable {
+		t.Errorf("connected here and silent for %s: %s; want unreachable", deadline+interval, got)
+	}
+	r.Present(nil, clock.Now()) // a read: no live replica holds n1
+	r.Check()
+	if got := state(r, "n1"); got != api.NodeUnreachable {
+		t.Errorf("held by no live replica at a read %s after it was last held: %s; want unreachable", deadline+interval, got)
+	}
+	// A later read that finds it held makes it ready again.
+	r.Present([]string{"n1"}, clock.Now())
+	if got := state(r, "n1"); got != api.NodeReady {
+		t.Errorf("held again at a read: %s; want ready", got)
+	}
 }

@@ -531,11 +531,12 @@ func (c *cluster) handleReport(ctx context.Context, r store.Report) {
 }
 
 // watchPresence counts the nodes whose streams live replicas hold as
-// heard from, every c.every.
+// heard from when it began to read them, every c.every.
 func (c *cluster) watchPresence(ctx context.Context) {
 	t := c.clock.NewTicker(c.every)
 	defer t.Stop()
 	for {
+		at := c.clock.Now()
 		rs, err := c.st.ListReplicas(ctx)
 		var ss []store.Session
 		if err == nil {
@@ -552,11 +553,13 @@ func (c *cluster) watchPresence(ctx context.Context) {
 					live[r.ID] = true
 				}
 			}
+			var held []string
 			for _, s := range ss {
 				if live[s.Replica] {
-					c.fleet.live.Seen(s.NodeID)
+					held = append(held, s.NodeID)
 				}
 			}
+			c.fleet.live.Present(held, at)
 		}
 		select {
 		case <-ctx.Done():
