@@ -59,11 +59,16 @@ func (c *Controller) Status(ctx context.Context, nodeID string, st *agentproto.I
 	c.runMu.Lock()
 	running, ended := c.running, c.ended
 	c.runMu.Unlock()
-	if !running && ended != nil {
+	if !running && (ended != nil || c.cfg.Cluster != nil) {
+		// No run to write it: the last one ended (this replica's lease was
+		// lost), or, on a replica that leads, none has begun, and its lease
+		// may end before one does (a leader too loaded to read the nodes
+		// in time): the status goes through the store to whoever leads,
+		// this replica's run too, once it begins.
 		c.handOver([]store.InstanceStatus{s})
 		return
 	}
-	// Before the first run (ended nil) the queue waits for it.
+	// One server, before its first run: the queue waits for it.
 	select {
 	case c.statuses <- s:
 		select {

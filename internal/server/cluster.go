@@ -389,7 +389,7 @@ func (c *cluster) lead(ctx context.Context, epoch int64) {
 	ctx = store.WithFence(ctx, store.Fence{Name: "controller", Holder: c.id, Epoch: epoch})
 	f := c.fleet
 	if err := f.live.Resume(ctx); err != nil {
-		c.log.Error("reading the nodes to lead; giving the lease up", "err", err)
+		c.leadFailed(ctx, "reading the nodes to lead", err)
 		return
 	}
 	// Liveness judges from Resume until the lease ends, not until the
@@ -403,7 +403,7 @@ func (c *cluster) lead(ctx context.Context, epoch int64) {
 	}()
 	out, err := replica.NewOutbox(ctx, c.st, c.bus, c.log)
 	if err != nil {
-		c.log.Error("reading the desired states to lead; giving the lease up", "err", err)
+		c.leadFailed(ctx, "reading the desired states to lead", err)
 		return
 	}
 	var wg sync.WaitGroup
@@ -437,6 +437,17 @@ func (c *cluster) lead(ctx context.Context, epoch int64) {
 		}
 	})
 	wg.Wait()
+}
+
+// leadFailed logs why a term ended before its work began: an ERROR if
+// the store failed it, not if the lease ended first (a leader too loaded
+// to renew it in time), which the elector logs.
+func (c *cluster) leadFailed(ctx context.Context, what string, err error) {
+	if ctx.Err() != nil {
+		c.log.Info(what+": the lease ended first", "err", err)
+		return
+	}
+	c.log.Error(what+"; giving the lease up", "err", err)
 }
 
 // needInterval is the least time between two passes for work forwarded
