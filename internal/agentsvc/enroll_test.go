@@ -1,11 +1,9 @@
 package agentsvc
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +14,8 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/pki"
 	"github.com/dockfleet/dockfleet/internal/store/storetest"
+	"github.com/dockfleet/dockfleet/internal/testenv"
 )
-
-// syncBuffer is a log destination the service may write from any
-// goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // An agent that gives up waiting for its enrollment (a crowd of agents
 // enrolling at once on a loaded server) is told Canceled, and the server
@@ -53,7 +33,7 @@ func TestEnrollAbandonedByTheAgentIsNoServerError(t *testing.T) {
 	if err := st.CreateEnrollToken(ctx, api.EnrollToken{ID: id, MaxUses: 1, ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()}, pki.HashSecret(secret)); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	a := New(Deps{Store: st, CA: pki.NewAuthority(pki.NewRoots(ca)), Limits: NewLimits(LimitsConfig{}, log), Logger: log,
 		Enrolled: func(api.Node) {}, CertTTL: time.Hour})
