@@ -427,6 +427,17 @@ func storedNode(t *testing.T, st store.Store, id string) api.Node {
 	return n
 }
 
+// waitStoredReady waits for the store to hold node id ready.
+func waitStoredReady(t *testing.T, st store.Store, id string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, id+" ready in the store", func() error {
+		if n := storedNode(t, st, id); n.State != api.NodeReady {
+			return fmt.Errorf("%s stored %s", id, n.State)
+		}
+		return nil
+	})
+}
+
 // A leader that judged nodes unreachable and lost its lease before it
 // wrote that does not write it afterwards: the next leader, which hears
 // those nodes through the replicas holding them, would see them marked
@@ -500,24 +511,14 @@ func TestLeaderResyncsStatesTheStoreGotWrong(t *testing.T) {
 	}
 	r.Connected("n1", api.Facts{Hostname: "edge-1"}) // heard: ready, and written
 	writeWindow(t, clock)
-	testenv.Eventually(t, 10*time.Second, "n1 ready in the store", func() error {
-		if n := storedNode(t, st, "n1"); n.State != api.NodeReady {
-			return fmt.Errorf("n1 stored %s", n.State)
-		}
-		return nil
-	})
+	waitStoredReady(t, st, "n1")
 	// Then a former leader's write lands late.
 	if err := st.UpdateNodeStatuses(ctx, late); err != nil {
 		t.Fatal(err)
 	}
 	r.Resync(listed())
 	writeWindow(t, clock)
-	testenv.Eventually(t, 10*time.Second, "n1 ready in the store again", func() error {
-		if n := storedNode(t, st, "n1"); n.State != api.NodeReady {
-			return fmt.Errorf("n1 stored %s", n.State)
-		}
-		return nil
-	})
+	waitStoredReady(t, st, "n1")
 }
 
 // A leader of several replicas judges a node with no stream here only up
