@@ -353,7 +353,7 @@ func (c *Controller) schedule(ctx context.Context) error {
 			return err
 		}
 	}
-	pullReqs, err := c.progress(ctx, mark)
+	pullReqs, err := c.progress(ctx, w&ReloadDeployments != 0, mark)
 	if err != nil {
 		return err
 	}

@@ -13,9 +13,10 @@ import (
 )
 
 // progress steps every active rollout once, persists what each step
-// decided and marks the nodes of the instances it moved. It returns the
-// images nodes must pull for rollouts in their pre-pull phase.
-func (c *Controller) progress(ctx context.Context, mark func(nodeID string)) (map[string][]string, error) {
+// decided and marks the nodes of the instances it moved; fresh says that
+// this pass read the deployments. It returns the images nodes must pull
+// for rollouts in their pre-pull phase.
+func (c *Controller) progress(ctx context.Context, fresh bool, mark func(nodeID string)) (map[string][]string, error) {
 	active, err := c.store.ActiveRollouts(ctx)
 	if err != nil {
 		return nil, err
@@ -31,11 +32,21 @@ func (c *Controller) progress(ctx context.Context, mark func(nodeID string)) (ma
 	now := c.clock.Now()
 	for _, r := range active {
 		d, ok := v.deps[depKey(r.Project, r.Deployment)]
-		if !ok {
+		to, known := v.revs.get(r.Project, r.Deployment, r.To)
+		if !ok || !known {
+			// The rollout is newer than the view: its revision was applied
+			// after the deployments were read (on several replicas, maybe
+			// before the leader heard of it). Its update strategy, image
+			// and spec hash are not known yet; step it once they are. A
+			// pass that has just read them leaves the next read to the
+			// apply's own Need: asking again could only loop.
+			if !fresh {
+				c.Need(ReloadDeployments)
+			}
 			continue
 		}
 		insts := rolloutInstances(v.deployment(r.Project, r.Deployment), v, ready)
-		image := pullImage(v.revs, r)
+		image := to.image
 		c.mu.Lock()
 		for k := range insts {
 			if p, ok := c.pulls[insts[k].NodeID][image]; ok && p.answered {
@@ -43,7 +54,9 @@ func (c *Controller) progress(ctx context.Context, mark func(nodeID string)) (ma
 			}
 		}
 		c.mu.Unlock()
-		res := rollout.Step(r, d.Spec.Spec.Update, insts, now)
+		// The strategy is the one applied with the rollout's revision,
+		// whatever the deployment's is now.
+		res := rollout.Step(r, to.rev.Spec.Spec.Update, insts, now)
 		if !res.Wake.IsZero() {
 			c.wakeAt(res.Wake)
 		}
@@ -105,12 +118,6 @@ func (c *Controller) trackPulls(reqs map[string][]string, prePulling map[string]
 			delete(c.pulls, nodeID)
 		}
 	}
-}
-
-// pullImage is the image a rollout's nodes pre-pull: pinned when it can be.
-func pullImage(revs revisionSet, r api.Rollout) string {
-	ri, _ := revs.get(r.Project, r.Deployment, r.To)
-	return ri.image
 }
 
 // requestPulls asks the nodes that still lack a rollout's image to pull it,
