@@ -233,8 +233,16 @@ func TestARolloutNewerThanTheViewWaitsForItsRevision(t *testing.T) {
 	}
 	w.pass()
 
-	w.clock.Advance(time.Second) // the latest rollout is the second
-	w.write("hello:v2", "{batchSize: 1, minHealthyTime: 0s}") // the controller has not heard of it
+	// Revision 2 comes a second later (the latest rollout is its), and
+	// the controller does not hear of it.
+	w.clock.Advance(time.Second)
+	w.write("hello:v2", "{batchSize: 1, minHealthyTime: 0s}")
+	rev2, err := w.st.GetRevision(w.ctx, api.DefaultProject, "web", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// moved counts the instances moved to revision 2. Each must carry its
+	// spec hash, or the store ignores every status its agent reports.
 	moved := func() int {
 		insts, err := w.st.ListInstances(w.ctx, store.InstanceFilter{})
 		if err != nil {
@@ -242,8 +250,12 @@ func TestARolloutNewerThanTheViewWaitsForItsRevision(t *testing.T) {
 		}
 		n := 0
 		for _, in := range insts {
-			if in.Revision == 2 {
-				n++
+			if in.Revision != 2 {
+				continue
+			}
+			n++
+			if want := SpecHash(rev2.Spec.Spec.Container); in.SpecHash != want {
+				t.Fatalf("instance %s moved to revision 2 with spec hash %q; want %q", in.ID, in.SpecHash, want)
 			}
 		}
 		return n
