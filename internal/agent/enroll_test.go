@@ -22,6 +22,7 @@ import (
 
 	"github.com/dockfleet/dockfleet/internal/fakert"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/pki/pkitest"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
 
@@ -206,14 +207,7 @@ func newTestPKI(t *testing.T) *testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := pkitest.NodeCSR(t)
 	certPEM, err := ca.SignNode(csr, "n-test", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)

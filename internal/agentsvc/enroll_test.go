@@ -13,6 +13,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/pki/pkitest"
 	"github.com/dockfleet/dockfleet/internal/store/storetest"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
@@ -37,14 +38,7 @@ func TestEnrollAbandonedByTheAgentIsNoServerError(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	a := New(Deps{Store: st, CA: pki.NewAuthority(pki.NewRoots(ca)), Limits: NewLimits(LimitsConfig{}, log), Logger: log,
 		Enrolled: func(api.Node) {}, CertTTL: time.Hour})
-	key, err := pki.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, csr := pkitest.NodeCSR(t)
 	req := &agentproto.EnrollRequest{ProtocolVersion: agentproto.Version, Token: pki.FormatEnrollToken(ca.Fingerprint(), id, secret),
 		Name: "host-1", Csr: csr}
 

@@ -29,6 +29,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/pki/pkitest"
 	"github.com/dockfleet/dockfleet/internal/sim"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
@@ -313,14 +314,7 @@ func (f *abuseFleet) enroll(t *testing.T, name, src string) credentials.Transpor
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := pkitest.NodeCSR(t)
 	conn := f.conn(t, src, credentials.NewTLS(pki.EnrollClientTLS(fp, f.host)))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -638,14 +632,7 @@ func TestBadTokenFloodDoesNotStopEnrollment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, csr := pkitest.NodeCSR(t)
 	enroll := agentproto.NewAgentClient(f.conn(t, src, credentials.NewTLS(pki.EnrollClientTLS(fp, f.host))))
 	var (
 		mu           sync.Mutex

@@ -23,6 +23,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/agentproto"
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/pki/pkitest"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 	"github.com/dockfleet/dockfleet/tests/harness"
 )
@@ -129,14 +130,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 	})
 
 	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
-		key, err := pki.NewNodeKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := pki.NewCSR(key)
-		if err != nil {
-			t.Fatal(err)
-		}
+		key, csr := pkitest.NodeCSR(t)
 		certPEM, err := otherCA.SignNode(csr, f.Node("first").ID, 0, time.Hour)
 		if err != nil {
 			t.Fatal(err)
