@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -25,6 +24,7 @@ import (
 	"github.com/dockfleet/dockfleet/internal/api"
 	"github.com/dockfleet/dockfleet/internal/client"
 	"github.com/dockfleet/dockfleet/internal/pki"
+	"github.com/dockfleet/dockfleet/internal/pki/pkitest"
 	"github.com/dockfleet/dockfleet/internal/sim"
 	"github.com/dockfleet/dockfleet/internal/testenv"
 )
@@ -35,20 +35,6 @@ const nodeSource = "127.0.0.3"
 
 // callTimeout bounds one call of a test to the agent endpoint.
 const callTimeout = 20 * time.Second
-
-// newCSR returns a CSR and its new node key.
-func newCSR(t *testing.T) ([]byte, crypto.Signer) {
-	t.Helper()
-	key, err := pki.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr, key
-}
 
 // enrollAs enrolls node name with token tok, asking for labels, with csr.
 func (f *abuseFleet) enrollAs(t *testing.T, tok, name string, labels map[string]string, csr []byte) (*agentproto.EnrollResponse, error) {
@@ -68,7 +54,7 @@ func (f *abuseFleet) enrollAs(t *testing.T, tok, name string, labels map[string]
 // identity enrolls node name with token tok and labels and returns its identity.
 func (f *abuseFleet) identity(t *testing.T, tok, name string, labels map[string]string) *pki.Identity {
 	t.Helper()
-	csr, key := newCSR(t)
+	key, csr := pkitest.NodeCSR(t)
 	resp, err := f.enrollAs(t, tok, name, labels, csr)
 	if err != nil {
 		t.Fatalf("enrolling %s: %v", name, err)
@@ -95,7 +81,7 @@ func (f *abuseFleet) connectAs(t *testing.T, id *pki.Identity) (agentproto.Agent
 // renewAs asks for a certificate for a brand-new key, as the node of id.
 func (f *abuseFleet) renewAs(t *testing.T, id *pki.Identity) error {
 	t.Helper()
-	csr, _ := newCSR(t)
+	_, csr := pkitest.NodeCSR(t)
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	_, err := agentproto.NewAgentClient(f.conn(t, nodeSource, f.creds(id))).Renew(ctx, &agentproto.RenewRequest{Csr: csr})
@@ -255,7 +241,7 @@ func TestReEnrollWithNodeToken(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	csr, key := newCSR(t)
+	key, csr := pkitest.NodeCSR(t)
 	_, err = f.enrollAs(t, f.token, "edge", labels, csr)
 	if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "token create --node edge") {
 		t.Errorf("enrolling a taken name with an ordinary token = %v; want AlreadyExists pointing to token create --node", err)
@@ -317,7 +303,7 @@ func TestEnrollLabelsDecidedByToken(t *testing.T) {
 		{"site": "berlin", "role": "db", "tier": "payments"},
 		{"site": "paris"},
 	} {
-		csr, _ := newCSR(t)
+		_, csr := pkitest.NodeCSR(t)
 		_, err := f.enrollAs(t, berlin, "rogue", labels, csr)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "site=berlin") {
 			t.Errorf("enrolling with labels %v on a site=berlin token = %v; want InvalidArgument naming site=berlin", labels, err)
@@ -330,7 +316,7 @@ func TestEnrollLabelsDecidedByToken(t *testing.T) {
 	f.identity(t, berlin, "quiet", nil)
 	zone := f.newToken(t, api.TokenRequest{Uses: 10, AgentLabels: []string{"zone"}})
 	f.identity(t, zone, "zoned", map[string]string{"zone": "eu-1"})
-	csr, _ := newCSR(t)
+	_, csr := pkitest.NodeCSR(t)
 	if _, err := f.enrollAs(t, zone, "greedy", map[string]string{"zone": "eu-1", "role": "db"}, csr); status.Code(err) != codes.InvalidArgument ||
 		!strings.Contains(err.Error(), "role=db") || !strings.Contains(err.Error(), "zone") {
 		t.Errorf("enrolling with role=db on a token that lets agents choose zone = %v; want InvalidArgument naming role=db and zone", err)
@@ -348,7 +334,7 @@ func TestEnrollLabelsDecidedByToken(t *testing.T) {
 func TestEnrollRefusesNodeIDName(t *testing.T) {
 	f := startAbuseFleet(t, Config{})
 	victim := f.identity(t, f.token, "victim", nil)
-	csr, _ := newCSR(t)
+	_, csr := pkitest.NodeCSR(t)
 	_, err := f.enrollAs(t, f.token, victim.NodeID, nil, csr)
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "node ID") {
 		t.Errorf("enrolling under the name %s = %v; want InvalidArgument naming the node ID form", victim.NodeID, err)
@@ -541,7 +527,7 @@ func TestEnrollmentRetriedWithTheSameKey(t *testing.T) {
 	f := startAbuseFleet(t, Config{})
 	ctx := context.Background()
 	tok := f.newToken(t, api.TokenRequest{Uses: 1})
-	csr, key := newCSR(t)
+	key, csr := pkitest.NodeCSR(t)
 	first, err := f.enrollAs(t, tok, "edge-retry", nil, csr)
 	if err != nil {
 		t.Fatal(err)
@@ -582,7 +568,7 @@ func TestEnrollmentRetriedWithTheSameKey(t *testing.T) {
 	if counted != 1 {
 		t.Errorf("the token counts %d uses; want 1", counted)
 	}
-	other, _ := newCSR(t)
+	_, other := pkitest.NodeCSR(t)
 	if _, err := f.enrollAs(t, f.token, "edge-retry", nil, other); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("another key asking for the name: %v; want AlreadyExists", err)
 	}
