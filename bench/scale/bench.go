@@ -951,11 +951,14 @@ func (b *bencher) restart(ctx context.Context) error {
 // before it).
 func (b *bencher) restartReplica(ctx context.Context, r *replica) (replicaRestart, []time.Duration, error) {
 	n := b.cfg.n
-	counts, err := b.agentCounts()
+	// Connections, not agents, are counted: one whose stream was just
+	// replaced (after the restart before this one) may be counted twice,
+	// so wait for the counts to settle and never wait for more than n.
+	counts, err := b.settledAgentCounts(ctx)
 	if err != nil {
 		return replicaRestart{}, nil, err
 	}
-	held := counts[slices.Index(b.replicas, r)]
+	held := min(counts[slices.Index(b.replicas, r)], n)
 	if len(b.replicas) == 1 {
 		held = n // all of them, counted or not
 	}
