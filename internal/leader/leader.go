@@ -156,11 +156,14 @@ func (e *Elector) leadWhileHeld(ctx context.Context, epoch int64, renewed time.T
 		lead(lctx, epoch)
 	}()
 	reason := e.renew(lctx, epoch, renewed, done)
-	stop()
-	<-done
+	// The lease is over: say so before lead winds down, which can take
+	// seconds on a loaded machine, so that what the replica is asked
+	// meanwhile goes to the next leader, not to work that is ending.
 	e.mu.Lock()
 	e.epoch = 0
 	e.mu.Unlock()
+	stop()
+	<-done
 	if ctx.Err() != nil {
 		// Handing over at once: a fresh context, since ctx is over.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.TTL/3)

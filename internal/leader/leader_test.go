@@ -162,8 +162,9 @@ func (c *cluster) settle() {
 	if err := c.clock.BlockUntilContext(ctx, running); err != nil {
 		c.t.Fatalf("electors did not settle: %v", err)
 	}
-	// An elector holds its epoch from before it starts lead until after
-	// lead returned: wait until each one's lead has caught up.
+	// An elector holds its epoch from before it starts lead until its
+	// lease ends, before it ends lead: wait until each one's lead has
+	// caught up.
 	for _, r := range c.reps {
 		for {
 			lctx, _ := r.leading()
@@ -302,4 +303,57 @@ func TestLeaderRidesOutAShortStoreOutage(t *testing.T) {
 	if _, terms := c.reps[0].leading(); len(terms) != 1 {
 		t.Fatalf("a led terms %v; want one, never interrupted", terms)
 	}
+}
+
+// A replica whose lease ended says at once that it does not lead, while
+// its work still winds down: what the replica is asked meanwhile goes to
+// the next leader, not to a controller that is ending. (In a 40,000-agent
+// run a former leader took 7 s to wind down.)
+func TestLeadingEndsWithTheLeaseNotWithTheWork(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	st := &leases{clock: clock, l: map[string]*lease{}, down: map[string]bool{}}
+	e := New(st, Config{Name: "controller", Holder: "a", TTL: 3 * time.Second, Clock: clock})
+	ctx, stop := context.WithCancel(context.Background())
+	lost, release, ended := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		e.Run(ctx, func(lctx context.Context, _ int64) {
+			<-lctx.Done()
+			close(lost)
+			<-release // the work winds down slowly
+		})
+	}()
+	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clock.BlockUntilContext(tctx, 1); err != nil { // a renews
+		t.Fatal(err)
+	}
+	if e.Epoch() == 0 {
+		t.Fatal("a does not lead")
+	}
+	st.setDown("a", true)
+	for i := 0; ; i++ {
+		if i == 50 {
+			t.Fatal("a's lead still runs 5 s after its store went away; its TTL is 3 s")
+		}
+		clock.Advance(100 * time.Millisecond)
+		// Either the elector waits on the clock again, or its lease ended.
+		waits := make(chan error, 1)
+		go func() { waits <- clock.BlockUntilContext(tctx, 1) }()
+		select {
+		case <-lost:
+		case err := <-waits:
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		break
+	}
+	if got := e.Epoch(); got != 0 {
+		t.Errorf("a says it leads (epoch %d) while its work winds down, after its lease ended", got)
+	}
+	close(release)
+	stop()
+	<-ended
 }
