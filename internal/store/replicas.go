@@ -172,27 +172,32 @@ func (s *sqlStore) PutDesiredStates(ctx context.Context, ds []DesiredState) (int
 		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) + 1 FROM desired_states`).Scan(&seq); err != nil {
 			return err
 		}
-		for _, d := range ds {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO desired_states (node_id, seq, key, state) VALUES (?, ?, ?, ?)
-				ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq, key = excluded.key, state = excluded.state`,
-				d.NodeID, seq, d.Key, d.State); err != nil {
-				return err
+		// One statement may not write a row twice: a node's last state
+		// wins, as it would written one by one.
+		last := make(map[string]int, len(ds))
+		for i, d := range ds {
+			last[d.NodeID] = i
+		}
+		rows := make([]any, 0, 4*len(last))
+		for i, d := range ds {
+			if last[d.NodeID] == i {
+				rows = append(rows, d.NodeID, seq, d.Key, d.State)
 			}
 		}
-		return nil
+		return execRows(ctx, tx, `INSERT INTO desired_states (node_id, seq, key, state) VALUES `, nil, 4, rows,
+			` ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq, key = excluded.key, state = excluded.state`)
 	})
 	return seq, err
 }
 
 // DeleteDesiredStates forgets the desired states of nodes that are gone.
 func (s *sqlStore) DeleteDesiredStates(ctx context.Context, nodeIDs []string) error {
+	ids := make([]any, len(nodeIDs))
+	for i, id := range nodeIDs {
+		ids[i] = id
+	}
 	return s.tx(ctx, func(tx dbtx) error {
-		for _, id := range nodeIDs {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM desired_states WHERE node_id = ?`, id); err != nil {
-				return err
-			}
-		}
-		return nil
+		return execRows(ctx, tx, `DELETE FROM desired_states WHERE node_id IN `, nil, 1, ids, "")
 	})
 }
 

@@ -174,9 +174,20 @@ func (s *sqlStore) StepRollout(ctx context.Context, r api.Rollout, moves []Insta
 			return err
 		}
 		now := nanos(time.Now())
+		// A step's moves go to one or two revisions: one statement for
+		// each, not one per instance.
+		type target struct {
+			revision int64
+			hash     string
+		}
+		to := map[target][]any{}
 		for _, m := range moves {
-			if _, err := tx.ExecContext(ctx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', image_digest = '', updated_at = ?, observed_at = 0, version = version + 1
-				WHERE id = ?`, m.Revision, m.SpecHash, api.InstancePending, now, m.ID); err != nil {
+			k := target{m.Revision, m.SpecHash}
+			to[k] = append(to[k], m.ID)
+		}
+		for k, ids := range to {
+			if err := execRows(ctx, tx, `UPDATE instances SET revision = ?, spec_hash = ?, state = ?, reason = '', image_digest = '', updated_at = ?,
+				observed_at = 0, version = version + 1 WHERE id IN `, []any{k.revision, k.hash, api.InstancePending, now}, 1, ids, ""); err != nil {
 				return err
 			}
 		}

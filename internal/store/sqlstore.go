@@ -95,6 +95,9 @@ func newDialect(d *dialect) *dialect {
 	return d
 }
 
+// maxCachedQuery is the longest query bind caches.
+const maxCachedQuery = 2048
+
 // bind returns query in the dialect's placeholders.
 func (d *dialect) bind(query string) string {
 	if !d.dollar {
@@ -117,7 +120,11 @@ func (d *dialect) bind(query string) string {
 		b.WriteRune(c)
 	}
 	q := b.String()
-	d.bound.Store(query, q)
+	// Bulk writes (execRows) and IN lists make queries of many lengths;
+	// caching them all would grow without end.
+	if len(query) <= maxCachedQuery {
+		d.bound.Store(query, q)
+	}
 	return q
 }
 
@@ -897,23 +904,66 @@ func (s *sqlStore) ApplyPlacement(ctx context.Context, add []api.Instance, remov
 		return nil
 	}
 	return s.tx(ctx, func(tx dbtx) error {
-		for _, id := range remove {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM instances WHERE id = ?`, id); err != nil {
-				return err
-			}
+		ids := make([]any, len(remove))
+		for i, id := range remove {
+			ids[i] = id
 		}
+		if err := execRows(ctx, tx, `DELETE FROM instances WHERE id IN `, nil, 1, ids, ""); err != nil {
+			return err
+		}
+		rows := make([]any, 0, 14*len(add))
 		for _, i := range add {
-			_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instanceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)`,
-				i.ID, i.Project, i.Deployment, i.NodeID, i.Revision, i.SpecHash, i.State, i.Reason, i.ContainerID, i.ImageDigest, nanos(i.CreatedAt), nanos(i.UpdatedAt), i.Restarts)
-			if isUnique(err) {
-				return fmt.Errorf("instance %s: %w", i.ID, ErrExists)
-			}
-			if err != nil {
-				return err
-			}
+			rows = append(rows, i.ID, i.Project, i.Deployment, i.NodeID, i.Revision, i.SpecHash, i.State, i.Reason, i.ContainerID, i.ImageDigest,
+				nanos(i.CreatedAt), nanos(i.UpdatedAt), 1, i.Restarts)
+		}
+		err := execRows(ctx, tx, `INSERT INTO instances (`+instanceCols+`) VALUES `, nil, 14, rows, "")
+		if isUnique(err) {
+			return fmt.Errorf("placing %d instances: one of their IDs is taken: %w", len(add), ErrExists)
+		}
+		if err != nil {
+			return err
 		}
 		return bumpStateSeq(ctx, tx)
 	})
+}
+
+// maxRowArgs bounds the arguments of one statement of execRows: well
+// under SQLite's limit on a statement's parameters (32,766) and
+// PostgreSQL's (65,535).
+const maxRowArgs = 8000
+
+// execRows runs head + "(?, ?, …), (…)" + tail for rows, cols arguments
+// each, in as few statements as maxRowArgs allows; headArgs are those of
+// head's placeholders. With cols 1 and head ending in "IN ", the rows make
+// an IN list. A statement per row cost a 40,000-instance rollout on
+// PostgreSQL most of its fan-out: 40,000 round trips each for the
+// placement, the batch's moves and the desired states, most of a minute
+// each on a loaded machine.
+func execRows(ctx context.Context, tx dbtx, head string, headArgs []any, cols int, rows []any, tail string) error {
+	tuple, sep := "(?"+strings.Repeat(", ?", cols-1)+")", ", "
+	list := cols == 1 && strings.HasSuffix(head, "IN ")
+	if list {
+		tuple = "?"
+	}
+	per := max(maxRowArgs/cols, 1) * cols
+	for len(rows) > 0 {
+		batch := rows[:min(per, len(rows))]
+		rows = rows[len(batch):]
+		var b strings.Builder
+		b.WriteString(head)
+		if list {
+			b.WriteString("(")
+		}
+		b.WriteString(tuple + strings.Repeat(sep+tuple, len(batch)/cols-1))
+		if list {
+			b.WriteString(")")
+		}
+		b.WriteString(tail)
+		if _, err := tx.ExecContext(ctx, b.String(), append(slices.Clip(headArgs), batch...)...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *sqlStore) UpdateInstanceStatus(ctx context.Context, st InstanceStatus) error {

@@ -91,23 +91,29 @@ func testDesiredStates(t *testing.T, s store.Store) {
 	if ds, last, _ := s.DesiredSince(ctx, seq2); len(ds) != 0 || last != seq2 {
 		t.Fatalf("DesiredSince(%d) = %+v, %d; want nothing", seq2, ds, last)
 	}
-	// More nodes than one query asks for at once.
+	// More nodes than one statement writes, or one query asks for, at
+	// once; one node twice, whose last state wins.
 	var many []store.DesiredState
 	var ids []string
-	for i := range 1203 {
+	for i := range 2503 {
 		id := fmt.Sprintf("m%04d", i)
 		ids = append(ids, id)
 		many = append(many, store.DesiredState{NodeID: id, Key: "k", State: []byte(id)})
 	}
+	many = append(many, store.DesiredState{NodeID: "m0007", Key: "k", State: []byte("m0007 again")})
 	if _, err := s.PutDesiredStates(ctx, many); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.DesiredStates(ctx, append(ids, "n2", "unknown"))
-	if err != nil || len(got) != 1204 {
-		t.Fatalf("DesiredStates of 1,205 nodes = %d states, %v; want 1,204 (one node has none)", len(got), err)
+	if err != nil || len(got) != 2504 {
+		t.Fatalf("DesiredStates of 2,505 nodes = %d states, %v; want 2,504 (one node has none)", len(got), err)
 	}
 	for _, d := range got {
-		if d.NodeID == "n2" && (d.Key != "k2b" || !slices.Equal(d.State, []byte{2, 2})) || d.NodeID != "n2" && string(d.State) != d.NodeID {
+		want := d.NodeID
+		if d.NodeID == "m0007" {
+			want = "m0007 again"
+		}
+		if d.NodeID == "n2" && (d.Key != "k2b" || !slices.Equal(d.State, []byte{2, 2})) || d.NodeID != "n2" && string(d.State) != want {
 			t.Fatalf("DesiredStates gave %+v", d)
 		}
 	}

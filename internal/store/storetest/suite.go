@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Deployments", testDeployments},
 		{"Instances", testInstances},
 		{"RevisionsAndRollouts", testRevisionsAndRollouts},
+		{"BulkPlacementAndStep", testBulkPlacementAndStep},
 		{"Events", testEvents},
 		{"PruneRevisions", testPruneRevisions},
 		{"PruneEvents", testPruneEvents},
@@ -747,5 +748,67 @@ func testEnrollRetried(t *testing.T, s store.Store) {
 	}
 	if nodes, _ := s.ListNodes(ctx); len(nodes) != 1 {
 		t.Errorf("nodes after the retry: %+v; want n1 alone", nodes)
+	}
+}
+
+// testBulkPlacementAndStep places and moves more instances than one
+// statement of the store writes (a 40,000-node fleet's rollout): every
+// one lands, each move with its own revision and hash, and removals too.
+func testBulkPlacementAndStep(t *testing.T, s store.Store) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	d := newDeployment("default", "web")
+	rev := api.Revision{Project: "default", Deployment: "web", Number: 1, Spec: d.Spec, Cause: "apply", CreatedAt: now}
+	if _, err := s.ApplyRevision(ctx, d, rev, api.Rollout{ID: "r1", Project: "default", Deployment: "web", To: 1, State: api.RolloutRunning, CreatedAt: now}, nil); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8100
+	add := make([]api.Instance, n)
+	for i := range add {
+		add[i] = api.Instance{ID: fmt.Sprintf("i%05d", i), Project: "default", Deployment: "web", NodeID: fmt.Sprintf("n%05d", i),
+			State: api.InstanceHealthy, Reason: "r", CreatedAt: now, UpdatedAt: now, Version: 1}
+	}
+	if err := s.ApplyPlacement(ctx, add, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyPlacement(ctx, add[:1], nil); !errors.Is(err, store.ErrExists) {
+		t.Errorf("placing an instance whose ID is taken: got %v; want ErrExists", err)
+	}
+	active, err := s.ActiveRollouts(ctx)
+	if err != nil || len(active) != 1 {
+		t.Fatalf("ActiveRollouts = %+v, %v; want r1", active, err)
+	}
+	// All but the last 10 move to revision 1; those 10 to revision 0.
+	moves := make([]store.InstanceMove, n)
+	for i := range moves {
+		moves[i] = store.InstanceMove{ID: add[i].ID, Revision: 1, SpecHash: "h1"}
+		if i >= n-10 {
+			moves[i].Revision, moves[i].SpecHash = 0, ""
+		}
+	}
+	if _, err := s.StepRollout(ctx, active[0], moves, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var remove []string
+	for i := 0; i < n; i += 3 {
+		remove = append(remove, add[i].ID)
+	}
+	if err := s.ApplyPlacement(ctx, nil, remove); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListInstances(ctx, store.InstanceFilter{Deployment: "web"})
+	if err != nil || len(got) != n-len(remove) {
+		t.Fatalf("instances after placing %d and removing %d: %d, %v; want %d", n, len(remove), len(got), err, n-len(remove))
+	}
+	for _, in := range got {
+		var k int
+		fmt.Sscanf(in.ID, "i%05d", &k)
+		want, hash := int64(1), "h1"
+		if k >= n-10 {
+			want, hash = 0, ""
+		}
+		if k%3 == 0 || in.Revision != want || in.SpecHash != hash || in.State != api.InstancePending || in.Reason != "" || in.NodeID != add[k].NodeID {
+			t.Fatalf("instance %+v after the step; want it removed if its number is a multiple of 3, else pending at revision %d (%q) on %s",
+				in, want, hash, add[k].NodeID)
+		}
 	}
 }
